@@ -1,0 +1,296 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// checkSpec reports a test error unless spec is one a parser may return.
+func checkSpec(t *testing.T, spec Spec) {
+	t.Helper()
+	if spec.Listen < 1 || spec.Listen > 65535 {
+		t.Errorf("listen port %d out of range in %+v", spec.Listen, spec)
+	}
+	if len(spec.Backends) == 0 {
+		t.Errorf("no backends in %+v", spec)
+	}
+	for _, e := range spec.Backends {
+		if e.Host == "" {
+			t.Errorf("empty host in %+v", spec)
+		}
+		if e.Port < 1 || e.Port > 65535 {
+			t.Errorf("backend port %d out of range in %+v", e.Port, spec)
+		}
+	}
+	if spec.Source == "" {
+		t.Errorf("empty source in %+v", spec)
+	}
+	// A target is exactly the name of a single backend.
+	if spec.Target != "" && (len(spec.Backends) != 1 || spec.Backends[0].Host != spec.Target) {
+		t.Errorf("target %q is not the only backend's host in %+v", spec.Target, spec)
+	}
+}
+
+// checkRoundTrip reports a test error unless the canonical form of spec
+// parses back to the same listen port and backends, and is a fixed point.
+func checkRoundTrip(t *testing.T, spec Spec) {
+	t.Helper()
+	canonical := spec.String()
+	again, err := ParseRoute(canonical)
+	if err != nil {
+		t.Fatalf("canonical form %q of %+v does not parse: %v", canonical, spec, err)
+	}
+	if again.Listen != spec.Listen || !equalEndpoints(again.Backends, spec.Backends) {
+		t.Fatalf("canonical form %q parsed to %+v, want %+v", canonical, again, spec)
+	}
+	if got := again.String(); got != canonical {
+		t.Fatalf("canonical form %q re-rendered as %q", canonical, got)
+	}
+}
+
+func equalEndpoints(a, b []Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func FuzzParseRoute(f *testing.F) {
+	for _, s := range []string{
+		"6379:redis:6379", "6379:10.0.0.5", "8080:[::1]:80", "6379:10.0.0.5:6379,10.0.0.6:6379",
+		"8080:[fe80::1%eth0]:80", "80:my_db.example.com.", "0:x", "80:::1", "80:[::1", "80:127.1",
+		"65535:a,b:1,[::ffff:1.2.3.4]", "080:x", "80:-x", "80:a..b",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := ParseRoute(s)
+		if err != nil {
+			return
+		}
+		checkSpec(t, spec)
+		if want := `--route "` + s + `"`; spec.Source != want {
+			t.Errorf("source %q, want %q", spec.Source, want)
+		}
+		// Whatever is accepted is safe to print and to split on whitespace.
+		if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == ';' || r >= 0x7f }) {
+			t.Errorf("accepted %q, which contains whitespace, ';', or non-ASCII", s)
+		}
+		checkRoundTrip(t, spec)
+	})
+}
+
+func FuzzParseRouteList(f *testing.F) {
+	for _, s := range []string{
+		"", "6379:redis", "8080:web:80;6379:redis\n\t5432:[::1]:5432,db ;; ", "6379:a 6379:b", "a:b;80",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		specs, err := ParseRouteList(s)
+		if err != nil {
+			return
+		}
+		seen := make(map[int]bool)
+		for _, spec := range specs {
+			checkSpec(t, spec)
+			if spec.Source != "AMBASSADORD_ROUTES" {
+				t.Errorf("source %q", spec.Source)
+			}
+			if seen[spec.Listen] {
+				t.Errorf("listen port %d returned twice", spec.Listen)
+			}
+			seen[spec.Listen] = true
+			checkRoundTrip(t, spec)
+		}
+	})
+}
+
+// FuzzParseClassicEnv takes an environment as newline-separated entries.
+func FuzzParseClassicEnv(f *testing.F) {
+	f.Add(strings.Join(redisLink, "\n"))
+	for _, s := range []string{
+		"REDIS_NAME=/amb/redis\nREDIS_ENV_X_PORT_1_TCP=tcp://evil:1",
+		"PROD_ENV_DB_PORT_5432_TCP=tcp://10.0.0.7:5432",
+		"A_PORT_1_TCP=tcp://[::1]:1\nB_PORT_2_TCP=tcp://b.example:2",
+		"A_PORT_1_TCP=http://x:1", "A_PORT_0_TCP=tcp://x:1", "A_PORT_1_TCP=tcp://x:1/",
+		"A_PORT_1_TCP=tcp://x:1\nB_PORT_1_TCP=tcp://y:1", "A_PORT_53_UDP=udp://x:53", "A_PORT_1_TCP",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		environ := strings.Split(s, "\n")
+		specs, warnings, err := ParseClassicEnv(environ)
+		if err != nil {
+			if specs != nil {
+				t.Errorf("specs %+v returned with error %v", specs, err)
+			}
+			return
+		}
+		names := make(map[string]bool)
+		for _, kv := range environ {
+			if name, _, ok := strings.Cut(kv, "="); ok {
+				names[name] = true
+			}
+		}
+		for i, spec := range specs {
+			checkSpec(t, spec)
+			if len(spec.Backends) != 1 {
+				t.Errorf("%d backends in %+v", len(spec.Backends), spec)
+			}
+			if i > 0 && specs[i-1].Listen >= spec.Listen {
+				t.Errorf("not sorted by listen, or duplicate: %+v", specs)
+			}
+			name, ok := strings.CutPrefix(spec.Source, "env ")
+			if !ok || !names[name] {
+				t.Errorf("source %q does not name a variable of the environment", spec.Source)
+			}
+			if spec.Target != "" {
+				t.Errorf("classic spec with target %+v", spec)
+			}
+			if !strings.HasPrefix(name, spec.Alias+"_PORT_") || spec.Alias == "" {
+				t.Errorf("alias %q is not the prefix of %s", spec.Alias, name)
+			}
+			// The security invariant: nothing forwarded from a linked
+			// container's environment becomes a listener.
+			for j := 1; j < len(name); j++ {
+				if strings.HasPrefix(name[j:], "_ENV_") && names[name[:j]+"_NAME"] {
+					t.Errorf("listener from link-forwarded variable %s", name)
+				}
+			}
+			checkRoundTrip(t, spec)
+		}
+		for _, w := range warnings {
+			if !strings.HasPrefix(w, "env ") {
+				t.Errorf("warning %q does not name a variable", w)
+			}
+		}
+	})
+}
+
+func FuzzParsePortsLabel(f *testing.F) {
+	for _, s := range []string{"", "6379", "6379,8080:80", " 1 , 2:3 ,", "6379,6379", "0", "1:2:3", "080", "a,:1,1:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		pairs, warnings := parsePortsLabel(s)
+		seen := make(map[int]bool)
+		var canonical []string
+		for _, p := range pairs {
+			if p.Listen < 1 || p.Listen > 65535 || p.Backend < 1 || p.Backend > 65535 {
+				t.Errorf("port out of range in %+v from %q", p, s)
+			}
+			if seen[p.Listen] {
+				t.Errorf("listen port %d returned twice from %q", p.Listen, s)
+			}
+			seen[p.Listen] = true
+			canonical = append(canonical, fmt.Sprintf("%d:%d", p.Listen, p.Backend))
+		}
+		for _, w := range warnings {
+			if !strings.HasPrefix(w, "label ambassador.ports: entry ") {
+				t.Errorf("warning %q does not name the label", w)
+			}
+		}
+		// The canonical form parses back to the same pairs, silently.
+		again, warnings := parsePortsLabel(strings.Join(canonical, ","))
+		if !slices.Equal(again, pairs) || len(warnings) > 0 {
+			t.Errorf("canonical form of %+v parsed to %+v, %q", pairs, again, warnings)
+		}
+	})
+}
+
+func FuzzParsePriority(f *testing.F) {
+	for _, s := range []string{"0", "10", "-5", "+7", " 3 ", "high", "2147483648", "--1", "", "1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := parsePriority(s)
+		if err != nil {
+			if p != 0 {
+				t.Errorf("priority %d returned with error %v", p, err)
+			}
+			return
+		}
+		if p > maxPriority || p < -maxPriority {
+			t.Errorf("priority %d from %q out of range", p, s)
+		}
+		// What is accepted is an integer as strconv reads it.
+		want, perr := strconv.Atoi(strings.TrimSpace(s))
+		if perr != nil || want != p {
+			t.Errorf("parsePriority(%q) = %d, strconv says %d, %v", s, p, want, perr)
+		}
+		if again, err := parsePriority(strconv.Itoa(p)); err != nil || again != p {
+			t.Errorf("canonical form of %d parsed to %d, %v", p, again, err)
+		}
+	})
+}
+
+// FuzzResolveLabels feeds label values, which anyone who can start a
+// container controls, to Resolve and checks the invariants of its result.
+func FuzzResolveLabels(f *testing.F) {
+	f.Add("web", "80,8080:80", "10", "8080", "back", "web")
+	f.Add("web", "", "x", "0", "nope", "")
+	f.Add("", "1:2:3", "-1", "", "", "amb")
+	f.Fuzz(func(t *testing.T, target, portsLabel, priority, port, network, name string) {
+		self := &Container{
+			ID: "id-amb", Name: "amb", State: "running",
+			Labels:   map[string]string{LabelRole: "ambassador", LabelTarget: target, LabelPorts: portsLabel},
+			Networks: []Network{{Name: "back", ID: "n-back", IP: "10.1.0.2"}, {Name: "front", ID: "n-front", IP: "10.2.0.2"}},
+			Links:    []Link{{Name: name, Alias: name}},
+		}
+		claimer := Container{
+			ID: "id-" + name, Name: name, State: "running",
+			Labels: map[string]string{
+				LabelTarget: target, LabelPriority: priority, LabelPort: port, LabelNetwork: network,
+			},
+			Networks: []Network{{Name: "back", ID: "n-back", IP: "10.1.0.3"}, {Name: "front", ID: "n-front", IP: "10.2.0.3"}},
+			Ports:    []Port{{Port: 80, Proto: "tcp"}, {Port: 53, Proto: "udp"}},
+		}
+		other := Container{
+			ID: "id-other", Name: "other", State: "running",
+			Labels:   map[string]string{LabelTarget: target},
+			Networks: []Network{{Name: "front", ID: "n-front", IP: "10.2.0.4"}},
+			Ports:    []Port{{Port: 8080, Proto: "tcp"}},
+		}
+		snap := &Snapshot{Self: self, Containers: []Container{*self, claimer, other}}
+		specs := []Spec{{Listen: 6379, Target: name, Source: "fuzz"}}
+
+		res := Resolve(specs, snap, Options{Network: network})
+		if again := Resolve(specs, snap, Options{Network: network}); !reflect.DeepEqual(res, again) {
+			t.Fatalf("not deterministic:\n%+v\n%+v", res, again)
+		}
+		for i, rt := range res.Routes {
+			if i > 0 && res.Routes[i-1].Listen >= rt.Listen {
+				t.Errorf("routes not sorted by listen, or a listen port twice: %+v", res.Routes)
+			}
+			if rt.Listen < 1 || rt.Listen > 65535 || rt.Name != strconv.Itoa(rt.Listen) {
+				t.Errorf("bad listen port or name in %+v", rt)
+			}
+			if (len(rt.Backends) == 0) != (rt.NoBackend != "") {
+				t.Errorf("NoBackend %q with backends %v", rt.NoBackend, rt.Backends)
+			}
+			for _, b := range rt.Backends {
+				if b.ID == "id-amb" {
+					t.Errorf("the ambassador is its own backend in %+v", rt)
+				}
+				host, p, err := net.SplitHostPort(b.Addr)
+				if err != nil || host == "" {
+					t.Errorf("backend address %q: %v", b.Addr, err)
+				}
+				if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+					t.Errorf("backend port %q in %+v", p, rt)
+				}
+			}
+		}
+	})
+}

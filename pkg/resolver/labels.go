@@ -1,0 +1,87 @@
+package resolver
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// portPair is one entry of the ambassador.ports label: listen on Listen,
+// forward to the target's Backend port.
+type portPair struct {
+	Listen, Backend int
+}
+
+// parsePortsLabel parses the value of the ambassador.ports label on the
+// ambassador: entries LISTEN or LISTEN:BACKEND separated by commas, e.g.
+// "6379" or "6379,8080:80". Spaces around entries are ignored, as are empty
+// entries ("6379," is "6379"), because labels are typed by hand in compose
+// files. Ports are those of parsePort.
+//
+// A bad entry, or a second entry for a listen port, is skipped with a
+// warning naming it; the other entries still count, so one typo does not
+// take every listener down. Pairs are returned in the order given.
+func parsePortsLabel(s string) (pairs []portPair, warnings []string) {
+	seen := make(map[int]string)
+	for entry := range strings.SplitSeq(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		p, err := parsePortPair(entry)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("label %s: entry %q skipped: %v", LabelPorts, entry, err))
+			continue
+		}
+		if first, ok := seen[p.Listen]; ok {
+			warnings = append(warnings, fmt.Sprintf("label %s: entry %q skipped: listen port %d already given by %q", LabelPorts, entry, p.Listen, first))
+			continue
+		}
+		seen[p.Listen] = entry
+		pairs = append(pairs, p)
+	}
+	return pairs, warnings
+}
+
+// parsePortPair parses LISTEN or LISTEN:BACKEND; LISTEN alone means the
+// same port on both sides.
+func parsePortPair(entry string) (portPair, error) {
+	l, b, hasBackend := strings.Cut(entry, ":")
+	listen, err := parsePort(l)
+	if err != nil {
+		return portPair{}, fmt.Errorf("listen port %q: %w (want LISTEN or LISTEN:BACKEND)", l, err)
+	}
+	if !hasBackend {
+		return portPair{Listen: listen, Backend: listen}, nil
+	}
+	backend, err := parsePort(b)
+	if err != nil {
+		return portPair{}, fmt.Errorf("backend port %q: %w (want LISTEN or LISTEN:BACKEND)", b, err)
+	}
+	return portPair{Listen: listen, Backend: backend}, nil
+}
+
+// maxPriority bounds ambassador.priority so that priorities compare and
+// print without surprises on every platform; no one needs more.
+const maxPriority = 1<<31 - 1
+
+// parsePriority parses the value of the ambassador.priority label: a decimal
+// integer with an optional sign, within ±maxPriority, spaces around it
+// ignored. Negative priorities are allowed, to mark a standby below the
+// default 0. The caller treats an error as priority 0.
+func parsePriority(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	digits := strings.TrimLeft(t, "+-")
+	switch {
+	case t == "":
+		return 0, errors.New("empty")
+	case len(t)-len(digits) > 1 || digits == "" || strings.Trim(digits, "0123456789") != "":
+		return 0, errors.New("not an integer")
+	}
+	p, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || p > maxPriority || p < -maxPriority {
+		return 0, fmt.Errorf("out of range ±%d", maxPriority)
+	}
+	return int(p), nil
+}

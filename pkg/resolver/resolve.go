@@ -1,0 +1,724 @@
+package resolver
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ambassadord/ambassadord/pkg/proxy"
+)
+
+// Options are the ambassador's settings that shape resolution. The zero
+// value is the default.
+type Options struct {
+	// Network is the network to reach a backend on when the backend shares
+	// several networks with the ambassador and its own ambassador.network
+	// label does not choose. A name or an ID. When empty, or when the
+	// backend is not on it, the lowest network name wins.
+	Network string
+
+	// Overrides rewire routes by hand (`ambassadord rewire`), whatever
+	// labels and links say: a key is a route's name (its listen port) or a
+	// target name, and its value the target name, or static HOST:PORT, to
+	// use instead. A route's own name wins over its target's. The route
+	// keeps its listen port and backend port; a rewired route has no
+	// fallback.
+	Overrides map[string]string
+}
+
+// Result is the outcome of Resolve.
+type Result struct {
+	// Routes are sorted by Listen, one per listen port.
+	Routes []Route
+	// Warnings are the things a person should hear about: sources skipped
+	// because their listen port was taken, malformed labels, links and
+	// label targets that yield no route. Each appears once, in a
+	// deterministic order, so an unchanged input gives unchanged warnings.
+	Warnings []string
+}
+
+// Sources of routes that Resolve makes itself.
+const (
+	linkSource  = "link "                      // + NAME:ALIAS
+	labelSource = "label " + LabelTarget + "=" // + NAME
+)
+
+const (
+	// noEngine is the NoBackend of a target route without fallback while
+	// there is no snapshot.
+	noEngine = "docker engine not reached"
+	// roleValue is the value of LabelRole that marks an ambassador.
+	roleValue = "ambassador"
+	// hostNet is the network of a container run with --network host.
+	hostNet = "host"
+)
+
+// Resolve computes the routes the proxy should serve from the route
+// specifications and the engine's snapshot (nil while Docker is not
+// reached). The routing model is described in the package documentation.
+//
+// Specs without Alias are the explicit ones (--route, AMBASSADORD_ROUTES)
+// and come first; specs with Alias, from the classic link variables, come
+// second; each keeps its order within its group. Resolve is pure and
+// deterministic: the same arguments give the same Result.
+func Resolve(specs []Spec, snap *Snapshot, opts Options) Result {
+	r := &resolution{
+		snap:     snap,
+		opts:     opts,
+		taken:    make(map[int]*pending),
+		covered:  make(map[string]bool),
+		targets:  make(map[string]*election),
+		warnings: make(map[string]bool),
+	}
+	if snap != nil {
+		r.self = snap.Self
+	}
+	for _, s := range specs {
+		if s.Alias == "" {
+			r.addSpec(s)
+		}
+	}
+	for _, s := range specs {
+		if s.Alias != "" {
+			r.addClassic(s)
+		}
+	}
+	r.addLinks()
+	r.addLabelTarget()
+
+	var res Result
+	for _, p := range r.order {
+		res.Routes = append(res.Routes, r.route(p))
+	}
+	slices.SortFunc(res.Routes, func(a, b Route) int { return a.Listen - b.Listen })
+	res.Warnings = r.warningList
+	return res
+}
+
+// resolution is the state of one Resolve call.
+type resolution struct {
+	snap *Snapshot
+	self *Container // nil when unknown or without a snapshot
+	opts Options
+
+	order   []*pending           // routes in the order their sources were read
+	taken   map[int]*pending     // by listen port
+	covered map[string]bool      // link names whose classic variables made specs
+	targets map[string]*election // by target name, computed once per call
+
+	warningList []string
+	warnings    map[string]bool // those in warningList
+}
+
+// pending is a route before its target is resolved.
+type pending struct {
+	listen   int
+	source   string
+	target   string     // "" for a static route
+	port     int        // backend port for a target
+	fallback []Endpoint // static backends, or the target's fallback
+}
+
+// warn records a warning, once however often it comes up (a bad label on a
+// container that several routes consider, for instance).
+func (r *resolution) warn(format string, args ...any) {
+	w := fmt.Sprintf(format, args...)
+	if !r.warnings[w] {
+		r.warnings[w] = true
+		r.warningList = append(r.warningList, w)
+	}
+}
+
+// add records p unless its listen port is taken by an earlier source. A
+// route identical in effect to the one holding the port (same target and
+// port) is dropped silently: `--route 6379:redis` and `--link redis:redis`
+// mean the same listener.
+func (r *resolution) add(p *pending) {
+	if held, ok := r.taken[p.listen]; ok {
+		if p.target == "" || held.target != p.target || held.port != p.port {
+			r.warn("%s: listen port %d skipped: already taken by %s", p.source, p.listen, held.source)
+		}
+		return
+	}
+	r.taken[p.listen] = p
+	r.order = append(r.order, p)
+}
+
+// addSpec adds an explicit spec: a target route when ParseRoute found a
+// name, with its endpoint as the fallback, else a static route.
+func (r *resolution) addSpec(s Spec) {
+	p := &pending{listen: s.Listen, source: s.Source, target: s.Target, fallback: s.Backends}
+	if s.Target != "" {
+		p.port = s.Listen
+		if len(s.Backends) > 0 {
+			p.port = s.Backends[0].Port
+		}
+	}
+	r.add(p)
+}
+
+// addClassic adds a spec from a classic link variable: the linked
+// container by name when the ambassador has a link of that alias, the
+// variable's address serving only as the fallback; otherwise static, as
+// for a remote host given with -e.
+func (r *resolution) addClassic(s Spec) {
+	p := &pending{listen: s.Listen, source: s.Source, fallback: s.Backends}
+	if l, ok := r.link(s.Alias); ok && len(s.Backends) > 0 {
+		r.covered[l.Name] = true
+		p.target = l.Name
+		p.port = s.Backends[0].Port
+	}
+	r.add(p)
+}
+
+// link returns the ambassador's link whose alias Docker would spell alias
+// in variable names.
+func (r *resolution) link(alias string) (Link, bool) {
+	if r.self == nil {
+		return Link{}, false
+	}
+	for _, l := range r.self.Links {
+		if variableAlias(l.Alias) == alias {
+			return Link{Name: baseName(l.Name), Alias: l.Alias}, true
+		}
+	}
+	return Link{}, false
+}
+
+// variableAlias spells a link alias as Docker does in variable names:
+// upper-case, with '_' for '-' and '.'. A path ("/amb/redis", as the engine
+// reports HostConfig.Links) is reduced to its last element.
+func variableAlias(alias string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '.' {
+			return '_'
+		}
+		return r
+	}, strings.ToUpper(baseName(alias)))
+}
+
+// baseName returns a container name or alias without the engine's path
+// ("/redis", "/amb/redis" -> "redis").
+func baseName(s string) string {
+	return s[strings.LastIndexByte(s, '/')+1:]
+}
+
+// addLinks adds one route per exposed TCP port of each container the
+// ambassador links to, unless the link's classic variables already made
+// routes: Docker 29 injects no variables, and --link redis:redis must still
+// work. Listen and backend port are the exposed port.
+func (r *resolution) addLinks() {
+	if r.self == nil {
+		return
+	}
+	for _, l := range r.self.Links {
+		name := baseName(l.Name)
+		if r.covered[name] {
+			continue
+		}
+		source := linkSource + name + ":" + baseName(l.Alias)
+		c := r.container(name)
+		if c == nil {
+			r.warn("%s: no route: container %s is not running", source, name)
+			continue
+		}
+		var tcp int
+		for _, pt := range c.Ports {
+			if pt.Proto != "tcp" {
+				r.warn("%s: port %d/%s skipped: only TCP is forwarded", source, pt.Port, pt.Proto)
+				continue
+			}
+			tcp++
+			r.add(&pending{listen: pt.Port, source: source, target: name, port: pt.Port})
+		}
+		if tcp == 0 {
+			r.warn("%s: no route: container %s exposes no TCP port; add --route LISTEN:%s:PORT", source, name, name)
+		}
+	}
+}
+
+// container returns the container of that name in the snapshot, or nil.
+func (r *resolution) container(name string) *Container {
+	for i := range r.snap.Containers {
+		if c := &r.snap.Containers[i]; c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// addLabelTarget adds the routes the ambassador's own ambassador.target
+// label asks for: the ports of its ambassador.ports label, else the exposed
+// TCP ports of the containers the target currently resolves to.
+func (r *resolution) addLabelTarget() {
+	if r.self == nil {
+		return
+	}
+	name, ok := r.self.Labels[LabelTarget]
+	if !ok {
+		return
+	}
+	source := labelSource + name
+	if name == "" {
+		r.warn("%s: ignored: empty target name", source)
+		return
+	}
+	var pairs []portPair
+	if v, ok := r.self.Labels[LabelPorts]; ok {
+		var warnings []string
+		pairs, warnings = parsePortsLabel(v)
+		for _, w := range warnings {
+			r.warn("%s: %s", source, w)
+		}
+		if len(pairs) == 0 {
+			r.warn("%s: no route: label %s=%q gives no port", source, LabelPorts, v)
+		}
+	} else {
+		e := r.elect(name)
+		var ports []int
+		for _, c := range e.chosen() {
+			for _, pt := range c.ctr.Ports {
+				if pt.Proto == "tcp" && !slices.Contains(ports, pt.Port) {
+					ports = append(ports, pt.Port)
+				}
+			}
+		}
+		slices.Sort(ports)
+		for _, p := range ports {
+			pairs = append(pairs, portPair{Listen: p, Backend: p})
+		}
+		if len(ports) == 0 {
+			r.warn("%s: no route yet: no usable container for %s exposes a TCP port; set label %s to listen regardless", source, name, LabelPorts)
+		}
+	}
+	for _, p := range pairs {
+		r.add(&pending{listen: p.Listen, source: source, target: name, port: p.Backend})
+	}
+}
+
+// route resolves p into the Route the proxy serves: the chosen containers
+// of its target, else its static backends or fallback, else nothing and
+// the reason.
+func (r *resolution) route(p *pending) Route {
+	override := r.override(p)
+	if override != "" {
+		p = overridden(p, override)
+	}
+	rt := Route{Name: strconv.Itoa(p.listen), Listen: p.listen, Source: p.source, Target: p.target, Port: p.port, Override: override}
+	noBackend := noEngine
+	if p.target == "" {
+		noBackend = "no backend given"
+	}
+	if p.target != "" && r.snap != nil {
+		e := r.elect(p.target)
+		for _, c := range e.candidates {
+			rt.Candidates = append(rt.Candidates, c.Candidate)
+		}
+		for _, c := range e.chosen() {
+			rt.Backends = append(rt.Backends, proxy.Backend{
+				Addr: net.JoinHostPort(c.ip, strconv.Itoa(cmp.Or(c.port, p.port))),
+				ID:   c.ctr.ID,
+			})
+		}
+		if len(rt.Backends) > 0 {
+			return rt
+		}
+		noBackend = e.noBackend
+	}
+	for _, f := range p.fallback {
+		if owner := r.ipOwner(f.Host); p.target != "" && owner != nil {
+			// The fallback is the address a target had when the route was
+			// made (a classic link variable). Docker reuses addresses at
+			// once: if a container holds it now, it is either the target
+			// itself, not eligible (unhealthy, paused), or a stranger.
+			noBackend = fmt.Sprintf("%s; fallback %s not used: the address now belongs to container %s", noBackend, f, owner.Name)
+			continue
+		}
+		rt.Backends = append(rt.Backends, proxy.Backend{Addr: f.String()})
+	}
+	if len(rt.Backends) == 0 {
+		rt.NoBackend = noBackend
+	}
+	return rt
+}
+
+// ipOwner returns the container of the snapshot that has the IP address
+// host on some network, or nil.
+func (r *resolution) ipOwner(host string) *Container {
+	if r.snap == nil {
+		return nil
+	}
+	for i := range r.snap.Containers {
+		c := &r.snap.Containers[i]
+		for _, n := range c.Networks {
+			if n.IP != "" && n.IP == host {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// override returns the rewire that applies to p, or "".
+func (r *resolution) override(p *pending) string {
+	if to, ok := r.opts.Overrides[strconv.Itoa(p.listen)]; ok {
+		return to
+	}
+	if p.target != "" {
+		return r.opts.Overrides[p.target]
+	}
+	return ""
+}
+
+// overridden returns p rewired to to: a target name, or a static address
+// (an IP, or HOST:PORT). A value that is neither leaves the route with no
+// backend, never the old one.
+func overridden(p *pending, to string) *pending {
+	q := *p
+	q.fallback = nil
+	// The backend port stays: a target's, else a single static backend's,
+	// else the listen port.
+	port := p.port
+	if port == 0 && len(p.fallback) == 1 {
+		port = p.fallback[0].Port
+	}
+	port = cmp.Or(port, p.listen)
+	if !isStaticOverride(to) {
+		q.target, q.port = to, port
+		return &q
+	}
+	q.target, q.port = "", 0
+	if e, err := parseEndpoint(to, port); err == nil {
+		q.fallback = []Endpoint{e}
+	}
+	return &q
+}
+
+func isStaticOverride(to string) bool {
+	return strings.Contains(to, ":") || net.ParseIP(to) != nil
+}
+
+// ParseOverride checks the value of a rewire: a target name, an IP, or
+// HOST:PORT.
+func ParseOverride(to string) error {
+	if isStaticOverride(to) {
+		_, err := parseEndpoint(to, 1)
+		return err
+	}
+	if to == "" {
+		return fmt.Errorf("empty target name")
+	}
+	return checkHost(to)
+}
+
+// election is the outcome of looking a target name up in the snapshot.
+type election struct {
+	candidates []*candidate
+	noBackend  string // when none is chosen
+}
+
+// chosen returns the chosen candidates, in candidate order.
+func (e *election) chosen() []*candidate {
+	var out []*candidate
+	for _, c := range e.candidates {
+		if c.Chosen {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// candidate is a container considered for a target, with what the election
+// needs to know of it.
+type candidate struct {
+	Candidate
+	ctr      *Container
+	claims   bool   // by label, and allowed to (not Self, not an ambassador)
+	usable   bool   // running, healthy, reachable, valid port label
+	priority int    // for claimers
+	ip       string // when usable
+	port     int    // ambassador.port override; 0 for none
+
+	// For the Reason of a chosen candidate: the priority as the election
+	// reports it, and the health, port and network notes.
+	priorityText string
+	detail       string
+}
+
+// elect looks a target name up in the snapshot, once per Resolve call.
+//
+// Claimers come first: running, healthy, reachable containers labelled
+// ambassador.target=name, Self and ambassadors excluded; those of the
+// highest priority are chosen. Only when none qualifies does the container
+// named name count. A claimer that cannot be reached does not count, so it
+// cannot shadow a lower-priority one that can.
+func (r *resolution) elect(name string) *election {
+	if e, ok := r.targets[name]; ok {
+		return e
+	}
+	e := &election{}
+	r.targets[name] = e
+
+	for _, c := range r.sortedContainers() {
+		byLabel := c.Labels[LabelTarget] == name
+		byName := c.Name == name
+		if !byLabel && !byName {
+			continue
+		}
+		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName))
+	}
+
+	best, claimed := 0, false
+	for _, c := range e.candidates {
+		if c.claims && c.usable && (!claimed || c.priority > best) {
+			best, claimed = c.priority, true
+		}
+	}
+	for _, c := range e.candidates {
+		switch {
+		case !c.usable:
+		case c.claims && c.priority == best:
+			c.Chosen = true
+			c.Reason = fmt.Sprintf("claims %s, priority %s%s", name, c.priorityText, c.detail)
+		case c.claims:
+			c.Reason = fmt.Sprintf("lower priority (%d < %d)", c.priority, best)
+		case claimed:
+			c.Reason = fmt.Sprintf("named %s, but containers claim %s", name, name)
+		default:
+			c.Chosen = true
+			c.Reason = fmt.Sprintf("named %s%s", name, c.detail)
+		}
+	}
+
+	if len(e.chosen()) > 0 {
+		return e
+	}
+	// Self is left out: on an ambassador serving its own ambassador.target
+	// label it is always a candidate, and never news.
+	var why []string
+	for _, c := range e.candidates {
+		if !r.isSelf(c.ctr) {
+			why = append(why, c.Name+": "+c.Reason)
+		}
+	}
+	switch {
+	case len(why) > 0:
+		e.noBackend = fmt.Sprintf("no usable container for %s (%s)", name, strings.Join(why, "; "))
+	case len(e.candidates) > 0:
+		e.noBackend = fmt.Sprintf("no container claims or is named %s, other than the ambassador itself", name)
+	default:
+		e.noBackend = fmt.Sprintf("no container claims or is named %s", name)
+	}
+	return e
+}
+
+// isSelf reports whether c is the ambassador's own container.
+func (r *resolution) isSelf(c *Container) bool {
+	return r.self != nil && c.ID == r.self.ID
+}
+
+// sortedContainers returns the snapshot's containers by Name then ID,
+// whatever order the watcher used.
+func (r *resolution) sortedContainers() []*Container {
+	out := make([]*Container, 0, len(r.snap.Containers))
+	for i := range r.snap.Containers {
+		out = append(out, &r.snap.Containers[i])
+	}
+	slices.SortFunc(out, func(a, b *Container) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+// consider judges one container matching a target by label, by name, or
+// both. It sets Reason for an unusable candidate; the election sets it for
+// the others.
+func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *candidate {
+	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name}, ctr: c}
+	isAmbassador := c.Labels[LabelRole] == roleValue
+	switch {
+	case r.isSelf(c):
+		cd.Reason = "the ambassador itself"
+		return cd
+	case byLabel && isAmbassador && !byName:
+		cd.Reason = fmt.Sprintf("ambassador (%s=%s)", LabelRole, roleValue)
+		return cd
+	case c.State == "paused":
+		cd.Reason = "paused"
+		return cd
+	case c.State != "running":
+		cd.Reason = fmt.Sprintf("not running (%s)", cmp.Or(c.State, "state unknown"))
+		return cd
+	}
+	// An ambassador named by the user counts, but never as a claimer.
+	cd.claims = byLabel && !isAmbassador
+
+	var health string
+	switch c.Health {
+	case "":
+		health = "running, no healthcheck"
+	case "healthy":
+		health = "healthy"
+	case "unhealthy":
+		cd.Reason = "unhealthy"
+		return cd
+	case "starting":
+		cd.Reason = "health starting (not yet healthy)"
+		return cd
+	default:
+		cd.Reason = fmt.Sprintf("health %q", c.Health)
+		return cd
+	}
+	details := []string{health}
+
+	if cd.claims {
+		if v, ok := c.Labels[LabelPort]; ok {
+			p, err := parsePort(strings.TrimSpace(v))
+			if err != nil {
+				cd.Reason = fmt.Sprintf("malformed %s %q: %v", LabelPort, v, err)
+				r.warn("container %s: skipped for %s: label %s=%q: %v", c.Name, name, LabelPort, v, err)
+				return cd
+			}
+			cd.port = p
+			details = append(details, fmt.Sprintf("port %d (%s)", p, LabelPort))
+		}
+	}
+
+	ip, note, skip := r.address(c)
+	if skip != "" {
+		cd.Reason = skip
+		return cd
+	}
+	if note != "" {
+		details = append(details, note)
+	}
+	cd.ip, cd.usable = ip, true
+	cd.detail = ", " + strings.Join(details, ", ")
+
+	if cd.claims {
+		cd.priorityText = "0"
+		if v, ok := c.Labels[LabelPriority]; ok {
+			p, err := parsePriority(v)
+			if err != nil {
+				cd.priorityText = fmt.Sprintf("0 (malformed %s %q: %v)", LabelPriority, v, err)
+				r.warn("container %s: label %s=%q: %v; treated as 0", c.Name, LabelPriority, v, err)
+			} else {
+				cd.priority = p
+				cd.priorityText = strconv.Itoa(p)
+			}
+		}
+	}
+	return cd
+}
+
+// address picks the IP to reach c on: its IP on a network it shares with
+// the ambassador. Among several, c's ambassador.network label chooses, then
+// Options.Network, else the lowest network name; note says which rule chose
+// when there was a choice. skip says why c cannot be reached.
+func (r *resolution) address(c *Container) (ip, note, skip string) {
+	var shared, noIP []Network
+	for _, n := range c.Networks {
+		if !r.shared(n) {
+			continue
+		}
+		if n.IP == "" {
+			noIP = append(noIP, n)
+			continue
+		}
+		shared = append(shared, n)
+	}
+	slices.SortFunc(shared, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
+	switch {
+	case len(shared) == 0 && len(noIP) > 0:
+		return "", "", fmt.Sprintf("no IPv4 address on the networks shared with the ambassador %v", networkNames(noIP))
+	case len(shared) == 0 && r.self == nil:
+		return "", "", "on no network"
+	case len(shared) == 0:
+		skip := fmt.Sprintf("no network shared with the ambassador: container on %v, ambassador on %v",
+			networkNames(c.Networks), networkNames(r.self.Networks))
+		r.warn("container %s: skipped: %s; connect them with docker network connect", c.Name, skip)
+		return "", "", skip
+	}
+
+	var notes []string
+	if want, ok := c.Labels[LabelNetwork]; ok {
+		if n, ok := findNetwork(shared, want); ok {
+			if len(shared) == 1 {
+				return n.IP, "", ""
+			}
+			return n.IP, fmt.Sprintf("network %s (%s)", n.Name, LabelNetwork), ""
+		}
+		notes = append(notes, fmt.Sprintf("%s=%q is not shared with the ambassador", LabelNetwork, want))
+		r.warn("container %s: label %s=%q names no network it shares with the ambassador (%v); using another",
+			c.Name, LabelNetwork, want, networkNames(shared))
+	}
+	n := shared[0]
+	switch {
+	case len(shared) == 1:
+		if len(notes) > 0 {
+			notes = append(notes, "network "+n.Name)
+		}
+	case r.opts.Network != "":
+		if o, ok := findNetwork(shared, r.opts.Network); ok {
+			notes = append(notes, fmt.Sprintf("network %s (the ambassador's preferred network)", o.Name))
+			n = o
+			break
+		}
+		fallthrough
+	default:
+		note := fmt.Sprintf("network %s (lowest name of %v; set %s to choose)", n.Name, networkNames(shared), LabelNetwork)
+		notes = append(notes, note)
+		r.warn("container %s: reached on %s", c.Name, note)
+	}
+	return n.IP, strings.Join(notes, "; "), ""
+}
+
+// shared reports whether the ambassador can reach a container on n: n is
+// one of Self's networks, by ID when both sides know it, else by name.
+// Without Self (the ambassador on the host, or unknown) and with Self on
+// the host network, every network counts: the host routes to the bridges.
+func (r *resolution) shared(n Network) bool {
+	if r.self == nil {
+		return true
+	}
+	for _, s := range r.self.Networks {
+		if s.Name == hostNet {
+			return true
+		}
+	}
+	for _, s := range r.self.Networks {
+		if s.ID != "" && n.ID != "" {
+			if s.ID == n.ID {
+				return true
+			}
+			continue
+		}
+		if s.Name == n.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// findNetwork returns the network of nets named, or with ID, want.
+func findNetwork(nets []Network, want string) (Network, bool) {
+	for _, n := range nets {
+		if n.Name == want || n.ID != "" && n.ID == want {
+			return n, true
+		}
+	}
+	return Network{}, false
+}
+
+// networkNames returns the sorted names of nets, for messages.
+func networkNames(nets []Network) []string {
+	names := make([]string, 0, len(nets))
+	for _, n := range nets {
+		names = append(names, n.Name)
+	}
+	slices.Sort(names)
+	return names
+}

@@ -1,0 +1,77 @@
+package resolver
+
+import (
+	"slices"
+
+	"github.com/ambassadord/ambassadord/pkg/proxy"
+)
+
+// Route is what the proxy serves on one listening port: the backends a new
+// connection may be forwarded to, and why. Routes are immutable once
+// returned.
+type Route struct {
+	// Name is stable across resolutions and meant for humans (logs,
+	// metrics); for now it is the decimal listen port, e.g. "6379".
+	Name string
+	// Listen is the port to listen on, 1..65535.
+	Listen int
+	// Backends are the places to forward to, in order. A container backend
+	// has Addr "IP:port" and ID the container's full ID, so that it stays
+	// pinned to that container even if another one later gets its IP. A
+	// static backend, or a fallback, has Addr Endpoint.String() and no ID.
+	// Empty when nothing can serve the route; NoBackend says why.
+	Backends []proxy.Backend
+	// Source says where the route came from: the Source of its Spec,
+	// "link NAME:ALIAS" for a link of the ambassador, or
+	// "label ambassador.target=NAME" for the ambassador's own label.
+	Source string
+	// Target is the name the route's containers were looked up by; empty
+	// for a static route.
+	Target string
+	// Port is the backend port of a target route (a claimer's
+	// ambassador.port label overrides it for that claimer); 0 for a static
+	// route.
+	Port int
+	// Candidates are the containers considered for Target, sorted by Name
+	// then ID, each saying why it was chosen or skipped, for logs and
+	// `ambassadord explain`. Empty for static routes and without a
+	// snapshot.
+	Candidates []Candidate
+	// NoBackend says why Backends is empty, e.g. "docker engine not
+	// reached"; empty when there are backends.
+	NoBackend string
+	// Override is the rewire applied to this route (Options.Overrides):
+	// the target name or HOST:PORT it was moved to; "" when none.
+	Override string
+}
+
+// Candidate is one container considered for a route's target.
+type Candidate struct {
+	ID   string // full container ID
+	Name string
+	// Chosen reports whether the container is among the route's Backends.
+	Chosen bool
+	// Reason says why, e.g. "claims redis, priority 10, healthy",
+	// "unhealthy", "paused", "lower priority (0 < 10)".
+	Reason string
+}
+
+// Equal reports whether r and o serve the same thing for the same reason:
+// every field but Candidates, which only explain, is equal. Backends are
+// compared in order; Resolve returns them in a deterministic order, so an
+// unchanged snapshot yields Equal routes. Compare route sets with
+// slices.EqualFunc(a, b, Route.Equal).
+func (r Route) Equal(o Route) bool {
+	return r.Name == o.Name && r.Listen == o.Listen && r.Source == o.Source &&
+		r.Target == o.Target && r.Port == o.Port && r.NoBackend == o.NoBackend &&
+		r.Override == o.Override && slices.Equal(r.Backends, o.Backends)
+}
+
+// Static turns specs into routes without consulting Docker: it is
+// Resolve(specs, nil, Options{}).Routes. Static routes get their backends;
+// target routes get their fallback, or no backend and NoBackend "docker
+// engine not reached". Routes are sorted by Listen; of two specs with the
+// same Listen only the first is kept, so check conflicts with Merge first.
+func Static(specs []Spec) []Route {
+	return Resolve(specs, nil, Options{}).Routes
+}

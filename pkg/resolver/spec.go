@@ -1,0 +1,359 @@
+package resolver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Endpoint is a static backend address, validated by the parser that made it.
+type Endpoint struct {
+	// Host is an IPv4 literal, an IPv6 literal without brackets (possibly
+	// with a zone, "fe80::1%eth0"), or a DNS name, as the user wrote it.
+	Host string
+	// Port is 1..65535.
+	Port int
+}
+
+// String returns "host:port", bracketing IPv6 literals, in the form the
+// proxy dials and ParseRoute accepts.
+func (e Endpoint) String() string {
+	return net.JoinHostPort(e.Host, strconv.Itoa(e.Port))
+}
+
+// Spec is one route as the user specified it: a listening port and where
+// connections to it are forwarded, either static backends or a target name
+// that Resolve looks up among the containers, with the static backends as
+// the fallback.
+type Spec struct {
+	// Listen is the port the ambassador listens on, 1..65535.
+	Listen int
+	// Backends are the static backends, in the order given; the parsers
+	// return at least one. When Target is set they are only the fallback,
+	// used while Docker is not reached or nothing answers to the name.
+	Backends []Endpoint
+	// Source says where the spec came from, for errors and logs, e.g.
+	// `--route "6379:redis:6379"`, `env REDIS_PORT_6379_TCP` or
+	// `AMBASSADORD_ROUTES`.
+	Source string
+	// Target, when not empty, is a name Resolve looks up live: containers
+	// claiming it with the ambassador.target label, else the container of
+	// that name. The backend port is that of Backends[0], or Listen when
+	// there are no Backends.
+	//
+	// ParseRoute and ParseRouteList set it when the route has a single
+	// backend whose host is a name rather than an IP literal, except a
+	// fully qualified name ending in '.', which stays a plain DNS name:
+	// "6379:redis:6379" has Target "redis", "443:api.example.com.:443" none.
+	Target string
+	// Alias is the link alias of a spec made from a classic link variable,
+	// as it appears in the variable's name: upper-case, with '_' for '-'
+	// and '.', e.g. "REDIS" for REDIS_PORT_6379_TCP. It is empty for every
+	// other spec. Resolve uses it to find the ambassador's link of that
+	// alias, and orders specs with an Alias after those without.
+	Alias string
+}
+
+// String renders the spec in the canonical LISTEN:HOST:PORT[,HOST:PORT...]
+// form, with every backend port explicit. ParseRoute of the result yields
+// the same Listen and Backends.
+func (s Spec) String() string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(s.Listen))
+	b.WriteByte(':')
+	for i, e := range s.Backends {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(e.String())
+	}
+	return b.String()
+}
+
+// routeListSource is the Source of every spec from AMBASSADORD_ROUTES.
+const routeListSource = "AMBASSADORD_ROUTES"
+
+// ParseRoute parses one explicit route, LISTEN_PORT:BACKEND[,BACKEND...],
+// where BACKEND is HOST:PORT, or HOST alone to use LISTEN_PORT as the port.
+//
+// HOST is an IPv4 literal, a bracketed IPv6 literal ("[::1]:80"), or a DNS
+// name: dot-separated labels of letters, digits, hyphens and underscores
+// (Docker container names may contain underscores), at most 253 characters.
+// Ports are decimal 1..65535 without leading zeros. No whitespace is
+// allowed anywhere.
+//
+// Examples: "6379:redis:6379", "6379:10.0.0.5", "8080:[::1]:80",
+// "6379:10.0.0.5:6379,10.0.0.6:6379".
+//
+// A route with a single backend whose host is a name (not an IP literal, not
+// ending in '.') gets that name as its Target: Resolve then prefers the
+// containers that claim or bear the name, and falls back to the name itself,
+// resolved by DNS at connect time, when there are none. Routes with IP
+// literals or several backends are static.
+//
+// The returned Spec has Source `--route "<s>"`.
+func ParseRoute(s string) (Spec, error) {
+	spec, err := parseRoute(s)
+	if err != nil {
+		return Spec{}, fmt.Errorf("parse route %q: %w", s, err)
+	}
+	spec.Source = fmt.Sprintf("--route %q", s)
+	return spec, nil
+}
+
+// ParseRouteList parses the value of AMBASSADORD_ROUTES: routes in the
+// syntax of ParseRoute, separated by whitespace or ';'. Empty items are
+// ignored, so an empty value yields no specs.
+//
+// Specs are returned in the order given, each with Source
+// `AMBASSADORD_ROUTES`. Because that source does not tell the items apart,
+// two items with the same listen port are rejected here, naming both items,
+// rather than later by Merge. All malformed items are reported together.
+func ParseRouteList(s string) ([]Spec, error) {
+	items := strings.FieldsFunc(s, func(r rune) bool {
+		return r == ';' || unicode.IsSpace(r)
+	})
+	var (
+		specs []Spec
+		errs  []error
+		seen  = make(map[int]string)
+	)
+	for _, item := range items {
+		spec, err := parseRoute(item)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parse %s: route %q: %w", routeListSource, item, err))
+			continue
+		}
+		if first, ok := seen[spec.Listen]; ok {
+			errs = append(errs, fmt.Errorf("parse %s: listen port %d is claimed twice: %q and %q", routeListSource, spec.Listen, first, item))
+			continue
+		}
+		seen[spec.Listen] = item
+		spec.Source = routeListSource
+		specs = append(specs, spec)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return specs, nil
+}
+
+// Merge concatenates spec lists and returns them sorted by Listen. Two specs
+// with the same Listen port are an error naming the port and both sources,
+// in the order the lists were given; every such conflict is reported.
+//
+// Merge copies the specs into a new slice; it never modifies its arguments.
+func Merge(lists ...[]Spec) ([]Spec, error) {
+	var all []Spec
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	// Stable, so that of two claimants the one given first is named first.
+	slices.SortStableFunc(all, func(a, b Spec) int { return a.Listen - b.Listen })
+	var errs []error
+	for i := 1; i < len(all); i++ {
+		if all[i].Listen != all[i-1].Listen {
+			continue
+		}
+		// Name the first claimant of the port, not merely the previous one,
+		// when three or more specs claim it.
+		first := i - 1
+		for first > 0 && all[first-1].Listen == all[i].Listen {
+			first--
+		}
+		errs = append(errs, fmt.Errorf("listen port %d is claimed twice: %s and %s", all[i].Listen, all[first].Source, all[i].Source))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return all, nil
+}
+
+// parseRoute parses LISTEN_PORT:BACKEND[,BACKEND...] and leaves Source
+// empty; errors carry no context about where s came from.
+func parseRoute(s string) (Spec, error) {
+	listen, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return Spec{}, errors.New("missing backend: want LISTEN_PORT:HOST[:PORT][,HOST[:PORT]...]")
+	}
+	if listen == "" {
+		return Spec{}, errors.New("missing listen port")
+	}
+	port, err := parsePort(listen)
+	if err != nil {
+		return Spec{}, fmt.Errorf("listen port %q: %w", listen, err)
+	}
+	spec := Spec{Listen: port}
+	for b := range strings.SplitSeq(rest, ",") {
+		e, err := parseEndpoint(b, port)
+		if err != nil {
+			return Spec{}, fmt.Errorf("backend %q: %w", b, err)
+		}
+		spec.Backends = append(spec.Backends, e)
+	}
+	if len(spec.Backends) == 1 && isTargetName(spec.Backends[0].Host) {
+		spec.Target = spec.Backends[0].Host
+	}
+	return spec, nil
+}
+
+// isTargetName reports whether a validated host may name a container or a
+// claim: it is not an IP literal and does not end in '.', the DNS way of
+// saying "this name is fully qualified, do not look it up elsewhere".
+func isTargetName(host string) bool {
+	if strings.HasSuffix(host, ".") {
+		return false
+	}
+	_, err := netip.ParseAddr(host)
+	return err != nil
+}
+
+// parseEndpoint parses HOST:PORT, or HOST alone when defaultPort is not 0.
+// HOST is validated by checkHost, or by checkIPv6 when bracketed.
+func parseEndpoint(s string, defaultPort int) (Endpoint, error) {
+	if s == "" {
+		return Endpoint{}, errors.New("empty backend")
+	}
+	var (
+		host, port string
+		hasPort    bool
+	)
+	if s[0] == '[' {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return Endpoint{}, errors.New("missing ']' after IPv6 address")
+		}
+		host = s[1:end]
+		switch rest := s[end+1:]; {
+		case rest == "":
+		case rest[0] == ':':
+			port, hasPort = rest[1:], true
+		default:
+			return Endpoint{}, fmt.Errorf("unexpected %q after ']'", rest)
+		}
+		if err := checkIPv6(host); err != nil {
+			return Endpoint{}, err
+		}
+	} else {
+		host, port, hasPort = strings.Cut(s, ":")
+		if strings.Contains(port, ":") {
+			return Endpoint{}, errors.New("too many colons: put IPv6 addresses in brackets, e.g. [::1]:80")
+		}
+		if err := checkHost(host); err != nil {
+			return Endpoint{}, err
+		}
+	}
+	switch {
+	case hasPort && port == "":
+		return Endpoint{}, errors.New("missing port after ':'")
+	case hasPort:
+		p, err := parsePort(port)
+		if err != nil {
+			return Endpoint{}, fmt.Errorf("port %q: %w", port, err)
+		}
+		return Endpoint{Host: host, Port: p}, nil
+	case defaultPort == 0:
+		return Endpoint{}, errors.New("missing port")
+	default:
+		return Endpoint{Host: host, Port: defaultPort}, nil
+	}
+}
+
+// parsePort parses a decimal port 1..65535. Leading zeros are rejected
+// because some tools (socat among them) read such numbers as octal.
+func parsePort(s string) (int, error) {
+	if s == "" {
+		return 0, errors.New("empty")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("not a decimal number")
+		}
+	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, errors.New("leading zero")
+	}
+	if len(s) > 5 {
+		return 0, errors.New("out of range 1..65535")
+	}
+	p, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, err // unreachable: at most five digits
+	}
+	if p < 1 || p > 65535 {
+		return 0, errors.New("out of range 1..65535")
+	}
+	return p, nil
+}
+
+// checkIPv6 accepts an IPv6 literal without brackets, with an optional zone
+// made of the characters of interface names.
+func checkIPv6(host string) error {
+	if host == "" {
+		return errors.New("empty IPv6 address in brackets")
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("invalid IPv6 address %q", host)
+	}
+	if !addr.Is6() {
+		return fmt.Errorf("%q in brackets is not an IPv6 address", host)
+	}
+	// Interface names such as "eth0", "br-1a2b" or "eth0.100" (a VLAN).
+	if zone := addr.Zone(); strings.IndexFunc(zone, func(r rune) bool { return !isNameChar(r) && r != '.' }) >= 0 {
+		return fmt.Errorf("invalid IPv6 zone %q", zone)
+	}
+	return nil
+}
+
+// maxNameLen is the longest DNS name, not counting a trailing dot.
+const maxNameLen = 253
+
+// maxLabelLen is the longest label of a DNS name.
+const maxLabelLen = 63
+
+// checkHost accepts an IPv4 literal or a DNS name (RFC 1123, plus
+// underscores). A host made only of digits and dots must be a valid IPv4
+// literal: "127.1" or "010.0.0.1" would otherwise reach the system resolver,
+// which may read them as IP addresses in surprising ways.
+func checkHost(host string) error {
+	if host == "" {
+		return errors.New("missing host")
+	}
+	if strings.Trim(host, "0123456789.") == "" {
+		addr, err := netip.ParseAddr(host)
+		if err != nil || !addr.Is4() {
+			return fmt.Errorf("invalid IPv4 address %q", host)
+		}
+		return nil
+	}
+	name := strings.TrimSuffix(host, ".") // a fully qualified name may end in a dot
+	if len(name) > maxNameLen {
+		return fmt.Errorf("host name is %d characters long, more than %d", len(name), maxNameLen)
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		switch {
+		case label == "":
+			return fmt.Errorf("host %q has an empty label", host)
+		case len(label) > maxLabelLen:
+			return fmt.Errorf("host %q has a label longer than %d characters", host, maxLabelLen)
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Errorf("host %q has a label starting or ending with '-'", host)
+		}
+		if i := strings.IndexFunc(label, func(r rune) bool { return !isNameChar(r) }); i >= 0 {
+			r := []rune(label[i:])[0]
+			return fmt.Errorf("host %q contains invalid character %q", host, r)
+		}
+	}
+	return nil
+}
+
+// isNameChar reports whether r may appear in a host name label.
+func isNameChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}

@@ -1,0 +1,254 @@
+package resolver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseRoute(t *testing.T) {
+	tests := []struct {
+		in     string
+		want   []Endpoint
+		port   int
+		target string // a single backend named by a name is a target
+	}{
+		{"6379:redis:6379", []Endpoint{{"redis", 6379}}, 6379, "redis"},
+		{"6379:redis", []Endpoint{{"redis", 6379}}, 6379, "redis"},
+		{"6379:10.0.0.5", []Endpoint{{"10.0.0.5", 6379}}, 6379, ""},
+		{"80:10.0.0.5:8080", []Endpoint{{"10.0.0.5", 8080}}, 80, ""},
+		{"8080:[::1]:80", []Endpoint{{"::1", 80}}, 8080, ""},
+		{"8080:[::1]", []Endpoint{{"::1", 8080}}, 8080, ""},
+		{"8080:[fe80::1%eth0.100]:80", []Endpoint{{"fe80::1%eth0.100", 80}}, 8080, ""},
+		{"8080:[::ffff:10.0.0.1]:80", []Endpoint{{"::ffff:10.0.0.1", 80}}, 8080, ""},
+		{"6379:10.0.0.5:6379,10.0.0.6:6379", []Endpoint{{"10.0.0.5", 6379}, {"10.0.0.6", 6379}}, 6379, ""},
+		{"6379:a,b:1,[::2]", []Endpoint{{"a", 6379}, {"b", 1}, {"::2", 6379}}, 6379, ""},
+		{"6379:a,b", []Endpoint{{"a", 6379}, {"b", 6379}}, 6379, ""},
+		{"1:my_redis_1:65535", []Endpoint{{"my_redis_1", 65535}}, 1, "my_redis_1"},
+		{"65535:db.example.com.", []Endpoint{{"db.example.com.", 65535}}, 65535, ""},
+		{"65535:db.example.com", []Endpoint{{"db.example.com", 65535}}, 65535, "db.example.com"},
+		{"5432:Db-1.Internal", []Endpoint{{"Db-1.Internal", 5432}}, 5432, "Db-1.Internal"},
+		{"5432:" + strings.Repeat("a", 63), []Endpoint{{strings.Repeat("a", 63), 5432}}, 5432, strings.Repeat("a", 63)},
+		{"5432:" + longName(253), []Endpoint{{longName(253), 5432}}, 5432, longName(253)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRoute(tt.in)
+			require.NoError(t, err)
+			assert.Equal(t, Spec{Listen: tt.port, Backends: tt.want, Source: `--route "` + tt.in + `"`, Target: tt.target}, got)
+		})
+	}
+}
+
+func TestParseRouteErrors(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr string
+	}{
+		{"", "missing backend"},
+		{"6379", "missing backend"},
+		{":redis", "missing listen port"},
+		{"6379:", `backend "": empty backend`},
+		{"abc:redis", `listen port "abc": not a decimal number`},
+		{"-1:redis", `listen port "-1": not a decimal number`},
+		{"+80:redis", `listen port "+80": not a decimal number`},
+		{"0:redis", `listen port "0": out of range 1..65535`},
+		{"65536:redis", `listen port "65536": out of range 1..65535`},
+		{"99999999999999999999:redis", "out of range 1..65535"},
+		{"0080:redis", `listen port "0080": leading zero`},
+		{"80:redis:0", `backend "redis:0": port "0": out of range`},
+		{"80:redis:65536", `port "65536": out of range`},
+		{"80:redis:http", `port "http": not a decimal number`},
+		{"80:redis:", `backend "redis:": missing port after ':'`},
+		{"80:redis:80,", `backend "": empty backend`},
+		{"80:,redis", `backend "": empty backend`},
+		{"80:a,,b", `backend "": empty backend`},
+		{"80::80", "missing host"},
+		{"80:::1", "too many colons: put IPv6 addresses in brackets"},
+		{"80:::1:80", "too many colons"},
+		{"80:[::1", "missing ']'"},
+		{"80:[::1]80", `unexpected "80" after ']'`},
+		{"80:[::1]:", "missing port after ':'"},
+		{"80:[]:80", "empty IPv6 address"},
+		{"80:[10.0.0.1]:80", `"10.0.0.1" in brackets is not an IPv6 address`},
+		{"80:[redis]:80", `invalid IPv6 address "redis"`},
+		{"80:[fe80::1%a b]:80", "invalid IPv6 zone"},
+		{"80:[fe80::1%]:80", "invalid IPv6 address"},
+		{"80:10.0.0.256", `invalid IPv4 address "10.0.0.256"`},
+		{"80:127.1", `invalid IPv4 address "127.1"`},
+		{"80:010.0.0.1", `invalid IPv4 address "010.0.0.1"`},
+		{"80:1234", `invalid IPv4 address "1234"`},
+		{"80:.", `invalid IPv4 address "."`},
+		{"80:re dis", `invalid character ' '`},
+		{" 80:redis", `listen port " 80"`},
+		{"80:redis ", `invalid character ' '`},
+		{"80:redis/x", `invalid character '/'`},
+		{"80:user@redis", `invalid character '@'`},
+		{"80:rédis", `invalid character 'é'`},
+		{"80:-redis", "label starting or ending with '-'"},
+		{"80:redis-", "label starting or ending with '-'"},
+		{"80:a..b", "empty label"},
+		{"80:.redis", "empty label"},
+		{"80:redis..", "empty label"},
+		{"80:" + strings.Repeat("a", 64), "label longer than 63"},
+		{"80:" + longName(254), "254 characters long, more than 253"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			_, err := ParseRoute(tt.in)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantErr)
+			assert.True(t, strings.HasPrefix(err.Error(), "parse route "), err.Error())
+		})
+	}
+}
+
+// longName returns a valid DNS name of exactly n characters.
+func longName(n int) string {
+	var b strings.Builder
+	for b.Len() < n {
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(strings.Repeat("a", min(63, n-b.Len())))
+	}
+	return b.String()
+}
+
+func TestSpecString(t *testing.T) {
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}}, "6379:redis:6379"},
+		{Spec{Listen: 8080, Backends: []Endpoint{{"::1", 80}, {"10.0.0.1", 81}}}, "8080:[::1]:80,10.0.0.1:81"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.spec.String())
+		})
+	}
+}
+
+func TestParseRouteList(t *testing.T) {
+	const src = "AMBASSADORD_ROUTES"
+	tests := []struct {
+		name string
+		in   string
+		want []Spec
+	}{
+		{"empty", "", nil},
+		{"only separators", " ;\t;\n ", nil},
+		{"one", "6379:redis", []Spec{{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: src, Target: "redis"}}},
+		{
+			"whitespace and semicolons, order kept",
+			"  8080:web:80;6379:redis\n\t5432:[::1]:5432,db ;; ",
+			[]Spec{
+				{Listen: 8080, Backends: []Endpoint{{"web", 80}}, Source: src, Target: "web"},
+				{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: src, Target: "redis"},
+				{Listen: 5432, Backends: []Endpoint{{"::1", 5432}, {"db", 5432}}, Source: src},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseRouteList(tt.in)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestParseRouteListErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr []string
+	}{
+		{"bad item", "6379:redis 80:x:0", []string{`parse AMBASSADORD_ROUTES: route "80:x:0": backend "x:0": port "0": out of range`}},
+		{"all bad items reported", "a:b;6379:redis;80", []string{`route "a:b"`, `route "80": missing backend`}},
+		{"duplicate", "6379:a 6379:b", []string{`parse AMBASSADORD_ROUTES: listen port 6379 is claimed twice: "6379:a" and "6379:b"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseRouteList(tt.in)
+			require.Error(t, err)
+			assert.Nil(t, got)
+			for _, want := range tt.wantErr {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestMerge(t *testing.T) {
+	a := Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: "env REDIS_PORT_6379_TCP"}
+	b := Spec{Listen: 80, Backends: []Endpoint{{"web", 80}}, Source: `--route "80:web"`}
+	c := Spec{Listen: 5432, Backends: []Endpoint{{"db", 5432}}, Source: "AMBASSADORD_ROUTES"}
+	tests := []struct {
+		name  string
+		lists [][]Spec
+		want  []Spec
+	}{
+		{"nothing", nil, nil},
+		{"empty lists", [][]Spec{nil, {}}, nil},
+		{"sorted by listen", [][]Spec{{a}, {b, c}}, []Spec{b, c, a}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Merge(tt.lists...)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestMergeDoesNotModifyInput(t *testing.T) {
+	in := []Spec{{Listen: 2, Source: "x"}, {Listen: 1, Source: "y"}}
+	_, err := Merge(in)
+	require.NoError(t, err)
+	assert.Equal(t, []Spec{{Listen: 2, Source: "x"}, {Listen: 1, Source: "y"}}, in)
+}
+
+func TestMergeConflicts(t *testing.T) {
+	env := Spec{Listen: 6379, Backends: []Endpoint{{"172.17.0.2", 6379}}, Source: "env REDIS_PORT_6379_TCP"}
+	flag := Spec{Listen: 6379, Backends: []Endpoint{{"x", 1}}, Source: `--route "6379:x:1"`}
+	list := Spec{Listen: 6379, Backends: []Endpoint{{"y", 1}}, Source: "AMBASSADORD_ROUTES"}
+	other := Spec{Listen: 80, Backends: []Endpoint{{"web", 80}}, Source: `--route "80:web"`}
+	tests := []struct {
+		name    string
+		lists   [][]Spec
+		wantErr []string
+	}{
+		{
+			"env and flag",
+			[][]Spec{{env}, {other, flag}},
+			[]string{`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and --route "6379:x:1"`},
+		},
+		{
+			"within one list",
+			[][]Spec{{flag, other, env}},
+			[]string{`listen port 6379 is claimed twice: --route "6379:x:1" and env REDIS_PORT_6379_TCP`},
+		},
+		{
+			"three claimants each named against the first",
+			[][]Spec{{env}, {flag}, {list}},
+			[]string{
+				`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and --route "6379:x:1"`,
+				`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and AMBASSADORD_ROUTES`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Merge(tt.lists...)
+			require.Error(t, err)
+			assert.Nil(t, got)
+			for _, want := range tt.wantErr {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
