@@ -1,0 +1,131 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/moby/moby/client"
+)
+
+// Client is the part of the Docker Engine API the watcher uses. A
+// *client.Client from [NewClient] satisfies it, and so do the tests' fakes.
+type Client interface {
+	// Ping checks that the engine answers.
+	Ping(ctx context.Context, opts client.PingOptions) (client.PingResult, error)
+	// Events streams the engine's events until ctx is cancelled or the
+	// stream fails; reopening it is the caller's job.
+	Events(ctx context.Context, opts client.EventsListOptions) client.EventsResult
+	// ContainerList lists containers.
+	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
+	// ContainerInspect returns one container's full configuration.
+	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+}
+
+// daemonHoster is implemented by *client.Client: it tells which address the
+// client dials, so that connection errors can name the socket.
+type daemonHoster interface {
+	DaemonHost() string
+}
+
+// NewClient returns a Docker client configured from the environment
+// (DOCKER_HOST, DOCKER_API_VERSION, DOCKER_CERT_PATH, DOCKER_TLS_VERIFY), with
+// host overriding DOCKER_HOST when it is not empty.
+//
+// The client negotiates the API version with the engine on its first request
+// (and again on the next one if the engine could not be reached), so it works
+// with every engine from API 1.41 (Docker 20.10) to the newest one the client
+// knows; DOCKER_API_VERSION pins a version instead. No connection is made
+// here: an unreachable engine is reported by [Watcher.Run]. The caller closes
+// the client when done.
+func NewClient(host string) (*client.Client, error) {
+	opts := []client.Opt{client.FromEnv}
+	if host != "" {
+		opts = append(opts, client.WithHost(host))
+	}
+	cli, err := client.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create docker client: %w", err)
+	}
+	return cli, nil
+}
+
+// DefaultHost returns the engine address used when none is given:
+// $DOCKER_HOST, else the default socket, unix:///var/run/docker.sock.
+func DefaultHost() string {
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		return h
+	}
+	return client.DefaultDockerHost
+}
+
+// SocketPath returns the file of a unix:// engine address ("" means
+// [DefaultHost]), or "" for other kinds of address.
+func SocketPath(host string) string {
+	if host == "" {
+		host = DefaultHost()
+	}
+	path, _ := strings.CutPrefix(host, "unix://")
+	if path == host {
+		return ""
+	}
+	return path
+}
+
+// Explain turns the two connection errors users hit most when running the
+// ambassador in a container into errors that say how to fix them: permission
+// denied on the Docker socket, and no socket at all. host is the engine's
+// address ("unix:///var/run/docker.sock"); empty means DOCKER_HOST, or the
+// default socket. Other errors, and errors for non-unix hosts, are returned
+// unchanged. The explained error wraps err, so errors.Is still sees the
+// cause.
+func Explain(err error, host string) error {
+	if err == nil {
+		return nil
+	}
+	var done *explainedError
+	if errors.As(err, &done) {
+		return err
+	}
+	if host == "" {
+		host = os.Getenv("DOCKER_HOST")
+	}
+	if host == "" {
+		host = client.DefaultDockerHost
+	}
+	sock, ok := strings.CutPrefix(host, "unix://")
+	if !ok {
+		return err
+	}
+	// The client re-creates its permission error without wrapping the
+	// cause, so its text is all there is to go on; it marks it as a
+	// connection failure, which keeps an engine's own error messages (which
+	// may mention files) from matching.
+	connFailed := client.IsErrConnectionFailed(err)
+	msg := err.Error()
+	switch {
+	case errors.Is(err, os.ErrPermission) || connFailed && strings.Contains(msg, "permission denied"):
+		return &explainedError{
+			msg: fmt.Sprintf("permission denied on %s: run the container with --group-add $(stat -c %%g %s), or as root", sock, sock),
+			err: err,
+		}
+	case errors.Is(err, os.ErrNotExist) || connFailed && strings.Contains(msg, "no such file or directory"):
+		return &explainedError{
+			msg: fmt.Sprintf("no Docker socket at %s: mount it with -v /var/run/docker.sock:%s", sock, sock),
+			err: err,
+		}
+	}
+	return err
+}
+
+// explainedError replaces a connection error's message with advice, and
+// keeps the error as its cause.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }

@@ -1,0 +1,129 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/moby/moby/client"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The client is satisfied by the real Docker client.
+var _ Client = (*client.Client)(nil)
+
+func dialErr(errno syscall.Errno) error {
+	return fmt.Errorf("ping docker engine: %w", &net.OpError{Op: "dial", Net: "unix",
+		Err: os.NewSyscallError("connect", errno)})
+}
+
+func TestExplain(t *testing.T) {
+	const (
+		denied  = "permission denied on /var/run/docker.sock: run the container with --group-add $(stat -c %g /var/run/docker.sock), or as root"
+		missing = "no Docker socket at /var/run/docker.sock: mount it with -v /var/run/docker.sock:/var/run/docker.sock"
+	)
+	for _, tt := range []struct {
+		name string
+		err  error
+		host string
+		want string // "" means unchanged
+	}{
+		{"permission denied", dialErr(syscall.EACCES), "unix:///var/run/docker.sock", denied},
+		{"socket missing", dialErr(syscall.ENOENT), "unix:///var/run/docker.sock", missing},
+		{"other socket path", dialErr(syscall.ENOENT), "unix:///run/docker.sock",
+			"no Docker socket at /run/docker.sock: mount it with -v /var/run/docker.sock:/run/docker.sock"},
+		{"refused is left alone", dialErr(syscall.ECONNREFUSED), "unix:///var/run/docker.sock", ""},
+		{"tcp host is left alone", dialErr(syscall.EACCES), "tcp://10.0.0.1:2375", ""},
+		{"engine error mentioning a file is left alone",
+			errors.New("list containers: open /var/lib/docker/x: no such file or directory"), "unix:///var/run/docker.sock", ""},
+		{"EOF is left alone", io.EOF, "unix:///var/run/docker.sock", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Explain(tt.err, tt.host)
+			if tt.want == "" {
+				assert.Equal(t, tt.err, got)
+				return
+			}
+			assert.EqualError(t, got, tt.want)
+			assert.ErrorIs(t, got, tt.err, "the cause is kept")
+			assert.Equal(t, got, Explain(got, tt.host), "explaining twice changes nothing")
+		})
+	}
+	assert.NoError(t, Explain(nil, ""))
+}
+
+func TestExplainDefaultHost(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///custom/docker.sock")
+	assert.EqualError(t, Explain(dialErr(syscall.ENOENT), ""),
+		"no Docker socket at /custom/docker.sock: mount it with -v /var/run/docker.sock:/custom/docker.sock")
+}
+
+// TestExplainRealClient checks Explain against the errors the real client
+// returns, which do not always wrap their cause.
+func TestExplainRealClient(t *testing.T) {
+	dir := t.TempDir()
+	refuse := func(errno syscall.Errno) client.Opt {
+		return client.WithDialContext(func(context.Context, string, string) (net.Conn, error) {
+			return nil, &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", errno)}
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		opt  client.Opt
+		want string // with the socket path for %s; "" means unchanged
+	}{
+		{
+			name: "missing socket",
+			want: "no Docker socket at %s: mount it with -v /var/run/docker.sock:%[1]s",
+		},
+		{
+			// Tests run as root, which no socket permission stops.
+			name: "permission denied",
+			opt:  refuse(syscall.EACCES),
+			want: "permission denied on %s: run the container with --group-add $(stat -c %%g %[1]s), or as root",
+		},
+		{
+			name: "connection refused",
+			opt:  refuse(syscall.ECONNREFUSED),
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sock := filepath.Join(dir, "docker.sock")
+			cli, err := client.New(client.WithHost("unix://"+sock), tt.opt)
+			require.NoError(t, err)
+			defer cli.Close()
+			_, err = cli.Ping(context.Background(), client.PingOptions{NegotiateAPIVersion: true})
+			require.Error(t, err)
+			got := Explain(fmt.Errorf("ping docker engine: %w", err), cli.DaemonHost())
+			if tt.want == "" {
+				assert.NotContains(t, got.Error(), "run the container")
+				assert.NotContains(t, got.Error(), "mount it")
+				return
+			}
+			assert.EqualError(t, got, fmt.Sprintf(tt.want, sock))
+		})
+	}
+}
+
+func TestNewClientHost(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///from/env.sock")
+	cli, err := NewClient("")
+	require.NoError(t, err)
+	assert.Equal(t, "unix:///from/env.sock", cli.DaemonHost())
+	require.NoError(t, cli.Close())
+
+	cli, err = NewClient("tcp://127.0.0.1:2375")
+	require.NoError(t, err)
+	assert.Equal(t, "tcp://127.0.0.1:2375", cli.DaemonHost())
+	require.NoError(t, cli.Close())
+
+	_, err = NewClient("nonsense")
+	assert.ErrorContains(t, err, "create docker client")
+}

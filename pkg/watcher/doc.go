@@ -1,0 +1,38 @@
+// Package watcher follows the Docker engine and publishes snapshots of the
+// containers the resolver needs. It is the only package that imports the
+// Docker client; Docker API types never leave it: they are converted to
+// [resolver.Snapshot] at the edge.
+//
+// The listing is the truth and events are hints. The watcher subscribes to
+// container and network events with a since= time taken before it lists, so
+// nothing that happens between the listing and the subscription is missed;
+// every relevant event then triggers a debounced full re-list, and a snapshot
+// is published only when it differs from the previous one. Duplicated and
+// replayed events are therefore harmless. Only an event's type, action and
+// actor ID are trusted: a container's labels are copied into the event's
+// attributes and can overwrite any of them.
+//
+// Two events take a fast path: when a container dies, stops or is destroyed,
+// or is disconnected from a network, an update without it (or without that
+// attachment) is published at once, naming it in [Update.Gone], before the
+// re-list confirms. Docker may give the freed address to another container
+// immediately, and no new connection must reach it. The engine's listing
+// lags those events by some milliseconds, so what they remove stays removed
+// from later listings until a listing agrees, a later event revives it, or
+// a few seconds pass.
+//
+// The watcher resyncs fully after every reconnect and on a timer, watches for
+// a stalled stream by pinging the engine, and reconnects forever with capped,
+// jittered exponential backoff. While the engine is unreachable it publishes
+// one update saying so and keeps the last snapshot in it, so consumers keep
+// serving the last known routes.
+//
+// Concurrency contract: [Watcher.Run] owns one goroutine loop, which holds all
+// the watcher's state, plus one event-reader goroutine per event stream,
+// which it starts, cancels and waits for. The reader never blocks on the
+// loop: when the loop is behind it drops events and marks the view dirty,
+// which forces a re-list. Updates go through a latest-wins mailbox
+// ([Watcher.Updates]) that never blocks the loop either: a slow consumer sees
+// only the newest update, with the [Update.Gone] lists of any it missed
+// merged in. Published snapshots are never mutated.
+package watcher

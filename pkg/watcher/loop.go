@@ -1,0 +1,512 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+	"go.uber.org/zap"
+
+	"github.com/ambassadord/ambassadord/pkg/resolver"
+)
+
+// errStreamEnded marks a session that ended because its event stream did,
+// while the engine may well still answer: reconnecting is routine, not an
+// outage.
+var errStreamEnded = errors.New("event stream ended")
+
+type connState int
+
+const (
+	stateNew          connState = iota // nothing published yet
+	stateConnected                     // the last update said Connected
+	stateDisconnected                  // the last update said not Connected
+)
+
+// loop is the state of Run's goroutine; nothing else touches it.
+type loop struct {
+	w    *Watcher
+	log  *zap.Logger
+	cli  Client
+	out  chan Update // the mailbox; this loop is its only writer
+	host string      // the engine's address, for Explain
+
+	snap  *resolver.Snapshot // the current view, as last published
+	state connState
+	err   error // the published connection error, while disconnected
+	stats Stats
+
+	sessions int // sessions that reached the engine and listed
+
+	graves tombstones // what events said is gone while listings may still show it
+
+	selfLogged bool   // the outcome of the self match has been logged
+	selfID     string // the own container's ID as last logged; "" for none
+
+	lastStreamErr string // the last unexpected stream error logged at Warn
+}
+
+// session reaches the engine, subscribes to its events, lists, and then
+// follows the events until the stream ends, the engine stops answering or
+// ctx is cancelled. It returns why it ended: an error wrapping
+// errStreamEnded, another error when the engine could not be reached, or
+// ctx's error.
+func (l *loop) session(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The first ping also negotiates the API version, and tells an
+	// unreachable engine apart before anything else is tried.
+	if err := l.ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return err
+	}
+
+	// since is taken before the subscription and the listing: the engine
+	// replays every event from then on, so no change that lands while the
+	// watcher subscribes and lists is missed.
+	since := time.Now()
+	// Events waits for the engine's response headers, with no deadline of
+	// its own; an engine that pings but never answers must not hold the
+	// watcher forever.
+	expired := time.AfterFunc(requestTimeout, cancel)
+	stream := l.cli.Events(ctx, client.EventsListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Filters: eventFilters(),
+	})
+	if !expired.Stop() {
+		return fmt.Errorf("subscribe to events: %w", context.DeadlineExceeded)
+	}
+	r := &reader{
+		events:   make(chan events.Message, eventBuffer),
+		overflow: make(chan struct{}, 1),
+		done:     make(chan error, 1),
+	}
+	exited := make(chan struct{})
+	go r.run(ctx, stream, exited)
+	defer func() {
+		cancel()
+		<-exited
+	}()
+
+	// A fresh listing, and the events replayed since before it, are the
+	// whole truth: what earlier events said no longer matters.
+	l.graves.reset()
+	snap, expiry, err := l.list(ctx)
+	if err != nil {
+		return err
+	}
+	if l.sessions > 0 {
+		l.stats.Reconnects++
+	}
+	l.sessions++
+	l.update(snap)
+
+	resync := time.NewTicker(l.w.resync())
+	defer resync.Stop()
+	ping := time.NewTicker(l.w.pingInterval())
+	defer ping.Stop()
+	d := newDebouncer(l.w.quiet(), l.w.maxDelay())
+	defer d.timer.Stop()
+	// recheck re-lists when a tombstone that hid part of a listing
+	// expires, so that the listing wins if it still disagrees then.
+	recheck := time.NewTimer(time.Hour)
+	defer recheck.Stop()
+	listed := func(expiry time.Time) {
+		if expiry.IsZero() {
+			recheck.Stop()
+		} else {
+			recheck.Reset(time.Until(expiry))
+		}
+	}
+	listed(expiry)
+
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+
+		case m := <-r.events:
+			if l.event(m) {
+				d.kick()
+			}
+
+		case <-r.overflow:
+			n := r.dropped.Swap(0)
+			l.stats.Events += n
+			l.log.Debug("loop behind the event stream; events dropped, re-listing", zap.Uint64("dropped", n))
+			d.kick()
+
+		case err := <-r.done:
+			// Events read before the end still get their fast path;
+			// the resync after the reconnect covers everything else.
+			for len(r.events) > 0 {
+				l.event(<-r.events)
+			}
+			return fmt.Errorf("%w: %w", errStreamEnded, err)
+
+		case <-d.timer.C:
+			d.pending = false
+			snap, expiry, err := l.list(ctx)
+			if err != nil {
+				return err
+			}
+			listed(expiry)
+			l.update(snap)
+
+		case <-recheck.C:
+			snap, expiry, err := l.list(ctx)
+			if err != nil {
+				return err
+			}
+			listed(expiry)
+			l.update(snap)
+
+		case <-resync.C:
+			if d.pending {
+				continue // a re-list is due anyway; it would not tell drift apart
+			}
+			snap, expiry, err := l.list(ctx)
+			if err != nil {
+				return err
+			}
+			listed(expiry)
+			l.stats.Resyncs++
+			if !equalSnapshots(l.snap, snap) {
+				l.stats.Drift++
+				l.log.Info("resync found changes the events did not deliver")
+			}
+			l.update(snap)
+
+		case <-ping.C:
+			if err := l.ping(ctx, client.PingOptions{}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ping pings the engine with the watchdog's timeout.
+func (l *loop) ping(ctx context.Context, opts client.PingOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, l.w.pingTimeout())
+	defer cancel()
+	if _, err := l.cli.Ping(ctx, opts); err != nil {
+		return fmt.Errorf("ping docker engine: %w", err)
+	}
+	return nil
+}
+
+// eventFilters asks the engine for the events that can change a snapshot,
+// sparing the stream the frequent ones that cannot (exec_* from every
+// healthcheck run, attach, resize, top, ...). The loop filters again:
+// filters are a courtesy of the engine, not a guarantee.
+func eventFilters() client.Filters {
+	return make(client.Filters).
+		Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
+		Add("event",
+			string(events.ActionStart), string(events.ActionRestart),
+			string(events.ActionPause), string(events.ActionUnPause),
+			string(events.ActionRename), string(events.ActionKill),
+			string(events.ActionDie), string(events.ActionStop), string(events.ActionDestroy),
+			// A filter without the colon matches every health_status
+			// action by prefix.
+			string(events.ActionHealthStatus),
+			string(events.ActionConnect), string(events.ActionDisconnect),
+		)
+}
+
+// event handles one event and reports whether it calls for a re-list. Only
+// the event's type, action and actor ID are trusted: a container's labels
+// are copied into the actor's attributes and can overwrite any of them.
+func (l *loop) event(m events.Message) bool {
+	l.stats.Events++
+	switch m.Type {
+	case events.ContainerEventType:
+		switch m.Action {
+		case events.ActionDie, events.ActionStop, events.ActionDestroy:
+			// Not kill: a kill may be a SIGHUP that leaves the
+			// container running, and a kill that ends it is followed
+			// by die, before Docker frees its address. Not pause
+			// either: a paused container keeps its address and its
+			// established connections.
+			l.graves.bury(m.Actor.ID, time.Now())
+			l.removeContainer(m.Actor.ID, m.Action)
+			return true
+		case events.ActionStart, events.ActionRestart:
+			l.graves.revive(m.Actor.ID)
+			return true
+		case events.ActionPause, events.ActionUnPause, events.ActionRename, events.ActionKill:
+			return true
+		}
+		return strings.HasPrefix(string(m.Action), string(events.ActionHealthStatus))
+	case events.NetworkEventType:
+		switch m.Action {
+		case events.ActionDisconnect:
+			// For network events the actor is the network, and the
+			// container is only in the attributes: a hint, which
+			// container labels cannot forge (they appear in container
+			// events only). The fast path uses it only if that
+			// container is attached to that network.
+			container := m.Actor.Attributes["container"]
+			l.graves.detach(container, m.Actor.ID, time.Now())
+			l.removeAttachment(container, m.Actor.ID)
+			return true
+		case events.ActionConnect:
+			l.graves.reattach(m.Actor.Attributes["container"], m.Actor.ID)
+			return true
+		}
+	}
+	return false
+}
+
+// removeContainer is the fast path for a container that stopped: it
+// publishes the current view without it at once, without waiting for the
+// re-list.
+func (l *loop) removeContainer(id string, action events.Action) {
+	next, ok := withoutContainer(l.snap, id)
+	if !ok {
+		return
+	}
+	l.log.Debug("container gone", zap.String("container", id), zap.String("event", string(action)))
+	l.snap = next
+	l.publish([]string{id})
+}
+
+// removeAttachment is the fast path for a container disconnected from a
+// network: it publishes the current view without that attachment at once.
+func (l *loop) removeAttachment(containerID, networkID string) {
+	next, ok := withoutAttachment(l.snap, containerID, networkID)
+	if !ok {
+		return
+	}
+	l.log.Debug("container disconnected", zap.String("container", containerID), zap.String("network", networkID),
+		zap.String("event", string(events.ActionDisconnect)))
+	l.snap = next
+	l.publish([]string{containerID})
+}
+
+// list lists the running containers (paused and restarting ones included:
+// without All, the engine lists every container whose process exists),
+// leaves out what the tombstones say is gone, and inspects the ambassador's
+// own container for its links. It also returns when a tombstone that hid
+// something expires, or the zero time.
+func (l *loop) list(ctx context.Context) (*resolver.Snapshot, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	res, err := l.cli.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
+	}
+	cs, expiry := l.graves.apply(convertContainers(res.Items), time.Now())
+	snap := &resolver.Snapshot{Containers: cs}
+	i := l.findSelf(cs)
+	if i < 0 {
+		return snap, expiry, nil
+	}
+	id := cs[i].ID
+	ins, err := l.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("inspect container %s: %w", id, err)
+	}
+	if hc := ins.Container.HostConfig; hc != nil {
+		cs[i].Links = parseLinks(hc.Links)
+	}
+	self := cs[i]
+	snap.Self = &self
+	return snap, expiry, nil
+}
+
+// findSelf returns the index of the ambassador's own container in cs, or
+// -1, and logs the outcome when it changes.
+func (l *loop) findSelf(cs []resolver.Container) int {
+	i := matchSelf(l.w.SelfIDs, cs)
+	id := ""
+	if i >= 0 {
+		id = cs[i].ID
+	}
+	if l.selfLogged && id == l.selfID {
+		return i
+	}
+	l.selfLogged, l.selfID = true, id
+	if i < 0 {
+		l.log.Info("own container not found; running without links and own labels",
+			zap.Strings("candidates", l.w.SelfIDs))
+	} else {
+		l.log.Info("own container found", zap.String("container", id), zap.String("name", cs[i].Name))
+	}
+	return i
+}
+
+// update makes snap the current view after a listing, and publishes it if
+// it differs from the last update or the engine was not reachable before.
+// Containers that vanished or lost an attachment since the current view are
+// named in Gone: the fast path may have missed them (events dropped, or
+// lost with the stream).
+func (l *loop) update(snap *resolver.Snapshot) {
+	switch l.state {
+	case stateNew:
+		l.log.Info("connected to docker engine", zap.Int("containers", len(snap.Containers)))
+	case stateDisconnected:
+		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)))
+	case stateConnected:
+		if equalSnapshots(l.snap, snap) {
+			return
+		}
+	}
+	gone := goneIDs(l.snap, snap)
+	l.snap, l.state, l.err = snap, stateConnected, nil
+	l.publish(gone)
+}
+
+// ended handles the end of a session: a stream that ended is routine, an
+// engine that could not be reached is published once per outage.
+func (l *loop) ended(err error) {
+	if errors.Is(err, errStreamEnded) {
+		msg := err.Error()
+		switch {
+		case expectedStreamEnd(err):
+			l.lastStreamErr = ""
+			l.log.Debug("event stream ended; reconnecting", errField(err))
+		case msg != l.lastStreamErr:
+			l.lastStreamErr = msg
+			l.log.Warn("event stream failed; reconnecting", errField(err))
+		default:
+			l.log.Debug("event stream failed again; reconnecting", errField(err))
+		}
+		return
+	}
+	err = Explain(err, l.host)
+	if l.state == stateDisconnected {
+		l.log.Debug("docker engine still unreachable", errField(err))
+		return
+	}
+	l.log.Warn("docker engine unreachable; serving last known routes", errField(err))
+	l.state, l.err = stateDisconnected, err
+	l.publish(nil)
+}
+
+// expectedStreamEnd reports whether a stream ended the way streams do when
+// an engine restarts or a proxy in front of it cuts long requests.
+func expectedStreamEnd(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// publish puts an update built from the current state in the mailbox. If the
+// consumer has not taken the previous update yet, the new one replaces it
+// and inherits its Gone: an ID in Gone must reach the consumer even if the
+// snapshot that dropped it does not.
+func (l *loop) publish(gone []string) {
+	u := Update{
+		Snapshot:  l.snap,
+		Connected: l.state == stateConnected,
+		Err:       l.err,
+		Gone:      gone,
+		Stats:     l.stats,
+	}
+	select {
+	case old := <-l.out:
+		u.Gone = mergeIDs(old.Gone, u.Gone)
+	default:
+	}
+	l.out <- u // never blocks: the mailbox is empty and this loop is its only writer
+}
+
+// mergeIDs returns a new slice with the IDs of a followed by those of b that
+// are not in a.
+func mergeIDs(a, b []string) []string {
+	if len(a) == 0 {
+		return b
+	}
+	out := slices.Clone(a)
+	for _, id := range b {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// debouncer coalesces a burst of events into one re-list: its timer fires
+// once the stream has been quiet for quiet, and at the latest limit after
+// the burst's first event, so an endless stream still yields a re-list every
+// limit.
+type debouncer struct {
+	quiet, limit time.Duration
+	timer        *time.Timer
+	pending      bool      // the timer is set for a burst
+	first        time.Time // the burst's first event, while pending
+}
+
+func newDebouncer(quiet, limit time.Duration) *debouncer {
+	t := time.NewTimer(time.Hour)
+	t.Stop() // since Go 1.23, no stale tick can be received after Stop
+	return &debouncer{quiet: quiet, limit: limit, timer: t}
+}
+
+// kick records an event and sets the timer.
+func (d *debouncer) kick() {
+	now := time.Now()
+	if !d.pending {
+		d.pending, d.first = true, now
+	}
+	wait := min(d.quiet, d.limit-now.Sub(d.first))
+	d.timer.Reset(max(wait, 0))
+}
+
+// reader forwards one event stream to the loop. It never blocks on the loop
+// (the engine drops the events of a subscriber that stops reading): when the
+// buffer is full it counts the event as dropped and raises overflow, and the
+// loop re-lists instead of replaying them.
+type reader struct {
+	events   chan events.Message // buffered
+	overflow chan struct{}       // capacity 1: events were dropped
+	dropped  atomic.Uint64       // events dropped since the loop last looked
+	done     chan error          // capacity 1: why the stream ended
+}
+
+// run reads stream until it ends or ctx is cancelled, and closes exited when
+// it returns.
+func (r *reader) run(ctx context.Context, stream client.EventsResult, exited chan<- struct{}) {
+	defer close(exited)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-stream.Messages:
+			if !ok {
+				r.done <- io.EOF
+				return
+			}
+			select {
+			case r.events <- m:
+			default:
+				r.dropped.Add(1)
+				select {
+				case r.overflow <- struct{}{}:
+				default:
+				}
+			}
+		case err, ok := <-stream.Err:
+			if !ok || err == nil {
+				err = io.EOF
+			}
+			r.done <- err
+			return
+		}
+	}
+}
+
+// errField logs an error as a plain string, as cmd/ambassadord does: zap's
+// default adds a verbose variant for wrapped errors.
+func errField(err error) zap.Field {
+	return zap.String("error", err.Error())
+}

@@ -1,0 +1,125 @@
+package watcher
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/ambassadord/ambassadord/pkg/resolver"
+)
+
+func TestTombstones(t *testing.T) {
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b := id64("a"), id64("b")
+	n1 := resolver.Network{Name: "n1", ID: "i1", IP: "10.0.0.2"}
+	n2 := resolver.Network{Name: "n2", ID: "i2", IP: "10.1.0.2"}
+	listing := func() []resolver.Container {
+		return []resolver.Container{
+			{ID: a, Name: "a", Networks: []resolver.Network{n1, n2}},
+			{ID: b, Name: "b", Networks: []resolver.Network{n1}},
+		}
+	}
+	for _, tt := range []struct {
+		name       string
+		setup      func(*tombstones)
+		listing    []resolver.Container
+		now        time.Time
+		want       []resolver.Container
+		wantExpiry time.Time
+		wantLeft   int // tombstones left
+	}{
+		{
+			name:    "none",
+			setup:   func(*tombstones) {},
+			listing: listing(),
+			now:     t0,
+			want:    listing(),
+		},
+		{
+			name:       "dead but still listed: hidden",
+			setup:      func(g *tombstones) { g.bury(a, t0) },
+			listing:    listing(),
+			now:        t0.Add(time.Second),
+			want:       listing()[1:],
+			wantExpiry: t0.Add(tombstoneTTL),
+			wantLeft:   1,
+		},
+		{
+			name:    "dead and no longer listed: confirmed",
+			setup:   func(g *tombstones) { g.bury(a, t0) },
+			listing: listing()[1:],
+			now:     t0.Add(time.Second),
+			want:    listing()[1:],
+		},
+		{
+			name:    "dead too long ago: the listing wins",
+			setup:   func(g *tombstones) { g.bury(a, t0) },
+			listing: listing(),
+			now:     t0.Add(tombstoneTTL),
+			want:    listing(),
+		},
+		{
+			name:    "dead, then started",
+			setup:   func(g *tombstones) { g.bury(a, t0); g.detach(a, "i1", t0); g.revive(a) },
+			listing: listing(),
+			now:     t0,
+			want:    listing(),
+		},
+		{
+			name:       "detached but still listed: hidden",
+			setup:      func(g *tombstones) { g.detach(a, "i1", t0); g.detach(b, "i1", t0.Add(time.Second)) },
+			listing:    listing(),
+			now:        t0.Add(time.Second),
+			want:       []resolver.Container{{ID: a, Name: "a", Networks: []resolver.Network{n2}}, {ID: b, Name: "b"}},
+			wantExpiry: t0.Add(tombstoneTTL),
+			wantLeft:   2,
+		},
+		{
+			name:    "detached and confirmed",
+			setup:   func(g *tombstones) { g.detach(a, "i2", t0) },
+			listing: []resolver.Container{{ID: a, Name: "a", Networks: []resolver.Network{n1}}},
+			now:     t0,
+			want:    []resolver.Container{{ID: a, Name: "a", Networks: []resolver.Network{n1}}},
+		},
+		{
+			name:    "detached, then connected",
+			setup:   func(g *tombstones) { g.detach(a, "i2", t0); g.reattach(a, "i2") },
+			listing: listing(),
+			now:     t0,
+			want:    listing(),
+		},
+		{
+			name:    "empty IDs are ignored",
+			setup:   func(g *tombstones) { g.bury("", t0); g.detach("", "i1", t0); g.detach(a, "", t0) },
+			listing: listing(),
+			now:     t0,
+			want:    listing(),
+		},
+		{
+			name:    "reset",
+			setup:   func(g *tombstones) { g.bury(a, t0); g.detach(b, "i1", t0); g.reset() },
+			listing: listing(),
+			now:     t0,
+			want:    listing(),
+		},
+		{
+			name:       "everything hidden",
+			setup:      func(g *tombstones) { g.bury(a, t0); g.bury(b, t0.Add(time.Second)) },
+			listing:    listing(),
+			now:        t0.Add(2 * time.Second),
+			want:       nil,
+			wantExpiry: t0.Add(tombstoneTTL),
+			wantLeft:   2,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var g tombstones
+			tt.setup(&g)
+			got, expiry := g.apply(tt.listing, tt.now)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.wantExpiry, expiry)
+			assert.Equal(t, tt.wantLeft, len(g.dead)+len(g.detached))
+		})
+	}
+}

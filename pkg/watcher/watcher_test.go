@@ -1,0 +1,778 @@
+package watcher
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ambassadord/ambassadord/pkg/resolver"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// start runs w until the test ends, and then checks that Run returned nil
+// and closed the mailbox. Call it inside a synctest bubble.
+func start(t *testing.T, w *Watcher) {
+	t.Helper()
+	if w.Logger == nil {
+		w.Logger = zaptest.NewLogger(t)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done)
+		for range w.Updates() { // drains, and ends because Run closed it
+		}
+	})
+}
+
+// take returns the update waiting in the mailbox once everything in the
+// bubble has settled, without advancing the clock.
+func take(t *testing.T, w *Watcher) Update {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case u, ok := <-w.Updates():
+		require.True(t, ok, "mailbox closed")
+		return u
+	default:
+		require.FailNow(t, "no update")
+		return Update{}
+	}
+}
+
+// none checks that no update waits in the mailbox once everything in the
+// bubble has settled.
+func none(t *testing.T, w *Watcher) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case u := <-w.Updates():
+		require.FailNow(t, "unexpected update", "%+v", u)
+	default:
+	}
+}
+
+// names returns the names of a snapshot's containers.
+func names(s *resolver.Snapshot) []string {
+	var ns []string
+	for _, c := range s.Containers {
+		ns = append(ns, c.Name)
+	}
+	return ns
+}
+
+var (
+	idAmb   = id64("amb")
+	idRedis = id64("redis")
+	idWeb   = id64("web")
+)
+
+func TestInitialSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(
+			ctr(idWeb, "web", withStatus(container.StateRunning, "Up 3 seconds (health: starting)"),
+				withNet("app", "n-app", "172.18.0.4"), withPorts(container.PortSummary{PrivatePort: 80, Type: "tcp"})),
+			ctr(idAmb, "amb", withLabels(resolver.LabelRole, "ambassador", resolver.LabelTarget, "redis"),
+				withNet("bridge", "n-bridge", "172.17.0.2"), withNet("app", "n-app", "172.18.0.2")),
+			ctr(idRedis, "redis", withStatus(container.StateRunning, "Up 2 hours (healthy)"),
+				withLabels(resolver.LabelTarget, "redis"), withNet("bridge", "n-bridge", "172.17.0.3"),
+				withPorts(
+					container.PortSummary{PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
+					container.PortSummary{PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
+				),
+				func(s *container.Summary) { s.Names = []string{"/amb/redis", "/redis"} }),
+		)
+		f.inspect[idAmb] = container.InspectResponse{ID: idAmb, HostConfig: &container.HostConfig{
+			Links: []string{"/redis:/amb/redis", "/web:/amb/www"},
+		}}
+		w := &Watcher{Client: f, SelfIDs: []string{"0123456789ab", idAmb[:12]}}
+		start(t, w)
+
+		self := resolver.Container{
+			ID: idAmb, Name: "amb", State: "running",
+			Labels: map[string]string{resolver.LabelRole: "ambassador", resolver.LabelTarget: "redis"},
+			Networks: []resolver.Network{
+				{Name: "app", ID: "n-app", IP: "172.18.0.2"},
+				{Name: "bridge", ID: "n-bridge", IP: "172.17.0.2"},
+			},
+			Links: []resolver.Link{{Name: "redis", Alias: "redis"}, {Name: "web", Alias: "www"}},
+		}
+		want := &resolver.Snapshot{
+			Self: &self,
+			Containers: []resolver.Container{
+				self,
+				{
+					ID: idRedis, Name: "redis", State: "running", Health: "healthy",
+					Labels:   map[string]string{resolver.LabelTarget: "redis"},
+					Networks: []resolver.Network{{Name: "bridge", ID: "n-bridge", IP: "172.17.0.3"}},
+					Ports:    []resolver.Port{{Port: 6379, Proto: "tcp"}},
+				},
+				{
+					ID: idWeb, Name: "web", State: "running", Health: "starting",
+					Networks: []resolver.Network{{Name: "app", ID: "n-app", IP: "172.18.0.4"}},
+					Ports:    []resolver.Port{{Port: 80, Proto: "tcp"}},
+				},
+			},
+		}
+		u := take(t, w)
+		assert.Equal(t, Update{Snapshot: want, Connected: true}, u)
+		none(t, w)
+	})
+}
+
+func TestSinceIsTakenBeforeTheListing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idAmb, "amb"))
+		f.inspect[idAmb] = container.InspectResponse{HostConfig: &container.HostConfig{}}
+		start(t, &Watcher{Client: f, SelfIDs: []string{idAmb}})
+		synctest.Wait()
+
+		assert.Equal(t, []string{"ping", "events", "list", "inspect"}, f.ops())
+		f.mu.Lock()
+		ev, list := f.calls[1], f.calls[2]
+		f.mu.Unlock()
+		sec, nsec, ok := strings.Cut(ev.since, ".")
+		require.True(t, ok, "since %q", ev.since)
+		s, err := strconv.ParseInt(sec, 10, 64)
+		require.NoError(t, err)
+		ns, err := strconv.ParseInt(nsec, 10, 64)
+		require.NoError(t, err)
+		since := time.Unix(s, ns)
+		assert.False(t, since.After(list.at), "since %v is after the listing at %v", since, list.at)
+		assert.Equal(t, ev.at, since, "since is the time of the subscription")
+
+		assert.Equal(t, map[string]bool{"container": true, "network": true}, ev.filters["type"])
+		for _, a := range []string{"start", "die", "stop", "destroy", "pause", "unpause", "health_status", "connect", "disconnect"} {
+			assert.True(t, ev.filters["event"][a], "event filter lacks %s", a)
+		}
+	})
+}
+
+func TestEventsConvergeToTheListing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		// The engine's truth moves on: web starts, redis restarts and
+		// joins a network. The events arrive duplicated, and those of
+		// web interleaved with those of redis.
+		f.set(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.9")), ctr(idWeb, "web"))
+		f.send(t,
+			containerEvent(events.ActionStart, idWeb, nil),
+			containerEvent(events.ActionDie, idRedis, nil),
+			containerEvent(events.ActionStart, idWeb, nil),
+			networkEvent(events.ActionConnect, "n-app", idRedis),
+			containerEvent(events.ActionStart, idRedis, nil),
+			networkEvent(events.ActionConnect, "n-app", idRedis),
+			containerEvent(events.ActionStart, idWeb, nil),
+		)
+		// Nobody reads the mailbox meanwhile: the newest update replaces
+		// the fast path's, and inherits its Gone.
+		time.Sleep(w.maxDelay())
+		u := take(t, w)
+		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
+		assert.Equal(t, []resolver.Network{{Name: "app", ID: "n-app", IP: "172.18.0.9"}}, u.Snapshot.Containers[0].Networks)
+		assert.Equal(t, []string{idRedis}, u.Gone)
+		assert.Equal(t, uint64(7), u.Stats.Events)
+		none(t, w)
+		assert.Equal(t, 2, f.count("list"), "one burst, one re-list")
+	})
+}
+
+func TestIdenticalSnapshotsAreNotRepublished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		for _, m := range []events.Message{
+			containerEvent(events.ActionStart, idWeb, nil),
+			containerEvent(events.ActionHealthStatusHealthy, idWeb, nil),
+			networkEvent(events.ActionConnect, "n-app", idWeb),
+			containerEvent(events.ActionKill, idWeb, map[string]string{"signal": "1"}),
+			containerEvent(events.ActionExecStart+": sh", idWeb, nil),
+		} {
+			f.send(t, m)
+			time.Sleep(time.Second)
+		}
+		none(t, w)
+		assert.Equal(t, 5, f.count("list"), "each relevant event re-lists; exec does not")
+	})
+}
+
+func TestStoppedContainerIsGoneAtOnce(t *testing.T) {
+	for _, action := range []events.Action{events.ActionDie, events.ActionStop, events.ActionDestroy} {
+		t.Run(string(action), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFake(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")), ctr(idWeb, "web"))
+				w := &Watcher{Client: f}
+				start(t, w)
+				take(t, w)
+				lists := f.count("list")
+				t0 := time.Now()
+
+				f.set(ctr(idWeb, "web"))
+				f.send(t, containerEvent(action, idRedis, nil))
+				u := take(t, w)
+				assert.Equal(t, t0, time.Now(), "the fast path does not wait")
+				assert.Equal(t, lists, f.count("list"), "the fast path does not list")
+				assert.Equal(t, []string{"web"}, names(u.Snapshot))
+				assert.Equal(t, []string{idRedis}, u.Gone)
+				assert.True(t, u.Connected)
+
+				// The re-list confirms, and finds nothing new.
+				time.Sleep(w.quiet())
+				none(t, w)
+				assert.Equal(t, lists+1, f.count("list"))
+
+				// A second event for the same container changes nothing.
+				f.send(t, containerEvent(events.ActionDestroy, idRedis, nil))
+				none(t, w)
+			})
+		})
+	}
+}
+
+// The engine announces a death before its listing drops the container
+// (Docker 20.10: by some 80ms). A re-list in between must not bring the
+// container back.
+func TestListingThatLagsADeathDoesNotReviveIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")), ctr(idWeb, "web"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
+		assert.Equal(t, []string{"web"}, names(take(t, w).Snapshot))
+		time.Sleep(w.quiet()) // the re-list still shows redis running
+		none(t, w)
+		f.send(t, networkEvent(events.ActionDisconnect, "n-app", idRedis))
+		time.Sleep(w.quiet())
+		none(t, w)
+
+		// The listing catches up; later re-lists agree.
+		f.set(ctr(idWeb, "web"))
+		time.Sleep(tombstoneTTL)
+		none(t, w)
+		f.send(t, containerEvent(events.ActionStart, idWeb, nil))
+		time.Sleep(w.quiet())
+		none(t, w)
+
+		// Restarted: the start event revives it at once.
+		f.set(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")), ctr(idWeb, "web"))
+		f.send(t, containerEvent(events.ActionDie, idRedis, nil), containerEvent(events.ActionStart, idRedis, nil))
+		time.Sleep(w.quiet())
+		u := take(t, w)
+		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
+		assert.Empty(t, u.Gone, "it was never published as gone")
+	})
+}
+
+func TestListingThatLagsADisconnectDoesNotReattach(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3"), withNet("db", "n-db", "172.19.0.3")))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		f.send(t, networkEvent(events.ActionDisconnect, "n-app", idRedis))
+		u := take(t, w)
+		assert.Equal(t, []resolver.Network{{Name: "db", ID: "n-db", IP: "172.19.0.3"}}, u.Snapshot.Containers[0].Networks)
+		time.Sleep(w.quiet()) // the re-list still shows the attachment
+		none(t, w)
+
+		// Connected again, with another address.
+		f.set(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.7"), withNet("db", "n-db", "172.19.0.3")))
+		f.send(t, networkEvent(events.ActionConnect, "n-app", idRedis))
+		time.Sleep(w.quiet())
+		u = take(t, w)
+		assert.Equal(t, []resolver.Network{
+			{Name: "app", ID: "n-app", IP: "172.18.0.7"},
+			{Name: "db", ID: "n-db", IP: "172.19.0.3"},
+		}, u.Snapshot.Containers[0].Networks)
+	})
+}
+
+// A death the listing never confirms (the start that followed it was lost,
+// say) overrides the listing only for a while: then the listing wins.
+func TestTheListingWinsOverAnOldTombstone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
+		t0 := time.Now()
+		assert.Equal(t, []string{"web"}, names(take(t, w).Snapshot))
+		time.Sleep(tombstoneTTL - time.Millisecond)
+		none(t, w)
+		time.Sleep(time.Millisecond)
+		u := take(t, w)
+		assert.Equal(t, tombstoneTTL, time.Since(t0))
+		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
+	})
+}
+
+func TestPauseAndKillAreNotGone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+		none(t, w)
+		time.Sleep(w.quiet())
+		none(t, w)
+
+		f.set(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3"),
+			withStatus(container.StatePaused, "Up 1 hour (Paused)")))
+		f.send(t, containerEvent(events.ActionPause, idRedis, nil))
+		none(t, w)
+		time.Sleep(w.quiet())
+		u := take(t, w)
+		assert.Equal(t, "paused", u.Snapshot.Containers[0].State)
+		assert.Empty(t, u.Gone)
+	})
+}
+
+func TestNetworkDisconnectIsGoneAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(
+			ctr(idAmb, "amb", withNet("app", "n-app", "172.18.0.2")),
+			ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3"), withNet("db", "n-db", "172.19.0.3")),
+		)
+		f.inspect[idAmb] = container.InspectResponse{HostConfig: &container.HostConfig{}}
+		w := &Watcher{Client: f, SelfIDs: []string{idAmb}}
+		start(t, w)
+		take(t, w)
+
+		f.set(ctr(idAmb, "amb", withNet("app", "n-app", "172.18.0.2")),
+			ctr(idRedis, "redis", withNet("db", "n-db", "172.19.0.3")))
+		f.send(t, networkEvent(events.ActionDisconnect, "n-app", idRedis))
+		u := take(t, w)
+		assert.Equal(t, []resolver.Network{{Name: "db", ID: "n-db", IP: "172.19.0.3"}}, u.Snapshot.Containers[1].Networks)
+		assert.Equal(t, []string{idRedis}, u.Gone)
+		assert.Equal(t, []resolver.Network{{Name: "app", ID: "n-app", IP: "172.18.0.2"}}, u.Snapshot.Self.Networks)
+
+		// The ambassador itself is disconnected: Self follows.
+		f.set(ctr(idAmb, "amb"), ctr(idRedis, "redis", withNet("db", "n-db", "172.19.0.3")))
+		f.send(t, networkEvent(events.ActionDisconnect, "n-app", idAmb))
+		u = take(t, w)
+		assert.Nil(t, u.Snapshot.Self.Networks)
+		assert.Equal(t, u.Snapshot.Containers[0], *u.Snapshot.Self)
+
+		time.Sleep(w.quiet())
+		none(t, w)
+	})
+}
+
+func TestForgedAttributesChangeNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(
+			ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")),
+			ctr(idWeb, "web", withNet("app", "n-app", "172.18.0.4"), withLabels("container", idRedis, "name", "redis")),
+		)
+		w := &Watcher{Client: f}
+		start(t, w)
+		first := take(t, w)
+
+		// web's labels name redis, and Docker copies them into web's
+		// events. Its events must still only ever concern web.
+		forged := map[string]string{"container": idRedis, "name": "redis", "image": "redis"}
+		f.send(t,
+			containerEvent(events.ActionStart, idWeb, forged),
+			containerEvent(events.ActionAttach, idWeb, forged),
+		)
+		// A disconnect from a network the hinted container is not on.
+		f.send(t, networkEvent(events.ActionDisconnect, "n-other", idRedis))
+		none(t, w)
+		time.Sleep(w.quiet())
+		none(t, w)
+
+		f.set(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")))
+		f.send(t, containerEvent(events.ActionDie, idWeb, forged))
+		u := take(t, w)
+		assert.Equal(t, []string{idWeb}, u.Gone)
+		assert.Equal(t, first.Snapshot.Containers[:1], u.Snapshot.Containers)
+		time.Sleep(w.quiet())
+		none(t, w)
+	})
+}
+
+func TestHealthStatusEventRelists(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis", withStatus(container.StateRunning, "Up 1 second (health: starting)")))
+		w := &Watcher{Client: f}
+		start(t, w)
+		assert.Equal(t, "starting", take(t, w).Snapshot.Containers[0].Health)
+
+		f.set(ctr(idRedis, "redis", withStatus(container.StateRunning, "Up 31 seconds (healthy)")))
+		f.send(t, containerEvent(events.ActionHealthStatusHealthy, idRedis, nil))
+		time.Sleep(w.quiet())
+		u := take(t, w)
+		assert.Equal(t, "healthy", u.Snapshot.Containers[0].Health)
+		assert.Empty(t, u.Gone)
+	})
+}
+
+func TestDebounceQuietAndMaxDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		// One event: a re-list after the quiet period.
+		t0 := time.Now()
+		f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+		time.Sleep(time.Second)
+		lists := f.callTimes("list")
+		require.Len(t, lists, 2)
+		assert.Equal(t, 10*time.Millisecond, lists[1].Sub(t0))
+
+		// An endless burst, an event every 4ms: a re-list at most 50ms
+		// after the first event the previous re-list did not cover.
+		t0 = time.Now()
+		for range 50 {
+			f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+			time.Sleep(4 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		var got []time.Duration
+		for _, at := range f.callTimes("list")[2:] {
+			got = append(got, at.Sub(t0))
+		}
+		ms := time.Millisecond
+		// Events at 0, 4, ..., 196ms. The last re-list is at 196+10ms.
+		assert.Equal(t, []time.Duration{50 * ms, 102 * ms, 154 * ms, 206 * ms}, got)
+	})
+}
+
+func TestStreamErrorReconnectsAndResyncs(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+	}{
+		{"EOF", io.EOF},
+		{"engine error", io.ErrUnexpectedEOF},
+		{"proxy error", syscall.EPIPE},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+				w := &Watcher{Client: f}
+				start(t, w)
+				take(t, w)
+
+				// The stream dies, and the change is not delivered as an
+				// event: only the resync after the reconnect sees it.
+				f.set(ctr(idWeb, "web"))
+				f.stream(t).errs <- tt.err
+				t0 := time.Now()
+				none(t, w) // a stream that ends is no outage
+
+				time.Sleep(minBackoff)
+				u := take(t, w)
+				assert.Equal(t, []string{"web"}, names(u.Snapshot))
+				assert.Equal(t, []string{idRedis}, u.Gone)
+				assert.True(t, u.Connected)
+				assert.Equal(t, uint64(1), u.Stats.Reconnects)
+
+				evs := f.callTimes("events")
+				require.Len(t, evs, 2)
+				assert.GreaterOrEqual(t, evs[1].Sub(t0), minBackoff/2)
+				assert.LessOrEqual(t, evs[1].Sub(t0), minBackoff)
+
+				// The new stream works.
+				f.set()
+				f.send(t, containerEvent(events.ActionDie, idWeb, nil))
+				assert.Equal(t, []string{idWeb}, take(t, w).Gone)
+			})
+		})
+	}
+}
+
+func TestEventsBeforeTheStreamEndGetTheirFastPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		w := &Watcher{Client: f, Quiet: time.Hour, MaxDelay: time.Hour}
+		start(t, w)
+		take(t, w)
+
+		f.setPing(dialErr(syscall.ECONNREFUSED), false)
+		s := f.stream(t)
+		s.msgs <- containerEvent(events.ActionDie, idRedis, nil)
+		s.errs <- io.EOF
+		// Whichever the loop saw first, the die is applied at once.
+		u := take(t, w)
+		assert.Equal(t, []string{"web"}, names(u.Snapshot))
+		assert.Equal(t, []string{idRedis}, u.Gone)
+		assert.True(t, u.Connected, "a stream that ends is no outage")
+
+		// The reconnect fails: now it is one.
+		time.Sleep(minBackoff)
+		u = take(t, w)
+		assert.False(t, u.Connected)
+		assert.Equal(t, []string{"web"}, names(u.Snapshot))
+		assert.Empty(t, u.Gone)
+	})
+}
+
+func TestStalledStreamReconnects(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		first := take(t, w)
+		t0 := time.Now()
+
+		// The engine stops answering, and the stream goes silent
+		// without ending: only the watchdog notices.
+		f.setPing(nil, true)
+		time.Sleep(w.pingInterval() + w.pingTimeout())
+		u := take(t, w)
+		assert.Equal(t, w.pingInterval()+w.pingTimeout(), time.Since(t0))
+		assert.False(t, u.Connected)
+		assert.ErrorIs(t, u.Err, context.DeadlineExceeded)
+		assert.ErrorContains(t, u.Err, "ping docker engine")
+		assert.Same(t, first.Snapshot, u.Snapshot, "the last snapshot is kept")
+		f.mu.Lock()
+		assert.Error(t, f.streams[0].ctx.Err(), "the stalled stream is cancelled")
+		f.mu.Unlock()
+
+		// Still unreachable: retries are not published.
+		time.Sleep(time.Minute)
+		none(t, w)
+
+		f.setPing(nil, false)
+		time.Sleep(maxBackoff + w.pingTimeout())
+		u = take(t, w)
+		assert.True(t, u.Connected)
+		assert.NoError(t, u.Err)
+		assert.Equal(t, first.Snapshot, u.Snapshot)
+		assert.Equal(t, uint64(1), u.Stats.Reconnects)
+		assert.Equal(t, 2, f.count("events"))
+	})
+}
+
+func TestSubscriptionThatHangsIsAnOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		f.eventsHang = true
+		w := &Watcher{Client: f}
+		start(t, w)
+
+		time.Sleep(requestTimeout)
+		u := take(t, w)
+		assert.False(t, u.Connected)
+		assert.EqualError(t, u.Err, "subscribe to events: context deadline exceeded")
+
+		f.mu.Lock()
+		f.eventsHang = false
+		f.mu.Unlock()
+		time.Sleep(requestTimeout + maxBackoff)
+		u = take(t, w)
+		assert.True(t, u.Connected)
+		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
+	})
+}
+
+func TestUnreachableAtStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.DebugLevel)
+		f := newFake(ctr(idRedis, "redis"))
+		f.setPing(dialErr(syscall.EACCES), false)
+		w := &Watcher{Client: f, Logger: zap.New(core)}
+		start(t, w)
+
+		u := take(t, w)
+		assert.Equal(t, Update{Err: u.Err}, u)
+		assert.EqualError(t, u.Err,
+			"permission denied on /var/run/docker.sock: run the container with --group-add $(stat -c %g /var/run/docker.sock), or as root")
+
+		time.Sleep(20 * time.Second)
+		none(t, w)
+		assert.Greater(t, f.count("ping"), 5)
+		assert.Equal(t, 1, logs.FilterMessage("docker engine unreachable; serving last known routes").Len())
+		assert.Equal(t, 1, logs.FilterLevelExact(zapcore.WarnLevel).Len(), "retries are logged at debug")
+		assert.Equal(t, f.count("ping")-1, logs.FilterMessage("docker engine still unreachable").Len())
+
+		// The socket appears.
+		f.setPing(nil, false)
+		time.Sleep(maxBackoff)
+		u = take(t, w)
+		assert.True(t, u.Connected)
+		assert.NoError(t, u.Err)
+		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
+		assert.Equal(t, uint64(0), u.Stats.Reconnects, "the first connection is no reconnect")
+		assert.Equal(t, 1, logs.FilterMessage("docker engine reachable again").Len())
+	})
+}
+
+func TestListFailureIsAnOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		first := take(t, w)
+
+		f.setPing(dialErr(syscall.ENOENT), false)
+		f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+		time.Sleep(w.quiet())
+		u := take(t, w)
+		assert.False(t, u.Connected)
+		assert.EqualError(t, u.Err, "no Docker socket at /var/run/docker.sock: mount it with -v /var/run/docker.sock:/var/run/docker.sock")
+		assert.Same(t, first.Snapshot, u.Snapshot)
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		f.setPing(dialErr(syscall.ECONNREFUSED), false)
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+		time.Sleep(time.Minute)
+
+		pings := f.callTimes("ping")
+		require.Greater(t, len(pings), 12)
+		for i := 1; i < len(pings); i++ {
+			d := min(minBackoff<<(i-1), maxBackoff)
+			gap := pings[i].Sub(pings[i-1])
+			assert.GreaterOrEqual(t, gap, d/2, "attempt %d", i)
+			assert.LessOrEqual(t, gap, d, "attempt %d", i)
+		}
+	})
+	for n := range 40 {
+		d := backoff(n)
+		assert.GreaterOrEqual(t, d, minBackoff/2)
+		assert.LessOrEqual(t, d, maxBackoff)
+	}
+}
+
+func TestMailboxIsLatestWinsAndTheReaderNeverBlocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		// Hold the loop in a listing, then flood the stream: every send
+		// completes, because the reader never waits for the loop.
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.listGate = gate
+		f.mu.Unlock()
+		f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+		time.Sleep(w.quiet())
+		synctest.Wait()
+		require.Equal(t, 2, f.count("list"), "the loop is listing")
+		const flood = 1000
+		for range flood {
+			f.send(t, containerEvent(events.ActionStart, idWeb, nil))
+		}
+		f.set(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		close(gate)
+		time.Sleep(time.Second)
+
+		// Several changes, and a slow consumer.
+		for _, cs := range [][]container.Summary{
+			{ctr(idWeb, "web")},
+			{ctr(idWeb, "web"), ctr(idAmb, "amb")},
+		} {
+			f.set(cs...)
+			f.send(t, containerEvent(events.ActionStart, cs[len(cs)-1].ID, nil))
+			time.Sleep(time.Second)
+		}
+		u := take(t, w)
+		assert.Equal(t, []string{"amb", "web"}, names(u.Snapshot), "only the newest")
+		assert.Equal(t, []string{idRedis}, u.Gone, "with the Gone of the updates it replaced")
+		assert.Equal(t, uint64(1+flood+2), u.Stats.Events, "dropped events are counted too")
+		none(t, w)
+	})
+}
+
+func TestPeriodicResyncCountsDrift(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		// A change no event reports.
+		f.set(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		time.Sleep(w.resync() - time.Millisecond)
+		none(t, w)
+		time.Sleep(time.Millisecond)
+		u := take(t, w)
+		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
+		assert.Equal(t, Stats{Resyncs: 1, Drift: 1}, u.Stats)
+
+		// A resync that finds nothing publishes nothing.
+		time.Sleep(w.resync())
+		none(t, w)
+
+		f.set(ctr(idWeb, "web"))
+		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
+		u = take(t, w)
+		assert.Equal(t, Stats{Events: 1, Resyncs: 2, Drift: 1}, u.Stats)
+	})
+}
+
+func TestSelfNotFound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.InfoLevel)
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f, SelfIDs: []string{"0123456789ab"}, Logger: zap.New(core)}
+		start(t, w)
+		assert.Nil(t, take(t, w).Snapshot.Self)
+
+		for range 3 {
+			f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+			time.Sleep(time.Second)
+		}
+		entries := logs.FilterMessageSnippet("own container").AllUntimed()
+		require.Len(t, entries, 1, "logged once")
+		assert.Equal(t, []any{"0123456789ab"}, entries[0].ContextMap()["candidates"])
+		assert.Zero(t, f.count("inspect"))
+	})
+}
+
+func TestRunMisuse(t *testing.T) {
+	// Without a Client, Run makes one from Host, and reports a bad one.
+	assert.ErrorContains(t, (&Watcher{Host: "://"}).Run(context.Background()), "create docker client")
+
+	synctest.Test(t, func(t *testing.T) {
+		w := &Watcher{Client: newFake()}
+		start(t, w)
+		take(t, w)
+		assert.ErrorContains(t, w.Run(t.Context()), "twice")
+	})
+}
