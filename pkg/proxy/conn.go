@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// copyBufferSize is the user-space buffer per direction when an idle timeout
+// forces copying without splice.
+const copyBufferSize = 32 << 10
+
+// errIdle ends a connection on which nothing moved for the idle timeout.
+var errIdle = errors.New("idle timeout")
+
+// conn is one proxied connection: the accepted client and, once dialled, the
+// backend.
+type conn struct {
+	route  *Route
+	client net.Conn
+
+	mu sync.Mutex
+	// The fields below are guarded by mu: abort and CloseConns may run
+	// while serve is dialling.
+	backend     net.Conn
+	backendAddr Backend // what backend is connected to
+	aborted     bool
+
+	// lastActive is the unix-nano time of the last byte moved in either
+	// direction; only maintained with an idle timeout.
+	lastActive atomic.Int64
+}
+
+// closeWriter and closeReader are the half-close operations of *net.TCPConn
+// (and *net.UnixConn), declared here where they are used.
+type closeWriter interface{ CloseWrite() error }
+type closeReader interface{ CloseRead() error }
+
+// serve dials a backend and forwards bytes both ways until both directions
+// are finished, then closes both connections.
+func (c *conn) serve(ctx context.Context) {
+	defer c.route.untrack(c)
+	defer c.client.Close()
+	log := c.route.logger()
+	remote := zap.String("remote", c.client.RemoteAddr().String())
+
+	obs := c.route.observer()
+	bc, b, err := c.route.connect(ctx)
+	switch {
+	case ctx.Err() != nil:
+		obs.Rejected(RejectShutdown)
+		return
+	case errors.Is(err, errNoBackend):
+		log.Debug("no backend; closing connection", remote)
+		obs.Rejected(RejectNoBackend)
+		return
+	case err != nil:
+		log.Warn("no backend accepted the connection", remote, zap.Error(err))
+		obs.Rejected(RejectNoBackend)
+		return
+	}
+	if !c.setBackend(bc, b) {
+		// Only Close aborts a connection that has no backend yet.
+		obs.Rejected(RejectShutdown)
+		return
+	}
+	defer bc.Close()
+	backend := zap.Stringer("backend", b)
+	log.Debug("connection opened", remote, backend)
+	obs.ConnOpened(b)
+
+	start := time.Now()
+	up, down, err := c.pipe(bc)
+	elapsed := time.Since(start)
+	obs.ConnClosed(b, up, down, elapsed)
+	fields := []zap.Field{remote, backend, zap.Int64("bytes_up", up), zap.Int64("bytes_down", down),
+		zap.Duration("duration", elapsed)}
+	if err != nil && !isTeardown(err) {
+		log.Debug("connection ended with error", append(fields, zap.Error(err))...)
+		return
+	}
+	log.Debug("connection closed", fields...)
+}
+
+// setBackend records the dialled backend so that abort can close it; it
+// reports false (and closes bc) if the connection was aborted meanwhile.
+func (c *conn) setBackend(bc net.Conn, b Backend) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aborted {
+		bc.Close()
+		return false
+	}
+	c.backend = bc
+	c.backendAddr = b
+	return true
+}
+
+// backendInfo returns the backend the connection is forwarded to, if it is
+// connected yet.
+func (c *conn) backendInfo() (Backend, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.backendAddr, c.backend != nil
+}
+
+// abort closes both sides at once; the copy loops then return.
+func (c *conn) abort() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.aborted = true
+	c.client.Close()
+	if c.backend != nil {
+		c.backend.Close()
+	}
+}
+
+// pipe copies client→backend in a second goroutine and backend→client in
+// this one. A direction that ends cleanly (its source sent FIN) half-closes:
+// FIN goes on to the destination while the other direction keeps flowing.
+// A direction that fails closes both connections, since the other direction
+// may otherwise wait forever on a peer that is gone.
+func (c *conn) pipe(bc net.Conn) (up, down int64, err error) {
+	if c.route.IdleTimeout > 0 {
+		c.lastActive.Store(time.Now().UnixNano())
+	}
+	var (
+		upErr error
+		done  = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		up, upErr = c.copyClientToBackend(bc)
+	}()
+	down, err = c.copyHalf(c.client, bc)
+	<-done
+	return up, down, errors.Join(upErr, err)
+}
+
+// copyClientToBackend is a named function so that stack dumps show which
+// direction a goroutine is moving.
+func (c *conn) copyClientToBackend(bc net.Conn) (int64, error) {
+	return c.copyHalf(bc, c.client)
+}
+
+// copyHalf moves bytes from src to dst until src's EOF, then passes the FIN
+// on with CloseWrite and stops reading src with CloseRead.
+func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
+	var n int64
+	var err error
+	if c.route.IdleTimeout > 0 {
+		n, err = c.copyIdle(dst, src)
+	} else {
+		// Between two *net.TCPConn, io.Copy uses splice(2) on Linux: the
+		// bytes never enter user space.
+		n, err = io.Copy(dst, src)
+	}
+	if err != nil {
+		c.abort()
+		return n, err
+	}
+	if cw, ok := dst.(closeWriter); ok {
+		if err := cw.CloseWrite(); err != nil && !isTeardown(err) {
+			c.abort()
+			return n, err
+		}
+	} else {
+		dst.Close()
+	}
+	if cr, ok := src.(closeReader); ok {
+		cr.CloseRead()
+	}
+	return n, nil
+}
+
+// copyIdle copies through a buffer, arming deadlines before every read and
+// write so that a connection with no traffic either way for IdleTimeout is
+// ended. A slow peer that still takes bytes, however few, is progress and is
+// never cut. Unlike splice, a timed-out write here keeps its unwritten bytes
+// in the buffer and retries them, so a deadline never loses data.
+func (c *conn) copyIdle(dst, src net.Conn) (int64, error) {
+	timeout := c.route.IdleTimeout
+	buf := make([]byte, copyBufferSize)
+	var written int64
+	for {
+		src.SetReadDeadline(c.idleDeadline(timeout))
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			c.touch()
+			for off := 0; off < nr; {
+				dst.SetWriteDeadline(c.idleDeadline(timeout))
+				nw, werr := dst.Write(buf[off:nr])
+				off += nw
+				written += int64(nw)
+				if nw > 0 {
+					c.touch()
+				}
+				if werr != nil {
+					if !isTimeout(werr) || !c.stillActive(timeout) {
+						return written, idleErr(werr)
+					}
+				}
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return written, nil
+			}
+			if isTimeout(rerr) && c.stillActive(timeout) {
+				continue
+			}
+			return written, idleErr(rerr)
+		}
+	}
+}
+
+func (c *conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+func (c *conn) idleDeadline(timeout time.Duration) time.Time {
+	return time.Unix(0, c.lastActive.Load()).Add(timeout)
+}
+
+// stillActive reports whether the other direction moved bytes recently
+// enough that a timed-out read or write here is not yet idleness.
+func (c *conn) stillActive(timeout time.Duration) bool {
+	return time.Since(time.Unix(0, c.lastActive.Load())) < timeout
+}
+
+func idleErr(err error) error {
+	if isTimeout(err) {
+		return errIdle
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// isTeardown reports whether err is an ordinary way for a connection to end
+// (the peer reset or closed it, or we closed it), which is logged at Debug
+// without alarm.
+func isTeardown(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ENOTCONN) || errors.Is(err, errIdle)
+}

@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// listenLater reserves a loopback address that refuses connections until
+// the returned start function serves it with handle.
+func listenLater(t *testing.T, handle func(net.Conn)) (addr string, start func()) {
+	t.Helper()
+	addr = deadAddr(t)
+	return addr, func() {
+		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		serveListener(t, ln, handle)
+	}
+}
+
+func TestMakeBeforeBreak(t *testing.T) {
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: startBackend(t, whoami("old")), ID: "old"}})
+	addr := startRoute(t, r)
+	assert.Equal(t, "old", roundTrip(t, addr, ""))
+
+	// Rewire to a backend whose process does not listen yet: new
+	// connections keep reaching the old one instead of failing.
+	newAddr, startNew := listenLater(t, whoami("new"))
+	r.SetBackends([]Backend{{Addr: newAddr, ID: "new"}})
+	for range 3 {
+		assert.Equal(t, "old", roundTrip(t, addr, ""))
+	}
+
+	// As soon as it listens, new connections move to it.
+	startNew()
+	assert.Equal(t, "new", roundTrip(t, addr, ""))
+
+	// Once the new backend has accepted, the old one is no longer a
+	// fallback: the rewire is complete.
+	set := r.backends.Load()
+	assert.True(t, set.confirmed.Load())
+	assert.Empty(t, set.fallbackOrder())
+}
+
+func TestFallbackSurvivesRapidRewires(t *testing.T) {
+	// Two rewires in a row to backends that are not ready: the last backend
+	// known to work stays the fallback.
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: startBackend(t, whoami("a")), ID: "a"}})
+	addr := startRoute(t, r)
+	assert.Equal(t, "a", roundTrip(t, addr, ""))
+	r.SetBackends([]Backend{{Addr: deadAddr(t), ID: "b"}})
+	r.SetBackends([]Backend{{Addr: deadAddr(t), ID: "c"}})
+	assert.Equal(t, "a", roundTrip(t, addr, ""))
+}
+
+func TestSetBackendsIdenticalIsNoop(t *testing.T) {
+	r := &Route{}
+	bs := []Backend{{Addr: "10.0.0.1:1", ID: "x"}}
+	r.SetBackends(bs)
+	before := r.backends.Load()
+	r.SetBackends(bs)
+	assert.Same(t, before, r.backends.Load())
+}
+
+func TestForget(t *testing.T) {
+	r := &Route{}
+	goneAddr := startBackend(t, echo)
+	r.SetBackends([]Backend{{Addr: goneAddr, ID: "gone"}})
+	addr := startRoute(t, r)
+
+	// An established connection to the backend that goes away.
+	c := dial(t, addr)
+	_, err := c.Write([]byte("x"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 1))
+	require.NoError(t, err)
+
+	// Rewire to another backend (gone becomes a fallback), then forget it.
+	r.SetBackends([]Backend{{Addr: deadAddr(t), ID: "next"}})
+	assert.Equal(t, 1, r.Forget("gone"))
+
+	// The established connection is closed promptly...
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	assert.Error(t, err)
+	// ...and no new connection reaches the forgotten address, not even as
+	// a fallback.
+	assertRejected(t, addr)
+	for _, b := range append(r.backends.Load().backends, r.backends.Load().fallback...) {
+		assert.NotEqual(t, "gone", b.ID)
+	}
+}
+
+func TestCloseConns(t *testing.T) {
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: startBackend(t, echo), ID: "a"}})
+	addr := startRoute(t, r)
+	c := dial(t, addr)
+	_, err := c.Write([]byte("x"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 1))
+	require.NoError(t, err)
+
+	assert.Equal(t, 0, r.CloseConns(func(b Backend) bool { return b.ID == "b" }))
+	assert.Equal(t, 1, r.CloseConns(func(b Backend) bool { return b.ID == "a" }))
+	waitFor(t, func() bool { return r.Active() == 0 })
+}
+
+func TestBackendWait(t *testing.T) {
+	t.Run("a backend appears", func(t *testing.T) {
+		r := &Route{BackendWait: 5 * time.Second}
+		addr := startRoute(t, r)
+		got := make(chan string, 1)
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			defer c.Close()
+			b, _ := io.ReadAll(c)
+			got <- string(b)
+		}()
+		waitFor(t, func() bool { return r.Active() == 1 })
+		r.SetBackends([]Backend{{Addr: startBackend(t, func(c net.Conn) { c.Write([]byte("arrived")) })}})
+		assert.Equal(t, "arrived", <-got)
+	})
+	t.Run("a backend starts listening", func(t *testing.T) {
+		// The recreate case: the new container is known but its process
+		// refuses connections for a while.
+		later, start := listenLater(t, func(c net.Conn) { c.Write([]byte("listening")) })
+		r := &Route{BackendWait: 5 * time.Second}
+		r.SetBackends([]Backend{{Addr: later}})
+		addr := startRoute(t, r)
+		got := make(chan string, 1)
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			defer c.Close()
+			b, _ := io.ReadAll(c)
+			got <- string(b)
+		}()
+		waitFor(t, func() bool { return r.Active() == 1 })
+		start()
+		assert.Equal(t, "listening", <-got)
+	})
+	t.Run("the wait expires", func(t *testing.T) {
+		const wait = 150 * time.Millisecond
+		r := &Route{BackendWait: wait}
+		start := time.Now()
+		assertRejected(t, startRoute(t, r))
+		elapsed := time.Since(start)
+		assert.GreaterOrEqual(t, elapsed, wait)
+		assert.Less(t, elapsed, 5*time.Second)
+	})
+}
+
+func TestPruneFallback(t *testing.T) {
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: startBackend(t, whoami("paused")), ID: "paused"}})
+	addr := startRoute(t, r)
+	r.SetBackends([]Backend{{Addr: deadAddr(t), ID: "new"}})
+	assert.Equal(t, "paused", roundTrip(t, addr, ""), "still the fallback")
+
+	before := r.backends.Load()
+	r.PruneFallback(func(b Backend) bool { return true })
+	assert.Same(t, before, r.backends.Load(), "nothing to prune: no new set")
+
+	r.PruneFallback(func(b Backend) bool { return b.ID != "paused" })
+	assertRejected(t, addr)
+	assert.Equal(t, []Backend{{Addr: r.Backends()[0].Addr, ID: "new"}}, r.Backends())
+}

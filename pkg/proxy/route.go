@@ -1,0 +1,470 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const (
+	defaultDialTimeout = 5 * time.Second
+
+	// Accept errors such as EMFILE are retried with a delay that doubles from
+	// minAcceptBackoff up to maxAcceptBackoff, as net/http does.
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// Route forwards every connection accepted on its listener to one backend of
+// its current set.
+//
+// The zero value is ready to use once it has backends; optional settings are
+// plain fields, read when a connection starts, and must not be changed after
+// [Route.Serve] has been called.
+type Route struct {
+	// Name identifies the route in logs.
+	Name string
+
+	// DialTimeout bounds each connect to a backend. Zero means 5s.
+	DialTimeout time.Duration
+
+	// IdleTimeout closes a connection on which no byte has moved in either
+	// direction for this long. Zero (the default) means never. With an idle
+	// timeout the bytes are copied through a user-space buffer, because
+	// splice cannot report progress without risking the bytes in its pipe.
+	IdleTimeout time.Duration
+
+	// BackendWait is how long a new connection waits for a backend to
+	// accept it when none does (no backend in the set, or every one
+	// refuses): it retries as soon as the set changes, and with a short
+	// backoff meanwhile. Zero means fail at once and close the connection.
+	BackendWait time.Duration
+
+	// MaxConns caps the number of connections served at once. A connection
+	// accepted beyond it is closed at once, before any backend is dialled.
+	// Zero means no limit.
+	MaxConns int
+
+	// Logger receives the route's logs. Nil means no logs.
+	Logger *zap.Logger
+
+	// Observer receives the route's connection events, for metrics. Nil
+	// means none.
+	Observer Observer
+
+	// DialContext connects to a backend. Nil means a net.Dialer with
+	// DialTimeout. It is a hook for tests.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	backends atomic.Pointer[backendSet] // replaced whole under mu, read without it
+	active   atomic.Int64               // connections being served
+
+	mu sync.Mutex
+	// The fields below are guarded by mu, as is every store to backends.
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	shutdown  bool
+	ctx       context.Context // cancelled by closeLocked; bounds dials
+	cancel    context.CancelFunc
+
+	wg sync.WaitGroup // one count per connection goroutine pair
+}
+
+// SetBackends replaces the route's backend set; the slice is copied.
+// Established connections are not affected; new connections use the new set
+// from the next accept on. Backends of the previous set that the new one
+// drops become a fallback, tried only when no new backend accepts and only
+// until one has: a rewire to a container that is not listening yet does not
+// fail new connections while the old backend still works. Use
+// [Route.Forget] for backends that are gone.
+func (r *Route) SetBackends(backends []Backend) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	backends = slices.Clone(backends)
+	old := r.backends.Load()
+	if old != nil && slices.Equal(old.backends, backends) {
+		return
+	}
+	var fallback []Backend
+	if old != nil {
+		fallback = old.backends
+		if !old.confirmed.Load() {
+			fallback = append(slices.Clone(old.backends), old.fallback...)
+		}
+		fallback = without(fallback, backends)
+	}
+	r.replaceLocked(old, newBackendSet(backends, fallback))
+}
+
+// replaceLocked publishes set in place of old. r.mu must be held.
+func (r *Route) replaceLocked(old, set *backendSet) {
+	r.backends.Store(set)
+	if old != nil {
+		close(old.replaced)
+	}
+}
+
+// Forget removes the backends with any of the given IDs from the set and
+// from its fallback, and closes every established connection to them. It is
+// for backends that are gone (a container stopped, died, was removed or was
+// disconnected): a new connection must never reach their address, which
+// Docker may already have given to another container, and established
+// connections to a host that vanished without a FIN would otherwise hang.
+// It returns the number of connections closed.
+func (r *Route) Forget(ids ...string) int {
+	gone := func(b Backend) bool { return b.ID != "" && slices.Contains(ids, b.ID) }
+	r.mu.Lock()
+	if old := r.backends.Load(); old != nil {
+		keep := func(bs []Backend) []Backend {
+			return slices.DeleteFunc(slices.Clone(bs), gone)
+		}
+		set := newBackendSet(keep(old.backends), keep(old.fallback))
+		set.confirmed.Store(old.confirmed.Load())
+		r.replaceLocked(old, set)
+	}
+	r.mu.Unlock()
+	return r.CloseConns(gone)
+}
+
+// PruneFallback drops from the fallback tier the backends that keep
+// rejects, leaving established connections alone. A fallback is meant for a
+// backend that still works while its replacement starts; one that was
+// paused or is going away should not take new connections.
+func (r *Route) PruneFallback(keep func(Backend) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.backends.Load()
+	if old == nil || !slices.ContainsFunc(old.fallback, func(b Backend) bool { return !keep(b) }) {
+		return
+	}
+	set := newBackendSet(old.backends, slices.DeleteFunc(slices.Clone(old.fallback), func(b Backend) bool { return !keep(b) }))
+	set.confirmed.Store(old.confirmed.Load())
+	r.replaceLocked(old, set)
+}
+
+// CloseConns closes the established connections whose backend matches, and
+// returns how many it closed. A drain after a rewire uses it for the
+// connections to backends no longer in the set.
+func (r *Route) CloseConns(match func(Backend) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for c := range r.conns {
+		if b, ok := c.backendInfo(); ok && match(b) {
+			c.abort()
+			n++
+		}
+	}
+	return n
+}
+
+// Backends returns a copy of the current backend set.
+func (r *Route) Backends() []Backend {
+	s := r.backends.Load()
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.backends)
+}
+
+// Active returns the number of connections being served.
+func (r *Route) Active() int { return int(r.active.Load()) }
+
+func (r *Route) dialTimeout() time.Duration {
+	if r.DialTimeout > 0 {
+		return r.DialTimeout
+	}
+	return defaultDialTimeout
+}
+
+func (r *Route) observer() Observer {
+	if r.Observer != nil {
+		return r.Observer
+	}
+	return nopObserver{}
+}
+
+func (r *Route) logger() *zap.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return zap.NewNop()
+}
+
+// initLocked sets up the maps and the context on first use. r.mu must be held.
+func (r *Route) initLocked() {
+	if r.conns == nil {
+		r.listeners = make(map[net.Listener]struct{})
+		r.conns = make(map[*conn]struct{})
+		r.ctx, r.cancel = context.WithCancel(context.Background())
+	}
+}
+
+// Serve accepts connections on ln until [Route.Shutdown] or [Route.Close] is
+// called, and then returns nil. Transient accept errors (EMFILE, ENFILE,
+// ECONNABORTED, ...) never end the loop: it backs off and keeps accepting.
+// Serve takes ownership of ln and closes it.
+func (r *Route) Serve(ln net.Listener) error {
+	r.mu.Lock()
+	r.initLocked()
+	if r.shutdown {
+		r.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	r.listeners[ln] = struct{}{}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.listeners, ln)
+		r.mu.Unlock()
+		ln.Close()
+	}()
+
+	log := r.logger()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if r.isShutdown() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			backoff = nextBackoff(backoff)
+			log.Warn("accept failed; backing off", zap.String("listen", ln.Addr().String()),
+				zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", isFDExhaustion(err)))
+			if !r.sleep(backoff) {
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		r.track(c)
+	}
+}
+
+// isFDExhaustion reports whether err is the process or system running out of
+// file descriptors, the one accept error an operator most needs to see named.
+func isFDExhaustion(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return minAcceptBackoff
+	}
+	return min(2*d, maxAcceptBackoff)
+}
+
+// sleep waits for d, or less if the route shuts down; it reports whether the
+// route is still running.
+func (r *Route) sleep(d time.Duration) bool {
+	r.mu.Lock()
+	ctx := r.ctx
+	r.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (r *Route) isShutdown() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.shutdown
+}
+
+// track starts serving an accepted connection, unless the route is shutting
+// down or at its connection limit, in which case the connection is closed.
+func (r *Route) track(nc net.Conn) {
+	r.mu.Lock()
+	if r.shutdown {
+		r.mu.Unlock()
+		nc.Close()
+		r.observer().Rejected(RejectShutdown)
+		return
+	}
+	if r.MaxConns > 0 && len(r.conns) >= r.MaxConns {
+		r.mu.Unlock()
+		r.logger().Debug("connection limit reached; closing", zap.String("remote", nc.RemoteAddr().String()),
+			zap.Int("max_conns", r.MaxConns))
+		nc.Close()
+		r.observer().Rejected(RejectLimit)
+		return
+	}
+	c := &conn{route: r, client: nc}
+	r.conns[c] = struct{}{}
+	r.active.Add(1)
+	r.wg.Add(1)
+	ctx := r.ctx
+	r.mu.Unlock()
+
+	go c.serve(ctx)
+}
+
+func (r *Route) untrack(c *conn) {
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+	r.active.Add(-1)
+	r.wg.Done()
+}
+
+// Shutdown stops accepting, then waits for established connections to finish
+// on their own until ctx is done, and then closes the ones left. It returns
+// once every connection goroutine has exited: nil if all finished in time,
+// otherwise ctx's error.
+func (r *Route) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.initLocked()
+	r.shutdown = true
+	for ln := range r.listeners {
+		ln.Close()
+	}
+	r.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		r.Close()
+		return nil
+	case <-ctx.Done():
+		r.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection at once, then waits for
+// their goroutines to exit.
+func (r *Route) Close() error {
+	r.mu.Lock()
+	r.initLocked()
+	r.shutdown = true
+	r.cancel()
+	for ln := range r.listeners {
+		ln.Close()
+	}
+	for c := range r.conns {
+		c.abort()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+	return nil
+}
+
+// errNoBackend is the error of a connection that found no backend at all.
+var errNoBackend = errors.New("no backend")
+
+const (
+	// A connection waiting for a backend (BackendWait) retries with a delay
+	// doubling from minRetryDelay to maxRetryDelay, and at once when the
+	// backend set changes.
+	minRetryDelay = 5 * time.Millisecond
+	maxRetryDelay = 100 * time.Millisecond
+
+	// maxPrimaryDialTimeout caps a connect to a new backend while a fallback
+	// exists: a container that is not listening yet answers a connect with a
+	// reset at once, and one that does not answer at all should not hold the
+	// connection back from the old backend for a whole DialTimeout.
+	maxPrimaryDialTimeout = time.Second
+)
+
+// connect finds a backend for a new connection, waiting up to BackendWait
+// for one to accept.
+func (r *Route) connect(ctx context.Context) (net.Conn, Backend, error) {
+	var deadline time.Time
+	if r.BackendWait > 0 {
+		deadline = time.Now().Add(r.BackendWait)
+	}
+	delay := minRetryDelay
+	for {
+		set := r.backends.Load()
+		var replaced <-chan struct{}
+		err := errNoBackend
+		if set != nil {
+			replaced = set.replaced
+			var bc net.Conn
+			var b Backend
+			if bc, b, err = r.dial(ctx, set); err == nil {
+				return bc, b, nil
+			}
+		}
+		if ctx.Err() != nil || r.BackendWait <= 0 || !time.Now().Before(deadline) {
+			return nil, Backend{}, err
+		}
+		t := time.NewTimer(min(delay, time.Until(deadline)))
+		select {
+		case <-replaced:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		delay = min(2*delay, maxRetryDelay)
+	}
+}
+
+// dial connects to the first backend that accepts, trying each backend of
+// the set once in round-robin order, then the fallback tier. Nothing has
+// been read from the client yet, so trying the next backend can never
+// replay or lose bytes.
+func (r *Route) dial(ctx context.Context, set *backendSet) (net.Conn, Backend, error) {
+	dial := r.DialContext
+	if dial == nil {
+		d := &net.Dialer{}
+		dial = d.DialContext
+	}
+	fallback := set.fallbackOrder()
+	timeout := r.dialTimeout()
+	if len(fallback) > 0 {
+		timeout = min(timeout, maxPrimaryDialTimeout)
+	}
+	obs := r.observer()
+	var errs []error
+	try := func(bs []Backend, timeout time.Duration) (net.Conn, Backend, bool) {
+		for _, b := range bs {
+			dctx, cancel := context.WithTimeout(ctx, timeout)
+			bc, err := dial(dctx, "tcp", b.Addr)
+			cancel()
+			if err == nil {
+				return bc, b, true
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", b, err))
+			if ctx.Err() != nil {
+				// The route is closing: the backend is not at fault.
+				return nil, Backend{}, false
+			}
+			obs.DialFailed(b, dialFailure(err))
+		}
+		return nil, Backend{}, false
+	}
+	if bc, b, ok := try(set.order(), timeout); ok {
+		set.confirmed.Store(true)
+		return bc, b, nil
+	}
+	if bc, b, ok := try(fallback, r.dialTimeout()); ok {
+		return bc, b, nil
+	}
+	if len(errs) == 0 {
+		return nil, Backend{}, errNoBackend
+	}
+	return nil, Backend{}, errors.Join(errs...)
+}
