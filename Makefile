@@ -1,0 +1,66 @@
+# ambassadord build, test and packaging. `make test` is what CI runs
+# (.ci/run); it needs Go, a Docker Engine and Debian's redis-server and
+# redis-tools (packed into the e2e redis fixture image), which `make setup`
+# (.ci/setup) installs when missing.
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+IMAGE   ?= ambassadord:latest
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+DOCKER  ?= docker
+
+# Must stay below the sweep age in e2e/main_test.go (staleAfter, 30m), so a
+# run never sweeps a concurrent run's containers.
+E2E_TIMEOUT ?= 20m
+
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: all setup build test unit e2e image demo lint clean
+
+all: lint test
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ambassadord ./cmd/ambassadord
+
+# Installs what is missing (Debian packages, dockerd) so that `make test`
+# and `make demo` work on a fresh machine; quick when nothing is missing.
+setup:
+	.ci/setup
+
+test: setup
+	$(MAKE) unit
+	$(MAKE) e2e
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+e2e:
+	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+
+# The context is just the Dockerfile and the binary, sent as a tar on
+# stdin: nothing else of the repository reaches the daemon.
+image: build
+	tar -cf - Dockerfile bin/ambassadord | $(DOCKER) build --build-arg VERSION=$(VERSION) -t $(IMAGE) -
+
+demo: setup
+	$(GO) run ./e2e/cmd/demo
+
+lint:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; \
+	fi
+
+# Removes every container, network and image the e2e tests or the demo
+# created, from any run (it matches the label key, not a run ID).
+clean:
+	rm -rf bin/
+	@if command -v $(DOCKER) >/dev/null 2>&1 && $(DOCKER) info >/dev/null 2>&1; then \
+		for label in ambassadord.e2e ambassadord.demo; do \
+			$(DOCKER) ps -aq --filter label=$$label | xargs -r $(DOCKER) rm -f -v >/dev/null; \
+			$(DOCKER) network ls -q --filter label=$$label | xargs -r $(DOCKER) network rm >/dev/null; \
+			$(DOCKER) images -q --filter label=$$label | sort -u | xargs -r $(DOCKER) rmi -f >/dev/null; \
+		done; \
+	fi

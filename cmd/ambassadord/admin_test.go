@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// runDaemon runs serve in-process with a private admin socket and TCP
+// endpoint, and returns them.
+func runDaemon(t *testing.T, args ...string) (socket, adminAddr string) {
+	t.Helper()
+	socket = fmt.Sprintf("@ambassadord-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
+	adminAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg, err := parseConfig(append([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
+		"--admin-socket", socket, "--admin-address", adminAddr}, args...), env())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, nil, zaptest.NewLogger(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Eventually(t, func() bool {
+		_, err := get(socket, "/healthz", nil)
+		return err == nil
+	}, 5e9, 1e7)
+	return socket, adminAddr
+}
+
+func cli(t *testing.T, socket string, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cliMain(args[0], append(args[1:], "--admin-socket", socket), &out, &errOut)
+	return out.String() + errOut.String(), code
+}
+
+func TestAdminAndCLI(t *testing.T) {
+	a, b := greeter(t, "a"), greeter(t, "b")
+	listen := strconv.Itoa(freePort(t))
+	state := filepath.Join(t.TempDir(), "state.json")
+	socket, adminAddr := runDaemon(t, "--route", listen+":"+a, "--state-file", state)
+	addr := "127.0.0.1:" + listen
+
+	out, code := cli(t, socket, "healthcheck")
+	assert.Equal(t, 0, code, out)
+
+	out, code = cli(t, socket, "status")
+	require.Equal(t, 0, code, out)
+	assert.Contains(t, out, "docker:  not followed")
+	assert.Contains(t, out, "ready:   yes")
+	assert.Regexp(t, `(?m)^`+listen+`\s+127\.0\.0\.1:`+listen+`\s+-\s+`+a, out)
+
+	// Rewire by hand: new connections move at once, the status says so,
+	// and the state file keeps it.
+	assert.Equal(t, "a", read(t, addr))
+	out, code = cli(t, socket, "rewire", listen, b, "--drain", "1m")
+	require.Equal(t, 0, code, out)
+	assert.Contains(t, out, "route "+listen+" → "+b)
+	assert.Equal(t, "b", read(t, addr))
+	out, _ = cli(t, socket, "status", "--json")
+	assert.Contains(t, out, `"override": "`+b+`"`)
+	saved, err := loadState(state)
+	require.NoError(t, err)
+	require.Len(t, saved, 1)
+	assert.Equal(t, override{Key: listen, Target: b, Since: saved[0].Since, Drain: duration(60e9)}, saved[0])
+
+	out, code = cli(t, socket, "explain", listen)
+	require.Equal(t, 0, code, out)
+	assert.Contains(t, out, "rewired by hand to "+b)
+
+	// Errors a person can act on.
+	out, code = cli(t, socket, "rewire", "9", b)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, `no route or target "9"`)
+	out, code = cli(t, socket, "rewire", listen, "bad host")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, `new target "bad host"`)
+
+	// Reset returns to the configured backend.
+	out, code = cli(t, socket, "rewire", "--reset", listen)
+	require.Equal(t, 0, code, out)
+	assert.Equal(t, "a", read(t, addr))
+	saved, err = loadState(state)
+	require.NoError(t, err)
+	assert.Empty(t, saved)
+
+	// The TCP endpoint serves reads and metrics paths, and refuses changes.
+	resp, err := http.Get("http://" + adminAddr + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, err = http.Post("http://"+adminAddr+"/rewire", "application/json", strings.NewReader(`{"key":"`+listen+`","target":"`+b+`"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	assert.Equal(t, "a", read(t, addr))
+}
+
+func TestStateFileRestoresRewires(t *testing.T) {
+	a, b := greeter(t, "a"), greeter(t, "b")
+	listen := strconv.Itoa(freePort(t))
+	state := filepath.Join(t.TempDir(), "state.json")
+	require.NoError(t, saveState(state, []override{{Key: listen, Target: b}}))
+	socket, _ := runDaemon(t, "--route", listen+":"+a, "--state-file", state)
+	assert.Equal(t, "b", read(t, "127.0.0.1:"+listen))
+	out, _ := cli(t, socket, "status")
+	assert.Contains(t, out, "rewired to "+b)
+}
+
+func TestCLIWithoutDaemon(t *testing.T) {
+	out, code := cli(t, "@ambassadord-test-nobody-here", "healthcheck")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "cannot reach the ambassadord daemon")
+}

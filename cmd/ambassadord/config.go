@@ -1,0 +1,244 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ambassadord/ambassadord/pkg/resolver"
+)
+
+// envPrefix starts the environment variable of every flag: --dial-timeout is
+// AMBASSADORD_DIAL_TIMEOUT.
+const envPrefix = "AMBASSADORD_"
+
+// routesEnv is the environment equivalent of the repeatable --route flag.
+const routesEnv = envPrefix + "ROUTES"
+
+// config is everything the daemon is told, from flags and the environment.
+type config struct {
+	routes        routeFlags
+	envRoutes     []resolver.Spec // from AMBASSADORD_ROUTES
+	classic       bool
+	listenAddress string
+	dialTimeout   time.Duration
+	idleTimeout   time.Duration
+	maxConns      int
+	shutdownGrace time.Duration
+	backendWait   time.Duration
+	drain         time.Duration
+	docker        string
+	dockerHost    string
+	network       string
+	resync        time.Duration
+	adminAddress  string
+	adminSocket   string
+	adminWritable bool
+	stateFile     string
+	logLevel      zapcore.Level
+	logFormat     string
+}
+
+// routeFlags collects repeated --route flags, parsed as they come so that a
+// bad one is reported with its own text.
+type routeFlags []resolver.Spec
+
+func (r *routeFlags) String() string { return "" }
+
+func (r *routeFlags) Set(s string) error {
+	spec, err := resolver.ParseRoute(s)
+	if err != nil {
+		return err
+	}
+	*r = append(*r, spec)
+	return nil
+}
+
+// flagSet declares every flag with its default. The help text, the
+// environment names and the README's reference are all derived from it.
+func flagSet(cfg *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("ambassadord", flag.ContinueOnError)
+	fs.Var(&cfg.routes, "route", "forward a port: `LISTEN:HOST[:PORT][,HOST[:PORT]...]`; HOST is an IP or a DNS name resolved at each connect; PORT defaults to LISTEN; several backends are balanced round-robin (repeatable)")
+	fs.BoolVar(&cfg.classic, "classic", true, "read the classic link variables <ALIAS>_PORT_<PORT>_TCP=tcp://HOST:PORT, as the socat ambassador image did; --classic=false ignores them")
+	fs.StringVar(&cfg.listenAddress, "listen-address", "", "`IP` to listen on; empty means every interface")
+	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to one backend after this long and try the next")
+	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way; 0 means never")
+	fs.DurationVar(&cfg.backendWait, "backend-wait", 3*time.Second, "when no backend accepts a new connection (none known, or all refuse, e.g. while a backend is recreated), hold it this long, retrying at once when the backends change; 0 closes it at once")
+	fs.DurationVar(&cfg.drain, "drain", 0, "after a rewire, close connections still on the previous backends after this long; 0 keeps them until they end")
+	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
+	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
+	fs.StringVar(&cfg.docker, "docker", "auto", "`MODE`: on (follow the Docker engine: resolve target names, links and labels live), off (static routes only), or auto (on when the engine's socket exists)")
+	fs.StringVar(&cfg.dockerHost, "docker-host", "", "`URL` of the Docker engine; empty means $DOCKER_HOST, else unix:///var/run/docker.sock")
+	fs.StringVar(&cfg.network, "network", "", "`NAME` of the network to reach backends on when they share several with the ambassador (a backend's ambassador.network label wins)")
+	fs.DurationVar(&cfg.resync, "resync", 30*time.Second, "full resync with the Docker engine this often, catching changes its events did not deliver")
+	fs.StringVar(&cfg.adminAddress, "admin-address", "127.0.0.1:9191", "`ADDR` of the admin HTTP endpoint (/healthz, /readyz, /metrics, /routes); read-only unless --admin-writable; empty disables it")
+	fs.StringVar(&cfg.adminSocket, "admin-socket", "@ambassadord", "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); empty disables it")
+	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address; without it only the admin socket accepts them")
+	fs.StringVar(&cfg.stateFile, "state-file", "", "`PATH` of a file keeping rewires across restarts (put it on a mounted volume); empty keeps them in memory only")
+	cfg.logLevel = zapcore.InfoLevel
+	fs.Var(&cfg.logLevel, "log-level", "`LEVEL`: debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "auto", "`FORMAT`: json, console, or auto (console when stderr is a terminal, else json)")
+	fs.Usage = func() { usage(fs.Output(), fs) }
+	return fs
+}
+
+// envName returns the environment variable that sets a flag.
+func envName(flagName string) string {
+	if flagName == "route" {
+		return routesEnv
+	}
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags from args, then fills every flag not given on the
+// command line from its environment variable. Routes from --route and from
+// AMBASSADORD_ROUTES are both kept.
+func parseConfig(args []string, getenv func(string) string) (*config, error) {
+	cfg := &config{}
+	fs := flagSet(cfg)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (see ambassadord --help)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see ambassadord --help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envName(f.Name)
+		v, ok := lookup(getenv, name)
+		if !ok || (set[f.Name] && f.Name != "route") {
+			return
+		}
+		if f.Name == "route" {
+			specs, err := resolver.ParseRouteList(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			cfg.envRoutes = specs
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.validate()
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func (c *config) validate() error {
+	var errs []error
+	if c.dialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--dial-timeout must be positive, not %s", c.dialTimeout))
+	}
+	if c.idleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--idle-timeout must not be negative, not %s", c.idleTimeout))
+	}
+	if c.maxConns < 0 {
+		errs = append(errs, fmt.Errorf("--max-conns must not be negative, not %d", c.maxConns))
+	}
+	if c.backendWait < 0 {
+		errs = append(errs, fmt.Errorf("--backend-wait must not be negative, not %s", c.backendWait))
+	}
+	if c.drain < 0 {
+		errs = append(errs, fmt.Errorf("--drain must not be negative, not %s", c.drain))
+	}
+	if c.shutdownGrace < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-grace must not be negative, not %s", c.shutdownGrace))
+	}
+	if c.resync <= 0 {
+		errs = append(errs, fmt.Errorf("--resync must be positive, not %s", c.resync))
+	}
+	switch c.docker {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("--docker must be auto, on or off, not %q", c.docker))
+	}
+	switch c.logFormat {
+	case "auto", "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format must be auto, json or console, not %q", c.logFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// specs returns every route the configuration names: the classic link
+// variables of environ (unless disabled), --route flags and
+// AMBASSADORD_ROUTES, merged with conflicts rejected. Warnings are for
+// variables deliberately skipped.
+func (c *config) specs(environ []string) (specs []resolver.Spec, warnings []string, err error) {
+	var classic []resolver.Spec
+	if c.classic {
+		classic, warnings, err = resolver.ParseClassicEnv(environ)
+		if err != nil {
+			return nil, warnings, err
+		}
+	}
+	specs, err = resolver.Merge(classic, c.routes, c.envRoutes)
+	return specs, warnings, err
+}
+
+// errNoRoutes is the start-up error of an ambassador with nothing to serve
+// and no Docker engine to learn routes from.
+var errNoRoutes = errors.New("no routes: link a container (docker run --link redis:redis ...), " +
+	"set a classic variable (-e REDIS_PORT_6379_TCP=tcp://HOST:6379), pass --route 6379:HOST:6379, " +
+	"or mount the Docker socket (-v /var/run/docker.sock:/var/run/docker.sock) and label the ambassador ambassador.target=NAME")
+
+// usage prints the help, generated from the flag set so that it cannot
+// drift from what the binary accepts.
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `Usage:
+  ambassadord [flags]        run the ambassador
+  ambassadord version        print the version and commit
+  ambassadord status [--json]
+                             the running ambassador's routes, backends and engine connection
+  ambassadord explain ROUTE  why each container was chosen or skipped for a route (a port or target)
+  ambassadord rewire ROUTE-OR-TARGET NEW-TARGET [--drain 30s] [--force]
+  ambassadord rewire --reset [ROUTE-OR-TARGET]
+                             move new connections to another target (a name or HOST:PORT) at
+                             once, or return to label- and link-driven resolution
+  ambassadord healthcheck    exit 0 if the running ambassador is ready, else 1
+The commands talk to the daemon over its admin socket, so they work with
+docker exec CONTAINER /ambassadord COMMAND.
+
+ambassadord forwards TCP ports to backends, as Docker's classic socat
+ambassador image did, as a drop-in replacement. Routes come from:
+  - every classic link variable <ALIAS>_PORT_<PORT>_TCP=tcp://HOST:HPORT in the
+    environment (from docker run --link, or set with -e): listen on PORT,
+    forward to HOST:HPORT. Variables a linked container forwards from its own
+    environment (<ALIAS>_ENV_...) are never used. _UDP variables are skipped.
+  - --route flags and AMBASSADORD_ROUTES (routes separated by spaces or ';').
+Two routes on one listening port are an error.
+
+Flags (each can also be set by the environment variable shown; a flag on the
+command line wins over its variable):
+`)
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, text := flag.UnquoteUsage(f)
+		name := "--" + f.Name
+		if arg != "" {
+			name += " " + arg
+		}
+		if def := f.DefValue; def != "" && def != "0" && def != "0s" && f.Name != "route" {
+			text += " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "  %s    [%s]\n        %s\n", name, envName(f.Name), text)
+	})
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := parseConfig(nil, env())
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Second, cfg.dialTimeout)
+	assert.Equal(t, time.Duration(0), cfg.idleTimeout)
+	assert.Equal(t, 0, cfg.maxConns)
+	assert.Equal(t, 5*time.Second, cfg.shutdownGrace)
+	assert.Equal(t, zapcore.InfoLevel, cfg.logLevel)
+	assert.Equal(t, "auto", cfg.logFormat)
+	assert.True(t, cfg.classic)
+	assert.Empty(t, cfg.routes)
+}
+
+func TestParseConfigEnvironment(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		env     func(string) string
+		check   func(t *testing.T, cfg *config)
+		wantErr string
+	}{
+		{
+			name: "env sets a flag",
+			env:  env("AMBASSADORD_DIAL_TIMEOUT", "2s", "AMBASSADORD_LOG_LEVEL", "debug", "AMBASSADORD_CLASSIC", "false"),
+			check: func(t *testing.T, cfg *config) {
+				assert.Equal(t, 2*time.Second, cfg.dialTimeout)
+				assert.Equal(t, zapcore.DebugLevel, cfg.logLevel)
+				assert.False(t, cfg.classic)
+			},
+		},
+		{
+			name: "flag wins over env",
+			args: []string{"--dial-timeout", "3s"},
+			env:  env("AMBASSADORD_DIAL_TIMEOUT", "2s"),
+			check: func(t *testing.T, cfg *config) {
+				assert.Equal(t, 3*time.Second, cfg.dialTimeout)
+			},
+		},
+		{
+			name: "routes from flags and env are both kept",
+			args: []string{"--route", "6379:redis:6379", "--route=8080:10.0.0.1:80"},
+			env:  env("AMBASSADORD_ROUTES", "5432:db; 9000:[::1]:9001"),
+			check: func(t *testing.T, cfg *config) {
+				require.Len(t, cfg.routes, 2)
+				require.Len(t, cfg.envRoutes, 2)
+				specs, _, err := cfg.specs(nil)
+				require.NoError(t, err)
+				var got []string
+				for _, s := range specs {
+					got = append(got, s.String())
+				}
+				assert.Equal(t, []string{"5432:db:5432", "6379:redis:6379", "8080:10.0.0.1:80", "9000:[::1]:9001"}, got)
+			},
+		},
+		{name: "bad env value names the variable", env: env("AMBASSADORD_DIAL_TIMEOUT", "soon"), wantErr: `AMBASSADORD_DIAL_TIMEOUT="soon"`},
+		{name: "bad route flag", args: []string{"--route", "6379"}, wantErr: `invalid value "6379" for flag -route`},
+		{name: "bad routes env", env: env("AMBASSADORD_ROUTES", "6379:redis:99999"), wantErr: "AMBASSADORD_ROUTES"},
+		{name: "negative timeout", args: []string{"--idle-timeout=-1s"}, wantErr: "--idle-timeout must not be negative"},
+		{name: "zero dial timeout", args: []string{"--dial-timeout=0"}, wantErr: "--dial-timeout must be positive"},
+		{name: "bad docker mode", args: []string{"--docker=maybe"}, wantErr: "--docker must be auto, on or off"},
+		{name: "bad log format", args: []string{"--log-format=xml"}, wantErr: "--log-format must be auto, json or console"},
+		{name: "bad log level", args: []string{"--log-level=loud"}, wantErr: "log-level"},
+		{name: "stray argument", args: []string{"6379:redis"}, wantErr: `unexpected argument "6379:redis"`},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			getenv := tt.env
+			if getenv == nil {
+				getenv = env()
+			}
+			cfg, err := parseConfig(tt.args, getenv)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, cfg)
+		})
+	}
+}
+
+func TestSpecs(t *testing.T) {
+	linked := []string{
+		"REDIS_PORT=tcp://172.17.0.2:6379",
+		"REDIS_PORT_6379_TCP=tcp://172.17.0.2:6379",
+		"REDIS_PORT_6379_TCP_ADDR=172.17.0.2",
+		"REDIS_NAME=/amb/redis",
+		"REDIS_ENV_EVIL_PORT_7777_TCP=tcp://10.9.9.9:1",
+	}
+	t.Run("classic link variables", func(t *testing.T) {
+		cfg, err := parseConfig(nil, env())
+		require.NoError(t, err)
+		specs, warnings, err := cfg.specs(linked)
+		require.NoError(t, err)
+		require.Len(t, specs, 1)
+		assert.Equal(t, "6379:172.17.0.2:6379", specs[0].String())
+		assert.Len(t, warnings, 1, "the forwarded variable is reported")
+	})
+	t.Run("classic disabled", func(t *testing.T) {
+		cfg, err := parseConfig([]string{"--classic=false", "--route", "1:a"}, env())
+		require.NoError(t, err)
+		specs, _, err := cfg.specs(linked)
+		require.NoError(t, err)
+		require.Len(t, specs, 1)
+		assert.Equal(t, 1, specs[0].Listen)
+	})
+	t.Run("conflict", func(t *testing.T) {
+		cfg, err := parseConfig([]string{"--route", "6379:other"}, env())
+		require.NoError(t, err)
+		_, _, err = cfg.specs(linked)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "6379")
+		assert.Contains(t, err.Error(), "REDIS_PORT_6379_TCP")
+	})
+	t.Run("no routes without docker says how to add one", func(t *testing.T) {
+		cfg, err := parseConfig([]string{"--docker=off"}, env())
+		require.NoError(t, err)
+		err = serve(context.Background(), cfg, nil, zaptest.NewLogger(t))
+		require.ErrorIs(t, err, errNoRoutes)
+		assert.Contains(t, err.Error(), "--link")
+		assert.Contains(t, err.Error(), "--route")
+		assert.Contains(t, err.Error(), "docker.sock")
+	})
+	t.Run("malformed classic variable", func(t *testing.T) {
+		cfg, err := parseConfig(nil, env())
+		require.NoError(t, err)
+		_, _, err = cfg.specs([]string{"REDIS_PORT_6379_TCP=tcp://:6379"})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "REDIS_PORT_6379_TCP")
+	})
+}
+
+// TestUsageDocumentsEveryFlag guards the help text: every flag appears with
+// its environment variable.
+func TestUsageDocumentsEveryFlag(t *testing.T) {
+	var buf bytes.Buffer
+	fs := flagSet(&config{})
+	usage(&buf, fs)
+	help := buf.String()
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		assert.Contains(t, help, "--"+f.Name+" ")
+		assert.Contains(t, help, "["+envName(f.Name)+"]")
+		assert.True(t, strings.HasPrefix(envName(f.Name), envPrefix))
+	})
+	assert.Greater(t, n, 5)
+}
+
+// TestREADMEDocumentsEveryFlag keeps the README's flag table in step with
+// the code: every flag and its environment variable appear in one row.
+func TestREADMEDocumentsEveryFlag(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "| `--") {
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `--"), " ")
+			rows[strings.TrimSuffix(name, "`")] = line
+		}
+	}
+	flagSet(&config{}).VisitAll(func(f *flag.Flag) {
+		row, ok := rows[f.Name]
+		if assert.True(t, ok, "README has no row for --%s", f.Name) {
+			assert.Contains(t, row, "`"+envName(f.Name)+"`")
+		}
+		delete(rows, f.Name)
+	})
+	assert.Empty(t, rows, "README documents flags that do not exist")
+}

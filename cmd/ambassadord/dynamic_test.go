@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/watcher"
+)
+
+// loopbackContainer is a fake container whose "IP" is 127.0.0.1 and whose
+// service is a loopback listener (its ambassador.port, which counts for
+// claimers); the ambassador runs outside any container (Self nil), so every
+// network counts as shared.
+func loopbackContainer(name string, port int, labels map[string]string) resolver.Container {
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[resolver.LabelPort] = strconv.Itoa(port)
+	return resolver.Container{
+		ID: "id-" + name, Name: name, State: "running", Labels: labels,
+		Networks: []resolver.Network{{Name: "app", ID: "n-app", IP: "127.0.0.1"}},
+	}
+}
+
+func TestDynamicRewire(t *testing.T) {
+	oldAddr := greeter(t, "old")
+	newAddr := greeter(t, "new")
+	// A backend that holds its connection open, to check what happens to
+	// established connections.
+	held := make(chan net.Conn, 1)
+	holdLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { holdLn.Close() })
+	go func() {
+		c, err := holdLn.Accept()
+		if err == nil {
+			held <- c
+		}
+	}()
+
+	listen := freePort(t)
+	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
+		"--route", strconv.Itoa(listen) + ":redis:" + portOf(t, oldAddr)}, env())
+	require.NoError(t, err)
+	specs, _, err := cfg.specs(nil)
+	require.NoError(t, err)
+	table := newRouteTable(cfg, zaptest.NewLogger(t))
+	t.Cleanup(table.shutdown)
+	d := newDynamic(cfg, zaptest.NewLogger(t), table, specs, true)
+	addr := "127.0.0.1:" + strconv.Itoa(listen)
+	ctx := context.Background()
+
+	claim := map[string]string{resolver.LabelTarget: "redis"}
+	snap := func(cs ...resolver.Container) watcher.Update {
+		return watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: cs}}
+	}
+
+	// The container named redis serves the target.
+	d.update(ctx, snap(loopbackContainer("redis", portOf2(t, oldAddr), nil)))
+	assert.Equal(t, "old", read(t, addr))
+
+	// A claimer takes over: new connections move at once.
+	d.update(ctx, snap(loopbackContainer("redis", portOf2(t, oldAddr), nil), loopbackContainer("redis2", portOf2(t, newAddr), claim)))
+	assert.Equal(t, "new", read(t, addr))
+
+	// A higher-priority claimer whose connections are held open; then it
+	// goes away: its established connection is closed at once.
+	prio := map[string]string{resolver.LabelTarget: "redis", resolver.LabelPriority: "10"}
+	holder := loopbackContainer("holder", holdLn.Addr().(*net.TCPAddr).Port, prio)
+	d.update(ctx, snap(loopbackContainer("redis2", portOf2(t, newAddr), claim), holder))
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	backendSide := <-held
+	defer backendSide.Close()
+
+	d.update(ctx, watcher.Update{Connected: true, Gone: []string{holder.ID},
+		Snapshot: &resolver.Snapshot{Containers: []resolver.Container{loopbackContainer("redis2", portOf2(t, newAddr), claim)}}})
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	assert.Error(t, err, "the connection to the gone backend was closed")
+	assert.Equal(t, "new", read(t, addr), "new connections go to the remaining claimer")
+
+	// Identical snapshots leave the route alone.
+	before := table.routes[listen].proxy.Backends()
+	d.update(ctx, snap(loopbackContainer("redis2", portOf2(t, newAddr), claim)))
+	assert.Equal(t, before, table.routes[listen].proxy.Backends())
+}
+
+func portOf2(t *testing.T, addr string) int {
+	t.Helper()
+	p, err := strconv.Atoi(portOf(t, addr))
+	require.NoError(t, err)
+	return p
+}
+
+func TestDockerEngineMode(t *testing.T) {
+	for _, tt := range []struct {
+		args       []string
+		env        func(string) string
+		wantFollow bool
+		wantHost   string
+	}{
+		{args: []string{"--docker=off"}, env: env("DOCKER_HOST", "unix:///x.sock"), wantFollow: false},
+		{args: []string{"--docker=on"}, env: env(), wantFollow: true},
+		{args: []string{"--docker-host=tcp://127.0.0.1:2375"}, env: env(), wantFollow: true, wantHost: "tcp://127.0.0.1:2375"},
+		{args: nil, env: env("DOCKER_HOST", "unix:///x.sock"), wantFollow: true},
+	} {
+		cfg, err := parseConfig(tt.args, tt.env)
+		require.NoError(t, err)
+		host, follow := cfg.dockerEngine(tt.env)
+		assert.Equal(t, tt.wantFollow, follow, "%v", tt.args)
+		assert.Equal(t, tt.wantHost, host, "%v", tt.args)
+	}
+}

@@ -1,0 +1,451 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/watcher"
+)
+
+// scrapeMetrics fetches m's handler and parses the exposition text.
+func scrapeMetrics(t *testing.T, m *metrics) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(rec.Body)
+	require.NoError(t, err)
+	return families
+}
+
+// gatherMetrics is scrapeMetrics for a polled condition, which must not fail the test
+// from its own goroutine: it parses the registry's output directly.
+func gatherMetrics(m *metrics) map[string]*dto.MetricFamily {
+	families, err := m.reg.Gather()
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]*dto.MetricFamily, len(families))
+	for _, f := range families {
+		out[f.GetName()] = f
+	}
+	return out
+}
+
+// seriesLabels is a series' label set, as "name=value" pairs, for lookups.
+type seriesLabels map[string]string
+
+// findSeries returns the sample of the family name whose labels are exactly
+// want, if there is one.
+func findSeries(families map[string]*dto.MetricFamily, name string, want seriesLabels) (*dto.Metric, bool) {
+	f, ok := families[name]
+	if !ok {
+		return nil, false
+	}
+	for _, m := range f.GetMetric() {
+		got := seriesLabels{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+// metricValue returns the value of a counter or gauge series, failing the test
+// if it is missing.
+func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name string, want seriesLabels) float64 {
+	t.Helper()
+	v, ok := sampleValue(families, name, want)
+	require.True(t, ok, "no counter or gauge %s%v", name, want)
+	return v
+}
+
+// sampleValue returns the value of a counter or gauge series, if there is one.
+func sampleValue(families map[string]*dto.MetricFamily, name string, want seriesLabels) (float64, bool) {
+	m, ok := findSeries(families, name, want)
+	switch {
+	case !ok:
+		return 0, false
+	case m.Counter != nil:
+		return m.Counter.GetValue(), true
+	case m.Gauge != nil:
+		return m.Gauge.GetValue(), true
+	}
+	return 0, false
+}
+
+// routeSeries returns the names of the ambassadord_* families that have a
+// series for route.
+func routeSeries(families map[string]*dto.MetricFamily, route string) []string {
+	var out []string
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			if slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "route" && l.GetValue() == route }) {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestMetricsConnections(t *testing.T) {
+	m := newMetrics("1.2.3", "abc")
+	a, b := proxy.Backend{Addr: "10.0.0.2:5432", ID: "c1"}, proxy.Backend{Addr: "10.0.0.3:5432"}
+	m.backendSet("5432", []proxy.Backend{a, b})
+	o := m.observer("5432")
+	o.ConnOpened(a)
+	o.ConnOpened(a)
+	o.ConnOpened(b)
+	o.ConnClosed(a, 100, 2000, 1500*time.Millisecond)
+	o.DialFailed(b, proxy.DialRefused)
+	o.DialFailed(b, proxy.DialRefused)
+	o.DialFailed(a, proxy.DialTimedOut)
+	o.Rejected(proxy.RejectLimit)
+	o.Rejected(proxy.RejectNoBackend)
+	o.Rejected(proxy.RejectNoBackend)
+
+	f := scrapeMetrics(t, m)
+	for _, tt := range []struct {
+		name   string
+		labels seriesLabels
+		want   float64
+	}{
+		{"ambassadord_connections_active", seriesLabels{"route": "5432", "backend": a.Addr}, 1},
+		{"ambassadord_connections_active", seriesLabels{"route": "5432", "backend": b.Addr}, 1},
+		{"ambassadord_connections_total", seriesLabels{"route": "5432", "backend": a.Addr}, 2},
+		{"ambassadord_connections_total", seriesLabels{"route": "5432", "backend": b.Addr}, 1},
+		{"ambassadord_bytes_total", seriesLabels{"route": "5432", "backend": a.Addr, "direction": "up"}, 100},
+		{"ambassadord_bytes_total", seriesLabels{"route": "5432", "backend": a.Addr, "direction": "down"}, 2000},
+		{"ambassadord_bytes_total", seriesLabels{"route": "5432", "backend": b.Addr, "direction": "up"}, 0},
+		{"ambassadord_bytes_total", seriesLabels{"route": "5432", "backend": b.Addr, "direction": "down"}, 0},
+		{"ambassadord_connect_errors_total", seriesLabels{"route": "5432", "backend": b.Addr, "reason": "refused"}, 2},
+		{"ambassadord_connect_errors_total", seriesLabels{"route": "5432", "backend": a.Addr, "reason": "timeout"}, 1},
+		{"ambassadord_connections_rejected_total", seriesLabels{"route": "5432", "reason": "limit"}, 1},
+		{"ambassadord_connections_rejected_total", seriesLabels{"route": "5432", "reason": "no_backend"}, 2},
+		{"ambassadord_connections_rejected_total", seriesLabels{"route": "5432", "reason": "shutdown"}, 0},
+		{"ambassadord_backends", seriesLabels{"route": "5432"}, 2},
+		{"ambassadord_rewires_total", seriesLabels{"route": "5432"}, 0},
+	} {
+		assert.Equal(t, tt.want, metricValue(t, f, tt.name, tt.labels), "%s%v", tt.name, tt.labels)
+	}
+	_, ok := findSeries(f, "ambassadord_connect_errors_total", seriesLabels{"route": "5432", "backend": a.Addr, "reason": "refused"})
+	assert.False(t, ok, "error series appear with their first error")
+
+	h, ok := findSeries(f, "ambassadord_connection_duration_seconds", seriesLabels{"route": "5432"})
+	require.True(t, ok)
+	assert.Equal(t, uint64(1), h.GetHistogram().GetSampleCount())
+	assert.Equal(t, 1.5, h.GetHistogram().GetSampleSum())
+	for _, bk := range h.GetHistogram().GetBucket() {
+		want := uint64(0)
+		if bk.GetUpperBound() >= 1.5 {
+			want = 1
+		}
+		assert.Equal(t, want, bk.GetCumulativeCount(), "le=%v", bk.GetUpperBound())
+	}
+}
+
+func TestMetricsFromProxy(t *testing.T) {
+	// A real route on loopback sockets reports through the observer.
+	const up, down = 100_000, 250_000
+	for _, idle := range []time.Duration{0, time.Minute} {
+		t.Run("idle="+idle.String(), func(t *testing.T) {
+			m := newMetrics("dev", "")
+			backend := proxy.Backend{Addr: serveOnce(t, down)}
+			r := &proxy.Route{Name: "7000", IdleTimeout: idle, Observer: m.observer("7000")}
+			r.SetBackends([]proxy.Backend{backend})
+			m.backendSet("7000", r.Backends())
+			ln, err := proxy.Listen(t.Context(), "127.0.0.1:0")
+			require.NoError(t, err)
+			served := make(chan error, 1)
+			go func() { served <- r.Serve(ln) }()
+			t.Cleanup(func() {
+				r.Close()
+				require.NoError(t, <-served)
+			})
+
+			c, err := net.Dial("tcp", ln.Addr().String())
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write(make([]byte, up))
+			require.NoError(t, err)
+			require.NoError(t, c.(*net.TCPConn).CloseWrite())
+			n, err := io.Copy(io.Discard, c)
+			require.NoError(t, err)
+			require.Equal(t, int64(down), n)
+
+			bytesDown := seriesLabels{"route": "7000", "backend": backend.Addr, "direction": "down"}
+			// The proxy reports a connection once both directions are done,
+			// which can be just after the client saw EOF.
+			require.Eventually(t, func() bool {
+				v, _ := sampleValue(gatherMetrics(m), "ambassadord_bytes_total", bytesDown)
+				return v == down
+			}, 5*time.Second, 5*time.Millisecond)
+			f := scrapeMetrics(t, m)
+			assert.Equal(t, float64(up), metricValue(t, f, "ambassadord_bytes_total", seriesLabels{"route": "7000", "backend": backend.Addr, "direction": "up"}))
+			assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_connections_total", seriesLabels{"route": "7000", "backend": backend.Addr}))
+			assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_connections_active", seriesLabels{"route": "7000", "backend": backend.Addr}))
+		})
+	}
+}
+
+// serveOnce serves each connection on loopback by reading to EOF, then
+// writing n bytes; it returns the address.
+func serveOnce(t *testing.T, n int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, c)
+			c.Write(make([]byte, n))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func TestMetricsBackendSeriesAreBounded(t *testing.T) {
+	m := newMetrics("dev", "")
+	a, b, c := proxy.Backend{Addr: "10.0.0.2:80"}, proxy.Backend{Addr: "10.0.0.3:80"}, proxy.Backend{Addr: "10.0.0.4:80"}
+	fallback := proxy.Backend{Addr: "10.0.0.9:80"}
+	o := m.observer("80")
+	m.backendSet("80", []proxy.Backend{a, b})
+	o.ConnOpened(a)
+	o.DialFailed(fallback, proxy.DialRefused) // a backend only the proxy named
+
+	backends := func() []string {
+		var out []string
+		for _, s := range scrapeMetrics(t, m)["ambassadord_connections_total"].GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "backend" {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	assert.Equal(t, []string{a.Addr, b.Addr}, backends())
+
+	// b leaves the set idle: its series go at once. a still has a
+	// connection: its series stay. The fallback's error series goes.
+	m.rewired("80")
+	m.backendSet("80", []proxy.Backend{c})
+	assert.Equal(t, []string{a.Addr, c.Addr}, backends())
+	f := scrapeMetrics(t, m)
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_connections_active", seriesLabels{"route": "80", "backend": a.Addr}))
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_backends", seriesLabels{"route": "80"}))
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_rewires_total", seriesLabels{"route": "80"}))
+	assert.Empty(t, f["ambassadord_connect_errors_total"].GetMetric())
+
+	// The last connection to a ends: its bytes stay visible until the
+	// next rewire, which deletes them.
+	o.ConnClosed(a, 3, 4, time.Second)
+	f = scrapeMetrics(t, m)
+	assert.Equal(t, 4.0, metricValue(t, f, "ambassadord_bytes_total", seriesLabels{"route": "80", "backend": a.Addr, "direction": "down"}))
+	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_connections_active", seriesLabels{"route": "80", "backend": a.Addr}))
+	m.backendSet("80", []proxy.Backend{c})
+	assert.Equal(t, []string{c.Addr}, backends())
+
+	// A backend that comes back keeps counting from where it is.
+	m.backendSet("80", []proxy.Backend{c, a})
+	o.ConnOpened(c)
+	m.backendSet("80", []proxy.Backend{c})
+	assert.Equal(t, []string{c.Addr}, backends())
+	assert.Equal(t, 1.0, metricValue(t, scrapeMetrics(t, m), "ambassadord_connections_total", seriesLabels{"route": "80", "backend": c.Addr}))
+}
+
+func TestMetricsRouteRemoved(t *testing.T) {
+	m := newMetrics("dev", "")
+	a := proxy.Backend{Addr: "10.0.0.2:80"}
+	old := m.observer("80")
+	m.backendSet("80", []proxy.Backend{a})
+	m.rewired("80")
+	old.ConnOpened(a)
+	old.DialFailed(a, proxy.DialOther)
+	other := m.observer("81")
+	other.Rejected(proxy.RejectShutdown)
+	require.Len(t, routeSeries(scrapeMetrics(t, m), "80"), 8, "every per-route family has a series")
+
+	m.routeRemoved("80")
+	f := scrapeMetrics(t, m)
+	assert.Empty(t, routeSeries(f, "80"))
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_connections_rejected_total", seriesLabels{"route": "81", "reason": "shutdown"}))
+
+	// A connection the removed route was draining ends later: it is not
+	// counted, and cannot drive a gauge below zero.
+	old.ConnClosed(a, 10, 10, time.Second)
+	old.Rejected(proxy.RejectShutdown)
+	assert.Empty(t, routeSeries(scrapeMetrics(t, m), "80"))
+
+	// A route of the same name starts afresh.
+	m.observer("80").ConnOpened(a)
+	f = scrapeMetrics(t, m)
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_connections_active", seriesLabels{"route": "80", "backend": a.Addr}))
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_connections_total", seriesLabels{"route": "80", "backend": a.Addr}))
+	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_rewires_total", seriesLabels{"route": "80"}))
+}
+
+func TestMetricsDocker(t *testing.T) {
+	m := newMetrics("dev", "")
+	f := scrapeMetrics(t, m)
+	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_docker_connected", seriesLabels{}))
+	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_docker_events_total", seriesLabels{}))
+
+	m.dockerState(true)
+	m.watcherStats(watcher.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1})
+	m.watcherStats(watcher.Stats{Events: 8, Reconnects: 1, Resyncs: 3, Drift: 1})
+	m.dockerState(false)
+	m.dockerState(true)
+	// A new watcher counts from zero again: all of it is new.
+	m.watcherStats(watcher.Stats{Events: 2})
+	m.applied(3 * time.Millisecond)
+	m.applied(2 * time.Second)
+
+	f = scrapeMetrics(t, m)
+	for _, tt := range []struct {
+		name string
+		want float64
+	}{
+		{"ambassadord_docker_connected", 1},
+		{"ambassadord_docker_events_total", 10},
+		{"ambassadord_docker_reconnects_total", 1},
+		{"ambassadord_docker_resyncs_total", 3},
+		{"ambassadord_docker_resync_drift_total", 1},
+	} {
+		assert.Equal(t, tt.want, metricValue(t, f, tt.name, seriesLabels{}), tt.name)
+	}
+	h, ok := findSeries(f, "ambassadord_event_to_applied_seconds", seriesLabels{})
+	require.True(t, ok)
+	assert.Equal(t, uint64(2), h.GetHistogram().GetSampleCount())
+	assert.InDelta(t, 2.003, h.GetHistogram().GetSampleSum(), 1e-9)
+	bounds := map[float64]uint64{}
+	for _, bk := range h.GetHistogram().GetBucket() {
+		bounds[bk.GetUpperBound()] = bk.GetCumulativeCount()
+	}
+	assert.Equal(t, map[float64]uint64{.001: 0, .0025: 0, .005: 1, .01: 1, .025: 1, .05: 1, .1: 1, .25: 1, .5: 1, 1: 1, 2.5: 2, 5: 2, math.Inf(1): 2}, bounds)
+}
+
+func TestMetricsBuildInfoAndRuntime(t *testing.T) {
+	f := scrapeMetrics(t, newMetrics("1.2.3", "0123abc"))
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_build_info", seriesLabels{"version": "1.2.3", "commit": "0123abc", "goversion": runtime.Version()}))
+	assert.Contains(t, f, "go_goroutines")
+	assert.Contains(t, f, "process_start_time_seconds")
+}
+
+// TestMetricsReference checks that the documented table and the registry
+// agree: every ambassadord_* family a scrape shows is in metricDefs with
+// its type and labels, and every definition shows up once driven.
+func TestMetricsReference(t *testing.T) {
+	m := newMetrics("dev", "")
+	b := proxy.Backend{Addr: "10.0.0.2:80"}
+	m.backendSet("80", []proxy.Backend{b})
+	m.rewired("80")
+	o := m.observer("80")
+	o.ConnOpened(b)
+	o.ConnClosed(b, 1, 1, time.Millisecond)
+	o.DialFailed(b, proxy.DialRefused)
+	o.Rejected(proxy.RejectLimit)
+	m.dockerState(true)
+	m.watcherStats(watcher.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1})
+	m.applied(time.Millisecond)
+
+	kinds := map[dto.MetricType]string{dto.MetricType_COUNTER: "counter", dto.MetricType_GAUGE: "gauge", dto.MetricType_HISTOGRAM: "histogram"}
+	defs := map[string]metricDef{}
+	for _, d := range metricDefs {
+		require.NotContains(t, defs, d.name, "defined twice")
+		defs[d.name] = d
+	}
+	seen := map[string]bool{}
+	for name, f := range scrapeMetrics(t, m) {
+		if !strings.HasPrefix(name, "ambassadord_") {
+			continue
+		}
+		seen[name] = true
+		d, ok := defs[name]
+		if !assert.True(t, ok, "%s is not in metricDefs", name) {
+			continue
+		}
+		assert.Equal(t, d.kind, kinds[f.GetType()], name)
+		assert.Equal(t, d.help, f.GetHelp(), name)
+		for _, s := range f.GetMetric() {
+			var got []string
+			for _, l := range s.GetLabel() {
+				got = append(got, l.GetName())
+			}
+			assert.ElementsMatch(t, d.labels, got, name)
+		}
+	}
+	ref := metricsReference()
+	for _, d := range metricDefs {
+		assert.True(t, seen[d.name], "%s is defined but not registered", d.name)
+		assert.NotContains(t, d.help, "|", "%s: a | would break the markdown table", d.name)
+		assert.Contains(t, ref, "| `"+d.name+"` | "+d.kind+" | ")
+	}
+	assert.Len(t, strings.Split(strings.TrimSpace(ref), "\n"), len(metricDefs)+2)
+}
+
+func TestMetricsConcurrentUse(t *testing.T) {
+	// Observers, rewires and removals at once: run with -race. Every
+	// connection opened is closed, so no gauge may end other than 0.
+	m := newMetrics("dev", "")
+	backends := []proxy.Backend{{Addr: "10.0.0.2:80"}, {Addr: "10.0.0.3:80"}, {Addr: "10.0.0.4:80"}}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		o := m.observer("80")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 200 {
+				b := backends[(i+j)%len(backends)]
+				o.ConnOpened(b)
+				o.DialFailed(b, proxy.DialRefused)
+				o.ConnClosed(b, 1, 2, time.Millisecond)
+				o.Rejected(proxy.RejectNoBackend)
+			}
+		}()
+	}
+	for j := range 100 {
+		m.backendSet("80", backends[j%len(backends):])
+		m.rewired("80")
+		scrapeMetrics(t, m)
+	}
+	wg.Wait()
+	for _, s := range scrapeMetrics(t, m)["ambassadord_connections_active"].GetMetric() {
+		assert.Equal(t, 0.0, s.GetGauge().GetValue())
+	}
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"net"
+	"strings"
+
+	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/watcher"
+)
+
+// statusDoc is what the admin endpoint reports (/routes, /readyz) and what
+// `ambassadord status` and `explain` print. The run loop builds a new one
+// after every change and publishes it whole; it is never mutated after.
+type statusDoc struct {
+	Ready     bool          `json:"ready"`
+	NotReady  []string      `json:"not_ready,omitempty"`
+	Docker    dockerStatus  `json:"docker"`
+	Routes    []routeStatus `json:"routes"`
+	Overrides []override    `json:"overrides"`
+	Warnings  []string      `json:"warnings,omitempty"`
+}
+
+type dockerStatus struct {
+	Following  bool   `json:"following"`
+	Host       string `json:"host,omitempty"`
+	Connected  bool   `json:"connected"`
+	Synced     bool   `json:"synced"` // a snapshot has been applied
+	Error      string `json:"error,omitempty"`
+	Self       string `json:"self,omitempty"` // the ambassador's own container
+	Events     uint64 `json:"events"`
+	Reconnects uint64 `json:"reconnects"`
+	Resyncs    uint64 `json:"resyncs"`
+	Drift      uint64 `json:"drift"`
+}
+
+type routeStatus struct {
+	Name       string               `json:"name"`
+	Listen     string               `json:"listen,omitempty"` // "" when not listening
+	Target     string               `json:"target,omitempty"`
+	Port       int                  `json:"port,omitempty"`
+	Source     string               `json:"source"`
+	Override   string               `json:"override,omitempty"`
+	Backends   []backendStatus      `json:"backends"`
+	NoBackend  string               `json:"no_backend,omitempty"`
+	Candidates []resolver.Candidate `json:"candidates,omitempty"`
+	Active     int                  `json:"active_connections"`
+
+	proxy *proxy.Route // for Active, read when the document is served
+}
+
+type backendStatus struct {
+	Addr        string `json:"addr"`
+	ContainerID string `json:"container_id,omitempty"`
+	Container   string `json:"container,omitempty"`
+	Network     string `json:"network,omitempty"`
+	State       string `json:"state,omitempty"`
+	Health      string `json:"health,omitempty"`
+}
+
+// buildStatus assembles the document from the run loop's state.
+func buildStatus(d *dynamic) *statusDoc {
+	doc := &statusDoc{
+		Docker:    d.docker,
+		Overrides: d.overrideList(),
+		Warnings:  d.warnings,
+		Routes:    []routeStatus{},
+	}
+	if doc.Overrides == nil {
+		doc.Overrides = []override{}
+	}
+	containers := map[string]resolver.Container{}
+	if d.snap != nil {
+		for _, c := range d.snap.Containers {
+			containers[c.ID] = c
+		}
+		if d.snap.Self != nil {
+			doc.Docker.Self = d.snap.Self.Name
+		}
+	}
+	for _, rt := range d.routes {
+		rs := routeStatus{
+			Name: rt.Name, Target: rt.Target, Port: rt.Port, Source: rt.Source,
+			Override: rt.Override, NoBackend: rt.NoBackend, Candidates: rt.Candidates,
+			Backends: []backendStatus{},
+		}
+		if s, ok := d.table.routes[rt.Listen]; ok {
+			rs.Listen = s.ln.Addr().String()
+			rs.proxy = s.proxy
+		} else {
+			doc.NotReady = append(doc.NotReady, "route "+rt.Name+" is not listening")
+		}
+		for _, b := range rt.Backends {
+			bs := backendStatus{Addr: b.Addr, ContainerID: b.ID}
+			if c, ok := containers[b.ID]; ok {
+				bs.Container, bs.State, bs.Health = c.Name, c.State, c.Health
+				host, _, _ := net.SplitHostPort(b.Addr)
+				for _, n := range c.Networks {
+					if n.IP == host {
+						bs.Network = n.Name
+					}
+				}
+			}
+			rs.Backends = append(rs.Backends, bs)
+		}
+		doc.Routes = append(doc.Routes, rs)
+	}
+	if d.docker.Following && !d.docker.Synced {
+		doc.NotReady = append(doc.NotReady, "waiting for the first sync with the docker engine")
+	}
+	doc.Ready = len(doc.NotReady) == 0
+	return doc
+}
+
+// withActive returns a copy of doc with the live connection counts.
+func (doc *statusDoc) withActive() *statusDoc {
+	out := *doc
+	out.Routes = make([]routeStatus, len(doc.Routes))
+	for i, r := range doc.Routes {
+		if r.proxy != nil {
+			r.Active = r.proxy.Active()
+		}
+		out.Routes[i] = r
+	}
+	return &out
+}
+
+// route finds a route by name, listen port or target.
+func (doc *statusDoc) route(key string) (routeStatus, bool) {
+	for _, r := range doc.Routes {
+		if r.Name == key || r.Target == key || strings.HasSuffix(r.Listen, ":"+key) {
+			return r, true
+		}
+	}
+	return routeStatus{}, false
+}
+
+func dockerStatusOf(u watcher.Update, prev dockerStatus) dockerStatus {
+	s := prev
+	s.Connected = u.Connected
+	s.Error = ""
+	if u.Err != nil {
+		s.Error = u.Err.Error()
+	}
+	s.Events, s.Reconnects, s.Resyncs, s.Drift = u.Stats.Events, u.Stats.Reconnects, u.Stats.Resyncs, u.Stats.Drift
+	return s
+}
