@@ -53,7 +53,7 @@ func (c *conn) serve(ctx context.Context) {
 	remote := zap.String("remote", c.client.RemoteAddr().String())
 
 	obs := c.route.observer()
-	bc, b, err := c.route.connect(ctx)
+	bc, b, err := c.route.connect(ctx, c)
 	switch {
 	case ctx.Err() != nil:
 		obs.Rejected(RejectShutdown)
@@ -65,11 +65,6 @@ func (c *conn) serve(ctx context.Context) {
 	case err != nil:
 		log.Warn("no backend accepted the connection", remote, zap.Error(err))
 		obs.Rejected(RejectNoBackend)
-		return
-	}
-	if !c.setBackend(bc, b) {
-		// Only Close aborts a connection that has no backend yet.
-		obs.Rejected(RejectShutdown)
 		return
 	}
 	defer bc.Close()

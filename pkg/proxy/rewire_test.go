@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,4 +180,50 @@ func TestPruneFallback(t *testing.T) {
 	r.PruneFallback(func(b Backend) bool { return b.ID != "paused" })
 	assertRejected(t, addr)
 	assert.Equal(t, []Backend{{Addr: r.Backends()[0].Addr, ID: "new"}}, r.Backends())
+}
+
+// TestForgetInFlightDial: Docker hands a removed container's address to the
+// next container at once, and a connect to it that is still in flight (its
+// SYN unanswered, retransmitted) would complete against the newcomer.
+// Forget cancels such connects, and a connect that completes anyway (the
+// dialer ignored the cancellation) is closed, never used.
+func TestForgetInFlightDial(t *testing.T) {
+	for _, honoursCancel := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cancelled", false: "completed-anyway"}[honoursCancel], func(t *testing.T) {
+			stranger := startBackend(t, whoami("stranger"))
+			dialling := make(chan struct{})
+			forgotten := make(chan struct{})
+			var d net.Dialer
+			r := &Route{BackendWait: 100 * time.Millisecond}
+			r.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if addr != "gone.invalid:1" {
+					return d.DialContext(ctx, network, addr)
+				}
+				close(dialling)
+				if honoursCancel {
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+				<-forgotten
+				// The address now answers, from another container.
+				return d.DialContext(context.Background(), network, stranger)
+			}
+			r.SetBackends([]Backend{{Addr: "gone.invalid:1", ID: "gone"}})
+			addr := startRoute(t, r)
+
+			c := dial(t, addr)
+			<-dialling
+			r.Forget("gone")
+			close(forgotten)
+			// Not a byte from the stranger: the client is closed once
+			// BackendWait finds no other backend.
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+			got, err := io.ReadAll(c)
+			assert.Empty(t, string(got))
+			if err != nil {
+				assert.ErrorIs(t, err, syscall.ECONNRESET)
+			}
+			waitFor(t, func() bool { return r.Active() == 0 })
+		})
+	}
 }

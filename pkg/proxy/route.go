@@ -71,6 +71,7 @@ type Route struct {
 	// The fields below are guarded by mu, as is every store to backends.
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	dials     map[*dialing]struct{} // connects in flight, for Forget
 	shutdown  bool
 	ctx       context.Context // cancelled by closeLocked; bounds dials
 	cancel    context.CancelFunc
@@ -129,6 +130,15 @@ func (r *Route) Forget(ids ...string) int {
 		set := newBackendSet(keep(old.backends), keep(old.fallback))
 		set.confirmed.Store(old.confirmed.Load())
 		r.replaceLocked(old, set)
+	}
+	// A connect still in flight to a gone backend must not complete: its
+	// SYN may be retransmitted to a container that has taken the address
+	// since.
+	for d := range r.dials {
+		if gone(d.backend) {
+			d.forgotten = true
+			d.cancel()
+		}
 	}
 	r.mu.Unlock()
 	return r.CloseConns(gone)
@@ -204,6 +214,7 @@ func (r *Route) initLocked() {
 	if r.conns == nil {
 		r.listeners = make(map[net.Listener]struct{})
 		r.conns = make(map[*conn]struct{})
+		r.dials = make(map[*dialing]struct{})
 		r.ctx, r.cancel = context.WithCancel(context.Background())
 	}
 }
@@ -388,9 +399,21 @@ const (
 	maxPrimaryDialTimeout = time.Second
 )
 
-// connect finds a backend for a new connection, waiting up to BackendWait
-// for one to accept.
-func (r *Route) connect(ctx context.Context) (net.Conn, Backend, error) {
+// dialing is a connect in flight to backend. Forget marks it forgotten
+// and cancels it.
+type dialing struct {
+	backend   Backend
+	cancel    context.CancelFunc
+	forgotten bool // guarded by Route.mu
+}
+
+// errForgotten is the error of a connect that completed after Forget
+// removed its backend.
+var errForgotten = errors.New("backend forgotten while connecting")
+
+// connect finds a backend for the new connection c and attaches it to c,
+// waiting up to BackendWait for one to accept.
+func (r *Route) connect(ctx context.Context, c *conn) (net.Conn, Backend, error) {
 	var deadline time.Time
 	if r.BackendWait > 0 {
 		deadline = time.Now().Add(r.BackendWait)
@@ -404,7 +427,7 @@ func (r *Route) connect(ctx context.Context) (net.Conn, Backend, error) {
 			replaced = set.replaced
 			var bc net.Conn
 			var b Backend
-			if bc, b, err = r.dial(ctx, set); err == nil {
+			if bc, b, err = r.dial(ctx, set, c); err == nil {
 				return bc, b, nil
 			}
 		}
@@ -423,10 +446,10 @@ func (r *Route) connect(ctx context.Context) (net.Conn, Backend, error) {
 }
 
 // dial connects to the first backend that accepts, trying each backend of
-// the set once in round-robin order, then the fallback tier. Nothing has
-// been read from the client yet, so trying the next backend can never
-// replay or lose bytes.
-func (r *Route) dial(ctx context.Context, set *backendSet) (net.Conn, Backend, error) {
+// the set once in round-robin order, then the fallback tier, and attaches
+// it to c. Nothing has been read from the client yet, so trying the next
+// backend can never replay or lose bytes.
+func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, Backend, error) {
 	dial := r.DialContext
 	if dial == nil {
 		d := &net.Dialer{}
@@ -442,7 +465,9 @@ func (r *Route) dial(ctx context.Context, set *backendSet) (net.Conn, Backend, e
 	try := func(bs []Backend, timeout time.Duration) (net.Conn, Backend, bool) {
 		for _, b := range bs {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
+			d := r.startDial(b, cancel)
 			bc, err := dial(dctx, "tcp", b.Addr)
+			err = r.endDial(d, c, bc, err)
 			cancel()
 			if err == nil {
 				return bc, b, true
@@ -452,7 +477,9 @@ func (r *Route) dial(ctx context.Context, set *backendSet) (net.Conn, Backend, e
 				// The route is closing: the backend is not at fault.
 				return nil, Backend{}, false
 			}
-			obs.DialFailed(b, dialFailure(err))
+			if !errors.Is(err, errForgotten) {
+				obs.DialFailed(b, dialFailure(err))
+			}
 		}
 		return nil, Backend{}, false
 	}
@@ -467,4 +494,38 @@ func (r *Route) dial(ctx context.Context, set *backendSet) (net.Conn, Backend, e
 		return nil, Backend{}, errNoBackend
 	}
 	return nil, Backend{}, errors.Join(errs...)
+}
+
+// startDial registers a connect to b, so that Forget can cancel it.
+func (r *Route) startDial(b Backend, cancel context.CancelFunc) *dialing {
+	d := &dialing{backend: b, cancel: cancel}
+	r.mu.Lock()
+	r.dials[d] = struct{}{}
+	r.mu.Unlock()
+	return d
+}
+
+// endDial unregisters d. If the connect succeeded, it attaches bc to c
+// under the same lock that Forget holds, so that a Forget either sees the
+// connection established (and closes it) or has marked the connect
+// forgotten, which endDial then fails with errForgotten. It also fails,
+// with net.ErrClosed, when c was aborted meanwhile. bc is closed on
+// failure.
+func (r *Route) endDial(d *dialing, c *conn, bc net.Conn, err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.dials, d)
+	switch {
+	case err != nil:
+		if d.forgotten {
+			return fmt.Errorf("%w: %w", errForgotten, err)
+		}
+		return err
+	case d.forgotten:
+		bc.Close()
+		return errForgotten
+	case !c.setBackend(bc, d.backend):
+		return net.ErrClosed
+	}
+	return nil
 }
