@@ -26,8 +26,8 @@
 //  1. Explicit routes, --route and AMBASSADORD_ROUTES. A route whose single
 //     backend is a name, such as 6379:redis:6379, has that name as its
 //     target and keeps the name, resolved by DNS at connect time, as its
-//     fallback: without Docker, or when no container answers to the name,
-//     it behaves as a plain DNS route. Routes to IP addresses, to several
+//     fallback: without Docker it behaves as a plain DNS route (see below
+//     for when the fallback applies with Docker). Routes to IP addresses, to several
 //     backends, or to a fully qualified name ending in a dot
 //     (443:api.example.com.:443) are static.
 //  2. Classic link variables, <ALIAS>_PORT_<P>_TCP=tcp://HOST:PORT. When
@@ -69,7 +69,12 @@
 //     reachable. It may be an ambassador, since a name is explicit, but
 //     never the ambassador itself.
 //  3. Otherwise the route's fallback, if it has one: the address given in
-//     --route or in the classic variable.
+//     --route or in the classic variable. While the engine is watched, an
+//     IP fallback (the address the target had at start) is never used,
+//     since Docker gives a removed container's address to the next one at
+//     once; nor is a name without a dot, which is a container name and
+//     resolves from the engine. A host name with a dot (db.example.com),
+//     beyond Docker's reach, falls back to DNS.
 //  4. Otherwise no backend. The route is still returned, with NoBackend
 //     saying why, and new connections find nothing to forward to.
 //

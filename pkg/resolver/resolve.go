@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -329,13 +330,11 @@ func (r *resolution) route(p *pending) Route {
 		noBackend = e.noBackend
 	}
 	for _, f := range p.fallback {
-		if owner := r.ipOwner(f.Host); p.target != "" && owner != nil {
-			// The fallback is the address a target had when the route was
-			// made (a classic link variable). Docker reuses addresses at
-			// once: if a container holds it now, it is either the target
-			// itself, not eligible (unhealthy, paused), or a stranger.
-			noBackend = fmt.Sprintf("%s; fallback %s not used: the address now belongs to container %s", noBackend, f, owner.Name)
-			continue
+		if p.target != "" && r.snap != nil {
+			if why := unusableFallback(f); why != "" {
+				noBackend = fmt.Sprintf("%s; fallback %s not used: %s", noBackend, f, why)
+				continue
+			}
 		}
 		rt.Backends = append(rt.Backends, proxy.Backend{Addr: f.String()})
 	}
@@ -345,21 +344,25 @@ func (r *resolution) route(p *pending) Route {
 	return rt
 }
 
-// ipOwner returns the container of the snapshot that has the IP address
-// host on some network, or nil.
-func (r *resolution) ipOwner(host string) *Container {
-	if r.snap == nil {
-		return nil
+// unusableFallback says why, while the engine is watched, a target
+// route's fallback must not be used, or returns "" for a fallback that may.
+//
+// An IP address is the one the target had when the route was made (a
+// classic link variable). With the engine in view, the target is not
+// running there any more: Docker reuses addresses at once, so the address
+// belongs to a stranger or to nobody (connects hang until a stranger takes
+// it). A single-label name is a container name, which Docker's DNS
+// resolves only for containers the snapshot shows, and may still answer
+// with the address of one being removed. A name with a dot is a host name
+// beyond Docker's reach (db.example.com), which only DNS can resolve.
+func unusableFallback(f Endpoint) string {
+	if _, err := netip.ParseAddr(f.Host); err == nil {
+		return "it was the target's address, and Docker reuses addresses"
 	}
-	for i := range r.snap.Containers {
-		c := &r.snap.Containers[i]
-		for _, n := range c.Networks {
-			if n.IP != "" && n.IP == host {
-				return c
-			}
-		}
+	if !strings.Contains(strings.TrimSuffix(f.Host, "."), ".") {
+		return "a container name is resolved from the engine, not by DNS"
 	}
-	return nil
+	return ""
 }
 
 // override returns the rewire that applies to p, or "".

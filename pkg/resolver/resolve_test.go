@@ -114,10 +114,11 @@ func skipped(name, reason string) Candidate {
 
 // TestResolveTarget covers how a target name resolves to containers: claims,
 // priority, health, state, ambassadors, Self, names, ports and networks. It
-// resolves one explicit route, "6379:redis:6379", whose fallback is the
-// name redis resolved by DNS, or the same route without fallback.
+// resolves one explicit route to the target redis on port 6379, with a
+// fallback a host name that only DNS resolves (redis.example.com), or the
+// same route without fallback.
 func TestResolveTarget(t *testing.T) {
-	fallback := []proxy.Backend{{Addr: "redis:6379"}}
+	fallback := []proxy.Backend{{Addr: "redis.example.com:6379"}}
 	tests := []struct {
 		name       string
 		self       *Container // amb() when nil, unless noSelf
@@ -533,6 +534,7 @@ func TestResolveTarget(t *testing.T) {
 				self = amb()
 			}
 			spec := mustParseRoute(t, "6379:redis:6379")
+			spec.Backends = []Endpoint{{Host: "redis.example.com", Port: 6379}}
 			if tt.noFallback {
 				spec.Backends = nil
 			}
@@ -613,30 +615,59 @@ func TestResolveSources(t *testing.T) {
 			}},
 		},
 		{
-			name: "classic variable with a link, linked container unhealthy: the variable's address",
-			specs: func(t *testing.T) []Spec {
-				return mustParseClassicEnv(t, "REDIS_PORT_6379_TCP=tcp://172.17.0.9:6379")
-			},
-			snap: snapshot(amb(redisLinked), ctr("redis", "172.18.0.3", health("unhealthy"))),
-			want: []Route{{
-				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP", Target: "redis", Port: 6379,
-				Backends:   []proxy.Backend{{Addr: "172.17.0.9:6379"}},
-				Candidates: []Candidate{skipped("redis", "unhealthy")},
-			}},
-		},
-		{
-			name: "classic variable with a link, the variable's address now held by another container: no backend",
+			// The variable's address was redis's when the ambassador
+			// started; Docker gives it to the next container at once.
+			name: "classic variable with a link, linked container unhealthy: no backend, never the variable's address",
 			specs: func(t *testing.T) []Spec {
 				return mustParseClassicEnv(t, "REDIS_PORT_6379_TCP=tcp://172.18.0.7:6379")
 			},
-			// redis was recreated elsewhere and is unhealthy; a stranger got
-			// its old address.
 			snap: snapshot(amb(redisLinked), ctr("redis", "172.18.0.3", health("unhealthy")), ctr("stranger", "172.18.0.7")),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP", Target: "redis", Port: 6379,
 				Candidates: []Candidate{skipped("redis", "unhealthy")},
 				NoBackend: "no usable container for redis (redis: unhealthy); " +
-					"fallback 172.18.0.7:6379 not used: the address now belongs to container stranger",
+					"fallback 172.18.0.7:6379 not used: it was the target's address, and Docker reuses addresses",
+			}},
+		},
+		{
+			name: "classic variable with a link, linked container gone: no backend",
+			specs: func(t *testing.T) []Spec {
+				return mustParseClassicEnv(t, "REDIS_PORT_6379_TCP=tcp://172.17.0.9:6379")
+			},
+			snap: snapshot(amb(redisLinked)),
+			want: []Route{{
+				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP", Target: "redis", Port: 6379,
+				NoBackend: "no container claims or is named redis; " +
+					"fallback 172.17.0.9:6379 not used: it was the target's address, and Docker reuses addresses",
+			}},
+		},
+		{
+			name: "classic variable with a link, no snapshot yet: the variable's address",
+			specs: func(t *testing.T) []Spec {
+				return mustParseClassicEnv(t, "REDIS_PORT_6379_TCP=tcp://172.17.0.9:6379")
+			},
+			want: []Route{{
+				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP",
+				Backends: []proxy.Backend{{Addr: "172.17.0.9:6379"}},
+			}},
+		},
+		{
+			name:  "explicit route to a container name, no such container: no DNS fallback while watched",
+			specs: func(t *testing.T) []Spec { return []Spec{mustParseRoute(t, "7000:redis:6379")} },
+			snap:  snapshot(amb()),
+			want: []Route{{
+				Name: "7000", Listen: 7000, Source: `--route "7000:redis:6379"`, Target: "redis", Port: 6379,
+				NoBackend: "no container claims or is named redis; " +
+					"fallback redis:6379 not used: a container name is resolved from the engine, not by DNS",
+			}},
+		},
+		{
+			name:  "explicit route to a host name, no such container: DNS",
+			specs: func(t *testing.T) []Spec { return []Spec{mustParseRoute(t, "7000:db.example.com:5432")} },
+			snap:  snapshot(amb()),
+			want: []Route{{
+				Name: "7000", Listen: 7000, Source: `--route "7000:db.example.com:5432"`, Target: "db.example.com", Port: 5432,
+				Backends: []proxy.Backend{{Addr: "db.example.com:5432"}},
 			}},
 		},
 		{
