@@ -45,6 +45,10 @@ type loop struct {
 	err   error // the published connection error, while disconnected
 	stats Stats
 
+	// eventAt is when the oldest relevant event not yet reflected in a
+	// published update arrived; zero when there is none (Update.EventTime).
+	eventAt time.Time
+
 	sessions int // sessions that reached the engine and listed
 
 	graves tombstones // what events said is gone while listings may still show it
@@ -142,6 +146,7 @@ func (l *loop) session(ctx context.Context) error {
 		case <-r.overflow:
 			n := r.dropped.Swap(0)
 			l.stats.Events += n
+			l.received(time.Now())
 			l.log.Debug("loop behind the event stream; events dropped, re-listing", zap.Uint64("dropped", n))
 			d.kick()
 
@@ -228,6 +233,10 @@ func eventFilters() client.Filters {
 // are copied into the actor's attributes and can overwrite any of them.
 func (l *loop) event(m events.Message) bool {
 	l.stats.Events++
+	if !relevant(m) {
+		return false
+	}
+	l.received(time.Now())
 	switch m.Type {
 	case events.ContainerEventType:
 		switch m.Action {
@@ -239,14 +248,9 @@ func (l *loop) event(m events.Message) bool {
 			// established connections.
 			l.graves.bury(m.Actor.ID, time.Now())
 			l.removeContainer(m.Actor.ID, m.Action)
-			return true
 		case events.ActionStart, events.ActionRestart:
 			l.graves.revive(m.Actor.ID)
-			return true
-		case events.ActionPause, events.ActionUnPause, events.ActionRename, events.ActionKill:
-			return true
 		}
-		return strings.HasPrefix(string(m.Action), string(events.ActionHealthStatus))
 	case events.NetworkEventType:
 		switch m.Action {
 		case events.ActionDisconnect:
@@ -258,13 +262,37 @@ func (l *loop) event(m events.Message) bool {
 			container := m.Actor.Attributes["container"]
 			l.graves.detach(container, m.Actor.ID, time.Now())
 			l.removeAttachment(container, m.Actor.ID)
-			return true
 		case events.ActionConnect:
 			l.graves.reattach(m.Actor.Attributes["container"], m.Actor.ID)
-			return true
 		}
 	}
+	return true
+}
+
+// relevant reports whether an event can change a snapshot, and so calls for
+// a re-list. Only its type and action are looked at.
+func relevant(m events.Message) bool {
+	switch m.Type {
+	case events.ContainerEventType:
+		switch m.Action {
+		case events.ActionDie, events.ActionStop, events.ActionDestroy,
+			events.ActionStart, events.ActionRestart,
+			events.ActionPause, events.ActionUnPause, events.ActionRename, events.ActionKill:
+			return true
+		}
+		return strings.HasPrefix(string(m.Action), string(events.ActionHealthStatus))
+	case events.NetworkEventType:
+		return m.Action == events.ActionDisconnect || m.Action == events.ActionConnect
+	}
 	return false
+}
+
+// received notes that an event arrived at t: the next update published
+// carries the time of the oldest such event.
+func (l *loop) received(t time.Time) {
+	if l.eventAt.IsZero() {
+		l.eventAt = t
+	}
 }
 
 // removeContainer is the fast path for a container that stopped: it
@@ -358,6 +386,9 @@ func (l *loop) update(snap *resolver.Snapshot) {
 		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)))
 	case stateConnected:
 		if equalSnapshots(l.snap, snap) {
+			// The events since the last update changed nothing: a
+			// later update is not theirs to time.
+			l.eventAt = time.Time{}
 			return
 		}
 	}
@@ -369,6 +400,9 @@ func (l *loop) update(snap *resolver.Snapshot) {
 // ended handles the end of a session: a stream that ended is routine, an
 // engine that could not be reached is published once per outage.
 func (l *loop) ended(err error) {
+	// The updates that follow (an outage, the next session's listing)
+	// are not about the events this session received.
+	l.eventAt = time.Time{}
 	if errors.Is(err, errStreamEnded) {
 		msg := err.Error()
 		switch {
@@ -411,10 +445,15 @@ func (l *loop) publish(gone []string) {
 		Err:       l.err,
 		Gone:      gone,
 		Stats:     l.stats,
+		EventTime: l.eventAt,
 	}
+	l.eventAt = time.Time{}
 	select {
 	case old := <-l.out:
 		u.Gone = mergeIDs(old.Gone, u.Gone)
+		if !old.EventTime.IsZero() {
+			u.EventTime = old.EventTime // older than any event since
+		}
 	default:
 	}
 	l.out <- u // never blocks: the mailbox is empty and this loop is its only writer

@@ -122,6 +122,14 @@ type Update struct {
 
 	// Stats are the watcher's counters as of this update.
 	Stats Stats
+
+	// EventTime is when the watcher received the oldest event whose effect
+	// this update is the first to publish, so that the consumer can measure
+	// how long an event takes to reach its routes. It is the zero time for
+	// an update no event led to: the first listing, a reconnect, a
+	// periodic resync, an outage. An update that replaces one the consumer
+	// had not taken keeps the older time.
+	EventTime time.Time
 }
 
 // Stats count what the watcher has done since Run started.

@@ -776,3 +776,54 @@ func TestRunMisuse(t *testing.T) {
 		assert.ErrorContains(t, w.Run(t.Context()), "twice")
 	})
 }
+
+func TestEventTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		assert.True(t, take(t, w).EventTime.IsZero(), "the first listing is no event's")
+
+		// A re-list after a burst carries the time of the burst's first
+		// event, not of the listing.
+		f.set(ctr(idRedis, "redis"), ctr(idWeb, "web"), ctr(idAmb, "amb"))
+		t0 := time.Now()
+		f.send(t, containerEvent(events.ActionStart, idAmb, nil))
+		time.Sleep(w.quiet() / 2)
+		f.send(t, containerEvent(events.ActionStart, idAmb, nil))
+		time.Sleep(w.quiet())
+		u := take(t, w)
+		assert.Equal(t, []string{"amb", "redis", "web"}, names(u.Snapshot))
+		assert.Equal(t, t0, u.EventTime)
+
+		// The fast path publishes at once, with the event's time; the
+		// mailbox keeps the oldest time when it replaces an update.
+		t1 := time.Now()
+		f.set(ctr(idRedis, "redis"))
+		f.send(t, containerEvent(events.ActionDie, idAmb, nil))
+		synctest.Wait()
+		time.Sleep(time.Second)
+		f.send(t, containerEvent(events.ActionDie, idWeb, nil))
+		u = take(t, w)
+		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
+		assert.Equal(t, t1, u.EventTime)
+
+		// Events that change nothing are not blamed for a later change
+		// that no event reported.
+		f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+		time.Sleep(w.quiet())
+		none(t, w)
+		f.set(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		time.Sleep(w.resync())
+		u = take(t, w)
+		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
+		assert.Equal(t, uint64(1), u.Stats.Drift)
+		assert.True(t, u.EventTime.IsZero(), "a resync is no event's")
+
+		// Irrelevant events set no time either.
+		f.send(t, containerEvent(events.ActionExecStart+": sh", idWeb, nil))
+		f.set(ctr(idWeb, "web"))
+		time.Sleep(w.resync())
+		assert.True(t, take(t, w).EventTime.IsZero())
+	})
+}
