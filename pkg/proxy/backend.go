@@ -75,6 +75,12 @@ func (s *backendSet) order() []Backend {
 	return append(out, s.backends[:start]...)
 }
 
+// has reports whether b is in the set, as a backend or a fallback. A nil
+// set has nothing.
+func (s *backendSet) has(b Backend) bool {
+	return s != nil && (slices.Contains(s.backends, b) || slices.Contains(s.fallback, b))
+}
+
 // fallbackOrder returns the fallback tier, or nil once a backend of the
 // set has accepted a connection.
 func (s *backendSet) fallbackOrder() []Backend {

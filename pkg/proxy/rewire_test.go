@@ -182,39 +182,57 @@ func TestPruneFallback(t *testing.T) {
 	assert.Equal(t, []Backend{{Addr: r.Backends()[0].Addr, ID: "new"}}, r.Backends())
 }
 
-// TestForgetInFlightDial: Docker hands a removed container's address to the
-// next container at once, and a connect to it that is still in flight (its
-// SYN unanswered, retransmitted) would complete against the newcomer.
-// Forget cancels such connects, and a connect that completes anyway (the
-// dialer ignored the cancellation) is closed, never used.
-func TestForgetInFlightDial(t *testing.T) {
-	for _, honoursCancel := range []bool{true, false} {
-		t.Run(map[bool]string{true: "cancelled", false: "completed-anyway"}[honoursCancel], func(t *testing.T) {
+// TestDroppedBackendInFlightDial: Docker hands a removed container's
+// address to the next container at once, and a connect to it that is still
+// in flight (its SYN unanswered, retransmitted) would complete against the
+// newcomer. A set replacement that drops the backend, even as a fallback,
+// cancels such connects, and a connect that completes anyway (the dialer
+// ignored the cancellation) is closed, never used.
+func TestDroppedBackendInFlightDial(t *testing.T) {
+	gone := Backend{Addr: "gone.invalid:1", ID: "gone"}
+	for _, tt := range []struct {
+		name          string
+		honoursCancel bool
+		drop          func(r *Route)
+	}{
+		{"forget/cancelled", true, func(r *Route) { r.Forget("gone") }},
+		{"forget/completed-anyway", false, func(r *Route) { r.Forget("gone") }},
+		{"rewire-then-prune/cancelled", true, func(r *Route) {
+			r.SetBackends([]Backend{{Addr: deadAddr(t), ID: "next"}})
+			require.True(t, r.backends.Load().has(gone), "still a fallback")
+			r.PruneFallback(func(b Backend) bool { return b.ID != "gone" })
+		}},
+		{"rewire-then-prune/completed-anyway", false, func(r *Route) {
+			r.SetBackends([]Backend{{Addr: deadAddr(t), ID: "next"}})
+			r.PruneFallback(func(b Backend) bool { return b.ID != "gone" })
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
 			stranger := startBackend(t, whoami("stranger"))
 			dialling := make(chan struct{})
-			forgotten := make(chan struct{})
+			dropped := make(chan struct{})
 			var d net.Dialer
 			r := &Route{BackendWait: 100 * time.Millisecond}
 			r.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if addr != "gone.invalid:1" {
+				if addr != gone.Addr {
 					return d.DialContext(ctx, network, addr)
 				}
 				close(dialling)
-				if honoursCancel {
+				if tt.honoursCancel {
 					<-ctx.Done()
 					return nil, ctx.Err()
 				}
-				<-forgotten
+				<-dropped
 				// The address now answers, from another container.
 				return d.DialContext(context.Background(), network, stranger)
 			}
-			r.SetBackends([]Backend{{Addr: "gone.invalid:1", ID: "gone"}})
+			r.SetBackends([]Backend{gone})
 			addr := startRoute(t, r)
 
 			c := dial(t, addr)
 			<-dialling
-			r.Forget("gone")
-			close(forgotten)
+			tt.drop(r)
+			close(dropped)
 			// Not a byte from the stranger: the client is closed once
 			// BackendWait finds no other backend.
 			require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
@@ -226,4 +244,16 @@ func TestForgetInFlightDial(t *testing.T) {
 			waitFor(t, func() bool { return r.Active() == 0 })
 		})
 	}
+}
+
+// TestDialAfterDropRefused: a connection may read the backend set just
+// before a replacement drops a backend; its connect to that backend, which
+// starts after the replacement, is refused rather than sent.
+func TestDialAfterDropRefused(t *testing.T) {
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: "10.0.0.1:1", ID: "a"}})
+	stale := r.backends.Load()
+	r.Forget("a")
+	_, _, err := r.dial(context.Background(), stale, &conn{route: r})
+	assert.ErrorIs(t, err, errDropped)
 }

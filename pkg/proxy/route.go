@@ -84,8 +84,10 @@ type Route struct {
 // from the next accept on. Backends of the previous set that the new one
 // drops become a fallback, tried only when no new backend accepts and only
 // until one has: a rewire to a container that is not listening yet does not
-// fail new connections while the old backend still works. Use
-// [Route.Forget] for backends that are gone.
+// fail new connections while the old backend still works. Connects in
+// flight to a backend that the new set drops altogether are cancelled, and
+// the connection tries the new set. Use [Route.Forget] for backends that
+// are gone.
 func (r *Route) SetBackends(backends []Backend) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -105,11 +107,21 @@ func (r *Route) SetBackends(backends []Backend) {
 	r.replaceLocked(old, newBackendSet(backends, fallback))
 }
 
-// replaceLocked publishes set in place of old. r.mu must be held.
+// replaceLocked publishes set in place of old, and cancels the connects in
+// flight to backends that set no longer has, even as a fallback: the
+// backend may be gone, and an unanswered SYN is retransmitted, to be
+// answered by whichever container Docker gives the address next. r.mu must
+// be held.
 func (r *Route) replaceLocked(old, set *backendSet) {
 	r.backends.Store(set)
 	if old != nil {
 		close(old.replaced)
+	}
+	for d := range r.dials {
+		if !set.has(d.backend) {
+			d.dropped = true
+			d.cancel()
+		}
 	}
 }
 
@@ -130,15 +142,6 @@ func (r *Route) Forget(ids ...string) int {
 		set := newBackendSet(keep(old.backends), keep(old.fallback))
 		set.confirmed.Store(old.confirmed.Load())
 		r.replaceLocked(old, set)
-	}
-	// A connect still in flight to a gone backend must not complete: its
-	// SYN may be retransmitted to a container that has taken the address
-	// since.
-	for d := range r.dials {
-		if gone(d.backend) {
-			d.forgotten = true
-			d.cancel()
-		}
 	}
 	r.mu.Unlock()
 	return r.CloseConns(gone)
@@ -399,17 +402,17 @@ const (
 	maxPrimaryDialTimeout = time.Second
 )
 
-// dialing is a connect in flight to backend. Forget marks it forgotten
-// and cancels it.
+// dialing is a connect in flight to backend. A set replacement that drops
+// the backend marks it dropped and cancels it.
 type dialing struct {
-	backend   Backend
-	cancel    context.CancelFunc
-	forgotten bool // guarded by Route.mu
+	backend Backend
+	cancel  context.CancelFunc
+	dropped bool // guarded by Route.mu
 }
 
-// errForgotten is the error of a connect that completed after Forget
-// removed its backend.
-var errForgotten = errors.New("backend forgotten while connecting")
+// errDropped is the error of a connect to a backend that left the set
+// before the connect completed.
+var errDropped = errors.New("backend left the set while connecting")
 
 // connect finds a backend for the new connection c and attaches it to c,
 // waiting up to BackendWait for one to accept.
@@ -465,9 +468,12 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 	try := func(bs []Backend, timeout time.Duration) (net.Conn, Backend, bool) {
 		for _, b := range bs {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
-			d := r.startDial(b, cancel)
-			bc, err := dial(dctx, "tcp", b.Addr)
-			err = r.endDial(d, c, bc, err)
+			d, err := r.startDial(b, cancel)
+			var bc net.Conn
+			if err == nil {
+				bc, err = dial(dctx, "tcp", b.Addr)
+				err = r.endDial(d, c, bc, err)
+			}
 			cancel()
 			if err == nil {
 				return bc, b, true
@@ -477,7 +483,7 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 				// The route is closing: the backend is not at fault.
 				return nil, Backend{}, false
 			}
-			if !errors.Is(err, errForgotten) {
+			if !errors.Is(err, errDropped) {
 				obs.DialFailed(b, dialFailure(err))
 			}
 		}
@@ -496,34 +502,40 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 	return nil, Backend{}, errors.Join(errs...)
 }
 
-// startDial registers a connect to b, so that Forget can cancel it.
-func (r *Route) startDial(b Backend, cancel context.CancelFunc) *dialing {
-	d := &dialing{backend: b, cancel: cancel}
+// startDial registers a connect to b, so that a set replacement that drops
+// b cancels it. It fails with errDropped if b has already left the set: the
+// connection may have read the set before the replacement.
+func (r *Route) startDial(b Backend, cancel context.CancelFunc) (*dialing, error) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.initLocked()
+	if !r.backends.Load().has(b) {
+		return nil, errDropped
+	}
+	d := &dialing{backend: b, cancel: cancel}
 	r.dials[d] = struct{}{}
-	r.mu.Unlock()
-	return d
+	return d, nil
 }
 
 // endDial unregisters d. If the connect succeeded, it attaches bc to c
-// under the same lock that Forget holds, so that a Forget either sees the
-// connection established (and closes it) or has marked the connect
-// forgotten, which endDial then fails with errForgotten. It also fails,
-// with net.ErrClosed, when c was aborted meanwhile. bc is closed on
-// failure.
+// under the lock that set replacements and CloseConns hold, so that a
+// replacement that drops the backend either has marked the connect
+// dropped, which endDial then fails with errDropped, or finds the
+// connection established (and Forget closes it). It also fails, with
+// net.ErrClosed, when c was aborted meanwhile. bc is closed on failure.
 func (r *Route) endDial(d *dialing, c *conn, bc net.Conn, err error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.dials, d)
 	switch {
 	case err != nil:
-		if d.forgotten {
-			return fmt.Errorf("%w: %w", errForgotten, err)
+		if d.dropped {
+			return fmt.Errorf("%w: %w", errDropped, err)
 		}
 		return err
-	case d.forgotten:
+	case d.dropped:
 		bc.Close()
-		return errForgotten
+		return errDropped
 	case !c.setBackend(bc, d.backend):
 		return net.ErrClosed
 	}
