@@ -1,0 +1,732 @@
+//go:build e2e
+
+package e2e
+
+// The deploy tests bring up the recipes in deploy/ with docker-compose,
+// unchanged, on this engine: the per-run images come in through the
+// recipes' variables, and a generated override file adds the run label to
+// every service and network, so that everything carries it and the run's
+// cleanup finds it. Each test uses a compose project of its own and takes
+// it down (`down -v --remove-orphans`) when it ends, failed or not, then
+// removes whatever still carries the project's label.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+)
+
+// deployComposeTimeout bounds one docker-compose command; `up` waits for
+// the ambassador's healthcheck (2 s interval in the recipes).
+const deployComposeTimeout = 2 * time.Minute
+
+// deploySocket is the engine's socket as the recipes mount it.
+const deploySocket = "/var/run/docker.sock"
+
+// deployNobody is the user the confined recipes run the ambassador as.
+const deployNobody = "65534:65534"
+
+// TestDeployCompose: deploy/docker-compose.yml as a user runs it. The
+// consumer, which shares no network with redis, gets PONG through the
+// ambassador; the commented redis-2, uncommented, claims the target with a
+// higher priority and takes every new connection, through the consumer's
+// path too; stopping it sends them back to redis.
+func TestDeployCompose(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	imgs := deployPrepare(t, ctx)
+	p := deployUp(t, ctx, "deploy/docker-compose.yml", map[string]string{
+		"AMBASSADORD_IMAGE": ambassadorImage,
+		"REDIS_IMAGE":       imgs.redis,
+		"AMBASSADOR_TARGET": eng.Name("deploy-compose-redis"),
+	}, "redis-2")
+
+	redis := p.container(t, ctx, "redis")
+	amb := p.container(t, ctx, "ambassador")
+	consumer := p.container(t, ctx, "consumer")
+	deployNoSharedNetwork(t, consumer, redis)
+	p.waitLog(t, ctx, consumer, "PONG")
+
+	via := netip.AddrPortFrom(amb.IP, 6379).String()
+	id1 := deployRunID(t, ctx, redis)
+	deployWaitServed(t, ctx, via, id1, "redis")
+
+	p.compose(t, ctx, "up", "-d", "--no-deps", "redis-2")
+	redis2 := p.container(t, ctx, "redis-2")
+	id2 := deployRunID(t, ctx, redis2)
+	deployWaitServed(t, ctx, via, id2, "redis-2")
+	deployRequireServed(t, ctx, via, id2, "redis-2", 5)
+	assert.Equal(t, id2, deployConsumerRunID(t, ctx, p), "run_id seen through the consumer's path")
+
+	p.compose(t, ctx, "stop", "-t", "1", "redis-2")
+	deployWaitServed(t, ctx, via, id1, "redis")
+}
+
+// TestDeployLeastPrivilege: deploy/least-privilege.yml runs the ambassador
+// as nobody with the socket's group, a read-only root, no capabilities and
+// no_new_privs, checked on its process; and so confined it still follows
+// the engine: redis recreated under its name (new container, new address)
+// takes the new connections, then the uncommented redis-2 claims the name.
+func TestDeployLeastPrivilege(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	imgs := deployPrepare(t, ctx)
+	name := eng.Name("deploy-lp-redis")
+	p := deployUp(t, ctx, "deploy/least-privilege.yml", map[string]string{
+		"AMBASSADORD_IMAGE": ambassadorImage,
+		"REDIS_IMAGE":       imgs.redis,
+		"REDIS_NAME":        name,
+		"DOCKER_GID":        deploySocketGID(t),
+	}, "redis-2")
+
+	amb := p.container(t, ctx, "ambassador")
+	deployCheckConfined(t, ctx, amb.ID, true)
+	deployDynamicScenario(t, ctx, p, name)
+}
+
+// TestDeploySocketProxy: deploy/socket-proxy/ runs the same scenario with
+// the ambassador reaching the engine only through haproxy; afterwards the
+// proxy's log shows that not one of the ambassador's requests was refused,
+// and requests beyond the watcher's (writes, and reads of what is inside
+// containers) are refused with 403 while the watcher's are answered.
+func TestDeploySocketProxy(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	imgs := deployPrepare(t, ctx)
+	if imgs.haproxy == "" {
+		deployMissing(t, "haproxy (apt-get install haproxy)")
+	}
+	name := eng.Name("deploy-sp-redis")
+	p := deployUp(t, ctx, "deploy/socket-proxy/docker-compose.yml", map[string]string{
+		"AMBASSADORD_IMAGE": ambassadorImage,
+		"REDIS_IMAGE":       imgs.redis,
+		"HAPROXY_IMAGE":     imgs.haproxy,
+		"REDIS_NAME":        name,
+		"DOCKER_GID":        deploySocketGID(t),
+	}, "redis-2")
+
+	amb := p.container(t, ctx, "ambassador")
+	proxy := p.container(t, ctx, "socket-proxy")
+	deployCheckConfined(t, ctx, amb.ID, false)
+	deployCheckConfined(t, ctx, proxy.ID, true)
+	p.waitLog(t, ctx, amb, `"host":"tcp://socket-proxy:2375"`)
+	deployDynamicScenario(t, ctx, p, name)
+
+	// With dontlog-normal, haproxy logs only what it refused or what
+	// failed: nothing so far, though the ambassador has pinged, listed,
+	// inspected and followed the events all along.
+	stdout, stderr, err := eng.Logs(ctx, proxy.ID)
+	require.NoError(t, err)
+	assert.Empty(t, strings.TrimSpace(stdout+stderr), "the proxy refused or failed some of the ambassador's requests")
+
+	api := "/v" + eng.Client.ClientVersion()
+	redis := p.container(t, ctx, "redis")
+	base := "http://" + netip.AddrPortFrom(proxy.IP, 2375).String()
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodHead, "/_ping", http.StatusOK},
+		{http.MethodGet, "/_ping", http.StatusOK},
+		{http.MethodGet, api + "/containers/json", http.StatusOK},
+		{http.MethodGet, api + "/containers/" + amb.ID + "/json", http.StatusOK},
+		{http.MethodGet, api + "/events?since=" + now + "&until=" + now, http.StatusOK},
+
+		{http.MethodPost, api + "/containers/create", http.StatusForbidden},
+		{http.MethodDelete, api + "/containers/" + redis.ID + "?force=1", http.StatusForbidden},
+		{http.MethodPost, api + "/containers/" + redis.ID + "/exec", http.StatusForbidden},
+		{http.MethodPost, "/_ping", http.StatusForbidden},
+		{http.MethodGet, api + "/containers/" + redis.ID + "/export", http.StatusForbidden},
+		{http.MethodGet, api + "/containers/" + redis.ID + "/archive?path=/", http.StatusForbidden},
+		{http.MethodGet, api + "/containers/" + redis.ID + "/logs?stdout=1", http.StatusForbidden},
+		{http.MethodGet, api + "/containers/x%2F..%2F" + redis.ID + "%2Fexport/json", http.StatusForbidden},
+		{http.MethodGet, api + "/info", http.StatusForbidden},
+		{http.MethodGet, api + "/version", http.StatusForbidden},
+		{http.MethodGet, api + "/images/json", http.StatusForbidden},
+		{http.MethodGet, "/containers/json", http.StatusForbidden}, // unversioned
+	} {
+		assert.Equal(t, tt.want, deployHTTP(t, ctx, tt.method, base+tt.path), "%s %s", tt.method, tt.path)
+	}
+	insp, err := eng.Inspect(ctx, redis.ID)
+	require.NoError(t, err)
+	assert.True(t, insp.State != nil && insp.State.Running, "redis survived the refused DELETE")
+	p.waitLog(t, ctx, proxy, "POST "+api+"/containers/create")
+}
+
+// TestDeployTwoHost: deploy/two-host/ with both "hosts" on this engine. The
+// server side publishes on the default bridge's address (this host's own,
+// invisible from outside) on an ephemeral port; the client side, which
+// knows nothing but that address, gets PONG for its consumer.
+func TestDeployTwoHost(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	imgs := deployPrepare(t, ctx)
+	host := deployBridgeAddr(t, ctx)
+	server := deployUp(t, ctx, "deploy/two-host/server.yml", map[string]string{
+		"AMBASSADORD_IMAGE": ambassadorImage,
+		"REDIS_IMAGE":       imgs.redis,
+		"AMBASSADOR_TARGET": eng.Name("deploy-2h-redis"),
+		"REDIS_PUBLISH":     host.String() + ":", // IP::6379, an ephemeral port
+	})
+	published := strings.TrimSpace(server.compose(t, ctx, "port", "ambassador", "6379"))
+	port, err := netip.ParseAddrPort(published)
+	require.NoError(t, err, "docker-compose port: %q", published)
+	require.Equal(t, host, port.Addr())
+
+	client := deployUp(t, ctx, "deploy/two-host/client.yml", map[string]string{
+		"AMBASSADORD_IMAGE": ambassadorImage,
+		"REDIS_IMAGE":       imgs.redis,
+		"SERVER_HOST":       host.String(),
+		"SERVER_PORT":       strconv.Itoa(int(port.Port())),
+	})
+	amb := client.container(t, ctx, "ambassador")
+	deployCheckConfined(t, ctx, amb.ID, false)
+	client.waitLog(t, ctx, client.container(t, ctx, "consumer"), "PONG")
+	id := deployRunID(t, ctx, server.container(t, ctx, "redis"))
+	deployWaitServed(t, ctx, netip.AddrPortFrom(amb.IP, 6379).String(), id, "the server side's redis")
+}
+
+// deployDynamicScenario runs the follow-by-name scenario on a recipe whose
+// ambassador routes 6379 to the container named name (the redis service)
+// and whose redis-2 claims that name.
+func deployDynamicScenario(t *testing.T, ctx context.Context, p *deployProject, name string) {
+	t.Helper()
+	redis := p.container(t, ctx, "redis")
+	amb := p.container(t, ctx, "ambassador")
+	consumer := p.container(t, ctx, "consumer")
+	require.Equal(t, name, redis.Name)
+	deployNoSharedNetwork(t, consumer, redis)
+	p.waitLog(t, ctx, consumer, "PONG")
+	via := netip.AddrPortFrom(amb.IP, 6379).String()
+	deployWaitServed(t, ctx, via, deployRunID(t, ctx, redis), "redis")
+
+	// Recreated: a new container under the same name, on a new address.
+	p.compose(t, ctx, "up", "-d", "--no-deps", "--force-recreate", "redis")
+	recreated := p.container(t, ctx, "redis")
+	require.NotEqual(t, redis.ID, recreated.ID)
+	t.Logf("redis recreated: %s at %s, was %s at %s", recreated.ID[:12], recreated.IP, redis.ID[:12], redis.IP)
+	assert.NotEqual(t, redis.IP, recreated.IP, "the engine gave the recreated redis the old address")
+	deployWaitServed(t, ctx, via, deployRunID(t, ctx, recreated), "the recreated redis")
+
+	// Claimed: redis-2 carries ambassador.target=<name>.
+	p.compose(t, ctx, "up", "-d", "--no-deps", "redis-2")
+	redis2 := p.container(t, ctx, "redis-2")
+	id2 := deployRunID(t, ctx, redis2)
+	deployWaitServed(t, ctx, via, id2, "redis-2")
+	deployRequireServed(t, ctx, via, id2, "redis-2", 5)
+	assert.Equal(t, id2, deployConsumerRunID(t, ctx, p), "run_id seen through the consumer's path")
+}
+
+// deployImages are the images the recipes run besides the ambassador.
+type deployImages struct {
+	// redis is the redis fixture with DNS enabled: the recipes name
+	// services, which Docker's DNS resolves, and the fixture's own
+	// nsswitch.conf allows /etc/hosts only.
+	redis string
+	// haproxy is Debian's haproxy packed FROM scratch, or "" when this
+	// machine has none.
+	haproxy string
+}
+
+// The deploy tests' images, built by the first test that needs them.
+var (
+	deployMu       sync.Mutex // guards deployBuilt and deployBuildErr
+	deployBuilt    *deployImages
+	deployBuildErr error
+)
+
+// deployPrepare skips (or, when CI requires the engine, fails) the test
+// without docker-compose, and builds the images once for all deploy tests.
+func deployPrepare(t *testing.T, ctx context.Context) deployImages {
+	t.Helper()
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		deployMissing(t, "docker-compose (apt-get install docker-compose)")
+	}
+	if host := eng.Client.DaemonHost(); host != "unix://"+deploySocket {
+		t.Skipf("the engine is at %s; the recipes mount %s", host, deploySocket)
+	}
+	deployMu.Lock()
+	defer deployMu.Unlock()
+	if deployBuilt == nil && deployBuildErr == nil {
+		deployBuilt, deployBuildErr = deployBuildImages(ctx)
+	}
+	require.NoError(t, deployBuildErr)
+	return *deployBuilt
+}
+
+// deployMissing skips the test for want, a missing tool, unless CI
+// requires everything (AMBASSADORD_E2E_REQUIRE_ENGINE=1).
+func deployMissing(t *testing.T, want string) {
+	t.Helper()
+	if os.Getenv(requireEngineEnv) == "1" {
+		t.Fatalf("%s is missing (.ci/setup installs it)", want)
+	}
+	t.Skipf("%s is missing; set %s=1 to fail instead", want, requireEngineEnv)
+}
+
+func deployBuildImages(ctx context.Context) (*deployImages, error) {
+	var imgs deployImages
+	imgs.redis = eng.ImageTag("redis-dns")
+	err := eng.BuildImage(ctx, imgs.redis, []harness.File{
+		{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM " + redisImage + "\nCOPY nsswitch.conf /etc/nsswitch.conf\n")},
+		{Name: "nsswitch.conf", Mode: 0o644, Data: []byte("hosts: files dns\n")},
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	const haproxy = "/usr/sbin/haproxy"
+	if _, err := os.Stat(haproxy); err != nil {
+		return &imgs, nil
+	}
+	files, err := deployRootfs(ctx, haproxy)
+	if err != nil {
+		return nil, err
+	}
+	imgs.haproxy = eng.ImageTag("haproxy")
+	files = append(files, harness.File{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"" + haproxy + "\"]\n")})
+	return &imgs, eng.BuildImage(ctx, imgs.haproxy, files, nil)
+}
+
+// deployRootfs collects bins and the libraries ldd lists for them under
+// rootfs/, at their paths, as the harness does for redis.
+func deployRootfs(ctx context.Context, bins ...string) ([]harness.File, error) {
+	paths := map[string]bool{}
+	for _, bin := range bins {
+		paths[bin] = true
+		out, err := exec.CommandContext(ctx, "ldd", bin).Output()
+		if err != nil {
+			return nil, fmt.Errorf("ldd %s: %w", bin, err)
+		}
+		for line := range strings.Lines(string(out)) {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+				paths[f[2]] = true
+			case len(f) >= 3 && f[1] == "=>":
+				return nil, fmt.Errorf("ldd %s: library %s not found", bin, f[0])
+			case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+				paths[f[0]] = true
+			}
+		}
+	}
+	var files []harness.File
+	for _, p := range slices.Sorted(maps.Keys(paths)) {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("stat %s: %w", p, err)
+		}
+		files = append(files, harness.File{Name: "rootfs" + p, Mode: int64(fi.Mode().Perm()), Data: data})
+	}
+	return files, nil
+}
+
+// deployProject is one recipe brought up as a compose project of its own.
+type deployProject struct {
+	name  string   // -p: unique to the test and the run
+	files []string // -f, in order: the recipe, its uncommented services, the labels
+	env   []string // the environment docker-compose runs with
+}
+
+// deployUp brings up recipe (a path from the repository's root) as a
+// project of its own with the variables vars, and takes it down when the
+// test ends. Each service named in extra is taken from a commented-out
+// block of the recipe ("  #NAME:" and the lines after it), uncommented,
+// and added to the project without being started.
+func deployUp(t *testing.T, ctx context.Context, recipe string, vars map[string]string, extra ...string) *deployProject {
+	t.Helper()
+	root, err := harness.RepoRoot(ctx)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	p := &deployProject{
+		name:  eng.Name(unsafeName.ReplaceAllString(strings.ToLower(t.Name()), "-")),
+		files: []string{filepath.Join(root, recipe)},
+	}
+	// Nothing of the caller's compose settings leaks in.
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ours := vars[k]; !ours && !strings.HasPrefix(k, "COMPOSE_") {
+			p.env = append(p.env, kv)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		p.env = append(p.env, k+"="+vars[k])
+	}
+	if len(extra) > 0 {
+		src, err := os.ReadFile(p.files[0])
+		require.NoError(t, err)
+		var b strings.Builder
+		b.WriteString("version: \"2.4\"\nservices:\n")
+		for _, name := range extra {
+			block, err := deployUncomment(string(src), name)
+			require.NoError(t, err, "%s", recipe)
+			b.WriteString(block)
+		}
+		f := filepath.Join(dir, "uncommented.yml")
+		require.NoError(t, os.WriteFile(f, []byte(b.String()), 0o644))
+		p.files = append(p.files, f)
+	}
+
+	// Label every service and network with the run label.
+	services := strings.Fields(p.compose(t, ctx, "config", "--services"))
+	networks := deploySectionKeys(p.compose(t, ctx, "config"), "networks")
+	require.NotEmpty(t, services)
+	label := fmt.Sprintf("{%q: %q}", eng.Label, eng.Run)
+	var b strings.Builder
+	b.WriteString("version: \"2.4\"\nservices:\n")
+	for _, s := range services {
+		fmt.Fprintf(&b, "  %s:\n    labels: %s\n", s, label)
+	}
+	if len(networks) > 0 {
+		b.WriteString("networks:\n")
+		for _, n := range networks {
+			fmt.Fprintf(&b, "  %s:\n    labels: %s\n", n, label)
+		}
+	}
+	f := filepath.Join(dir, "labels.yml")
+	require.NoError(t, os.WriteFile(f, []byte(b.String()), 0o644))
+	p.files = append(p.files, f)
+
+	t.Cleanup(func() { p.down(t) })
+	start := time.Now()
+	p.compose(t, ctx, append([]string{"up", "-d"}, slices.DeleteFunc(services, func(s string) bool { return slices.Contains(extra, s) })...)...)
+	t.Logf("%s up in %s", recipe, time.Since(start).Round(time.Millisecond))
+	return p
+}
+
+// compose runs docker-compose with the project's name, files and
+// environment, requires success and returns its stdout.
+func (p *deployProject) compose(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	out, err := p.run(ctx, args...)
+	require.NoError(t, err)
+	return out
+}
+
+func (p *deployProject) run(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, deployComposeTimeout)
+	defer cancel()
+	full := []string{"--ansi", "never", "-p", p.name}
+	for _, f := range p.files {
+		full = append(full, "-f", f)
+	}
+	full = append(full, args...)
+	cmd := exec.CommandContext(ctx, "docker-compose", full...)
+	cmd.Env = p.env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("docker-compose %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// down takes the project down, printing its logs first if the test
+// failed, then removes whatever still carries the project's label: compose
+// labels every container and network it creates with it.
+func (p *deployProject) down(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), deployComposeTimeout)
+	defer cancel()
+	if t.Failed() {
+		out, err := p.run(ctx, "logs", "--no-color", "--timestamps")
+		t.Logf("logs of project %s (err %v):\n%s", p.name, err, out)
+	}
+	if _, err := p.run(ctx, "down", "-v", "--remove-orphans", "-t", "1"); err != nil {
+		t.Errorf("take project %s down: %v", p.name, err)
+	}
+	f := make(client.Filters).Add("label", "com.docker.compose.project="+p.name)
+	cs, err := eng.Client.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if assert.NoError(t, err) {
+		for _, c := range cs.Items {
+			t.Errorf("container %v of project %s survived down", c.Names, p.name)
+			assert.NoError(t, eng.Remove(ctx, c.ID))
+		}
+	}
+	ns, err := eng.Client.NetworkList(ctx, client.NetworkListOptions{Filters: f})
+	if assert.NoError(t, err) {
+		for _, n := range ns.Items {
+			t.Errorf("network %s of project %s survived down", n.Name, p.name)
+			assert.NoError(t, eng.RemoveNetwork(ctx, n.ID))
+		}
+	}
+}
+
+// container returns the running container of a service, with its
+// addresses; IP is the one on the first of its networks by name.
+func (p *deployProject) container(t *testing.T, ctx context.Context, service string) *harness.Container {
+	t.Helper()
+	id := strings.TrimSpace(p.compose(t, ctx, "ps", "-q", service))
+	require.NotEmpty(t, id, "service %s has no container", service)
+	insp, err := eng.Inspect(ctx, id)
+	require.NoError(t, err)
+	require.True(t, insp.State != nil && insp.State.Running, "service %s is not running", service)
+	c := &harness.Container{ID: insp.ID, Name: strings.TrimPrefix(insp.Name, "/"), IPs: map[string]netip.Addr{}}
+	assert.Equal(t, eng.Run, insp.Config.Labels[eng.Label], "service %s carries the run label", service)
+	for n, ep := range insp.NetworkSettings.Networks {
+		if ep != nil {
+			c.IPs[n] = ep.IPAddress
+		}
+	}
+	if names := slices.Sorted(maps.Keys(c.IPs)); len(names) > 0 {
+		c.IP = c.IPs[names[0]]
+	}
+	return c
+}
+
+// waitLog waits for a container of the project to log substr.
+func (p *deployProject) waitLog(t *testing.T, ctx context.Context, c *harness.Container, substr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	require.NoError(t, eng.WaitLog(ctx, c.ID, substr))
+}
+
+// deployUncomment returns the commented-out service name of a compose
+// file, uncommented: the line "  #name:" and the "  #  ..." lines after it.
+func deployUncomment(src, name string) (string, error) {
+	var b strings.Builder
+	in := false
+	for line := range strings.Lines(src) {
+		switch {
+		case strings.TrimRight(line, "\n") == "  #"+name+":":
+			in = true
+		case in && strings.HasPrefix(line, "  #  "):
+		default:
+			if in {
+				return b.String(), nil
+			}
+			continue
+		}
+		b.WriteString("  " + strings.TrimPrefix(line, "  #"))
+	}
+	if !in {
+		return "", fmt.Errorf("no commented-out service %q", name)
+	}
+	return b.String(), nil
+}
+
+// deploySectionKeys returns the keys of a top-level section in the YAML
+// that `docker-compose config` prints (two-space indents).
+func deploySectionKeys(yaml, section string) []string {
+	var keys []string
+	in := false
+	key := regexp.MustCompile(`^  ([A-Za-z0-9_.-]+):`)
+	for line := range strings.Lines(yaml) {
+		switch {
+		case strings.TrimRight(line, "\n") == section+":":
+			in = true
+		case line != "" && line[0] != ' ' && line[0] != '\n':
+			in = false
+		case in:
+			if m := key.FindStringSubmatch(line); m != nil {
+				keys = append(keys, m[1])
+			}
+		}
+	}
+	return keys
+}
+
+// deploySocketGID returns the group of the engine's socket, for DOCKER_GID.
+func deploySocketGID(t *testing.T) string {
+	t.Helper()
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(deploySocket, &st), "stat the docker socket")
+	return strconv.FormatUint(uint64(st.Gid), 10)
+}
+
+// deployBridgeAddr returns this host's address on the default bridge.
+func deployBridgeAddr(t *testing.T, ctx context.Context) netip.Addr {
+	t.Helper()
+	res, err := eng.Client.NetworkInspect(ctx, "bridge", client.NetworkInspectOptions{})
+	require.NoError(t, err)
+	for _, c := range res.Network.IPAM.Config {
+		if c.Gateway.Is4() {
+			return c.Gateway
+		}
+	}
+	// 20.10 leaves the gateway out of the IPAM config: ask the interface.
+	ifname := res.Network.Options["com.docker.network.bridge.name"]
+	iface, err := net.InterfaceByName(ifname)
+	require.NoError(t, err, "default bridge interface %q", ifname)
+	addrs, err := iface.Addrs()
+	require.NoError(t, err)
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+			return p.Addr()
+		}
+	}
+	t.Fatalf("default bridge %s has no IPv4 address", ifname)
+	return netip.Addr{}
+}
+
+// deployCheckConfined checks, on the container's configuration and on its
+// main process as the kernel sees it, that it runs as nobody without
+// capabilities, without privilege gain, on a read-only root; with socket,
+// that the Docker socket is mounted and its group added, else that it is
+// not mounted at all.
+func deployCheckConfined(t *testing.T, ctx context.Context, id string, socket bool) {
+	t.Helper()
+	insp, err := eng.Inspect(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, deployNobody, insp.Config.User)
+	hc := insp.HostConfig
+	assert.True(t, hc.ReadonlyRootfs, "read-only root")
+	assert.Equal(t, []string{"ALL"}, []string(hc.CapDrop))
+	assert.Contains(t, hc.SecurityOpt, "no-new-privileges:true")
+	mounted := false
+	for _, m := range insp.Mounts {
+		mounted = mounted || m.Destination == deploySocket
+	}
+	assert.Equal(t, socket, mounted, "docker socket mounted")
+	if socket {
+		assert.Equal(t, []string{deploySocketGID(t)}, hc.GroupAdd)
+	}
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", insp.State.Pid))
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+		t.Logf("cannot read the process's status (%v); checked the configuration only", err)
+		return
+	}
+	require.NoError(t, err)
+	fields := map[string]string{}
+	for line := range strings.Lines(string(status)) {
+		k, v, _ := strings.Cut(line, ":")
+		fields[k] = strings.Join(strings.Fields(v), " ")
+	}
+	assert.Equal(t, "65534 65534 65534 65534", fields["Uid"])
+	assert.Equal(t, "65534 65534 65534 65534", fields["Gid"])
+	for _, c := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		assert.Equal(t, "0000000000000000", fields[c], c)
+	}
+	assert.Equal(t, "1", fields["NoNewPrivs"])
+}
+
+// deployNoSharedNetwork requires that a and b share no network: a reaches
+// b only through the ambassador.
+func deployNoSharedNetwork(t *testing.T, a, b *harness.Container) {
+	t.Helper()
+	for n := range a.IPs {
+		_, shared := b.IPs[n]
+		require.False(t, shared, "%s and %s share network %s", a.Name, b.Name, n)
+	}
+}
+
+// deployRunID returns the run_id of the redis server in c, asked directly.
+func deployRunID(t *testing.T, ctx context.Context, c *harness.Container) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var id string
+	require.NoError(t, harness.Poll(ctx, func(ctx context.Context) error {
+		var err error
+		id, err = deployAskRunID(ctx, netip.AddrPortFrom(c.IP, 6379).String())
+		return err
+	}), "run_id of %s", c.Name)
+	return id
+}
+
+var deployRunIDLine = regexp.MustCompile(`(?m)^run_id:([0-9a-f]+)\r?$`)
+
+// deployAskRunID opens a new connection to addr and returns the run_id of
+// the redis server that answers INFO server on it.
+func deployAskRunID(ctx context.Context, addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rc, err := dialRESP(ctx, addr)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	info, err := rc.do("INFO", "server")
+	if err != nil {
+		return "", err
+	}
+	m := deployRunIDLine.FindStringSubmatch(info)
+	if m == nil {
+		return "", harness.Permanent(fmt.Errorf("no run_id in INFO server: %q", info))
+	}
+	return m[1], nil
+}
+
+// deployWaitServed waits until a new connection to addr reaches the redis
+// server whose run_id is want.
+func deployWaitServed(t *testing.T, ctx context.Context, addr, want, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, harness.Poll(ctx, func(ctx context.Context) error {
+		got, err := deployAskRunID(ctx, addr)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("served by run_id %s", got)
+		}
+		return nil
+	}), "wait for new connections to %s to reach %s (run_id %s)", addr, what, want)
+	t.Logf("new connections to %s reach %s after %s", addr, what, time.Since(start).Round(time.Millisecond))
+}
+
+// deployRequireServed requires that n new connections in a row to addr
+// all reach the redis server whose run_id is want.
+func deployRequireServed(t *testing.T, ctx context.Context, addr, want, what string, n int) {
+	t.Helper()
+	for i := range n {
+		got, err := deployAskRunID(ctx, addr)
+		require.NoError(t, err)
+		require.Equal(t, want, got, "connection %d of %d reaches %s", i+1, n, what)
+	}
+}
+
+// deployConsumerRunID runs `redis-cli -h redis info server` in a one-off
+// consumer of the project (`docker-compose run --rm`), which reaches redis
+// only through the ambassador, and returns the run_id it printed.
+func deployConsumerRunID(t *testing.T, ctx context.Context, p *deployProject) string {
+	t.Helper()
+	out := p.compose(t, ctx, "run", "--rm", "--no-deps", "consumer", "info", "server")
+	m := deployRunIDLine.FindStringSubmatch(out)
+	require.NotNil(t, m, "no run_id in the consumer's output:\n%s", out)
+	return m[1]
+}
+
+// deployHTTP makes one request and returns its status code.
+func deployHTTP(t *testing.T, ctx context.Context, method, url string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err, "%s %s", method, url)
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode
+}
