@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/moby/moby/client"
 )
@@ -74,9 +75,10 @@ func SocketPath(host string) string {
 	return path
 }
 
-// Explain turns the two connection errors users hit most when running the
+// Explain turns the connection errors users hit most when running the
 // ambassador in a container into errors that say how to fix them: permission
-// denied on the Docker socket, and no socket at all. host is the engine's
+// denied on the Docker socket, no socket at all, and a socket that refuses
+// connections (the engine is down, or a stale bind mount after it restarted). host is the engine's
 // address ("unix:///var/run/docker.sock"); empty means DOCKER_HOST, or the
 // default socket. Other errors, and errors for non-unix hosts, are returned
 // unchanged. The explained error wraps err, so errors.Is still sees the
@@ -116,8 +118,28 @@ func Explain(err error, host string) error {
 			msg: fmt.Sprintf("no Docker socket at %s: mount it with -v /var/run/docker.sock:%s", sock, sock),
 			err: err,
 		}
+	case errors.Is(err, syscall.ECONNREFUSED) || connFailed && isSocket(sock):
+		// The file is there and nothing listens on it (the client says
+		// only "Cannot connect"). A bind mount of the
+		// socket file pins the file the engine had when the container
+		// started: once the engine restarts and makes a new one, the mount
+		// still shows the old, dead one.
+		return &explainedError{
+			msg: fmt.Sprintf("the Docker socket at %s refuses connections: the engine is down, or it restarted "+
+				"and this container's bind mount still shows the old socket file (a mounted file does not follow "+
+				"the new one). Mount the socket's directory instead (-v /var/run:/var/run/docker-host "+
+				"-e AMBASSADORD_DOCKER_HOST=unix:///var/run/docker-host/docker.sock), or reach the engine "+
+				"through a socket proxy (deploy/socket-proxy)", sock),
+			err: err,
+		}
 	}
 	return err
+}
+
+// isSocket reports whether path is a unix socket file.
+func isSocket(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().Type() == os.ModeSocket
 }
 
 // explainedError replaces a connection error's message with advice, and
