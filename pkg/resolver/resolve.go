@@ -344,6 +344,11 @@ func (r *resolution) route(p *pending) Route {
 	return rt
 }
 
+// unknownTargetFix says how to give a target a backend.
+func unknownTargetFix(name string) string {
+	return fmt.Sprintf("run a container named %s, or label one %s=%s", name, LabelTarget, name)
+}
+
 // unusableFallback says why, while the engine is watched, a target
 // route's fallback must not be used, or returns "" for a fallback that may.
 //
@@ -511,9 +516,9 @@ func (r *resolution) elect(name string) *election {
 	case len(why) > 0:
 		e.noBackend = fmt.Sprintf("no usable container for %s (%s)", name, strings.Join(why, "; "))
 	case len(e.candidates) > 0:
-		e.noBackend = fmt.Sprintf("no container claims or is named %s, other than the ambassador itself", name)
+		e.noBackend = fmt.Sprintf("no container claims or is named %s, other than the ambassador itself (%s)", name, unknownTargetFix(name))
 	default:
-		e.noBackend = fmt.Sprintf("no container claims or is named %s", name)
+		e.noBackend = fmt.Sprintf("no container claims or is named %s (%s)", name, unknownTargetFix(name))
 	}
 	return e
 }

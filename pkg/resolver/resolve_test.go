@@ -141,7 +141,7 @@ func TestResolveTarget(t *testing.T) {
 			name:       "no container, no fallback",
 			noFallback: true,
 			backends:   nil,
-			noBackend:  "no container claims or is named redis",
+			noBackend:  "no container claims or is named redis (run a container named redis, or label one ambassador.target=redis)",
 		},
 		{
 			name:       "named, no healthcheck",
@@ -339,7 +339,7 @@ func TestResolveTarget(t *testing.T) {
 			}(),
 			noFallback: true,
 			candidates: []Candidate{skipped("redis", "the ambassador itself")},
-			noBackend:  "no container claims or is named redis, other than the ambassador itself",
+			noBackend:  "no container claims or is named redis, other than the ambassador itself (run a container named redis, or label one ambassador.target=redis)",
 		},
 		{
 			name: "ambassador.port overrides the port of a claimer",
@@ -637,7 +637,7 @@ func TestResolveSources(t *testing.T) {
 			snap: snapshot(amb(redisLinked)),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP", Target: "redis", Port: 6379,
-				NoBackend: "no container claims or is named redis; " +
+				NoBackend: "no container claims or is named redis (run a container named redis, or label one ambassador.target=redis); " +
 					"fallback 172.17.0.9:6379 not used: it was the target's address, and Docker reuses addresses",
 			}},
 		},
@@ -657,7 +657,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb()),
 			want: []Route{{
 				Name: "7000", Listen: 7000, Source: `--route "7000:redis:6379"`, Target: "redis", Port: 6379,
-				NoBackend: "no container claims or is named redis; " +
+				NoBackend: "no container claims or is named redis (run a container named redis, or label one ambassador.target=redis); " +
 					"fallback redis:6379 not used: a container name is resolved from the engine, not by DNS",
 			}},
 		},
@@ -802,7 +802,7 @@ func TestResolveSources(t *testing.T) {
 			want: []Route{{
 				Name: "80", Listen: 80, Source: "label ambassador.target=web", Target: "web", Port: 80,
 				Candidates: []Candidate{skipped("amb", "the ambassador itself")},
-				NoBackend:  "no container claims or is named web, other than the ambassador itself",
+				NoBackend:  "no container claims or is named web, other than the ambassador itself (run a container named web, or label one ambassador.target=web)",
 			}},
 		},
 		{
