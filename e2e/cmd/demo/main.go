@@ -1,27 +1,34 @@
-// Command demo shows ambassadord doing the job of Docker's classic socat
-// ambassador on the local engine: it builds the images, starts a real
+// Command demo shows ambassadord on the local engine. First the job of
+// Docker's classic socat ambassador: it builds the images, starts a real
 // redis, an ambassador linked to it and consumer containers that reach
-// redis only through the ambassador, and prints each equivalent docker
-// command with its output. Everything it creates is labelled
+// redis only through the ambassador. Then the dynamic ambassador: a
+// consumer keeps asking which redis answers while a second redis claims
+// the target by label and the rewire command moves the route by hand. It
+// prints each equivalent docker command with its output. Everything it creates is labelled
 // ambassadord.demo=<run> and removed on exit, Ctrl-C included.
 //
 // Run it with `make demo` (go run ./e2e/cmd/demo).
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/pkg/resolver"
 )
 
-// runTimeout bounds the whole demo; it normally takes about 15 s.
+// runTimeout bounds the whole demo; it normally takes about 30 s.
 const runTimeout = 2 * time.Minute
 
 // staleAfter: demo resources older than this are leftovers of a demo that
@@ -153,7 +160,186 @@ func (d *demo) show(ctx context.Context) error {
 		}
 		fmt.Printf("%s\n", strings.TrimSpace(out))
 	}
-	step("done: the consumer only ever named \"redis\"; moving redis means restarting the ambassador alone")
+	step("the classic image stopped here: moving redis meant recreating the ambassador. Now the dynamic form")
+	return d.rewire(ctx)
+}
+
+// rewire shows the dynamic ambassador: with the engine's socket it follows
+// the containers that claim a target, and the rewire command moves a route
+// by hand, while a consumer keeps asking which server answers.
+func (d *demo) rewire(ctx context.Context) error {
+	socket, ok := strings.CutPrefix(d.eng.Client.DaemonHost(), "unix://")
+	if !ok {
+		step("skipping the dynamic part: the engine is at %s, not on a unix socket an ambassador could mount", d.eng.Client.DaemonHost())
+		return nil
+	}
+	// Claims are engine-wide: a target name of this run's own.
+	target := d.eng.Name("cache")
+
+	step("4. redis-a claims the target %s with a label", target)
+	a, err := d.startRedis(ctx, "redis-a", map[string]string{resolver.LabelTarget: target})
+	if err != nil {
+		return err
+	}
+
+	step("5. a dynamic ambassador: the socket mounted, the target and port as labels")
+	amb, err := d.start(ctx, harness.Spec{
+		Name:   "cache-ambassador",
+		Image:  d.ambassadorImage,
+		Binds:  []string{socket + ":/var/run/docker.sock"},
+		Labels: map[string]string{resolver.LabelTarget: target, resolver.LabelPorts: "6379"},
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.eng.WaitHealthy(ctx, amb.ID); err != nil {
+		return err
+	}
+	if err := d.exec(ctx, amb, "status"); err != nil {
+		return err
+	}
+
+	step("6. a consumer asks which redis answers (CONFIG GET dbfilename) on a new connection every %s, all along", consumerEvery)
+	cctx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	served := d.consume(cctx, amb.IP.String()+":6379")
+	if err := waitServed(ctx, served, "redis-a"); err != nil {
+		return err
+	}
+
+	step("7. redis-b claims the target too, with a higher priority: new connections move to it at once")
+	if _, err := d.startRedis(ctx, "redis-b", map[string]string{resolver.LabelTarget: target, resolver.LabelPriority: "10"}); err != nil {
+		return err
+	}
+	if err := waitServed(ctx, served, "redis-b"); err != nil {
+		return err
+	}
+
+	step("8. rewire by hand, no container changed: route 6379 to redis-a")
+	if err := d.exec(ctx, amb, "rewire", "6379", a.Name); err != nil {
+		return err
+	}
+	if err := waitServed(ctx, served, "redis-a"); err != nil {
+		return err
+	}
+	if err := d.exec(ctx, amb, "status"); err != nil {
+		return err
+	}
+
+	step("9. back to what the labels say")
+	if err := d.exec(ctx, amb, "rewire", "--reset", "6379"); err != nil {
+		return err
+	}
+	if err := waitServed(ctx, served, "redis-b"); err != nil {
+		return err
+	}
+	stopConsumer()
+	step("done: the consumer only ever named the ambassador; nothing was restarted to rewire it")
+	return nil
+}
+
+// consumerEvery is the consumer's pace.
+const consumerEvery = 300 * time.Millisecond
+
+// startRedis starts a redis server that tells its name: its dbfilename is
+// <name>.rdb, which CONFIG GET returns to any client.
+func (d *demo) startRedis(ctx context.Context, name string, labels map[string]string) (*harness.Container, error) {
+	c, err := d.start(ctx, harness.Spec{Name: name, Image: d.redisImage, Labels: labels, Cmd: []string{"--dbfilename", name + ".rdb"}})
+	if err != nil {
+		return nil, err
+	}
+	return c, harness.WaitTCP(ctx, c.IP.String()+":6379")
+}
+
+// consume asks addr which redis answers, on a new connection every
+// consumerEvery, until ctx ends; it prints every answer and sends it on the
+// returned channel, dropping answers nobody waits for.
+func (d *demo) consume(ctx context.Context, addr string) <-chan string {
+	served := make(chan string, 1)
+	go func() {
+		t := time.NewTicker(consumerEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			name, err := whoami(ctx, addr)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				fmt.Printf("   consumer: %v\n", err)
+				continue
+			}
+			fmt.Printf("   consumer: answered by %s\n", name)
+			select {
+			case served <- name:
+			default:
+			}
+		}
+	}()
+	return served
+}
+
+// waitServed waits until the consumer is answered by name, and a little
+// longer, so that the output shows it settled.
+func waitServed(ctx context.Context, served <-chan string, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for n := 0; n < 3; {
+		select {
+		case got := <-served:
+			if got == name {
+				n++
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("the consumer was not answered by %s: %w", name, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// whoami asks the redis at addr for its dbfilename (see startRedis), on a
+// connection of its own, and returns the name in it.
+func whoami(ctx context.Context, addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var dialer net.Dialer
+	c, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	if _, err := io.WriteString(c, "*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$10\r\ndbfilename\r\n"); err != nil {
+		return "", err
+	}
+	// *2, $10, dbfilename, $N, <name>.rdb
+	r := bufio.NewReader(c)
+	var line string
+	for range 5 {
+		if line, err = r.ReadString('\n'); err != nil {
+			return "", fmt.Errorf("read reply: %w", err)
+		}
+	}
+	return strings.TrimSuffix(strings.TrimSpace(line), ".rdb"), nil
+}
+
+// exec runs the ambassador's own CLI in its container, as a person would
+// with docker exec, and prints the command and its output.
+func (d *demo) exec(ctx context.Context, amb *harness.Container, args ...string) error {
+	argv := append([]string{"exec", amb.Name, "/ambassadord"}, args...)
+	cmd("docker %s", strings.Join(argv, " "))
+	out, err := exec.CommandContext(ctx, "docker", argv...).CombinedOutput()
+	for line := range strings.Lines(string(out)) {
+		fmt.Printf("   %s", line)
+	}
+	if err != nil {
+		return fmt.Errorf("docker %s: %w", strings.Join(argv, " "), err)
+	}
 	return nil
 }
 
