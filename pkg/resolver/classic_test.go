@@ -180,7 +180,7 @@ func TestParseClassicEnvErrors(t *testing.T) {
 		{
 			"duplicate listen port",
 			[]string{"A_PORT_6379_TCP=tcp://10.0.0.1:6379", "B_PORT_6379_TCP=tcp://10.0.0.2:6379"},
-			[]string{"listen port 6379 is claimed twice: env A_PORT_6379_TCP and env B_PORT_6379_TCP"},
+			[]string{"listen port 6379 is claimed twice: env A_PORT_6379_TCP and env B_PORT_6379_TCP (keep one of them, or give one another listen port)"},
 			nil,
 		},
 		{

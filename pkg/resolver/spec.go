@@ -130,7 +130,7 @@ func ParseRouteList(s string) ([]Spec, error) {
 			continue
 		}
 		if first, ok := seen[spec.Listen]; ok {
-			errs = append(errs, fmt.Errorf("parse %s: listen port %d is claimed twice: %q and %q", routeListSource, spec.Listen, first, item))
+			errs = append(errs, fmt.Errorf("parse %s: listen port %d is claimed twice: %q and %q (%s)", routeListSource, spec.Listen, first, item, conflictFix))
 			continue
 		}
 		seen[spec.Listen] = item
@@ -142,6 +142,9 @@ func ParseRouteList(s string) ([]Spec, error) {
 	}
 	return specs, nil
 }
+
+// conflictFix ends the error of two routes on one listen port.
+const conflictFix = "keep one of them, or give one another listen port"
 
 // Merge concatenates spec lists and returns them sorted by Listen. Two specs
 // with the same Listen port are an error naming the port and both sources,
@@ -166,7 +169,7 @@ func Merge(lists ...[]Spec) ([]Spec, error) {
 		for first > 0 && all[first-1].Listen == all[i].Listen {
 			first--
 		}
-		errs = append(errs, fmt.Errorf("listen port %d is claimed twice: %s and %s", all[i].Listen, all[first].Source, all[i].Source))
+		errs = append(errs, fmt.Errorf("listen port %d is claimed twice: %s and %s (%s)", all[i].Listen, all[first].Source, all[i].Source, conflictFix))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -169,7 +169,7 @@ func TestParseRouteListErrors(t *testing.T) {
 	}{
 		{"bad item", "6379:redis 80:x:0", []string{`parse AMBASSADORD_ROUTES: route "80:x:0": backend "x:0": port "0": out of range`}},
 		{"all bad items reported", "a:b;6379:redis;80", []string{`route "a:b"`, `route "80": missing backend`}},
-		{"duplicate", "6379:a 6379:b", []string{`parse AMBASSADORD_ROUTES: listen port 6379 is claimed twice: "6379:a" and "6379:b"`}},
+		{"duplicate", "6379:a 6379:b", []string{`parse AMBASSADORD_ROUTES: listen port 6379 is claimed twice: "6379:a" and "6379:b" (keep one of them, or give one another listen port)`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,19 +225,19 @@ func TestMergeConflicts(t *testing.T) {
 		{
 			"env and flag",
 			[][]Spec{{env}, {other, flag}},
-			[]string{`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and --route "6379:x:1"`},
+			[]string{`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and --route "6379:x:1" (keep one of them, or give one another listen port)`},
 		},
 		{
 			"within one list",
 			[][]Spec{{flag, other, env}},
-			[]string{`listen port 6379 is claimed twice: --route "6379:x:1" and env REDIS_PORT_6379_TCP`},
+			[]string{`listen port 6379 is claimed twice: --route "6379:x:1" and env REDIS_PORT_6379_TCP (keep one of them, or give one another listen port)`},
 		},
 		{
 			"three claimants each named against the first",
 			[][]Spec{{env}, {flag}, {list}},
 			[]string{
-				`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and --route "6379:x:1"`,
-				`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and AMBASSADORD_ROUTES`,
+				`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and --route "6379:x:1" (keep one of them, or give one another listen port)`,
+				`listen port 6379 is claimed twice: env REDIS_PORT_6379_TCP and AMBASSADORD_ROUTES (keep one of them, or give one another listen port)`,
 			},
 		},
 	}
