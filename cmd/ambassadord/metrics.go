@@ -62,6 +62,9 @@ var (
 	metricBackends = metricDef{name: "ambassadord_backends", kind: "gauge",
 		labels: []string{"route"},
 		help:   "Backends in the route's current set."}
+	metricOverride = metricDef{name: "ambassadord_route_override", kind: "gauge",
+		labels: []string{"route", "target"},
+		help:   "1 while the route is rewired by hand (ambassadord rewire) to target, a target name or HOST:PORT; no series when it is not."}
 
 	// The Docker engine, reported by the run loop from the watcher's updates.
 	metricDockerConnected = metricDef{name: "ambassadord_docker_connected", kind: "gauge",
@@ -75,7 +78,7 @@ var (
 	metricDockerDrift = metricDef{name: "ambassadord_docker_resync_drift_total", kind: "counter",
 		help: "Periodic resyncs that found changes the events had not delivered (an upper bound: an event racing a resync counts too)."}
 	metricEventToApplied = metricDef{name: "ambassadord_event_to_applied_seconds", kind: "histogram",
-		help:    "Time from a Docker event to the routes it changed being applied.",
+		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
 		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
 
 	metricBuildInfo = metricDef{name: "ambassadord_build_info", kind: "gauge",
@@ -86,7 +89,7 @@ var (
 // metricDefs is every ambassadord metric, in the order of the reference.
 var metricDefs = []metricDef{
 	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricConnDuration,
-	metricRewires, metricBackends,
+	metricRewires, metricBackends, metricOverride,
 	metricDockerConnected, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricEventToApplied,
 	metricBuildInfo,
@@ -150,6 +153,7 @@ type metrics struct {
 	connDuration   *prometheus.HistogramVec
 	rewires        *prometheus.CounterVec
 	backends       *prometheus.GaugeVec
+	overrides      *prometheus.GaugeVec
 	dockerUp       prometheus.Gauge
 	reconnects     prometheus.Counter
 	events         prometheus.Counter
@@ -196,6 +200,7 @@ func newMetrics(version, commit string) *metrics {
 		connDuration:   metricConnDuration.histogramVec(),
 		rewires:        metricRewires.counterVec(),
 		backends:       metricBackends.gaugeVec(),
+		overrides:      metricOverride.gaugeVec(),
 		dockerUp:       metricDockerConnected.gauge(),
 		reconnects:     metricDockerReconnects.counter(),
 		events:         metricDockerEvents.counter(),
@@ -211,7 +216,7 @@ func newMetrics(version, commit string) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.connDuration,
-		m.rewires, m.backends,
+		m.rewires, m.backends, m.overrides,
 		m.dockerUp, m.reconnects, m.events, m.resyncs, m.drift, m.eventToApplied,
 	)
 	return m
@@ -298,6 +303,18 @@ func (m *metrics) backendSet(route string, backends []proxy.Backend) {
 	}
 }
 
+// overridden records the route's rewire by hand: target is what it was
+// rewired to (resolver.Route.Override), "" when it is not.
+func (m *metrics) overridden(route, target string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.routeLocked(route)
+	m.overrides.DeletePartialMatch(prometheus.Labels{"route": route})
+	if target != "" {
+		m.overrides.WithLabelValues(route, target).Set(1)
+	}
+}
+
 // routeRemoved deletes every series of the route. The connections it is
 // still draining are no longer counted.
 func (m *metrics) routeRemoved(route string) {
@@ -318,6 +335,7 @@ func (m *metrics) routeRemoved(route string) {
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
 	m.backends.DeletePartialMatch(labels)
+	m.overrides.DeletePartialMatch(labels)
 }
 
 // dockerState records whether the engine is reachable (Update.Connected).

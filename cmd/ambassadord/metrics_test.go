@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -320,6 +321,37 @@ func TestMetricsRouteRemoved(t *testing.T) {
 	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_rewires_total", seriesLabels{"route": "80"}))
 }
 
+func TestMetricsOverride(t *testing.T) {
+	m := newMetrics("dev", "")
+	overrides := func() map[string]string {
+		out := map[string]string{}
+		for _, s := range scrapeMetrics(t, m)["ambassadord_route_override"].GetMetric() {
+			l := map[string]string{}
+			for _, p := range s.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			assert.Equal(t, 1.0, s.GetGauge().GetValue())
+			out[l["route"]] = l["target"]
+		}
+		return out
+	}
+	m.overridden("80", "")
+	m.overridden("81", "")
+	assert.Empty(t, overrides(), "no series without a rewire")
+
+	m.overridden("80", "web2")
+	m.overridden("81", "10.0.0.9:81")
+	assert.Equal(t, map[string]string{"80": "web2", "81": "10.0.0.9:81"}, overrides())
+
+	// Another rewire replaces the series; a reset or the route's removal
+	// deletes it.
+	m.overridden("80", "web3")
+	assert.Equal(t, map[string]string{"80": "web3", "81": "10.0.0.9:81"}, overrides())
+	m.overridden("80", "")
+	m.routeRemoved("81")
+	assert.Empty(t, overrides())
+}
+
 func TestMetricsDocker(t *testing.T) {
 	m := newMetrics("dev", "")
 	f := scrapeMetrics(t, m)
@@ -375,6 +407,7 @@ func TestMetricsReference(t *testing.T) {
 	b := proxy.Backend{Addr: "10.0.0.2:80"}
 	m.backendSet("80", []proxy.Backend{b})
 	m.rewired("80")
+	m.overridden("80", "10.0.0.9:80")
 	o := m.observer("80")
 	o.ConnOpened(b)
 	o.ConnClosed(b, 1, 1, time.Millisecond)
@@ -448,4 +481,22 @@ func TestMetricsConcurrentUse(t *testing.T) {
 	for _, s := range scrapeMetrics(t, m)["ambassadord_connections_active"].GetMetric() {
 		assert.Equal(t, 0.0, s.GetGauge().GetValue())
 	}
+}
+
+// TestREADMEDocumentsEveryMetric keeps the README's metrics reference in
+// step with the code: the table of its Metrics section is exactly what
+// metricsReference renders (paste that output to update it).
+func TestREADMEDocumentsEveryMetric(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(b), "\n## Metrics\n")
+	require.True(t, ok, "README has no \"## Metrics\" section")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var table strings.Builder
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "|") {
+			table.WriteString(line + "\n")
+		}
+	}
+	assert.Equal(t, metricsReference(), table.String())
 }
