@@ -40,10 +40,10 @@ type admin struct {
 	wg      sync.WaitGroup
 }
 
-// startAdmin opens the admin listeners. A listener that cannot be opened
-// stops start-up: the operator asked for it.
-func startAdmin(ctx context.Context, cfg *config, log *zap.Logger, d *dynamic) (*admin, error) {
-	a := &admin{log: log, d: d}
+// startAdmin opens the admin listeners, which serve metrics on /metrics. A
+// listener that cannot be opened stops start-up: the operator asked for it.
+func startAdmin(ctx context.Context, cfg *config, log *zap.Logger, d *dynamic, metrics http.Handler) (*admin, error) {
+	a := &admin{log: log, d: d, metrics: metrics}
 	if cfg.adminAddress != "" {
 		ln, err := net.Listen("tcp", cfg.adminAddress)
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"testing"
@@ -52,9 +53,10 @@ func TestDynamicRewire(t *testing.T) {
 	require.NoError(t, err)
 	specs, _, err := cfg.specs(nil)
 	require.NoError(t, err)
-	table := newRouteTable(cfg, zaptest.NewLogger(t))
+	m := newMetrics("dev", "")
+	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
 	t.Cleanup(table.shutdown)
-	d := newDynamic(cfg, zaptest.NewLogger(t), table, specs, true)
+	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true)
 	addr := "127.0.0.1:" + strconv.Itoa(listen)
 	ctx := context.Background()
 
@@ -81,6 +83,14 @@ func TestDynamicRewire(t *testing.T) {
 	defer c.Close()
 	backendSide := <-held
 	defer backendSide.Close()
+	// A byte from the holder proves the proxy has established the
+	// connection: until it has, forgetting the holder retries the connect
+	// on the fallback, which is right but not what this checks.
+	_, err = backendSide.Write([]byte("h"))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = io.ReadFull(c, make([]byte, 1))
+	require.NoError(t, err)
 
 	d.update(ctx, watcher.Update{Connected: true, Gone: []string{holder.ID},
 		Snapshot: &resolver.Snapshot{Containers: []resolver.Container{loopbackContainer("redis2", portOf2(t, newAddr), claim)}}})

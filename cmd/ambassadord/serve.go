@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -36,9 +37,10 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 		return err
 	}
 
-	table := newRouteTable(cfg, log)
+	m := newMetrics(version, buildCommit())
+	table := newRouteTable(cfg, log, m)
 	defer table.shutdown()
-	d := newDynamic(cfg, log, table, specs, follow)
+	d := newDynamic(cfg, log, table, m, specs, follow)
 	for _, o := range saved {
 		d.overrides[o.Key] = o
 		log.Info("rewire restored from the state file", zap.String("route", o.Key), zap.String("target", o.Target))
@@ -54,7 +56,7 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 	}
 	log.Debug("listen backlog", zap.Int("somaxconn", proxy.Backlog()))
 
-	adm, err := startAdmin(ctx, cfg, log.Named("admin"), d)
+	adm, err := startAdmin(ctx, cfg, log.Named("admin"), d, m.Handler())
 	if err != nil {
 		return err
 	}
@@ -109,10 +111,11 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 // the admin endpoint reads the status it publishes and sends rewire
 // requests through requests.
 type dynamic struct {
-	cfg   *config
-	log   *zap.Logger
-	table *routeTable
-	specs []resolver.Spec
+	cfg     *config
+	log     *zap.Logger
+	table   *routeTable
+	metrics *metrics
+	specs   []resolver.Spec
 
 	snap      *resolver.Snapshot  // nil until the engine answered
 	routes    []resolver.Route    // as last resolved
@@ -125,9 +128,9 @@ type dynamic struct {
 	requests chan rewireRequest
 }
 
-func newDynamic(cfg *config, log *zap.Logger, table *routeTable, specs []resolver.Spec, follow bool) *dynamic {
+func newDynamic(cfg *config, log *zap.Logger, table *routeTable, m *metrics, specs []resolver.Spec, follow bool) *dynamic {
 	return &dynamic{
-		cfg: cfg, log: log, table: table, specs: specs,
+		cfg: cfg, log: log, table: table, metrics: m, specs: specs,
 		overrides: map[string]override{},
 		docker:    dockerStatus{Following: follow, Synced: !follow},
 		requests:  make(chan rewireRequest),
@@ -142,6 +145,8 @@ func (d *dynamic) update(ctx context.Context, u watcher.Update) {
 		d.table.forget(u.Gone)
 	}
 	d.docker = dockerStatusOf(u, d.docker)
+	d.metrics.dockerState(u.Connected)
+	d.metrics.watcherStats(u.Stats)
 	if u.Snapshot == nil {
 		// The engine has never answered (the watcher logs why): keep
 		// serving the routes that need no engine.
@@ -154,6 +159,9 @@ func (d *dynamic) update(ctx context.Context, u watcher.Update) {
 		d.log.Error("cannot serve route", errorField(err))
 	}
 	d.table.pruneFallbacks(usable(u.Snapshot))
+	if !u.EventTime.IsZero() {
+		d.metrics.applied(time.Since(u.EventTime))
+	}
 	if len(d.routes) == 0 && !d.noRoutes {
 		d.log.Warn("no routes yet: link a container, label the ambassador ambassador.target=NAME, or pass --route")
 	}

@@ -20,10 +20,13 @@ import (
 // routeTable owns the proxy routes, one per listening port, and applies
 // resolver output to them. Its methods are called from the run loop's
 // goroutine only; the goroutines it starts (one Serve per listener, one
-// Shutdown per removed route, drain timers) are tracked by wg.
+// Shutdown per removed route, drain timers) are tracked by wg. It keeps the
+// per-route metrics in step: every proxy route reports to an observer, and
+// every change of a backend set or override is recorded as it is made.
 type routeTable struct {
-	cfg *config
-	log *zap.Logger
+	cfg     *config
+	log     *zap.Logger
+	metrics *metrics
 
 	routes map[int]*servedRoute // by listen port
 	wg     sync.WaitGroup
@@ -38,8 +41,8 @@ type servedRoute struct {
 	drain *time.Timer // pending drain after the last rewire, if any
 }
 
-func newRouteTable(cfg *config, log *zap.Logger) *routeTable {
-	return &routeTable{cfg: cfg, log: log, routes: map[int]*servedRoute{}, errc: make(chan error, 1)}
+func newRouteTable(cfg *config, log *zap.Logger, m *metrics) *routeTable {
+	return &routeTable{cfg: cfg, log: log, metrics: m, routes: map[int]*servedRoute{}, errc: make(chan error, 1)}
 }
 
 // apply makes the served routes match routes: it opens listeners for new
@@ -81,8 +84,11 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 		MaxConns:    t.cfg.maxConns,
 		BackendWait: t.cfg.backendWait,
 		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
+		Observer:    t.metrics.observer(rt.Name),
 	}
 	p.SetBackends(rt.Backends)
+	t.metrics.backendSet(rt.Name, rt.Backends)
+	t.metrics.overridden(rt.Name, rt.Override)
 	s := &servedRoute{spec: rt, proxy: p, ln: ln}
 	t.routes[rt.Listen] = s
 	t.log.Info("route listening", routeFields(rt, zap.String("listen", ln.Addr().String()))...)
@@ -106,11 +112,16 @@ func (t *routeTable) serveRoute(s *servedRoute) {
 func (t *routeTable) update(s *servedRoute, rt resolver.Route) {
 	old := s.spec
 	s.spec = rt
+	if old.Override != rt.Override {
+		t.metrics.overridden(rt.Name, rt.Override)
+	}
 	if slices.Equal(old.Backends, rt.Backends) {
 		return
 	}
 	t.log.Info("route rewired", routeFields(rt, zap.Stringers("previous", old.Backends))...)
 	s.proxy.SetBackends(rt.Backends)
+	t.metrics.backendSet(rt.Name, rt.Backends)
+	t.metrics.rewired(rt.Name)
 	if t.cfg.drain > 0 {
 		// --drain: connections to backends the rewire dropped are closed
 		// once the drain period is over, unless a later rewire brought
@@ -125,6 +136,7 @@ func (t *routeTable) remove(s *servedRoute) {
 	if s.drain != nil {
 		s.drain.Stop()
 	}
+	t.metrics.routeRemoved(s.spec.Name)
 	t.log.Info("route removed", zap.String("route", s.spec.Name), zap.String("listen", s.ln.Addr().String()))
 	t.wg.Add(1)
 	go func() {
@@ -136,10 +148,17 @@ func (t *routeTable) remove(s *servedRoute) {
 }
 
 // forget closes connections to, and stops new connections reaching,
-// containers that are gone.
+// containers that are gone. The backend sets it shrinks are counted as
+// rewires by the update that follows, when the resolved routes drop them
+// too; ambassadord_backends follows at once.
 func (t *routeTable) forget(ids []string) {
 	for _, s := range t.routes {
-		if n := s.proxy.Forget(ids...); n > 0 {
+		before := s.proxy.Backends()
+		n := s.proxy.Forget(ids...)
+		if after := s.proxy.Backends(); !slices.Equal(before, after) {
+			t.metrics.backendSet(s.spec.Name, after)
+		}
+		if n > 0 {
 			t.log.Info("backend gone; closed its connections", zap.String("route", s.spec.Name),
 				zap.Strings("container", ids), zap.Int("closed", n))
 		}
