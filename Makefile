@@ -15,7 +15,7 @@ E2E_TIMEOUT ?= 20m
 
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all setup build test unit e2e image demo lint clean
+.PHONY: all setup build test unit fuzz e2e image demo lint clean
 
 all: lint test
 
@@ -29,10 +29,23 @@ setup:
 
 test: setup
 	$(MAKE) unit
+	$(MAKE) fuzz
 	$(MAKE) e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+# Every fuzz target of a parser of user input (routes, classic variables,
+# labels, /proc and link formats), FUZZTIME each, on top of their seed
+# corpora that `make unit` runs.
+FUZZTIME ?= 3s
+fuzz:
+	@set -e; for pkg in ./pkg/resolver ./pkg/watcher; do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+		done; \
+	done
 
 e2e:
 	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
