@@ -131,3 +131,41 @@ func TestDockerEngineMode(t *testing.T) {
 		assert.Equal(t, tt.wantHost, host, "%v", tt.args)
 	}
 }
+
+// TestRefusedRewireChangesNothing: a rewire to a target with no usable
+// backend is refused (409) without touching the route, not even for a
+// moment: its backends are never replaced, so no rewire is counted.
+func TestRefusedRewireChangesNothing(t *testing.T) {
+	addrA := greeter(t, "a")
+	listen := freePort(t)
+	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
+		"--route", strconv.Itoa(listen) + ":redis:" + portOf(t, addrA)}, env())
+	require.NoError(t, err)
+	specs, _, err := cfg.specs(nil)
+	require.NoError(t, err)
+	m := newMetrics("dev", "")
+	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
+	t.Cleanup(table.shutdown)
+	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true)
+	ctx := context.Background()
+	d.update(ctx, watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: []resolver.Container{
+		loopbackContainer("redis", portOf2(t, addrA), nil),
+	}}})
+	route := strconv.Itoa(listen)
+	backends := table.routes[listen].proxy.Backends()
+	require.NotEmpty(t, backends)
+	rewires := metricValue(t, gatherMetrics(m), "ambassadord_rewires_total", seriesLabels{"route": route})
+
+	reply := d.rewire(ctx, rewireRequest{Key: route, Target: "nobody"})
+	assert.Equal(t, 409, reply.status, reply.Error)
+	assert.Contains(t, reply.Error, "nothing changed")
+	assert.Equal(t, backends, table.routes[listen].proxy.Backends())
+	assert.Empty(t, d.overrides)
+	assert.Equal(t, rewires, metricValue(t, gatherMetrics(m), "ambassadord_rewires_total", seriesLabels{"route": route}))
+	assert.Equal(t, "a", read(t, "127.0.0.1:"+route))
+
+	// With --force it is applied.
+	reply = d.rewire(ctx, rewireRequest{Key: route, Target: "nobody", Force: true})
+	assert.Empty(t, reply.Error)
+	assert.Empty(t, table.routes[listen].proxy.Backends())
+}

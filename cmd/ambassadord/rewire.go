@@ -62,22 +62,24 @@ func (d *dynamic) rewire(ctx context.Context, req rewireRequest) rewireReply {
 	}
 
 	previous := slices.Clone(d.routes)
-	if err := d.resolve(ctx); err != nil {
-		d.log.Error("cannot serve route", errorField(err))
-	}
-	changed := d.affected(previous, keys)
 	if !req.Reset && !req.Force {
-		for _, rt := range changed {
+		// Resolve without applying first: a refused rewire must not touch
+		// the routes, not even for a moment.
+		res := resolver.Resolve(d.specs, d.snap, d.options())
+		for _, rt := range affected(previous, res.Routes, keys) {
 			if len(rt.Backends) == 0 {
 				// Refuse rather than leave the route with nothing to
 				// forward to; --force accepts it (a target about to start).
 				d.overrides = before
-				d.resolve(ctx)
 				return rewireReply{Error: fmt.Sprintf("route %s: %s has no usable backend now (%s); nothing changed (use --force to rewire anyway)",
 					rt.Name, req.Target, rt.NoBackend), status: 409}
 			}
 		}
 	}
+	if err := d.resolve(ctx); err != nil {
+		d.log.Error("cannot serve route", errorField(err))
+	}
+	changed := affected(previous, d.routes, keys)
 	if err := saveState(d.cfg.stateFile, d.overrideList()); err != nil {
 		d.log.Error("rewire applied but not saved", errorField(err))
 	}
@@ -117,12 +119,12 @@ func (d *dynamic) knows(key string) bool {
 	return false
 }
 
-// affected returns the routes that keys name, before or after the change:
-// by name, or by target (a rewire by target changes the route's target, and
-// a reset changes it back).
-func (d *dynamic) affected(previous []resolver.Route, keys []string) []resolver.Route {
+// affected returns the routes of current that keys name, before or after
+// the change from previous: by name, or by target (a rewire by target
+// changes the route's target, and a reset changes it back).
+func affected(previous, current []resolver.Route, keys []string) []resolver.Route {
 	var out []resolver.Route
-	for _, rt := range d.routes {
+	for _, rt := range current {
 		old := routeByName(previous, rt.Name)
 		if slices.ContainsFunc(keys, func(k string) bool { return rt.Name == k || rt.Target == k || old.Target == k }) {
 			out = append(out, rt)
