@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -45,6 +47,10 @@ const deployComposeTimeout = 2 * time.Minute
 
 // deploySocket is the engine's socket as the recipes mount it.
 const deploySocket = "/var/run/docker.sock"
+
+// deployHAProxy is where Debian's haproxy package puts the binary the
+// socket proxy's image is made of.
+const deployHAProxy = "/usr/sbin/haproxy"
 
 // deployNobody is the user the confined recipes run the ambassador as.
 const deployNobody = "65534:65534"
@@ -157,6 +163,9 @@ func TestDeploySocketProxy(t *testing.T) {
 		{http.MethodGet, api + "/events?since=" + now + "&until=" + now, http.StatusOK},
 
 		{http.MethodPost, api + "/containers/create", http.StatusForbidden},
+		{http.MethodHead, api + "/containers/json", http.StatusForbidden},
+		{http.MethodPut, api + "/containers/" + redis.ID + "/archive?path=/", http.StatusForbidden},
+		{http.MethodPost, api + "/containers/" + redis.ID + "/stop", http.StatusForbidden},
 		{http.MethodDelete, api + "/containers/" + redis.ID + "?force=1", http.StatusForbidden},
 		{http.MethodPost, api + "/containers/" + redis.ID + "/exec", http.StatusForbidden},
 		{http.MethodPost, "/_ping", http.StatusForbidden},
@@ -167,6 +176,9 @@ func TestDeploySocketProxy(t *testing.T) {
 		{http.MethodGet, api + "/info", http.StatusForbidden},
 		{http.MethodGet, api + "/version", http.StatusForbidden},
 		{http.MethodGet, api + "/images/json", http.StatusForbidden},
+		{http.MethodGet, api + "/networks", http.StatusForbidden},
+		{http.MethodGet, api + "/containers/" + redis.ID + "/stats?stream=0", http.StatusForbidden},
+		{http.MethodGet, api + "/containers/" + redis.ID + "/top", http.StatusForbidden},
 		{http.MethodGet, "/containers/json", http.StatusForbidden}, // unversioned
 	} {
 		assert.Equal(t, tt.want, deployHTTP(t, ctx, tt.method, base+tt.path), "%s %s", tt.method, tt.path)
@@ -180,7 +192,8 @@ func TestDeploySocketProxy(t *testing.T) {
 // TestDeployTwoHost: deploy/two-host/ with both "hosts" on this engine. The
 // server side publishes on the default bridge's address (this host's own,
 // invisible from outside) on an ephemeral port; the client side, which
-// knows nothing but that address, gets PONG for its consumer.
+// knows nothing but that address, gets PONG for its consumer, and keeps
+// reaching redis when the server side recreates it.
 func TestDeployTwoHost(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
@@ -192,9 +205,8 @@ func TestDeployTwoHost(t *testing.T) {
 		"AMBASSADOR_TARGET": eng.Name("deploy-2h-redis"),
 		"REDIS_PUBLISH":     host.String() + ":", // IP::6379, an ephemeral port
 	})
-	published := strings.TrimSpace(server.compose(t, ctx, "port", "ambassador", "6379"))
-	port, err := netip.ParseAddrPort(published)
-	require.NoError(t, err, "docker-compose port: %q", published)
+	port, err := eng.HostPort(ctx, server.container(t, ctx, "ambassador").ID, 6379)
+	require.NoError(t, err)
 	require.Equal(t, host, port.Addr())
 
 	client := deployUp(t, ctx, "deploy/two-host/client.yml", map[string]string{
@@ -206,8 +218,215 @@ func TestDeployTwoHost(t *testing.T) {
 	amb := client.container(t, ctx, "ambassador")
 	deployCheckConfined(t, ctx, amb.ID, false)
 	client.waitLog(t, ctx, client.container(t, ctx, "consumer"), "PONG")
-	id := deployRunID(t, ctx, server.container(t, ctx, "redis"))
-	deployWaitServed(t, ctx, netip.AddrPortFrom(amb.IP, 6379).String(), id, "the server side's redis")
+	via := netip.AddrPortFrom(amb.IP, 6379).String()
+	deployWaitServed(t, ctx, via, deployRunID(t, ctx, server.container(t, ctx, "redis")), "the server side's redis")
+
+	// The server side recreates its redis; the client side, unchanged,
+	// reaches the new one.
+	server.compose(t, ctx, "up", "-d", "--no-deps", "--force-recreate", "redis")
+	deployWaitServed(t, ctx, via, deployRunID(t, ctx, server.container(t, ctx, "redis")), "the server side's recreated redis")
+}
+
+// deployRecipes are the compose files in deploy/, each with the variables
+// it requires and a value for each.
+var deployRecipes = []struct {
+	file     string
+	required map[string]string
+}{
+	{"deploy/docker-compose.yml", nil},
+	{"deploy/least-privilege.yml", map[string]string{"DOCKER_GID": "999"}},
+	{"deploy/socket-proxy/docker-compose.yml", map[string]string{"DOCKER_GID": "999"}},
+	{"deploy/two-host/server.yml", nil},
+	{"deploy/two-host/client.yml", map[string]string{"SERVER_HOST": "10.0.0.5"}},
+}
+
+// TestDeployConfig checks what the other deploy tests do not run: every
+// compose file in deploy/ is in deployRecipes and validates (`config -q`),
+// with each of its commented-out services uncommented too, and refuses to
+// start without a variable it requires; deploy/README.md names every
+// recipe; haproxy accepts the socket proxy's configuration; the systemd
+// unit parses, agrees with its install instructions, and passes
+// `systemd-analyze verify` where systemd is installed; and every
+// AMBASSADORD_* variable the recipes mention is one the binary reads.
+func TestDeployConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		deployMissing(t, "docker-compose (apt-get install docker-compose)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	root, err := harness.RepoRoot(ctx)
+	require.NoError(t, err)
+
+	var found []string
+	require.NoError(t, fs.WalkDir(os.DirFS(root), "deploy", func(path string, d fs.DirEntry, err error) error {
+		if ext := filepath.Ext(path); err == nil && (ext == ".yml" || ext == ".yaml") {
+			found = append(found, path)
+		}
+		return err
+	}))
+	var listed []string
+	for _, r := range deployRecipes {
+		listed = append(listed, r.file)
+	}
+	require.ElementsMatch(t, listed, found, "deployRecipes lists every compose file in deploy/")
+
+	readme, err := os.ReadFile(filepath.Join(root, "deploy/README.md"))
+	require.NoError(t, err)
+	for _, r := range deployRecipes {
+		assert.Contains(t, string(readme), strings.TrimPrefix(r.file, "deploy/"), "deploy/README.md names the recipe")
+	}
+
+	for _, r := range deployRecipes {
+		t.Run("compose/"+strings.TrimPrefix(r.file, "deploy/"), func(t *testing.T) {
+			src, err := os.ReadFile(filepath.Join(root, r.file))
+			require.NoError(t, err)
+			files := []string{filepath.Join(root, r.file)}
+			if extra := deployCommented(string(src)); len(extra) > 0 {
+				var b strings.Builder
+				b.WriteString("version: \"2.4\"\nservices:\n")
+				for _, name := range extra {
+					block, err := deployUncomment(string(src), name)
+					require.NoError(t, err)
+					b.WriteString(block)
+				}
+				f := filepath.Join(t.TempDir(), "uncommented.yml")
+				require.NoError(t, os.WriteFile(f, []byte(b.String()), 0o644))
+				files = append(files, f)
+				t.Logf("with the commented-out %v", extra)
+			}
+			// `config` validates as `config -q` does, and prints the
+			// result, whose services and networks must be those deployUp
+			// reads from the recipe to label them.
+			p := &deployProject{name: "config", files: files, env: deployEnv(r.required)}
+			config, err := p.run(ctx, "config")
+			require.NoError(t, err)
+			for _, section := range []string{"services", "networks"} {
+				want := deploySectionKeys(string(src), section)
+				if section == "services" {
+					want = append(want, deployCommented(string(src))...)
+				}
+				assert.ElementsMatch(t, want, deploySectionKeys(config, section), "%s as deployUp reads them", section)
+			}
+			for k := range r.required {
+				vars := maps.Clone(r.required)
+				delete(vars, k)
+				p.env = deployEnv(vars)
+				_, err := p.run(ctx, "config", "-q")
+				require.Error(t, err, "config without %s", k)
+				assert.Contains(t, err.Error(), "set "+k, "the error says which variable is missing")
+			}
+		})
+	}
+
+	t.Run("haproxy", func(t *testing.T) {
+		if _, err := os.Stat(deployHAProxy); err != nil {
+			deployMissing(t, "haproxy (apt-get install haproxy)")
+		}
+		out, err := exec.CommandContext(ctx, deployHAProxy, "-c", "-f", filepath.Join(root, "deploy/socket-proxy/haproxy.cfg")).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.NotRegexp(t, `\[(WARNING|ALERT)\]`, string(out))
+	})
+
+	t.Run("systemd", func(t *testing.T) {
+		deployCheckUnit(t, ctx, root)
+	})
+
+	t.Run("environment", func(t *testing.T) {
+		ctx := setup(t)
+		help := runToExit(t, ctx, harness.Spec{Name: "help", Image: ambassadorImage, Cmd: []string{"--help"}})
+		known := map[string]bool{}
+		for _, m := range regexp.MustCompile(`\[(AMBASSADORD_[A-Z_]+)\]`).FindAllStringSubmatch(help, -1) {
+			known[m[1]] = true
+		}
+		require.NotEmpty(t, known, "ambassadord --help lists no variable:\n%s", help)
+		files := []string{"deploy/ambassadord.default", "deploy/ambassadord.service"}
+		for _, r := range deployRecipes {
+			files = append(files, r.file)
+		}
+		for _, f := range files {
+			src, err := os.ReadFile(filepath.Join(root, f))
+			require.NoError(t, err)
+			for _, v := range regexp.MustCompile(`AMBASSADORD_[A-Z_]*[A-Z]`).FindAllString(string(src), -1) {
+				if v != "AMBASSADORD_IMAGE" { // the recipes' own variable
+					assert.True(t, known[v], "%s names %s, which ambassadord does not read", f, v)
+				}
+			}
+		}
+	})
+}
+
+// deployCheckUnit checks deploy/ambassadord.service and its environment
+// file: both parse, the unit runs the binary and reads the file where their
+// install instructions put them, and systemd stops the service only after
+// the shutdown grace; then, where systemd-analyze exists, the unit passes
+// `systemd-analyze verify` silently (it exits 0 on mere warnings).
+func deployCheckUnit(t *testing.T, ctx context.Context, root string) {
+	t.Helper()
+	unitSrc, err := os.ReadFile(filepath.Join(root, "deploy/ambassadord.service"))
+	require.NoError(t, err)
+	unit := map[string]map[string][]string{}
+	var section string
+	for i, line := range strings.Split(string(unitSrc), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || line[0] == '#' || line[0] == ';':
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = line[1 : len(line)-1]
+			unit[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			require.True(t, ok && section != "", "ambassadord.service:%d: not KEY=VALUE in a section: %q", i+1, line)
+			unit[section][k] = append(unit[section][k], v)
+		}
+	}
+	require.ElementsMatch(t, []string{"Unit", "Service", "Install"}, slices.Collect(maps.Keys(unit)))
+	svc := unit["Service"]
+
+	install := regexp.MustCompile(`(?m)^#\s+install -m \d+ (\S+) (\S+)`).FindAllStringSubmatch(string(unitSrc), -1)
+	dest := map[string]string{}
+	for _, m := range install {
+		dest[m[1]] = m[2]
+	}
+	assert.Equal(t, []string{dest["bin/ambassadord"]}, svc["ExecStart"], "ExecStart runs the installed binary")
+	assert.Equal(t, []string{"-" + dest["deploy/ambassadord.default"]}, svc["EnvironmentFile"], "EnvironmentFile is the installed default file")
+
+	defSrc, err := os.ReadFile(filepath.Join(root, "deploy/ambassadord.default"))
+	require.NoError(t, err)
+	grace := 5 * time.Second
+	for i, line := range strings.Split(string(defSrc), "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "#AMBASSADORD_SHUTDOWN_GRACE="); ok {
+			grace, err = time.ParseDuration(v)
+			require.NoError(t, err, "ambassadord.default:%d", i+1)
+		}
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, _, ok := strings.Cut(line, "=")
+		assert.True(t, ok && regexp.MustCompile(`^AMBASSADORD_[A-Z_]+$`).MatchString(k), "ambassadord.default:%d: not AMBASSADORD_*=VALUE: %q", i+1, line)
+	}
+	require.Len(t, svc["TimeoutStopSec"], 1)
+	stop, err := time.ParseDuration(svc["TimeoutStopSec"][0])
+	require.NoError(t, err, "TimeoutStopSec")
+	assert.Greater(t, stop, grace, "TimeoutStopSec exceeds the shutdown grace")
+
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is missing (Debian package systemd); checked the unit's syntax only")
+	}
+	// verify wants ExecStart to exist: any executable will do, this one.
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	verified := strings.Replace(string(unitSrc), "ExecStart="+dest["bin/ambassadord"], "ExecStart="+self, 1)
+	f := filepath.Join(dir, "ambassadord.service")
+	require.NoError(t, os.WriteFile(f, []byte(verified), 0o644))
+	cmd := exec.CommandContext(ctx, analyze, "verify", f)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "systemd-analyze verify:\n%s", out)
+	assert.Empty(t, strings.TrimSpace(string(out)), "systemd-analyze verify warns")
 }
 
 // deployDynamicScenario runs the follow-by-name scenario on a recipe whose
@@ -225,12 +444,29 @@ func deployDynamicScenario(t *testing.T, ctx context.Context, p *deployProject, 
 	deployWaitServed(t, ctx, via, deployRunID(t, ctx, redis), "redis")
 
 	// Recreated: a new container under the same name, on a new address.
-	p.compose(t, ctx, "up", "-d", "--no-deps", "--force-recreate", "redis")
+	// The engine hands a freed address to the next container that asks for
+	// one, so `up --force-recreate` would usually give the new redis the
+	// old address, and an ambassador that kept forwarding to the address
+	// it knew would pass. Instead the service is removed, a decoy (another
+	// redis, which neither has the name nor claims it) takes the freed
+	// address, and only then is the service brought back: new connections
+	// must reach the new container, not whatever answers at the old
+	// address.
+	require.Len(t, redis.IPs, 1, "redis is on the backend network only")
+	backend := slices.Collect(maps.Keys(redis.IPs))
+	p.compose(t, ctx, "rm", "--stop", "--force", "redis")
+	decoy := start(t, ctx, harness.Spec{Name: "decoy", Image: redisImage, Networks: backend})
+	p.compose(t, ctx, "up", "-d", "--no-deps", "redis")
 	recreated := p.container(t, ctx, "redis")
+	t.Logf("redis recreated: %s at %s, was %s at %s; decoy %s at %s",
+		recreated.ID[:12], recreated.IP, redis.ID[:12], redis.IP, decoy.ID[:12], decoy.IP)
+	require.Equal(t, name, recreated.Name)
 	require.NotEqual(t, redis.ID, recreated.ID)
-	t.Logf("redis recreated: %s at %s, was %s at %s", recreated.ID[:12], recreated.IP, redis.ID[:12], redis.IP)
-	assert.NotEqual(t, redis.IP, recreated.IP, "the engine gave the recreated redis the old address")
-	deployWaitServed(t, ctx, via, deployRunID(t, ctx, recreated), "the recreated redis")
+	require.NotEqual(t, redis.IP, recreated.IP, "the decoy did not keep the engine from reusing the old address")
+	decoyID := deployRunID(t, ctx, decoy)
+	recreatedID := deployRunID(t, ctx, recreated)
+	deployWaitServed(t, ctx, via, recreatedID, "the recreated redis")
+	require.NotEqual(t, decoyID, recreatedID)
 
 	// Claimed: redis-2 carries ambassador.target=<name>.
 	p.compose(t, ctx, "up", "-d", "--no-deps", "redis-2")
@@ -298,16 +534,15 @@ func deployBuildImages(ctx context.Context) (*deployImages, error) {
 	if err != nil {
 		return nil, err
 	}
-	const haproxy = "/usr/sbin/haproxy"
-	if _, err := os.Stat(haproxy); err != nil {
+	if _, err := os.Stat(deployHAProxy); err != nil {
 		return &imgs, nil
 	}
-	files, err := deployRootfs(ctx, haproxy)
+	files, err := deployRootfs(ctx, deployHAProxy)
 	if err != nil {
 		return nil, err
 	}
 	imgs.haproxy = eng.ImageTag("haproxy")
-	files = append(files, harness.File{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"" + haproxy + "\"]\n")})
+	files = append(files, harness.File{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"" + deployHAProxy + "\"]\n")})
 	return &imgs, eng.BuildImage(ctx, imgs.haproxy, files, nil)
 }
 
@@ -366,22 +601,13 @@ func deployUp(t *testing.T, ctx context.Context, recipe string, vars map[string]
 	require.NoError(t, err)
 	dir := t.TempDir()
 	p := &deployProject{
-		name:  eng.Name(unsafeName.ReplaceAllString(strings.ToLower(t.Name()), "-")),
+		name:  deployProjectName(t, recipe),
 		files: []string{filepath.Join(root, recipe)},
 	}
-	// Nothing of the caller's compose settings leaks in.
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, ours := vars[k]; !ours && !strings.HasPrefix(k, "COMPOSE_") {
-			p.env = append(p.env, kv)
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(vars)) {
-		p.env = append(p.env, k+"="+vars[k])
-	}
+	p.env = deployEnv(vars)
+	src, err := os.ReadFile(p.files[0])
+	require.NoError(t, err)
 	if len(extra) > 0 {
-		src, err := os.ReadFile(p.files[0])
-		require.NoError(t, err)
 		var b strings.Builder
 		b.WriteString("version: \"2.4\"\nservices:\n")
 		for _, name := range extra {
@@ -394,9 +620,12 @@ func deployUp(t *testing.T, ctx context.Context, recipe string, vars map[string]
 		p.files = append(p.files, f)
 	}
 
-	// Label every service and network with the run label.
-	services := strings.Fields(p.compose(t, ctx, "config", "--services"))
-	networks := deploySectionKeys(p.compose(t, ctx, "config"), "networks")
+	// Label every service and network with the run label. They are read
+	// from the recipe rather than from `docker-compose config`, which
+	// would cost one more slow start of docker-compose; TestDeployConfig
+	// checks that both agree.
+	services := append(deploySectionKeys(string(src), "services"), extra...)
+	networks := deploySectionKeys(string(src), "networks")
 	require.NotEmpty(t, services)
 	label := fmt.Sprintf("{%q: %q}", eng.Label, eng.Run)
 	var b strings.Builder
@@ -415,17 +644,66 @@ func deployUp(t *testing.T, ctx context.Context, recipe string, vars map[string]
 	p.files = append(p.files, f)
 
 	t.Cleanup(func() { p.down(t) })
-	start := time.Now()
 	p.compose(t, ctx, append([]string{"up", "-d"}, slices.DeleteFunc(services, func(s string) bool { return slices.Contains(extra, s) })...)...)
-	t.Logf("%s up in %s", recipe, time.Since(start).Round(time.Millisecond))
 	return p
 }
 
+// deployEnv is the environment docker-compose runs with: this process's,
+// without the caller's compose settings or any of the recipes' variables,
+// and with vars.
+func deployEnv(vars map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "COMPOSE_") && !deployRecipeVar(k) {
+			env = append(env, kv)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
+	}
+	return env
+}
+
+// deployRecipeVar tells whether k is one of the variables the recipes read.
+func deployRecipeVar(k string) bool {
+	switch k {
+	case "DOCKER_GID", "SERVER_HOST", "SERVER_PORT", "REDIS_IMAGE", "REDIS_NAME", "REDIS_PUBLISH", "HAPROXY_IMAGE":
+		return true
+	}
+	return strings.HasPrefix(k, "AMBASSADOR")
+}
+
+// deployCommented returns the names of the commented-out services of a
+// compose file ("  #NAME:" lines), which [deployUncomment] restores.
+func deployCommented(src string) []string {
+	var names []string
+	for _, m := range regexp.MustCompile(`(?m)^  #([A-Za-z0-9_.-]+):$`).FindAllStringSubmatch(src, -1) {
+		names = append(names, m[1])
+	}
+	return names
+}
+
+// deployProjectName names the project of one recipe in one test. The
+// recipe is part of it: a test that brings up two recipes (the two-host
+// one) must not put them in one project, where services of the same name
+// (both sides have an "ambassador") are one service, and the second `up`
+// would recreate the first side's container as its own.
+func deployProjectName(t *testing.T, recipe string) string {
+	t.Helper()
+	short := strings.TrimSuffix(strings.TrimPrefix(recipe, "deploy/"), ".yml")
+	short = strings.TrimSuffix(short, "/docker-compose")
+	return eng.Name(unsafeName.ReplaceAllString(strings.ToLower(strings.TrimPrefix(t.Name(), "TestDeploy")+"-"+short), "-"))
+}
+
 // compose runs docker-compose with the project's name, files and
-// environment, requires success and returns its stdout.
+// environment, logs how long it took, requires success and returns its
+// stdout.
 func (p *deployProject) compose(t *testing.T, ctx context.Context, args ...string) string {
 	t.Helper()
+	start := time.Now()
 	out, err := p.run(ctx, args...)
+	t.Logf("$ docker-compose -p %s %s (%s)", p.name, strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
 	require.NoError(t, err)
 	return out
 }
@@ -458,9 +736,11 @@ func (p *deployProject) down(t *testing.T) {
 		out, err := p.run(ctx, "logs", "--no-color", "--timestamps")
 		t.Logf("logs of project %s (err %v):\n%s", p.name, err, out)
 	}
+	start := time.Now()
 	if _, err := p.run(ctx, "down", "-v", "--remove-orphans", "-t", "1"); err != nil {
 		t.Errorf("take project %s down: %v", p.name, err)
 	}
+	t.Logf("$ docker-compose -p %s down (%s)", p.name, time.Since(start).Round(time.Millisecond))
 	f := make(client.Filters).Add("label", "com.docker.compose.project="+p.name)
 	cs, err := eng.Client.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if assert.NoError(t, err) {
@@ -479,16 +759,32 @@ func (p *deployProject) down(t *testing.T) {
 }
 
 // container returns the running container of a service, with its
-// addresses; IP is the one on the first of its networks by name.
+// addresses; IP is the one on the first of its networks by name. It asks
+// the engine for the labels compose puts on the service's containers
+// rather than running `docker-compose ps`, which is slower and lists the
+// service's one-off (`run`) containers too.
 func (p *deployProject) container(t *testing.T, ctx context.Context, service string) *harness.Container {
 	t.Helper()
-	id := strings.TrimSpace(p.compose(t, ctx, "ps", "-q", service))
-	require.NotEmpty(t, id, "service %s has no container", service)
+	f := make(client.Filters).Add("label",
+		"com.docker.compose.project="+p.name,
+		"com.docker.compose.service="+service,
+		"com.docker.compose.oneoff=False")
+	cs, err := eng.Client.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+	require.NoError(t, err)
+	require.Len(t, cs.Items, 1, "running containers of service %s", service)
+	return deployInspect(t, ctx, cs.Items[0].ID)
+}
+
+// deployInspect returns a running container of a project by ID or name,
+// with its addresses as [deployProject.container] does.
+func deployInspect(t *testing.T, ctx context.Context, id string) *harness.Container {
+	t.Helper()
 	insp, err := eng.Inspect(ctx, id)
 	require.NoError(t, err)
-	require.True(t, insp.State != nil && insp.State.Running, "service %s is not running", service)
-	c := &harness.Container{ID: insp.ID, Name: strings.TrimPrefix(insp.Name, "/"), IPs: map[string]netip.Addr{}}
-	assert.Equal(t, eng.Run, insp.Config.Labels[eng.Label], "service %s carries the run label", service)
+	name := strings.TrimPrefix(insp.Name, "/")
+	require.True(t, insp.State != nil && insp.State.Running, "%s is not running", name)
+	c := &harness.Container{ID: insp.ID, Name: name, IPs: map[string]netip.Addr{}}
+	assert.Equal(t, eng.Run, insp.Config.Labels[eng.Label], "%s carries the run label", name)
 	for n, ep := range insp.NetworkSettings.Networks {
 		if ep != nil {
 			c.IPs[n] = ep.IPAddress
@@ -532,8 +828,9 @@ func deployUncomment(src, name string) (string, error) {
 	return b.String(), nil
 }
 
-// deploySectionKeys returns the keys of a top-level section in the YAML
-// that `docker-compose config` prints (two-space indents).
+// deploySectionKeys returns the keys of a top-level section of a compose
+// file with two-space indents, as the recipes and what `docker-compose
+// config` prints have; commented-out keys are not keys.
 func deploySectionKeys(yaml, section string) []string {
 	var keys []string
 	in := false
@@ -542,7 +839,7 @@ func deploySectionKeys(yaml, section string) []string {
 		switch {
 		case strings.TrimRight(line, "\n") == section+":":
 			in = true
-		case line != "" && line[0] != ' ' && line[0] != '\n':
+		case line != "" && line[0] != ' ' && line[0] != '\n' && line[0] != '#':
 			in = false
 		case in:
 			if m := key.FindStringSubmatch(line); m != nil {
@@ -706,14 +1003,40 @@ func deployRequireServed(t *testing.T, ctx context.Context, addr, want, what str
 	}
 }
 
-// deployConsumerRunID runs `redis-cli -h redis info server` in a one-off
-// consumer of the project (`docker-compose run --rm`), which reaches redis
-// only through the ambassador, and returns the run_id it printed.
+// deployConsumerRunID runs `redis-cli -h redis info server` in the
+// project's running consumer, which reaches redis only through the
+// ambassador, and returns the run_id it printed. It execs in the container
+// through the engine: `docker-compose exec` would need a TTY or -T, and
+// `run` a new container, several times slower on a busy machine.
 func deployConsumerRunID(t *testing.T, ctx context.Context, p *deployProject) string {
 	t.Helper()
-	out := p.compose(t, ctx, "run", "--rm", "--no-deps", "consumer", "info", "server")
-	m := deployRunIDLine.FindStringSubmatch(out)
-	require.NotNil(t, m, "no run_id in the consumer's output:\n%s", out)
+	consumer := p.container(t, ctx, "consumer")
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	ex, err := eng.Client.ExecCreate(ctx, consumer.ID, client.ExecCreateOptions{
+		Cmd:          []string{harness.RedisCLI, "-h", "redis", "info", "server"},
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	require.NoError(t, err)
+	att, err := eng.Client.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	require.NoError(t, err)
+	defer att.Close()
+	var stdout, stderr bytes.Buffer
+	_, err = stdcopy.StdCopy(&stdout, &stderr, att.Reader)
+	require.NoError(t, err)
+	// The output ends before the engine records the exit code.
+	var res client.ExecInspectResult
+	require.NoError(t, harness.Poll(ctx, func(ctx context.Context) error {
+		res, err = eng.Client.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
+		if err == nil && res.Running {
+			return errors.New("still running")
+		}
+		return err
+	}))
+	require.Zero(t, res.ExitCode, "redis-cli in the consumer:\n%s%s", stdout.String(), stderr.String())
+	m := deployRunIDLine.FindStringSubmatch(stdout.String())
+	require.NotNil(t, m, "no run_id in the consumer's output:\n%s%s", stdout.String(), stderr.String())
 	return m[1]
 }
 
