@@ -6,9 +6,10 @@ package e2e
 // unchanged, on this engine: the per-run images come in through the
 // recipes' variables, and a generated override file adds the run label to
 // every service and network, so that everything carries it and the run's
-// cleanup finds it. Each test uses a compose project of its own and takes
-// it down (`down -v --remove-orphans`) when it ends, failed or not, then
-// removes whatever still carries the project's label.
+// cleanup finds it. Each recipe a test brings up is a compose project of
+// its own, taken down (`down -v --remove-orphans`) when the test ends,
+// failed or not; then whatever still carries the project's label is
+// removed, and reported as an error.
 
 import (
 	"bytes"
