@@ -77,3 +77,11 @@ clean:
 			$(DOCKER) images -q --filter label=$$label | sort -u | xargs -r $(DOCKER) rmi -f >/dev/null; \
 		done; \
 	fi
+
+# Side-by-side benchmark (issue 5): direct, socat, HAProxy and ambassadord
+# on loopback, plus rewiring with real containers; prints one markdown
+# table. Under 10 minutes; QUICK=1 is one round with small counts (CI).
+.PHONY: bench
+bench: build
+	bench/setup.sh
+	PATH="$(dir $(GO)):$$PATH" GO=$(GO) $(GO) run ./bench -ambassadord bin/ambassadord $(if $(QUICK),-quick)

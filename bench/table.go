@@ -1,0 +1,193 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// row is one metric of the table.
+type row struct {
+	key, label string
+	digits     int
+	higher     bool // higher is better; only used to word the goal
+	// goal says whether ambassadord meets issue 5's goal, given the
+	// medians by candidate (NaN where not measured); empty if no goal.
+	goal func(m [4]float64) string
+}
+
+// rows are the table's metrics in order. Keys are those measure.go adds.
+var rows = []row{
+	{key: "bulk-up", label: "bulk →: iperf3, 1 stream, Gbit/s", digits: 2, higher: true, goal: bulkGoal},
+	{key: "bulk-down", label: "bulk ←: iperf3 -R, Gbit/s", digits: 2, higher: true, goal: bulkGoal},
+	{key: "bulk-cpu", label: "bulk: proxy CPU-s per GB", digits: 3, goal: atMost(ambassadord, 0.5, "")},
+	{key: "set-rps", label: "SET -c 50: req/s", higher: true, goal: vsHAProxy(1.0, true)},
+	{key: "set-p50", label: "SET -c 50: p50 ms", digits: 3},
+	{key: "set-p99", label: "SET -c 50: p99 ms", digits: 3, goal: vsHAProxy(1.2, false)},
+	{key: "get-rps", label: "GET -c 50: req/s", higher: true, goal: vsHAProxy(1.0, true)},
+	{key: "get-p50", label: "GET -c 50: p50 ms", digits: 3},
+	{key: "get-p99", label: "GET -c 50: p99 ms", digits: 3, goal: vsHAProxy(1.2, false)},
+	{key: "rr-cpu", label: "-c 50: proxy CPU-s per 100k req", digits: 2},
+	{key: "pset-rps", label: "SET -c 50 -P 16: req/s", higher: true, goal: vsHAProxy(1.0, true)},
+	{key: "pset-p50", label: "SET -c 50 -P 16: p50 ms", digits: 3},
+	{key: "pset-p99", label: "SET -c 50 -P 16: p99 ms", digits: 3, goal: vsHAProxy(1.2, false)},
+	{key: "pget-rps", label: "GET -c 50 -P 16: req/s", higher: true, goal: vsHAProxy(1.0, true)},
+	{key: "pget-p50", label: "GET -c 50 -P 16: p50 ms", digits: 3},
+	{key: "pget-p99", label: "GET -c 50 -P 16: p99 ms", digits: 3, goal: vsHAProxy(1.2, false)},
+	{key: "prr-cpu", label: "-c 50 -P 16: proxy CPU-s per 100k req", digits: 2},
+	{key: "churn-cps", label: "churn -k 0 -c 50: connections/s", higher: true, goal: vsHAProxy(0.9, true)},
+	{key: "churn-p99", label: "churn: p99 ms", digits: 3},
+	{key: "churn-cpu", label: "churn: proxy CPU-s per 100k connections", digits: 2},
+	{key: "idle-kib", label: "idle: proxy KiB per connection (PSS)", digits: 1, goal: atMost(ambassadord, 10, "")},
+	{key: "idle-rss-kib", label: "idle: proxy KiB per connection (VmRSS)", digits: 1},
+	{key: "idle-fds", label: "idle: proxy fds per connection", digits: 2, goal: atMost(ambassadord, 2, "")},
+	{key: "startup-ms", label: "start-up to accepting on 3 routes, ms", digits: 1, goal: atMost(ambassadord, 100, "")},
+}
+
+func bulkGoal(m [4]float64) string {
+	ok := m[ambassadord] >= 1.3*m[haproxy] && m[ambassadord] >= 0.65*m[direct]
+	return mark(ok) + " ≥1.3× HAProxy, ≥0.65× direct"
+}
+
+func vsHAProxy(factor float64, higher bool) func([4]float64) string {
+	return func(m [4]float64) string {
+		if higher {
+			return mark(m[ambassadord] >= factor*m[haproxy]) + fmt.Sprintf(" ≥%.1f× HAProxy", factor)
+		}
+		return mark(m[ambassadord] <= factor*m[haproxy]) + fmt.Sprintf(" ≤%.1f× HAProxy", factor)
+	}
+}
+
+func atMost(ci int, limit float64, unit string) func([4]float64) string {
+	return func(m [4]float64) string {
+		return mark(m[ci] <= limit) + fmt.Sprintf(" ≤%g%s", limit, unit)
+	}
+}
+
+func mark(ok bool) string {
+	if ok {
+		return "met:"
+	}
+	return "**not met**:"
+}
+
+// median returns the median of xs, NaN for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// format renders v with the given digits, or with none and thousands
+// separators when digits is 0.
+func format(v float64, digits int) string {
+	if math.IsNaN(v) {
+		return "—"
+	}
+	if digits > 0 {
+		return fmt.Sprintf("%.*f", digits, v)
+	}
+	s := fmt.Sprintf("%.0f", v)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func ratio(v, ref float64) string {
+	if math.IsNaN(v) || math.IsNaN(ref) || ref == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", v/ref)
+}
+
+// print writes the table, its notes and how it was measured.
+func (b *bench) print(w io.Writer, begin time.Time) {
+	host, _ := os.Hostname()
+	fmt.Fprintf(w, "\n### ambassadord side by side, %s\n\n", begin.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "Machine: %s, %d CPUs (nproc), kernel %s, %s. Run: %s, %d round(s), medians; took %s.\n\n",
+		host, runtime.NumCPU(), kernel(), cpuModel(), b.mode(), b.cfg.rounds, time.Since(begin).Round(time.Second))
+	fmt.Fprintln(w, "| metric | direct | classic (socat) | HAProxy | ambassadord | ambassadord ÷ HAProxy | issue 5 goal |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		s := b.samples[r.key]
+		if s == nil {
+			continue
+		}
+		var m [4]float64
+		for ci := range m {
+			m[ci] = median(s[ci])
+		}
+		cells := []string{r.label}
+		for ci := range m {
+			cell := format(m[ci], r.digits)
+			if ci != direct {
+				if rt := ratio(m[ci], m[direct]); rt != "" {
+					cell += " (" + rt + ")"
+				}
+			}
+			cells = append(cells, cell)
+		}
+		cells = append(cells, ratio(m[ambassadord], m[haproxy]))
+		g := ""
+		if r.goal != nil && !math.IsNaN(m[ambassadord]) {
+			g = r.goal(m)
+		}
+		cells = append(cells, g)
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+	}
+	if b.attempts != [4]int{} {
+		cells := []string{"churn: failed runs (redis-benchmark stops at the first failed connect)"}
+		for ci := range b.attempts {
+			cells = append(cells, fmt.Sprintf("%d of %d runs", b.failures[ci], b.attempts[ci]/b.cfg.churnConns))
+		}
+		cells = append(cells, "", mark(b.failures[ambassadord] == 0)+" zero failed connects")
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+	}
+	b.printRewire(w)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks.")
+	fmt.Fprintln(w, "Idle: memory and descriptors the proxy holds per idle connection, after one byte each way; kernel socket and pipe buffers are not in PSS/RSS.")
+	fmt.Fprintln(w, "classic = `socat TCP4-LISTEN:PORT,fork,reuseaddr TCP4:127.0.0.1:PORT`; HAProxy = `mode tcp`, `nbthread 2`; ambassadord = bin/ambassadord --docker=off --route ..., default GOMAXPROCS.")
+	for _, n := range b.notes {
+		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+}
+
+func (b *bench) mode() string {
+	if b.quick {
+		return "QUICK"
+	}
+	return "full"
+}
+
+func kernel() string {
+	v, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(v))
+}
+
+func cpuModel() string {
+	v, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.Lines(string(v)) {
+		if k, val, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(val)
+		}
+	}
+	return "unknown CPU"
+}
