@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -168,4 +169,45 @@ func TestRefusedRewireChangesNothing(t *testing.T) {
 	reply = d.rewire(ctx, rewireRequest{Key: route, Target: "nobody", Force: true})
 	assert.Empty(t, reply.Error)
 	assert.Empty(t, table.routes[listen].proxy.Backends())
+}
+
+// TestRewireSurvivesEngineReconnect: a rewire by hand lives in the run
+// loop, not in the watcher: an outage of the engine and the full resync
+// after it leave it in force.
+func TestRewireSurvivesEngineReconnect(t *testing.T) {
+	addrA, addrB := greeter(t, "a"), greeter(t, "b")
+	listen := freePort(t)
+	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
+		"--route", strconv.Itoa(listen) + ":redis:" + portOf(t, addrA)}, env())
+	require.NoError(t, err)
+	specs, _, err := cfg.specs(nil)
+	require.NoError(t, err)
+	m := newMetrics("dev", "")
+	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
+	t.Cleanup(table.shutdown)
+	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true)
+	ctx := context.Background()
+	route, addr := strconv.Itoa(listen), "127.0.0.1:"+strconv.Itoa(listen)
+	snap := &resolver.Snapshot{Containers: []resolver.Container{
+		loopbackContainer("redis", portOf2(t, addrA), nil),
+		// A claimer, whose ambassador.port counts.
+		loopbackContainer("other", portOf2(t, addrB), map[string]string{resolver.LabelTarget: "other"}),
+	}}
+	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap})
+	assert.Equal(t, "a", read(t, addr))
+
+	reply := d.rewire(ctx, rewireRequest{Key: route, Target: "other"})
+	require.Empty(t, reply.Error)
+	assert.Equal(t, "b", read(t, addr))
+
+	// The engine goes away (the watcher keeps the last snapshot), then
+	// comes back and resyncs.
+	d.update(ctx, watcher.Update{Connected: false, Snapshot: snap, Err: errors.New("EOF")})
+	assert.Equal(t, "b", read(t, addr))
+	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap, Stats: watcher.Stats{Reconnects: 1, Resyncs: 1}})
+	assert.Equal(t, "b", read(t, addr), "the rewire is still in force")
+	doc := d.status.Load()
+	rs, ok := doc.route(route)
+	require.True(t, ok)
+	assert.Equal(t, "other", rs.Override)
 }

@@ -205,7 +205,8 @@ func routeFields(rt resolver.Route, extra ...zap.Field) []zap.Field {
 func listenError(rt resolver.Route, err error) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return fmt.Errorf("route %s (from %s): port %d is already in use by another process: %w",
+		return fmt.Errorf("route %s (from %s): port %d is already in use by another process "+
+			"(stop it, or give the route another listen port; with --network host the port is the host's): %w",
 			rt.Name, rt.Source, rt.Listen, err)
 	case errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("route %s (from %s): not allowed to listen on port %d (ports below 1024 need root or CAP_NET_BIND_SERVICE): %w",
