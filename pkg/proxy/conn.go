@@ -153,9 +153,11 @@ func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
 	var err error
 	if c.route.IdleTimeout > 0 {
 		n, err = c.copyIdle(dst, src)
+	} else if d, s, ok := tcpPair(dst, src); ok {
+		// splice(2): the bytes never enter user space, and an idle
+		// connection holds no pipe.
+		n, err = spliceCopy(d, s)
 	} else {
-		// Between two *net.TCPConn, io.Copy uses splice(2) on Linux: the
-		// bytes never enter user space.
 		n, err = io.Copy(dst, src)
 	}
 	if err != nil {
@@ -174,6 +176,13 @@ func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
 		cr.CloseRead()
 	}
 	return n, nil
+}
+
+// tcpPair returns dst and src as TCP connections, if both are.
+func tcpPair(dst, src net.Conn) (*net.TCPConn, *net.TCPConn, bool) {
+	d, ok1 := dst.(*net.TCPConn)
+	s, ok2 := src.(*net.TCPConn)
+	return d, s, ok1 && ok2
 }
 
 // copyIdle copies through a buffer, arming deadlines before every read and

@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Splicing between two TCP sockets moves bytes through a pipe inside the
+// kernel: socket → pipe → socket, never through user space. io.Copy does
+// the same, but holds its pipe (two file descriptors and up to a megabyte
+// of kernel buffer) for the whole life of the connection, idle or not: six
+// descriptors per proxied connection instead of two. spliceCopy takes a
+// pipe from a shared pool only once the source has data, and gives it back
+// as soon as the pipe is drained, so an idle connection holds nothing but
+// its two sockets, and the pool holds about as many pipes as there are
+// transfers in flight.
+
+// maxSpliceSize is the size of the pool's pipes and of one splice: large
+// enough that a bulk transfer takes few system calls, as in Go's own
+// splice (internal/poll).
+const maxSpliceSize = 1 << 20
+
+// spliceFlags: never block in the kernel (the Go poller does the waiting),
+// and move pages rather than copy where the kernel can.
+const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+
+// pipe is a kernel pipe of the pool. It is empty whenever it is in the
+// pool.
+type pipe struct {
+	r, w int
+}
+
+func newPipe() (*pipe, error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, os.NewSyscallError("pipe2", err)
+	}
+	// A smaller pipe still works, with more system calls: ignore errors.
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, maxSpliceSize)
+	p := &pipe{r: fds[0], w: fds[1]}
+	// The pool drops pipes at garbage collection; close them then.
+	runtime.SetFinalizer(p, (*pipe).close)
+	return p, nil
+}
+
+func (p *pipe) close() {
+	runtime.SetFinalizer(p, nil)
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+var pipePool sync.Pool
+
+// getPipe returns an empty pipe, from the pool or new.
+func getPipe() (*pipe, error) {
+	if p, ok := pipePool.Get().(*pipe); ok {
+		return p, nil
+	}
+	return newPipe()
+}
+
+// errNoPipe wraps a failure to create a pipe (file descriptors exhausted):
+// the caller copies through user space instead.
+var errNoPipe = errors.New("no pipe for splice")
+
+// spliceCopy copies from src to dst until src's EOF, as io.Copy does, and
+// returns the number of bytes written to dst. It never holds a pipe while
+// src is idle. When no pipe can be had (out of file descriptors), it moves
+// that chunk through a user-space buffer instead, so a connection never
+// fails for want of a pipe.
+func spliceCopy(dst, src *net.TCPConn) (int64, error) {
+	srcRaw, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	dstRaw, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var written int64
+	for {
+		p, n, err := spliceIn(srcRaw)
+		if errors.Is(err, errNoPipe) {
+			m, err := copyChunk(dst, src)
+			written += m
+			if err != nil || m == 0 {
+				return written, err
+			}
+			continue
+		}
+		if err != nil {
+			return written, err
+		}
+		if n == 0 {
+			return written, nil // EOF
+		}
+		m, err := spliceOut(dstRaw, p, n)
+		written += int64(m)
+		if err != nil {
+			// Bytes may be left in the pipe: it cannot go back.
+			p.close()
+			return written, err
+		}
+		pipePool.Put(p)
+	}
+}
+
+// spliceIn waits until src has data or EOF, and only then takes a pipe and
+// splices what src has into it. It returns the pipe holding n bytes, or
+// n == 0 at EOF (with no pipe held).
+func spliceIn(src syscall.RawConn) (*pipe, int, error) {
+	var (
+		p    *pipe
+		n    int
+		serr error
+	)
+	err := src.Read(func(fd uintptr) bool {
+		if p == nil {
+			if p, serr = getPipe(); serr != nil {
+				serr = errors.Join(errNoPipe, serr)
+				return true
+			}
+		}
+		for {
+			var m int64
+			m, serr = unix.Splice(int(fd), nil, p.w, nil, maxSpliceSize, spliceFlags)
+			n = int(m)
+			if serr != unix.EINTR {
+				break
+			}
+		}
+		if serr == unix.EAGAIN {
+			// No data yet: wait without holding the pipe (it is empty).
+			pipePool.Put(p)
+			p = nil
+			return false
+		}
+		return true
+	})
+	if serr != nil {
+		if p != nil {
+			pipePool.Put(p)
+		}
+		if errors.Is(serr, errNoPipe) {
+			return nil, 0, serr
+		}
+		return nil, 0, os.NewSyscallError("splice", serr)
+	}
+	if err != nil {
+		if p != nil {
+			pipePool.Put(p)
+		}
+		return nil, 0, err
+	}
+	if n == 0 {
+		pipePool.Put(p)
+		return nil, 0, nil
+	}
+	return p, n, nil
+}
+
+// spliceOut drains the n bytes in p to dst, waiting whenever dst's send
+// buffer is full, and returns how many it wrote.
+func spliceOut(dst syscall.RawConn, p *pipe, n int) (int, error) {
+	written := 0
+	var serr error
+	err := dst.Write(func(fd uintptr) bool {
+		for written < n {
+			m, err := unix.Splice(p.r, nil, int(fd), nil, n-written, spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false // dst is full: wait until it can take more
+			case err != nil:
+				serr = os.NewSyscallError("splice", err)
+				return true
+			}
+			written += int(m)
+		}
+		return true
+	})
+	if serr != nil {
+		return written, serr
+	}
+	return written, err
+}
+
+// copyChunk moves one read's worth of bytes from src to dst through a
+// buffer, for when no pipe can be had. It returns 0 and no error at EOF.
+func copyChunk(dst, src net.Conn) (int64, error) {
+	buf := make([]byte, copyBufferSize)
+	n, err := src.Read(buf)
+	if n > 0 {
+		if _, werr := dst.Write(buf[:n]); werr != nil {
+			return 0, werr
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return int64(n), err
+}

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// pipeFDs counts this process's open pipe descriptors.
+func pipeFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(target, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestIdleConnectionsHoldNoPipe: a connection that has moved bytes both
+// ways and then idles holds its two sockets and nothing else; io.Copy's
+// splice would hold a pipe (two descriptors) per direction for its whole
+// life.
+func TestIdleConnectionsHoldNoPipe(t *testing.T) {
+	const conns = 50
+	// An echo that copies through a buffer: io.Copy would splice, and
+	// hold pipes of its own in this process.
+	backend := startBackend(t, func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	})
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: backend}})
+	addr := startRoute(t, r)
+
+	before := pipeFDs(t)
+	for range conns {
+		c := dial(t, addr)
+		_, err := c.Write([]byte("ping"))
+		require.NoError(t, err)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		_, err = io.ReadFull(c, make([]byte, 4))
+		require.NoError(t, err)
+	}
+	require.Equal(t, conns, r.Active())
+	// The pool keeps a few pipes for the next transfers; none is tied to
+	// an idle connection.
+	assert.LessOrEqual(t, pipeFDs(t)-before, 8, "pipe descriptors held while %d connections idle", conns)
+}
+
+// TestSpliceCopyWithoutPipes: out of file descriptors for a pipe, the
+// bytes still get through, by a user-space copy.
+func TestSpliceCopyChunkFallback(t *testing.T) {
+	a, b := tcpPipe(t)
+	c, d := tcpPipe(t)
+	go func() {
+		a.Write([]byte("hello"))
+		a.CloseWrite()
+	}()
+	n, err := copyChunk(c, b)
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), n)
+	got := make([]byte, 5)
+	_, err = io.ReadFull(d, got)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(got))
+	n, err = copyChunk(c, b)
+	assert.NoError(t, err, "EOF is the end, not an error")
+	assert.Zero(t, n)
+}
+
+// tcpPipe returns the two ends of a loopback TCP connection.
+func tcpPipe(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	s := <-accepted
+	require.NotNil(t, s)
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
