@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -51,19 +52,31 @@ func TestIdleConnectionsHoldNoPipe(t *testing.T) {
 	r.SetBackends([]Backend{{Addr: backend}})
 	addr := startRoute(t, r)
 
-	before := pipeFDs(t)
-	for range conns {
-		c := dial(t, addr)
-		_, err := c.Write([]byte("ping"))
-		require.NoError(t, err)
-		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
-		_, err = io.ReadFull(c, make([]byte, 4))
-		require.NoError(t, err)
+	open := func(n int) {
+		for range n {
+			c := dial(t, addr)
+			_, err := c.Write([]byte("ping"))
+			require.NoError(t, err)
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+			_, err = io.ReadFull(c, make([]byte, 4))
+			require.NoError(t, err)
+		}
 	}
-	require.Equal(t, conns, r.Active())
-	// The pool keeps a few pipes for the next transfers; none is tied to
-	// an idle connection.
-	assert.LessOrEqual(t, pipeFDs(t)-before, 8, "pipe descriptors held while %d connections idle", conns)
+	// Pipes of Go's own pools, from earlier tests, come and go; what
+	// matters is that idle connections add none.
+	// Pipes a pool dropped (the race detector makes sync.Pool drop some
+	// on purpose) are closed by their finalizers after a collection.
+	settled := func() int {
+		runtime.GC()
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // finalizers run in their own goroutine
+		return pipeFDs(t)
+	}
+	open(conns)
+	before := settled()
+	open(conns)
+	require.Equal(t, 2*conns, r.Active())
+	assert.LessOrEqual(t, settled()-before, 8, "pipe descriptors added by %d more idle connections", conns)
 }
 
 // TestSpliceCopyWithoutPipes: out of file descriptors for a pipe, the
