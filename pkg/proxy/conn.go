@@ -37,6 +37,15 @@ type conn struct {
 	// lastActive is the unix-nano time of the last byte moved in either
 	// direction; only maintained with an idle timeout.
 	lastActive atomic.Int64
+
+	// Set by serve before the copy goroutines start.
+	start time.Time
+
+	// Each written by its direction's goroutine before it decrements
+	// halves; read by finish, after both have.
+	up, down       int64
+	upErr, downErr error
+	halves         atomic.Int32
 }
 
 // closeWriter and closeReader are the half-close operations of *net.TCPConn
@@ -44,41 +53,82 @@ type conn struct {
 type closeWriter interface{ CloseWrite() error }
 type closeReader interface{ CloseRead() error }
 
-// serve dials a backend and forwards bytes both ways until both directions
-// are finished, then closes both connections.
+// serve dials a backend and starts forwarding bytes both ways, in two
+// goroutines of their own, and returns: the goroutine that dialled, with
+// the deep stack that dialling grew, does not stay around for the life of
+// the connection. The direction that finishes last closes both connections
+// (finish).
 func (c *conn) serve(ctx context.Context) {
-	defer c.route.untrack(c)
-	defer c.client.Close()
 	log := c.route.logger()
-	remote := zap.String("remote", c.client.RemoteAddr().String())
-
 	obs := c.route.observer()
 	bc, b, err := c.route.connect(ctx, c)
-	switch {
-	case ctx.Err() != nil:
-		obs.Rejected(RejectShutdown)
-		return
-	case errors.Is(err, errNoBackend):
-		log.Debug("no backend; closing connection", remote)
-		obs.Rejected(RejectNoBackend)
-		return
-	case err != nil:
-		log.Warn("no backend accepted the connection", remote, zap.Error(err))
-		obs.Rejected(RejectNoBackend)
+	if err != nil {
+		c.client.Close()
+		c.route.untrack(c)
+		switch {
+		case ctx.Err() != nil:
+			obs.Rejected(RejectShutdown)
+		case errors.Is(err, errNoBackend):
+			log.Debug("no backend; closing connection", zap.Stringer("remote", c.client.RemoteAddr()))
+			obs.Rejected(RejectNoBackend)
+		default:
+			log.Warn("no backend accepted the connection", zap.Stringer("remote", c.client.RemoteAddr()), zap.Error(err))
+			obs.Rejected(RejectNoBackend)
+		}
 		return
 	}
-	defer bc.Close()
-	backend := zap.Stringer("backend", b)
-	log.Debug("connection opened", remote, backend)
+	log.Debug("connection opened", zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", b))
 	obs.ConnOpened(b)
+	c.start = time.Now()
+	if c.route.IdleTimeout > 0 {
+		c.lastActive.Store(c.start.UnixNano())
+	}
+	c.halves.Store(2)
+	go c.copyClientToBackend(bc)
+	go c.copyBackendToClient(bc)
+}
 
-	start := time.Now()
-	up, down, err := c.pipe(bc)
-	elapsed := time.Since(start)
-	obs.ConnClosed(b, up, down, elapsed)
-	fields := []zap.Field{remote, backend, zap.Int64("bytes_up", up), zap.Int64("bytes_down", down),
-		zap.Duration("duration", elapsed)}
-	if err != nil && !isTeardown(err) {
+// copyClientToBackend and copyBackendToClient are named functions so that
+// stack dumps show which direction a goroutine is moving. A direction that
+// ends cleanly (its source sent FIN) half-closes: FIN goes on to the
+// destination while the other direction keeps flowing. A direction that
+// fails closes both connections, since the other direction may otherwise
+// wait forever on a peer that is gone.
+func (c *conn) copyClientToBackend(bc net.Conn) {
+	c.up, c.upErr = c.copyHalf(bc, c.client)
+	c.halfDone(bc)
+}
+
+func (c *conn) copyBackendToClient(bc net.Conn) {
+	c.down, c.downErr = c.copyHalf(c.client, bc)
+	c.halfDone(bc)
+}
+
+// halfDone records that one direction finished; the second to finish
+// closes the connection. The atomic counter orders each direction's
+// results before finish reads them.
+func (c *conn) halfDone(bc net.Conn) {
+	if c.halves.Add(-1) == 0 {
+		c.finish(bc)
+	}
+}
+
+// finish closes both connections once both directions are done, reports
+// the connection's totals and stops tracking it.
+func (c *conn) finish(bc net.Conn) {
+	defer c.route.untrack(c)
+	bc.Close()
+	c.client.Close()
+	b, _ := c.backendInfo()
+	elapsed := time.Since(c.start)
+	c.route.observer().ConnClosed(b, c.up, c.down, elapsed)
+	log := c.route.logger()
+	if !log.Core().Enabled(zap.DebugLevel) {
+		return
+	}
+	fields := []zap.Field{zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", b),
+		zap.Int64("bytes_up", c.up), zap.Int64("bytes_down", c.down), zap.Duration("duration", elapsed)}
+	if err := errors.Join(c.upErr, c.downErr); err != nil && !isTeardown(err) {
 		log.Debug("connection ended with error", append(fields, zap.Error(err))...)
 		return
 	}
@@ -116,34 +166,6 @@ func (c *conn) abort() {
 	if c.backend != nil {
 		c.backend.Close()
 	}
-}
-
-// pipe copies client→backend in a second goroutine and backend→client in
-// this one. A direction that ends cleanly (its source sent FIN) half-closes:
-// FIN goes on to the destination while the other direction keeps flowing.
-// A direction that fails closes both connections, since the other direction
-// may otherwise wait forever on a peer that is gone.
-func (c *conn) pipe(bc net.Conn) (up, down int64, err error) {
-	if c.route.IdleTimeout > 0 {
-		c.lastActive.Store(time.Now().UnixNano())
-	}
-	var (
-		upErr error
-		done  = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		up, upErr = c.copyClientToBackend(bc)
-	}()
-	down, err = c.copyHalf(c.client, bc)
-	<-done
-	return up, down, errors.Join(upErr, err)
-}
-
-// copyClientToBackend is a named function so that stack dumps show which
-// direction a goroutine is moving.
-func (c *conn) copyClientToBackend(bc net.Conn) (int64, error) {
-	return c.copyHalf(bc, c.client)
 }
 
 // copyHalf moves bytes from src to dst until src's EOF, then passes the FIN

@@ -29,11 +29,11 @@ func pipeFDs(t *testing.T) int {
 }
 
 // TestIdleConnectionsHoldNoPipe: a connection that has moved bytes both
-// ways and then idles holds its two sockets and nothing else; io.Copy's
-// splice would hold a pipe (two descriptors) per direction for its whole
-// life.
+// ways and then idles holds its two sockets and two small goroutines, and
+// nothing else; io.Copy's splice would hold a pipe (two descriptors) per
+// direction for its whole life.
 func TestIdleConnectionsHoldNoPipe(t *testing.T) {
-	const conns = 50
+	const conns = 200
 	// An echo that copies through a buffer: io.Copy would splice, and
 	// hold pipes of its own in this process.
 	backend := startBackend(t, func(c net.Conn) {
@@ -73,10 +73,25 @@ func TestIdleConnectionsHoldNoPipe(t *testing.T) {
 		return pipeFDs(t)
 	}
 	open(conns)
-	before := settled()
+	before, stacks := settled(), stackInuse()
 	open(conns)
 	require.Equal(t, 2*conns, r.Active())
 	assert.LessOrEqual(t, settled()-before, 8, "pipe descriptors added by %d more idle connections", conns)
+	// Two goroutines per connection, with small stacks: the one that
+	// dialled, whose stack dialling grew, is gone. The figure includes the
+	// test backend's handler goroutine.
+	perConn := float64(stackInuse()-stacks) / conns / 1024
+	t.Logf("goroutine stacks per idle connection: %.1f KiB", perConn)
+	if !raceEnabled {
+		assert.LessOrEqual(t, perConn, 9.0)
+	}
+}
+
+func stackInuse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.StackInuse
 }
 
 // TestSpliceCopyWithoutPipes: out of file descriptors for a pipe, the
