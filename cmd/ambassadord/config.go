@@ -35,6 +35,7 @@ type config struct {
 	docker        string
 	dockerHost    string
 	network       string
+	claimScope    resolver.ClaimScope
 	resync        time.Duration
 	adminAddress  string
 	adminSocket   string
@@ -42,6 +43,25 @@ type config struct {
 	stateFile     string
 	logLevel      zapcore.Level
 	logFormat     string
+}
+
+// claimScopeFlag is the --claim-scope flag.
+type claimScopeFlag struct{ scope *resolver.ClaimScope }
+
+func (f claimScopeFlag) String() string {
+	if f.scope == nil {
+		return "network"
+	}
+	return f.scope.String()
+}
+
+func (f claimScopeFlag) Set(s string) error {
+	scope, err := resolver.ParseClaimScope(s)
+	if err != nil {
+		return err
+	}
+	*f.scope = scope
+	return nil
 }
 
 // routeFlags collects repeated --route flags, parsed as they come so that a
@@ -75,6 +95,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.docker, "docker", "auto", "`MODE`: on (follow the Docker engine: resolve target names, links and labels live), off (static routes only), or auto (on when the engine's socket exists)")
 	fs.StringVar(&cfg.dockerHost, "docker-host", "", "`URL` of the Docker engine; empty means $DOCKER_HOST, else unix:///var/run/docker.sock")
 	fs.StringVar(&cfg.network, "network", "", "`NAME` of the network to reach backends on when they share several with the ambassador (a backend's ambassador.network label wins)")
+	fs.Var(claimScopeFlag{&cfg.claimScope}, "claim-scope", "`SCOPE` of the containers that may claim a target with the label ambassador.target: network (any container on a network shared with the ambassador), project (only the ambassador's own compose project), or label:KEY[=VALUE] (only containers carrying that label)")
 	fs.DurationVar(&cfg.resync, "resync", 30*time.Second, "full resync with the Docker engine this often, catching changes its events did not deliver")
 	fs.StringVar(&cfg.adminAddress, "admin-address", "127.0.0.1:9191", "`ADDR` of the admin HTTP endpoint (/healthz, /readyz, /metrics, /routes); read-only unless --admin-writable; empty disables it")
 	fs.StringVar(&cfg.adminSocket, "admin-socket", "@ambassadord", "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); empty disables it")

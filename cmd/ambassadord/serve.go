@@ -192,7 +192,7 @@ func (d *dynamic) resolve(ctx context.Context) error {
 }
 
 func (d *dynamic) options() resolver.Options {
-	o := resolver.Options{Network: d.cfg.network}
+	o := resolver.Options{Network: d.cfg.network, ClaimScope: d.cfg.claimScope}
 	if len(d.overrides) > 0 {
 		o.Overrides = make(map[string]string, len(d.overrides))
 		for k, v := range d.overrides {

@@ -57,8 +57,9 @@
 // A target name resolves, at every snapshot, to a set of backends:
 //
 //  1. The containers that claim it with the label ambassador.target=NAME.
-//     A claimer counts only when it is running (a paused one gets no new
-//     connections), healthy, and reachable (below). The ambassador itself
+//     A claimer counts only when it is within Options.ClaimScope, running
+//     (a paused one gets no new connections), healthy, and reachable
+//     (below). The ambassador itself
 //     and ambassadors (label ambassador.role=ambassador) never claim. Of
 //     the claimers that count, those with the highest ambassador.priority
 //     (an integer, default 0, negative allowed; a malformed one counts as

@@ -235,6 +235,26 @@ func FuzzParsePriority(f *testing.F) {
 	})
 }
 
+func FuzzParseClaimScope(f *testing.F) {
+	for _, s := range []string{"network", "project", "label:trusted", "label:a=b=c", "label:", " project ", "label: x", "LABEL:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		scope, err := ParseClaimScope(s)
+		if err != nil {
+			if scope != (ClaimScope{}) {
+				t.Errorf("scope %+v returned with error %v", scope, err)
+			}
+			return
+		}
+		// The canonical form parses back to the same scope.
+		again, err := ParseClaimScope(scope.String())
+		if err != nil || again != scope {
+			t.Errorf("canonical form %q of %+v parsed to %+v, %v", scope.String(), scope, again, err)
+		}
+	})
+}
+
 // FuzzResolveLabels feeds label values, which anyone who can start a
 // container controls, to Resolve and checks the invariants of its result.
 func FuzzResolveLabels(f *testing.F) {

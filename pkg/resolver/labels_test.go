@@ -97,3 +97,31 @@ func TestParsePriority(t *testing.T) {
 		})
 	}
 }
+
+func TestParseClaimScope(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want ClaimScope
+		err  string
+	}{
+		{in: "", want: ClaimScope{}},
+		{in: "network", want: ClaimScope{}},
+		{in: "project", want: ClaimScope{Project: true}},
+		{in: "label:trusted", want: ClaimScope{Label: "trusted"}},
+		{in: "label:team=payments", want: ClaimScope{Label: "team=payments"}},
+		{in: "label:", err: "want label:KEY or label:KEY=VALUE"},
+		{in: "label:=x", err: "want label:KEY or label:KEY=VALUE"},
+		{in: "everyone", err: "want network, project, label:KEY or label:KEY=VALUE"},
+	} {
+		got, err := ParseClaimScope(tt.in)
+		if tt.err != "" {
+			assert.ErrorContains(t, err, tt.err, tt.in)
+			continue
+		}
+		require.NoError(t, err, tt.in)
+		assert.Equal(t, tt.want, got, tt.in)
+		if tt.in != "" {
+			assert.Equal(t, tt.in, got.String())
+		}
+	}
+}

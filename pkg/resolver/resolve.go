@@ -21,6 +21,10 @@ type Options struct {
 	// backend is not on it, the lowest network name wins.
 	Network string
 
+	// ClaimScope limits which containers may claim a target by label; the
+	// zero value admits every container the ambassador can reach.
+	ClaimScope ClaimScope
+
 	// Overrides rewire routes by hand (`ambassadord rewire`), whatever
 	// labels and links say: a key is a route's name (its listen port) or a
 	// target name, and its value the target name, or static HOST:PORT, to
@@ -563,6 +567,16 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 	}
 	// An ambassador named by the user counts, but never as a claimer.
 	cd.claims = byLabel && !isAmbassador
+	if cd.claims {
+		if ok, why := r.opts.ClaimScope.admits(c, r.self); !ok {
+			if !byName {
+				cd.Reason = fmt.Sprintf("claims %s, %s", name, why)
+				return cd
+			}
+			// Still the container of that name.
+			cd.claims = false
+		}
+	}
 
 	var health string
 	switch c.Health {

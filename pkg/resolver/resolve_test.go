@@ -342,6 +342,43 @@ func TestResolveTarget(t *testing.T) {
 			noBackend:  "no container claims or is named redis, other than the ambassador itself (run a container named redis, or label one ambassador.target=redis)",
 		},
 		{
+			name: "claim scope label: a claimer without the label never counts, whatever its priority",
+			opts: Options{ClaimScope: ClaimScope{Label: "trusted=yes"}},
+			containers: []Container{
+				ctr("good", "172.18.0.4", claims("redis"), labels("trusted", "yes")),
+				ctr("evil", "172.18.0.5", claims("redis"), labels(LabelPriority, "100", "trusted", "no")),
+			},
+			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-good")},
+			candidates: []Candidate{
+				skipped("evil", "claims redis, outside the claim scope: no label trusted=yes"),
+				chosen("good", "claims redis, priority 0, running, no healthcheck"),
+			},
+		},
+		{
+			name: "claim scope project: only the ambassador's own compose project",
+			self: amb(labels(LabelComposeProject, "shop")),
+			opts: Options{ClaimScope: ClaimScope{Project: true}},
+			containers: []Container{
+				ctr("mine", "172.18.0.4", claims("redis"), labels(LabelComposeProject, "shop")),
+				ctr("theirs", "172.18.0.5", claims("redis"), labels(LabelComposeProject, "blog", LabelPriority, "9")),
+			},
+			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-mine")},
+			candidates: []Candidate{
+				chosen("mine", "claims redis, priority 0, running, no healthcheck"),
+				skipped("theirs", "claims redis, outside the claim scope: not in compose project shop"),
+			},
+		},
+		{
+			name:       "claim scope project, ambassador in no project: no claimer counts, the named container still does",
+			opts:       Options{ClaimScope: ClaimScope{Project: true}},
+			containers: []Container{ctr("other", "172.18.0.4", claims("redis")), ctr("redis", "172.18.0.3", claims("redis"))},
+			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			candidates: []Candidate{
+				skipped("other", "claims redis, claim scope project, but the ambassador belongs to no compose project"),
+				chosen("redis", "named redis, running, no healthcheck"),
+			},
+		},
+		{
 			name: "ambassador.port overrides the port of a claimer",
 			containers: []Container{
 				ctr("blue", "172.18.0.4", claims("redis"), labels(LabelPort, "6380")),
