@@ -51,7 +51,7 @@ type config struct {
 }
 
 var (
-	full  = config{rounds: 3, iperfSeconds: 2, requests: 20000, pipelinedRequests: 200000, churnConns: 5000, idleConns: 9000, startups: 3, rewires: 20, runTimeout: 30 * time.Second}
+	full  = config{rounds: 3, iperfSeconds: 2, requests: 20000, pipelinedRequests: 200000, churnConns: 5000, idleConns: 9000, startups: 3, rewires: 20, runTimeout: 20 * time.Second}
 	quick = config{rounds: 1, iperfSeconds: 1, requests: 5000, pipelinedRequests: 50000, churnConns: 1000, idleConns: 500, startups: 2, rewires: 3, runTimeout: 8 * time.Second}
 )
 

@@ -43,6 +43,7 @@ var rows = []row{
 	{key: "churn-cps", label: "churn -k 0 -c 50: connections/s", higher: true, goal: vsHAProxy(0.9, true)},
 	{key: "churn-p99", label: "churn: p99 ms", digits: 3},
 	{key: "churn-cpu", label: "churn: proxy CPU-s per 100k connections", digits: 2},
+	{key: "idle-conns", label: "idle: connections held through the proxy"},
 	{key: "idle-kib", label: "idle: proxy KiB per connection (PSS)", digits: 1, goal: atMost(ambassadord, 10, "")},
 	{key: "idle-rss-kib", label: "idle: proxy KiB per connection (VmRSS)", digits: 1},
 	{key: "idle-fds", label: "idle: proxy fds per connection", digits: 2, goal: atMost(ambassadord, 2, "")},
