@@ -61,3 +61,67 @@ func BenchmarkThroughput(b *testing.B) {
 	b.Run("splice", func(b *testing.B) { run(b, via(b, sink(b), false)) })
 	b.Run("buffered", func(b *testing.B) { run(b, via(b, sink(b), true)) })
 }
+
+// BenchmarkRoundTrip measures small request/response exchanges (100 bytes
+// each way, one at a time, like a redis GET) directly and through a Route,
+// with splice and with the buffered path: compare their ns/op.
+func BenchmarkRoundTrip(b *testing.B) {
+	const size = 100
+	echoServer := func(b *testing.B) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(b, err)
+		b.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					buf := make([]byte, 4096)
+					for {
+						n, err := c.Read(buf)
+						if err != nil {
+							return
+						}
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	via := func(b *testing.B, backend string, idle bool) string {
+		r := &Route{}
+		if idle {
+			r.IdleTimeout = 1 << 40
+		}
+		r.SetBackends([]Backend{{Addr: backend}})
+		ln, err := Listen(context.Background(), "127.0.0.1:0")
+		require.NoError(b, err)
+		go r.Serve(ln)
+		b.Cleanup(func() { r.Close() })
+		return ln.Addr().String()
+	}
+	run := func(b *testing.B, addr string) {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(b, err)
+		defer c.Close()
+		msg, got := make([]byte, size), make([]byte, size)
+		b.ResetTimer()
+		for range b.N {
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, echoServer(b)) })
+	b.Run("splice", func(b *testing.B) { run(b, via(b, echoServer(b), false)) })
+	b.Run("buffered", func(b *testing.B) { run(b, via(b, echoServer(b), true)) })
+}
