@@ -255,8 +255,13 @@ func (r *Route) Serve(ln net.Listener) error {
 				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
 			backoff = nextBackoff(backoff)
+			exhausted := isFDExhaustion(err)
+			if exhausted {
+				// Pooled pipes hold descriptors a connection needs.
+				releasePipes()
+			}
 			log.Warn("accept failed; backing off", zap.String("listen", ln.Addr().String()),
-				zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", isFDExhaustion(err)))
+				zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", exhausted))
 			if !r.sleep(backoff) {
 				return nil
 			}
@@ -479,6 +484,9 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 				return bc, b, true
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", b, err))
+			if isFDExhaustion(err) {
+				releasePipes()
+			}
 			if ctx.Err() != nil {
 				// The route is closing: the backend is not at fault.
 				return nil, Backend{}, false

@@ -5,8 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
-	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -31,39 +30,95 @@ const maxSpliceSize = 1 << 20
 // and move pages rather than copy where the kernel can.
 const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
 
+// maxPooledPipes bounds the pipes kept for reuse: about the transfers in
+// flight at once on a busy ambassador. Pipes beyond it are closed when
+// given back.
+const maxPooledPipes = 64
+
 // pipe is a kernel pipe of the pool. It is empty whenever it is in the
 // pool.
 type pipe struct {
 	r, w int
 }
 
+// pipeBudget caps the pipes open at once, pooled or in use, to a sixteenth
+// of the process's descriptor limit (an eighth of its descriptors): pipes
+// only make copies cheaper, and must never take the descriptors that
+// accepting and dialling need. Past the budget a transfer copies through
+// user space. Set once, from RLIMIT_NOFILE.
+var pipeBudget = func() int64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	return int64(min(lim.Cur, 1<<20) / 16)
+}()
+
+// pipesOpen counts the pipes open, pooled or in use.
+var pipesOpen atomic.Int64
+
 func newPipe() (*pipe, error) {
+	if pipesOpen.Add(1) > pipeBudget {
+		pipesOpen.Add(-1)
+		return nil, errPipeBudget
+	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		pipesOpen.Add(-1)
 		return nil, os.NewSyscallError("pipe2", err)
 	}
 	// A smaller pipe still works, with more system calls: ignore errors.
 	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, maxSpliceSize)
-	p := &pipe{r: fds[0], w: fds[1]}
-	// The pool drops pipes at garbage collection; close them then.
-	runtime.SetFinalizer(p, (*pipe).close)
-	return p, nil
+	return &pipe{r: fds[0], w: fds[1]}, nil
 }
 
 func (p *pipe) close() {
-	runtime.SetFinalizer(p, nil)
 	unix.Close(p.r)
 	unix.Close(p.w)
+	pipesOpen.Add(-1)
 }
 
-var pipePool sync.Pool
+// errPipeBudget: pipeBudget pipes are open already.
+var errPipeBudget = errors.New("pipe budget used up")
+
+// pipePool holds empty pipes for reuse. It is a bounded channel rather
+// than a sync.Pool so that its descriptors are few, counted, and can be
+// handed back to the system at once (releasePipes) when the process runs
+// out of them.
+var pipePool = make(chan *pipe, maxPooledPipes)
 
 // getPipe returns an empty pipe, from the pool or new.
 func getPipe() (*pipe, error) {
-	if p, ok := pipePool.Get().(*pipe); ok {
+	select {
+	case p := <-pipePool:
 		return p, nil
+	default:
+		return newPipe()
 	}
-	return newPipe()
+}
+
+// putPipe gives an empty pipe back to the pool, or closes it if the pool
+// is full.
+func putPipe(p *pipe) {
+	select {
+	case pipePool <- p:
+	default:
+		p.close()
+	}
+}
+
+// releasePipes closes every pooled pipe. The accept loop and the dialer
+// call it when the process runs out of file descriptors, so that the pool
+// never holds descriptors a connection needs.
+func releasePipes() {
+	for {
+		select {
+		case p := <-pipePool:
+			p.close()
+		default:
+			return
+		}
+	}
 }
 
 // errNoPipe wraps a failure to create a pipe (file descriptors exhausted):
@@ -108,7 +163,7 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 			p.close()
 			return written, err
 		}
-		pipePool.Put(p)
+		putPipe(p)
 	}
 }
 
@@ -138,7 +193,7 @@ func spliceIn(src syscall.RawConn) (*pipe, int, error) {
 		}
 		if serr == unix.EAGAIN {
 			// No data yet: wait without holding the pipe (it is empty).
-			pipePool.Put(p)
+			putPipe(p)
 			p = nil
 			return false
 		}
@@ -146,7 +201,7 @@ func spliceIn(src syscall.RawConn) (*pipe, int, error) {
 	})
 	if serr != nil {
 		if p != nil {
-			pipePool.Put(p)
+			putPipe(p)
 		}
 		if errors.Is(serr, errNoPipe) {
 			return nil, 0, serr
@@ -155,12 +210,12 @@ func spliceIn(src syscall.RawConn) (*pipe, int, error) {
 	}
 	if err != nil {
 		if p != nil {
-			pipePool.Put(p)
+			putPipe(p)
 		}
 		return nil, 0, err
 	}
 	if n == 0 {
-		pipePool.Put(p)
+		putPipe(p)
 		return nil, 0, nil
 	}
 	return p, n, nil

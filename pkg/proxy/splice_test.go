@@ -64,8 +64,9 @@ func TestIdleConnectionsHoldNoPipe(t *testing.T) {
 	}
 	// Pipes of Go's own pools, from earlier tests, come and go; what
 	// matters is that idle connections add none.
-	// Pipes a pool dropped (the race detector makes sync.Pool drop some
-	// on purpose) are closed by their finalizers after a collection.
+	// Go's own splice pipes (io.Copy in other tests' servers) wait in a
+	// sync.Pool, which the race detector makes drop some on purpose, and
+	// are closed by finalizers after a collection.
 	settled := func() int {
 		runtime.GC()
 		runtime.GC()
@@ -94,7 +95,7 @@ func stackInuse() uint64 {
 	return m.StackInuse
 }
 
-// TestSpliceCopyWithoutPipes: out of file descriptors for a pipe, the
+// TestSpliceCopyChunkFallback: out of file descriptors for a pipe, the
 // bytes still get through, by a user-space copy.
 func TestSpliceCopyChunkFallback(t *testing.T) {
 	a, b := tcpPipe(t)
@@ -132,4 +133,40 @@ func tcpPipe(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	require.NotNil(t, s)
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// TestPipePoolBounded: the pool keeps at most maxPooledPipes pipes, and
+// releasePipes closes them all.
+func TestPipePoolBounded(t *testing.T) {
+	releasePipes()
+	before := pipeFDs(t)
+	var ps []*pipe
+	for range maxPooledPipes + 10 {
+		p, err := getPipe()
+		require.NoError(t, err)
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
+		putPipe(p)
+	}
+	assert.Equal(t, maxPooledPipes, len(pipePool))
+	assert.Equal(t, 2*maxPooledPipes, pipeFDs(t)-before, "pipes beyond the bound are closed")
+	releasePipes()
+	assert.Zero(t, len(pipePool))
+	assert.Equal(t, before, pipeFDs(t))
+}
+
+// TestPipeBudget: past the budget no pipe is made, and a transfer still
+// gets through, by user space.
+func TestPipeBudget(t *testing.T) {
+	releasePipes()
+	saved := pipeBudget
+	pipeBudget = pipesOpen.Load() // nothing more may be opened
+	t.Cleanup(func() { pipeBudget = saved })
+	_, err := getPipe()
+	require.ErrorIs(t, err, errPipeBudget)
+
+	r := &Route{}
+	r.SetBackends([]Backend{{Addr: startBackend(t, whoami("still"))}})
+	assert.Equal(t, "still", roundTrip(t, startRoute(t, r), "without pipes"))
 }
