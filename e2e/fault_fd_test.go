@@ -164,9 +164,6 @@ func faultCount(cs []faultClient) (served int, others map[string]int) {
 	return served, others
 }
 
-// faultKnownBugsEnv set to 1 runs the tests skipped for a known bug.
-const faultKnownBugsEnv = "AMBASSADORD_E2E_KNOWN_BUGS"
-
 // faultLogFDs logs what the ambassador's descriptors are (sockets, pipes,
 // others), read from /proc on the host when the test can see its process.
 func faultLogFDs(t *testing.T, ctx context.Context, amb *harness.Container) {
@@ -211,9 +208,12 @@ func faultLogCount(t *testing.T, ctx context.Context, amb *harness.Container, su
 // clients go away new connections are served again, 40 at once, with
 // whole echoes.
 //
-// With --max-conns 50 ("limit"), nothing lost means: exactly 50 clients
-// are served, the 250 others are closed at once (EOF or reset within 2 s
-// of connecting, none left waiting), the rejections are counted by
+// With --max-conns 40 ("limit"), sized by the README's rule (two
+// descriptors per connection, at most an eighth of the limit for splice
+// pipes, a few of the process's own: (128·7/8 − 16)/2 = 48), nothing lost
+// means: exactly 40 clients are served, the 260 others are closed at once
+// (EOF or reset within 2 s of connecting, none left waiting), the
+// rejections are counted by
 // ambassadord_connections_rejected_total{reason="limit"}, descriptors never
 // run out (no accept failure at all), and new connections work afterwards.
 func TestFaultFDExhaustion(t *testing.T) {
@@ -264,13 +264,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 
 	t.Run("limit", func(t *testing.T) {
 		t.Parallel()
-		if os.Getenv(faultKnownBugsEnv) != "1" {
-			t.Skipf("known bug: --max-conns 50 with nofile=128 still runs out of descriptors: busy connections take splice pipes "+
-				"(2 descriptors each, up to 2 per connection) from a pool that keeps them until a garbage collection, so accept and "+
-				"dial fail with EMFILE, clients beyond the limit wait in the backlog instead of being closed, and the stale backlog "+
-				"then takes the slots of new clients; set %s=1 to run it", faultKnownBugsEnv)
-		}
-		const limit = 50
+		const limit = 40
 		amb := faultStartUlimited(t, ctx, "amb-limited", faultNoFile, append(base, "--max-conns", strconv.Itoa(limit))...)
 		target := addr(amb, dataPort)
 		waitServedBy(t, ctx, target, "data")
