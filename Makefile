@@ -71,7 +71,7 @@ lint:
 clean:
 	rm -rf bin/
 	@if command -v $(DOCKER) >/dev/null 2>&1 && $(DOCKER) info >/dev/null 2>&1; then \
-		for label in ambassadord.e2e ambassadord.demo; do \
+		for label in ambassadord.e2e ambassadord.demo ambassadord.bench; do \
 			$(DOCKER) ps -aq --filter label=$$label | xargs -r $(DOCKER) rm -f -v >/dev/null; \
 			$(DOCKER) network ls -q --filter label=$$label | xargs -r $(DOCKER) network rm >/dev/null; \
 			$(DOCKER) images -q --filter label=$$label | sort -u | xargs -r $(DOCKER) rmi -f >/dev/null; \

@@ -47,9 +47,9 @@ import (
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 )
 
-// benchLabel marks everything this program creates; `make clean` does not
-// know it, so every run sweeps what killed runs left (older than
-// staleAfter) and removes its own on exit.
+// benchLabel marks everything this program creates: every run removes its
+// own on exit and sweeps what killed runs left (older than staleAfter), and
+// `make clean` removes all of it.
 const (
 	benchLabel = "ambassadord.bench"
 	staleAfter = 30 * time.Minute
