@@ -66,8 +66,8 @@ lint:
 		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; \
 	fi
 
-# Removes every container, network and image the e2e tests or the demo
-# created, from any run (it matches the label key, not a run ID).
+# Removes every container, network and image the e2e tests, the demo or the
+# benchmark created, from any run (it matches the label key, not a run ID).
 clean:
 	rm -rf bin/
 	@if command -v $(DOCKER) >/dev/null 2>&1 && $(DOCKER) info >/dev/null 2>&1; then \
