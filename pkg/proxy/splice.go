@@ -179,6 +179,14 @@ func spliceIn(src syscall.RawConn) (*pipe, int, error) {
 	err := src.Read(func(fd uintptr) bool {
 		if p == nil {
 			if p, serr = getPipe(); serr != nil {
+				// No pipe to be had: wait for data without one (an idle
+				// connection must not sit in a blocking read holding a
+				// buffer), then let the caller copy it through user space.
+				var peek [1]byte
+				if _, _, perr := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); perr == unix.EAGAIN {
+					p, serr = nil, nil
+					return false
+				}
 				serr = errors.Join(errNoPipe, serr)
 				return true
 			}
