@@ -116,11 +116,6 @@ func (l *loop) session(ctx context.Context) error {
 
 	resync := time.NewTicker(l.w.resync())
 	defer resync.Stop()
-	// eventsAtResync is the event count at the previous resync: a resync
-	// that finds drift although the stream delivered nothing since has
-	// caught a stream gone silent (stalled, or losing everything) while
-	// the engine still answers pings.
-	eventsAtResync := l.stats.Events
 	ping := time.NewTicker(l.w.pingInterval())
 	defer ping.Stop()
 	d := newDebouncer(l.w.quiet(), l.w.maxDelay())
@@ -190,16 +185,11 @@ func (l *loop) session(ctx context.Context) error {
 			}
 			listed(expiry)
 			l.stats.Resyncs++
-			drift := !equalSnapshots(l.snap, snap)
-			if drift {
+			if !equalSnapshots(l.snap, snap) {
 				l.stats.Drift++
 				l.log.Info("resync found changes the events did not deliver")
 			}
 			l.update(snap)
-			if drift && l.stats.Events == eventsAtResync {
-				return fmt.Errorf("%w: silent while the engine changed (found by a resync)", errStreamEnded)
-			}
-			eventsAtResync = l.stats.Events
 
 		case <-ping.C:
 			if err := l.ping(ctx, client.PingOptions{}); err != nil {

@@ -719,19 +719,14 @@ func TestMailboxIsLatestWinsAndTheReaderNeverBlocks(t *testing.T) {
 	})
 }
 
-// TestPeriodicResyncCountsDrift: a resync that finds a change no event
-// reported counts drift; when the stream delivered nothing at all since the
-// previous resync, it has gone silent (stalled, or losing everything) while
-// the engine still answers pings, and the watcher subscribes anew.
 func TestPeriodicResyncCountsDrift(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFake(ctr(idRedis, "redis"))
 		w := &Watcher{Client: f}
 		start(t, w)
 		take(t, w)
-		subscriptions := f.count("events")
 
-		// A change no event reports, on a silent stream.
+		// A change no event reports.
 		f.set(ctr(idRedis, "redis"), ctr(idWeb, "web"))
 		time.Sleep(w.resync() - time.Millisecond)
 		none(t, w)
@@ -739,28 +734,15 @@ func TestPeriodicResyncCountsDrift(t *testing.T) {
 		u := take(t, w)
 		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
 		assert.Equal(t, Stats{Resyncs: 1, Drift: 1}, u.Stats)
-		time.Sleep(minBackoff) // the first reconnect's delay is at most this
-		synctest.Wait()
-		assert.Equal(t, subscriptions+1, f.count("events"), "subscribed anew")
 
 		// A resync that finds nothing publishes nothing.
 		time.Sleep(w.resync())
 		none(t, w)
 
-		// Drift while events do arrive: counted, the stream is kept.
-		f.send(t, containerEvent(events.ActionExecStart+": sh", idWeb, nil))
-		f.set(ctr(idRedis, "redis"))
-		time.Sleep(w.resync())
-		u = take(t, w)
-		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
-		assert.Equal(t, uint64(2), u.Stats.Drift)
-		synctest.Wait()
-		assert.Equal(t, subscriptions+1, f.count("events"), "the live stream is kept")
-
-		f.set()
+		f.set(ctr(idWeb, "web"))
 		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
 		u = take(t, w)
-		assert.Equal(t, uint64(1), u.Stats.Reconnects)
+		assert.Equal(t, Stats{Events: 1, Resyncs: 2, Drift: 1}, u.Stats)
 	})
 }
 
