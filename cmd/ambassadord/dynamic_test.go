@@ -32,6 +32,21 @@ func loopbackContainer(name string, port int, labels map[string]string) resolver
 	}
 }
 
+// newTestDynamic returns the daemon's run loop, fed by the test instead of
+// a watcher, with its route table and metrics: listening on loopback, no
+// --backend-wait, plus args.
+func newTestDynamic(t *testing.T, args ...string) (*dynamic, *routeTable, *metrics) {
+	t.Helper()
+	cfg, err := parseConfig(append([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0"}, args...), env())
+	require.NoError(t, err)
+	specs, _, err := cfg.specs(nil)
+	require.NoError(t, err)
+	m := newMetrics("dev", "")
+	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
+	t.Cleanup(table.shutdown)
+	return newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true), table, m
+}
+
 func TestDynamicRewire(t *testing.T) {
 	oldAddr := greeter(t, "old")
 	newAddr := greeter(t, "new")
@@ -49,15 +64,7 @@ func TestDynamicRewire(t *testing.T) {
 	}()
 
 	listen := freePort(t)
-	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
-		"--route", strconv.Itoa(listen) + ":redis:" + portOf(t, oldAddr)}, env())
-	require.NoError(t, err)
-	specs, _, err := cfg.specs(nil)
-	require.NoError(t, err)
-	m := newMetrics("dev", "")
-	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
-	t.Cleanup(table.shutdown)
-	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true)
+	d, table, _ := newTestDynamic(t, "--route", strconv.Itoa(listen)+":redis:"+portOf(t, oldAddr))
 	addr := "127.0.0.1:" + strconv.Itoa(listen)
 	ctx := context.Background()
 
@@ -139,15 +146,7 @@ func TestDockerEngineMode(t *testing.T) {
 func TestRefusedRewireChangesNothing(t *testing.T) {
 	addrA := greeter(t, "a")
 	listen := freePort(t)
-	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
-		"--route", strconv.Itoa(listen) + ":redis:" + portOf(t, addrA)}, env())
-	require.NoError(t, err)
-	specs, _, err := cfg.specs(nil)
-	require.NoError(t, err)
-	m := newMetrics("dev", "")
-	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
-	t.Cleanup(table.shutdown)
-	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true)
+	d, table, m := newTestDynamic(t, "--route", strconv.Itoa(listen)+":redis:"+portOf(t, addrA))
 	ctx := context.Background()
 	d.update(ctx, watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: []resolver.Container{
 		loopbackContainer("redis", portOf2(t, addrA), nil),
@@ -177,15 +176,7 @@ func TestRefusedRewireChangesNothing(t *testing.T) {
 func TestRewireSurvivesEngineReconnect(t *testing.T) {
 	addrA, addrB := greeter(t, "a"), greeter(t, "b")
 	listen := freePort(t)
-	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
-		"--route", strconv.Itoa(listen) + ":redis:" + portOf(t, addrA)}, env())
-	require.NoError(t, err)
-	specs, _, err := cfg.specs(nil)
-	require.NoError(t, err)
-	m := newMetrics("dev", "")
-	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
-	t.Cleanup(table.shutdown)
-	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, specs, true)
+	d, _, _ := newTestDynamic(t, "--route", strconv.Itoa(listen)+":redis:"+portOf(t, addrA))
 	ctx := context.Background()
 	route, addr := strconv.Itoa(listen), "127.0.0.1:"+strconv.Itoa(listen)
 	snap := &resolver.Snapshot{Containers: []resolver.Container{

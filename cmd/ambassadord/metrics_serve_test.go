@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/watcher"
@@ -154,13 +153,7 @@ func TestDynamicMetrics(t *testing.T) {
 	listen := freePort(t)
 	route := strconv.Itoa(listen)
 	addr := "127.0.0.1:" + route
-	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
-		"--admin-address=", "--admin-socket="}, env())
-	require.NoError(t, err)
-	m := newMetrics("dev", "")
-	table := newRouteTable(cfg, zaptest.NewLogger(t), m)
-	t.Cleanup(table.shutdown)
-	d := newDynamic(cfg, zaptest.NewLogger(t), table, m, nil, true)
+	d, _, m := newTestDynamic(t, "--admin-address=", "--admin-socket=")
 	ctx := context.Background()
 
 	// The ambassador's own labels ask for the route; claimers serve it.
