@@ -15,34 +15,7 @@ import (
 func BenchmarkThroughput(b *testing.B) {
 	const chunk = 1 << 20
 	sink := func(b *testing.B) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(b, err)
-		b.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					io.Copy(io.Discard, c)
-				}()
-			}
-		}()
-		return ln.Addr().String()
-	}
-	via := func(b *testing.B, backend string, idle bool) string {
-		r := &Route{}
-		if idle {
-			r.IdleTimeout = 1 << 40
-		}
-		r.SetBackends([]Backend{{Addr: backend}})
-		ln, err := Listen(context.Background(), "127.0.0.1:0")
-		require.NoError(b, err)
-		go r.Serve(ln)
-		b.Cleanup(func() { r.Close() })
-		return ln.Addr().String()
+		return benchServer(b, func(c net.Conn) { io.Copy(io.Discard, c) })
 	}
 	buf := make([]byte, chunk)
 	run := func(b *testing.B, addr string) {
@@ -58,8 +31,8 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 	}
 	b.Run("direct", func(b *testing.B) { run(b, sink(b)) })
-	b.Run("splice", func(b *testing.B) { run(b, via(b, sink(b), false)) })
-	b.Run("buffered", func(b *testing.B) { run(b, via(b, sink(b), true)) })
+	b.Run("splice", func(b *testing.B) { run(b, benchRoute(b, sink(b), false)) })
+	b.Run("buffered", func(b *testing.B) { run(b, benchRoute(b, sink(b), true)) })
 }
 
 // BenchmarkRoundTrip measures small request/response exchanges (100 bytes
@@ -68,43 +41,18 @@ func BenchmarkThroughput(b *testing.B) {
 func BenchmarkRoundTrip(b *testing.B) {
 	const size = 100
 	echoServer := func(b *testing.B) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(b, err)
-		b.Cleanup(func() { ln.Close() })
-		go func() {
+		return benchServer(b, func(c net.Conn) {
+			buf := make([]byte, 4096)
 			for {
-				c, err := ln.Accept()
+				n, err := c.Read(buf)
 				if err != nil {
 					return
 				}
-				go func() {
-					defer c.Close()
-					buf := make([]byte, 4096)
-					for {
-						n, err := c.Read(buf)
-						if err != nil {
-							return
-						}
-						if _, err := c.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-				}()
+				if _, err := c.Write(buf[:n]); err != nil {
+					return
+				}
 			}
-		}()
-		return ln.Addr().String()
-	}
-	via := func(b *testing.B, backend string, idle bool) string {
-		r := &Route{}
-		if idle {
-			r.IdleTimeout = 1 << 40
-		}
-		r.SetBackends([]Backend{{Addr: backend}})
-		ln, err := Listen(context.Background(), "127.0.0.1:0")
-		require.NoError(b, err)
-		go r.Serve(ln)
-		b.Cleanup(func() { r.Close() })
-		return ln.Addr().String()
+		})
 	}
 	run := func(b *testing.B, addr string) {
 		c, err := net.Dial("tcp", addr)
@@ -122,6 +70,42 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 	b.Run("direct", func(b *testing.B) { run(b, echoServer(b)) })
-	b.Run("splice", func(b *testing.B) { run(b, via(b, echoServer(b), false)) })
-	b.Run("buffered", func(b *testing.B) { run(b, via(b, echoServer(b), true)) })
+	b.Run("splice", func(b *testing.B) { run(b, benchRoute(b, echoServer(b), false)) })
+	b.Run("buffered", func(b *testing.B) { run(b, benchRoute(b, echoServer(b), true)) })
+}
+
+// benchServer serves every connection on a loopback listener with handle,
+// closing it after, and returns the address.
+func benchServer(b *testing.B, handle func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// benchRoute serves a Route to backend on loopback, through the buffered
+// idle-timeout path when idle is set, and returns its address.
+func benchRoute(b *testing.B, backend string, idle bool) string {
+	r := &Route{}
+	if idle {
+		r.IdleTimeout = 1 << 40
+	}
+	r.SetBackends([]Backend{{Addr: backend}})
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	require.NoError(b, err)
+	go r.Serve(ln)
+	b.Cleanup(func() { r.Close() })
+	return ln.Addr().String()
 }
