@@ -114,21 +114,28 @@ func TestCloseConns(t *testing.T) {
 	waitFor(t, func() bool { return r.Active() == 0 })
 }
 
+// readAllAsync connects to addr and sends everything it reads until EOF
+// (or the error) on the channel it returns.
+func readAllAsync(addr string) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}()
+	return got
+}
+
 func TestBackendWait(t *testing.T) {
 	t.Run("a backend appears", func(t *testing.T) {
 		r := &Route{BackendWait: 5 * time.Second}
 		addr := startRoute(t, r)
-		got := make(chan string, 1)
-		go func() {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			defer c.Close()
-			b, _ := io.ReadAll(c)
-			got <- string(b)
-		}()
+		got := readAllAsync(addr)
 		waitFor(t, func() bool { return r.Active() == 1 })
 		r.SetBackends([]Backend{{Addr: startBackend(t, func(c net.Conn) { c.Write([]byte("arrived")) })}})
 		assert.Equal(t, "arrived", <-got)
@@ -140,17 +147,7 @@ func TestBackendWait(t *testing.T) {
 		r := &Route{BackendWait: 5 * time.Second}
 		r.SetBackends([]Backend{{Addr: later}})
 		addr := startRoute(t, r)
-		got := make(chan string, 1)
-		go func() {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			defer c.Close()
-			b, _ := io.ReadAll(c)
-			got <- string(b)
-		}()
+		got := readAllAsync(addr)
 		waitFor(t, func() bool { return r.Active() == 1 })
 		start()
 		assert.Equal(t, "listening", <-got)
