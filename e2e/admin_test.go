@@ -126,13 +126,28 @@ func statusOf(t *testing.T, ctx context.Context, amb *harness.Container) ambStat
 // getJSON fetches url and decodes its JSON body into v.
 func getJSON(t *testing.T, ctx context.Context, url string, v any) {
 	t.Helper()
+	require.NoError(t, fetchJSON(ctx, url, v))
+}
+
+// fetchJSON GETs url, which must answer 200, and decodes its JSON body
+// into v.
+func fetchJSON(ctx context.Context, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	defer res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode, "GET %s", url)
-	require.NoError(t, json.NewDecoder(res.Body).Decode(v), "GET %s", url)
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, res.Status)
+	}
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return nil
 }
 
 // families is a parsed scrape, by metric name.

@@ -12,7 +12,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -163,19 +162,7 @@ func waitServedBy(t *testing.T, ctx context.Context, addr, ident string) datapro
 // stats fetches a dataserver's counters from its admin port.
 func stats(ctx context.Context, c *harness.Container) (dataproto.Stats, error) {
 	var s dataproto.Stats
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr(c, dataproto.AdminPort)+dataproto.StatsPath, nil)
-	if err != nil {
-		return s, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, fmt.Errorf("stats of %s: %w", c.Name, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("stats of %s: %s", c.Name, res.Status)
-	}
-	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
+	if err := fetchJSON(ctx, "http://"+addr(c, dataproto.AdminPort)+dataproto.StatsPath, &s); err != nil {
 		return s, fmt.Errorf("stats of %s: %w", c.Name, err)
 	}
 	return s, nil

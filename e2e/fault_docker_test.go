@@ -17,7 +17,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -299,20 +298,7 @@ func dockerFaultStatus(ctx context.Context, amb *harness.Container) (dockerFault
 	var d dockerFaultDoc
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	url := "http://" + addr(amb, ambAdminPort) + "/routes"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return d, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return d, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return d, fmt.Errorf("GET %s: %s", url, res.Status)
-	}
-	return d, json.NewDecoder(res.Body).Decode(&d)
+	return d, fetchJSON(ctx, "http://"+addr(amb, ambAdminPort)+"/routes", &d)
 }
 
 // dockerFaultReadyz returns the status code of GET /readyz and its body.

@@ -13,12 +13,10 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -55,26 +53,11 @@ func faultFollower(t *testing.T, ctx context.Context, n *harness.Network, target
 // forwarding now, as its admin endpoint reports them (GET /routes/9000,
 // the count `ambassadord status` shows).
 func faultActive(ctx context.Context, amb *harness.Container) (int, error) {
-	url := "http://" + addr(amb, ambAdminPort) + "/routes/" + faultRoute
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", url, res.Status)
-	}
 	var r struct {
 		Active int `json:"active_connections"`
 	}
-	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
-		return 0, fmt.Errorf("GET %s: %w", url, err)
-	}
-	return r.Active, nil
+	err := fetchJSON(ctx, "http://"+addr(amb, ambAdminPort)+"/routes/"+faultRoute, &r)
+	return r.Active, err
 }
 
 // faultWaitActive waits until the route forwards exactly want connections,
