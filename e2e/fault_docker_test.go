@@ -395,6 +395,41 @@ func dockerFaultWait(t *testing.T, ctx context.Context, within time.Duration, wh
 	return time.Since(start)
 }
 
+// dockerFaultScene is what three of the tests start from: the fault proxy
+// p, a network n, a claimer a of the target svc, and an ambassador amb that
+// reaches the engine through p and serves a on target.
+type dockerFaultScene struct {
+	p      *dockerFaultProxy
+	n      *harness.Network
+	svc    string
+	a, amb *harness.Container
+	target string
+}
+
+// dockerFaultStartScene starts the scene and waits until the ambassador
+// serves a.
+func dockerFaultStartScene(t *testing.T, ctx context.Context) dockerFaultScene {
+	t.Helper()
+	sc := dockerFaultScene{p: dockerFaultStartProxy(t), n: newNetwork(t, ctx, "net", false), svc: fullName(t, "svc")}
+	sc.a = dockerFaultClaimer(t, ctx, sc.n, "a", sc.svc)
+	sc.amb = dockerFaultAmbassador(t, ctx, sc.p, sc.n, sc.svc)
+	sc.target = addr(sc.amb, dataPort)
+	waitServedBy(t, ctx, sc.target, "a")
+	dockerFaultWaitRoute(t, ctx, sc.amb, dataPort, readyTimeout, sc.a)
+	return sc
+}
+
+// dockerFaultWaitStream waits until an event stream runs through p.
+func dockerFaultWaitStream(t *testing.T, ctx context.Context, p *dockerFaultProxy) {
+	t.Helper()
+	dockerFaultWait(t, ctx, readyTimeout, "an event stream through the proxy", func(context.Context) error {
+		if p.eventStreams() == 0 {
+			return errors.New("no event stream open")
+		}
+		return nil
+	})
+}
+
 // dockerFaultClaimer starts a dataserver named name (answering whoami with
 // name) that claims target.
 func dockerFaultClaimer(t *testing.T, ctx context.Context, n *harness.Network, name, target string) *harness.Container {
@@ -420,14 +455,8 @@ func dockerFaultRemove(t *testing.T, ctx context.Context, c *harness.Container) 
 func TestFaultDockerStreamCut(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
-	p := dockerFaultStartProxy(t)
-	n := newNetwork(t, ctx, "net", false)
-	svc := fullName(t, "svc")
-	a := dockerFaultClaimer(t, ctx, n, "a", svc)
-	amb := dockerFaultAmbassador(t, ctx, p, n, svc)
-	target := addr(amb, dataPort)
-	waitServedBy(t, ctx, target, "a")
-	dockerFaultWaitRoute(t, ctx, amb, dataPort, readyTimeout, a)
+	sc := dockerFaultStartScene(t, ctx)
+	p, n, svc, a, amb, target := sc.p, sc.n, sc.svc, sc.a, sc.amb, sc.target
 	before := dockerFaultMetrics(t, ctx, amb)
 
 	l := startLoad(t, target)
@@ -504,20 +533,9 @@ func TestFaultDockerStreamCut(t *testing.T) {
 func TestFaultDockerSilentStall(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
-	p := dockerFaultStartProxy(t)
-	n := newNetwork(t, ctx, "net", false)
-	svc := fullName(t, "svc")
-	a := dockerFaultClaimer(t, ctx, n, "a", svc)
-	amb := dockerFaultAmbassador(t, ctx, p, n, svc)
-	target := addr(amb, dataPort)
-	waitServedBy(t, ctx, target, "a")
-	dockerFaultWaitRoute(t, ctx, amb, dataPort, readyTimeout, a)
-	dockerFaultWait(t, ctx, readyTimeout, "an event stream through the proxy", func(context.Context) error {
-		if p.eventStreams() == 0 {
-			return errors.New("no event stream open")
-		}
-		return nil
-	})
+	sc := dockerFaultStartScene(t, ctx)
+	p, n, svc, a, amb, target := sc.p, sc.n, sc.svc, sc.a, sc.amb, sc.target
+	dockerFaultWaitStream(t, ctx, p)
 	before := dockerFaultMetrics(t, ctx, amb)
 
 	stalled := p.stall()
@@ -636,20 +654,9 @@ func TestFaultDockerUnreachableAtStart(t *testing.T) {
 func TestFaultDockerLostEvents(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
-	p := dockerFaultStartProxy(t)
-	n := newNetwork(t, ctx, "net", false)
-	svc := fullName(t, "svc")
-	a := dockerFaultClaimer(t, ctx, n, "a", svc)
-	amb := dockerFaultAmbassador(t, ctx, p, n, svc)
-	target := addr(amb, dataPort)
-	waitServedBy(t, ctx, target, "a")
-	dockerFaultWaitRoute(t, ctx, amb, dataPort, readyTimeout, a)
-	dockerFaultWait(t, ctx, readyTimeout, "an event stream through the proxy", func(context.Context) error {
-		if p.eventStreams() == 0 {
-			return errors.New("no event stream open")
-		}
-		return nil
-	})
+	sc := dockerFaultStartScene(t, ctx)
+	p, n, svc, a, amb, target := sc.p, sc.n, sc.svc, sc.a, sc.amb, sc.target
+	dockerFaultWaitStream(t, ctx, p)
 	before := dockerFaultMetrics(t, ctx, amb)
 
 	p.dropEvents.Store(true)
