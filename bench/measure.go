@@ -15,17 +15,27 @@ import (
 	"time"
 )
 
+// through starts candidate ci's proxy for one route, from its port at
+// offset to the backend's, and returns it with the address clients dial.
+func (b *bench) through(ctx context.Context, ci, offset int) (p *proxy, host string, port int, err error) {
+	c := b.cands[ci]
+	r := route{listen: b.port(ci, offset), backend: b.port(-1, offset)}
+	if p, err = start(ctx, c, b.dir, []route{r}); err != nil {
+		return nil, "", 0, err
+	}
+	host, port = c.addr(r)
+	return p, host, port, nil
+}
+
 // bulk measures one iperf3 stream each way through c, and the proxy's CPU
 // per GB over both.
 func (b *bench) bulk(ctx context.Context, ci int) error {
 	c := b.cands[ci]
-	r := route{listen: b.port(ci, portIperf), backend: b.port(-1, portIperf)}
-	p, err := start(ctx, c, b.dir, []route{r})
+	p, host, port, err := b.through(ctx, ci, portIperf)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	host, port := c.addr(r)
 	var cpu time.Duration
 	var bytes float64
 	for _, dir := range []struct {
@@ -132,13 +142,11 @@ func lastLines(s string, n int) string {
 // pipelined by 16, and the proxy's CPU per 100k requests for each kind.
 func (b *bench) requestResponse(ctx context.Context, ci int) error {
 	c := b.cands[ci]
-	r := route{listen: b.port(ci, portRedis), backend: b.port(-1, portRedis)}
-	p, err := start(ctx, c, b.dir, []route{r})
+	p, host, port, err := b.through(ctx, ci, portRedis)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	host, port := c.addr(r)
 	for _, pipeline := range []int{1, 16} {
 		prefix, n := "", b.cfg.requests
 		if pipeline > 1 {
@@ -175,13 +183,11 @@ func (b *bench) requestResponse(ctx context.Context, ci int) error {
 // 50 clients.
 func (b *bench) churn(ctx context.Context, ci int) error {
 	c := b.cands[ci]
-	r := route{listen: b.port(ci, portRedis), backend: b.port(-1, portRedis)}
-	p, err := start(ctx, c, b.dir, []route{r})
+	p, host, port, err := b.through(ctx, ci, portRedis)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	host, port := c.addr(r)
 	before, err := p.cpu()
 	if err != nil {
 		return err
@@ -216,8 +222,7 @@ func (b *bench) idle(ctx context.Context, ci int) error {
 	if c.launch == nil {
 		return nil // nothing between client and backend to measure
 	}
-	r := route{listen: b.port(ci, portHold), backend: b.port(-1, portHold)}
-	p, err := start(ctx, c, b.dir, []route{r})
+	p, host, port, err := b.through(ctx, ci, portHold)
 	if err != nil {
 		return err
 	}
@@ -226,7 +231,6 @@ func (b *bench) idle(ctx context.Context, ci int) error {
 	if err != nil {
 		return err
 	}
-	host, port := c.addr(r)
 	n := b.cfg.idleConns
 	if c.idleCap > 0 && c.idleCap < n {
 		n = c.idleCap
