@@ -62,10 +62,10 @@ func (d *dynamic) rewire(ctx context.Context, req rewireRequest) rewireReply {
 	}
 
 	previous := slices.Clone(d.routes)
+	// Resolve, and check, before applying: a refused rewire must not touch
+	// the routes, not even for a moment.
+	res := resolver.Resolve(d.specs, d.snap, d.options())
 	if !req.Reset && !req.Force {
-		// Resolve without applying first: a refused rewire must not touch
-		// the routes, not even for a moment.
-		res := resolver.Resolve(d.specs, d.snap, d.options())
 		for _, rt := range affected(previous, res.Routes, keys) {
 			if len(rt.Backends) == 0 {
 				// Refuse rather than leave the route with nothing to
@@ -76,7 +76,7 @@ func (d *dynamic) rewire(ctx context.Context, req rewireRequest) rewireReply {
 			}
 		}
 	}
-	if err := d.resolve(ctx); err != nil {
+	if err := d.apply(ctx, res); err != nil {
 		d.log.Error("cannot serve route", errorField(err))
 	}
 	changed := affected(previous, d.routes, keys)

@@ -172,7 +172,12 @@ func (d *dynamic) update(ctx context.Context, u watcher.Update) {
 // overrides, applies them, and publishes the status. It returns the listen
 // errors.
 func (d *dynamic) resolve(ctx context.Context) error {
-	res := resolver.Resolve(d.specs, d.snap, d.options())
+	return d.apply(ctx, resolver.Resolve(d.specs, d.snap, d.options()))
+}
+
+// apply applies a resolution of the specs, the snapshot and the overrides,
+// and publishes the status. It returns the listen errors.
+func (d *dynamic) apply(ctx context.Context, res resolver.Result) error {
 	if !slices.Equal(res.Warnings, d.warnings) {
 		for _, w := range res.Warnings {
 			if !slices.Contains(d.warnings, w) {
