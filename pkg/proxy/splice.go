@@ -139,11 +139,17 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var written int64
+	var (
+		written int64
+		buf     []byte // for copyChunk, made on first use
+	)
 	for {
 		p, n, err := spliceIn(srcRaw)
 		if errors.Is(err, errNoPipe) {
-			m, err := copyChunk(dst, src)
+			if buf == nil {
+				buf = make([]byte, copyBufferSize)
+			}
+			m, err := copyChunk(dst, src, buf)
 			written += m
 			if err != nil || m == 0 {
 				return written, err
@@ -256,10 +262,9 @@ func spliceOut(dst syscall.RawConn, p *pipe, n int) (int, error) {
 	return written, err
 }
 
-// copyChunk moves one read's worth of bytes from src to dst through a
-// buffer, for when no pipe can be had. It returns 0 and no error at EOF.
-func copyChunk(dst, src net.Conn) (int64, error) {
-	buf := make([]byte, copyBufferSize)
+// copyChunk moves one read's worth of bytes from src to dst through buf,
+// for when no pipe can be had. It returns 0 and no error at EOF.
+func copyChunk(dst, src net.Conn, buf []byte) (int64, error) {
 	n, err := src.Read(buf)
 	if n > 0 {
 		if _, werr := dst.Write(buf[:n]); werr != nil {
