@@ -24,7 +24,10 @@ type Container struct {
 	// (Docker merges them), such as ambassador.role=ambassador.
 	Labels map[string]string
 
-	// State is Docker's state: "running", "paused", "restarting", ...
+	// State is Docker's state: "running", "paused", "restarting", ...; or
+	// "stopping", which the watcher gives a running container that was
+	// sent a stop signal and is draining. Only "running" takes new
+	// connections.
 	State string
 
 	// Health is "" for a container without a healthcheck, else "starting",

@@ -246,6 +246,25 @@ func withoutContainer(s *resolver.Snapshot, id string) (*resolver.Snapshot, bool
 	return next, true
 }
 
+// withStopping returns a copy of s in which the container id has the state
+// StateStopping, and false if s has no such running container.
+func withStopping(s *resolver.Snapshot, id string) (*resolver.Snapshot, bool) {
+	if s == nil || id == "" {
+		return nil, false
+	}
+	i := slices.IndexFunc(s.Containers, func(c resolver.Container) bool { return c.ID == id })
+	if i < 0 || s.Containers[i].State != string(container.StateRunning) {
+		return nil, false
+	}
+	next := &resolver.Snapshot{Self: s.Self, Containers: slices.Clone(s.Containers)}
+	next.Containers[i].State = StateStopping
+	if s.Self != nil && s.Self.ID == id {
+		self := next.Containers[i]
+		next.Self = &self
+	}
+	return next, true
+}
+
 // withoutAttachment returns a copy of s in which the container containerID
 // is no longer attached to the network networkID, and false if it was not.
 func withoutAttachment(s *resolver.Snapshot, containerID, networkID string) (*resolver.Snapshot, bool) {

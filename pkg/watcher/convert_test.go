@@ -206,9 +206,10 @@ func TestGoneIDs(t *testing.T) {
 			{ID: b, Networks: []resolver.Network{net("n1", "10.0.0.3")}},
 			{ID: c, Networks: []resolver.Network{net("n1", "10.0.0.9")}},
 		}}, []string{a, b, c}},
-		{"new network and paused are not gone", prev, &resolver.Snapshot{Containers: []resolver.Container{
+		{"new network, paused and stopping are not gone", prev, &resolver.Snapshot{Containers: []resolver.Container{
 			{ID: a, State: "paused", Networks: []resolver.Network{net("n1", "10.0.0.2"), net("n3", "10.3.0.2")}},
-			prev.Containers[1], prev.Containers[2],
+			prev.Containers[1],
+			{ID: c, State: StateStopping, Networks: []resolver.Network{net("n1", "10.0.0.4")}},
 		}}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,10 +221,10 @@ func TestGoneIDs(t *testing.T) {
 func TestFastPathSnapshotsLeaveTheOriginalAlone(t *testing.T) {
 	a, b := id64("a"), id64("b")
 	mk := func() *resolver.Snapshot {
-		self := resolver.Container{ID: a, Name: "amb", Networks: []resolver.Network{{Name: "n1", ID: "i1"}, {Name: "n2", ID: "i2"}}}
+		self := resolver.Container{ID: a, Name: "amb", State: "running", Networks: []resolver.Network{{Name: "n1", ID: "i1"}, {Name: "n2", ID: "i2"}}}
 		return &resolver.Snapshot{Self: &self, Containers: []resolver.Container{
 			self,
-			{ID: b, Name: "db", Networks: []resolver.Network{{Name: "n1", ID: "i1"}}},
+			{ID: b, Name: "db", State: "running", Networks: []resolver.Network{{Name: "n1", ID: "i1"}}},
 		}}
 	}
 	orig := mk()
@@ -254,6 +255,23 @@ func TestFastPathSnapshotsLeaveTheOriginalAlone(t *testing.T) {
 	_, ok = withoutAttachment(orig, b, "i2")
 	assert.False(t, ok, "b is not on i2")
 	_, ok = withoutAttachment(orig, "", "i1")
+	assert.False(t, ok)
+
+	next, ok = withStopping(orig, b)
+	assert.True(t, ok)
+	assert.Equal(t, StateStopping, next.Containers[1].State)
+	assert.Same(t, orig.Self, next.Self)
+
+	next, ok = withStopping(orig, a)
+	assert.True(t, ok)
+	assert.Equal(t, StateStopping, next.Self.State, "Self follows")
+	assert.Equal(t, next.Containers[0], *next.Self)
+
+	_, ok = withStopping(next, a)
+	assert.False(t, ok, "already stopping")
+	_, ok = withStopping(orig, id64("zz"))
+	assert.False(t, ok)
+	_, ok = withStopping(nil, a)
 	assert.False(t, ok)
 
 	assert.Equal(t, mk(), orig, "the published snapshot was mutated")

@@ -10,7 +10,8 @@
 // is published only when it differs from the previous one. Duplicated and
 // replayed events are therefore harmless. Only an event's type, action and
 // actor ID are trusted: a container's labels are copied into the event's
-// attributes and can overwrite any of them.
+// attributes and can overwrite any of them. The one attribute read, a kill
+// event's signal, can only mislead about that container's own traffic.
 //
 // Two events take a fast path: when a container dies, stops or is destroyed,
 // or is disconnected from a network, an update without it (or without that
@@ -20,6 +21,13 @@
 // lags those events by some milliseconds, so what they remove stays removed
 // from later listings until a listing agrees, a later event revives it, or
 // a few seconds pass.
+//
+// A third one prepares the first: when a container is sent a stop signal
+// (docker stop), an update with its state [StateStopping] is published at
+// once, so that new connections go elsewhere while the app drains, without
+// naming it in Gone: its established connections are the app's to finish.
+// Later listings, which show it running until it dies, keep that state for
+// up to 30s.
 //
 // The watcher resyncs fully after every reconnect and on a timer, watches for
 // a stalled stream by pinging the engine, and reconnects forever with capped,

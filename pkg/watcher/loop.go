@@ -231,6 +231,8 @@ func eventFilters() client.Filters {
 // event handles one event and reports whether it calls for a re-list. Only
 // the event's type, action and actor ID are trusted: a container's labels
 // are copied into the actor's attributes and can overwrite any of them.
+// The one exception, a kill event's signal, can only mislead about the
+// container's own traffic (see below).
 func (l *loop) event(m events.Message) bool {
 	l.stats.Events++
 	if !relevant(m) {
@@ -241,14 +243,34 @@ func (l *loop) event(m events.Message) bool {
 	case events.ContainerEventType:
 		switch m.Action {
 		case events.ActionDie, events.ActionStop, events.ActionDestroy:
-			// Not kill: a kill may be a SIGHUP that leaves the
-			// container running, and a kill that ends it is followed
-			// by die, before Docker frees its address. Not pause
-			// either: a paused container keeps its address and its
-			// established connections.
+			// Not pause: a paused container keeps its address and
+			// its established connections.
 			l.graves.bury(m.Actor.ID, time.Now())
 			l.removeContainer(m.Actor.ID, m.Action)
+		case events.ActionKill:
+			// docker stop sends the stop signal, and die comes only
+			// once the app has drained, seconds later; meanwhile it
+			// refuses new connections, or resets those it had not
+			// accepted. A stop signal takes it out of new connections
+			// at once; its established ones are the app's to finish
+			// until die. Other signals (HUP, USR1, WINCH...) leave it
+			// running.
+			//
+			// The signal is an attribute, which a label named
+			// "signal" on this container overwrites. That can only
+			// concern this container's own traffic (the actor ID is
+			// trusted): make its stop look like a SIGHUP (it then
+			// keeps new connections until it dies, as without this
+			// fast path), or make a harmless signal take it out of
+			// new connections for stoppingTTL.
+			if sig := m.Actor.Attributes["signal"]; isStopSignal(sig) {
+				l.graves.condemn(m.Actor.ID, time.Now())
+				l.stopContainer(m.Actor.ID, sig)
+			}
 		case events.ActionStart, events.ActionRestart:
+			// Not unpause: docker stop and docker kill resume a
+			// paused container to deliver the signal, and the
+			// engine reports that unpause after the kill.
 			l.graves.revive(m.Actor.ID)
 		}
 	case events.NetworkEventType:
@@ -306,6 +328,33 @@ func (l *loop) removeContainer(id string, action events.Action) {
 	l.log.Debug("container gone", zap.String("container", id), zap.String("event", string(action)))
 	l.snap = next
 	l.publish([]string{id})
+}
+
+// stopContainer is the fast path for a container sent a stop signal: it
+// publishes the current view with the container stopping at once. The
+// container is not named in Gone: its established connections are kept.
+func (l *loop) stopContainer(id, signal string) {
+	next, ok := withStopping(l.snap, id)
+	if !ok {
+		return
+	}
+	l.log.Debug("container stopping; no new connections", zap.String("container", id),
+		zap.String("event", string(events.ActionKill)), zap.String("signal", signal))
+	l.snap = next
+	l.publish(nil)
+}
+
+// isStopSignal reports whether a kill event's signal is one that ends a
+// process unless it handles it otherwise: TERM, KILL, INT or QUIT, the
+// usual stop signals. Engines report it as a decimal number (20.10 and
+// later alike format it with strconv.Itoa); names, with or without "SIG",
+// are accepted too.
+func isStopSignal(signal string) bool {
+	switch strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(signal)), "SIG") {
+	case "15", "TERM", "9", "KILL", "2", "INT", "3", "QUIT":
+		return true
+	}
+	return false
 }
 
 // removeAttachment is the fast path for a container disconnected from a

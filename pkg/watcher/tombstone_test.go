@@ -123,3 +123,101 @@ func TestTombstones(t *testing.T) {
 		})
 	}
 }
+
+func TestStoppingMarks(t *testing.T) {
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b := id64("a"), id64("b")
+	listing := func(stateA string) []resolver.Container {
+		return []resolver.Container{{ID: a, Name: "a", State: stateA}, {ID: b, Name: "b", State: "running"}}
+	}
+	for _, tt := range []struct {
+		name       string
+		setup      func(*tombstones)
+		listing    []resolver.Container
+		now        time.Time
+		want       []resolver.Container
+		wantExpiry time.Time
+		wantLeft   int // marks left
+	}{
+		{
+			name:       "signalled and still running: stopping",
+			setup:      func(g *tombstones) { g.condemn(a, t0) },
+			listing:    listing("running"),
+			now:        t0.Add(10 * time.Second),
+			want:       listing(StateStopping),
+			wantExpiry: t0.Add(stoppingTTL),
+			wantLeft:   1,
+		},
+		{
+			name:     "signalled and paused: paused says enough",
+			setup:    func(g *tombstones) { g.condemn(a, t0) },
+			listing:  listing("paused"),
+			now:      t0,
+			want:     listing("paused"),
+			wantLeft: 1,
+		},
+		{
+			name:    "signalled and no longer listed: confirmed",
+			setup:   func(g *tombstones) { g.condemn(a, t0) },
+			listing: listing("running")[1:],
+			now:     t0,
+			want:    listing("running")[1:],
+		},
+		{
+			name:    "signalled too long ago: running again",
+			setup:   func(g *tombstones) { g.condemn(a, t0) },
+			listing: listing("running"),
+			now:     t0.Add(stoppingTTL),
+			want:    listing("running"),
+		},
+		{
+			name:    "signalled, then started",
+			setup:   func(g *tombstones) { g.condemn(a, t0); g.revive(a) },
+			listing: listing("running"),
+			now:     t0,
+			want:    listing("running"),
+		},
+		{
+			name:       "signalled, then dead: hidden",
+			setup:      func(g *tombstones) { g.condemn(a, t0); g.bury(a, t0.Add(time.Second)) },
+			listing:    listing("running"),
+			now:        t0.Add(time.Second),
+			want:       listing("running")[1:],
+			wantExpiry: t0.Add(time.Second + tombstoneTTL),
+		},
+		{
+			name:       "a new session keeps the mark",
+			setup:      func(g *tombstones) { g.condemn(a, t0); g.reset() },
+			listing:    listing("running"),
+			now:        t0,
+			want:       listing(StateStopping),
+			wantExpiry: t0.Add(stoppingTTL),
+			wantLeft:   1,
+		},
+		{
+			name:       "the earliest expiry wins",
+			setup:      func(g *tombstones) { g.condemn(a, t0); g.bury(b, t0.Add(time.Second)) },
+			listing:    listing("running"),
+			now:        t0.Add(time.Second),
+			want:       []resolver.Container{{ID: a, Name: "a", State: StateStopping}},
+			wantExpiry: t0.Add(time.Second + tombstoneTTL),
+			wantLeft:   1,
+		},
+		{
+			name:    "empty ID ignored",
+			setup:   func(g *tombstones) { g.condemn("", t0) },
+			listing: listing("running"),
+			now:     t0,
+			want:    listing("running"),
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var g tombstones
+			tt.setup(&g)
+			got, expiry := g.apply(tt.listing, tt.now)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.wantExpiry, expiry)
+			assert.Equal(t, tt.wantLeft, len(g.stopping))
+		})
+	}
+}

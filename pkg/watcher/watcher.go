@@ -40,6 +40,16 @@ const (
 	eventBuffer = 256
 )
 
+// StateStopping is the [resolver.Container].State the watcher gives a
+// running container that was sent a stop signal (a kill event with TERM,
+// KILL, INT or QUIT, as docker stop sends): it is draining and about to
+// die. It is not running for the resolver, so it gets no new connections,
+// but it is not gone either: its established connections are kept, for the
+// app to finish. It lasts until the container dies (then it is gone) or
+// starts again, and at most 30s, after which a container still running is
+// taken to have handled the signal and gets new connections again.
+const StateStopping = "stopping"
+
 // Watcher follows one Docker engine and publishes [Update]s.
 //
 // Set the fields, then call [Watcher.Run] once; the fields must not change
@@ -113,11 +123,12 @@ type Update struct {
 	// Consumers should close established connections to them at once:
 	// Docker may already have given their address to another container.
 	// A paused container is not gone: it keeps its address and its
-	// connections; its State says "paused". The fast path names a
-	// container here as soon as its event arrives, before the re-list;
-	// a re-list names those whose disappearance no event reported. An ID
-	// is never lost with an update the mailbox replaced: it is carried
-	// over into the next one.
+	// connections; its State says "paused". Nor is a container that was
+	// sent a stop signal, until it dies: its State says [StateStopping].
+	// The fast path names a container here as soon as its event arrives,
+	// before the re-list; a re-list names those whose disappearance no
+	// event reported. An ID is never lost with an update the mailbox
+	// replaced: it is carried over into the next one.
 	Gone []string
 
 	// Stats are the watcher's counters as of this update.

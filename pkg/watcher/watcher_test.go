@@ -345,7 +345,8 @@ func TestPauseAndKillAreNotGone(t *testing.T) {
 		start(t, w)
 		take(t, w)
 
-		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+		// SIGHUP: a reload, the container keeps running as it was.
+		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "1"}))
 		none(t, w)
 		time.Sleep(w.quiet())
 		none(t, w)
@@ -357,6 +358,181 @@ func TestPauseAndKillAreNotGone(t *testing.T) {
 		time.Sleep(w.quiet())
 		u := take(t, w)
 		assert.Equal(t, "paused", u.Snapshot.Containers[0].State)
+		assert.Empty(t, u.Gone)
+	})
+}
+
+// docker stop sends the stop signal and the app drains for seconds before
+// die: the container must take no new connection meanwhile, and keep its
+// established ones.
+func TestStopSignalMarksStoppingAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.DebugLevel)
+		f := newFake(ctr(idRedis, "redis", withNet("app", "n-app", "172.18.0.3")), ctr(idWeb, "web"))
+		w := &Watcher{Client: f, Logger: zap.New(core)}
+		start(t, w)
+		first := take(t, w)
+		time.Sleep(w.resync() / 2) // so that the first resync falls inside the mark
+		lists := f.count("list")
+		t0 := time.Now()
+
+		// The listing still shows redis running, as the engine's does
+		// until it dies.
+		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+		u := take(t, w)
+		assert.Equal(t, t0, time.Now(), "the fast path does not wait")
+		assert.Equal(t, lists, f.count("list"), "the fast path does not list")
+		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
+		assert.Equal(t, StateStopping, u.Snapshot.Containers[0].State)
+		assert.Equal(t, first.Snapshot.Containers[0].Networks, u.Snapshot.Containers[0].Networks)
+		assert.Empty(t, u.Gone, "established connections are the app's to drain")
+		assert.Equal(t, "running", first.Snapshot.Containers[0].State, "published snapshots are not mutated")
+		entries := logs.FilterMessage("container stopping; no new connections").AllUntimed()
+		require.Len(t, entries, 1)
+		assert.Equal(t, map[string]any{"container": idRedis, "event": "kill", "signal": "15"}, entries[0].ContextMap())
+
+		// Re-lists, the periodic resync among them, keep it stopping.
+		time.Sleep(w.quiet())
+		none(t, w)
+		f.send(t, containerEvent(events.ActionHealthStatusHealthy, idWeb, nil))
+		time.Sleep(w.resync()/2 + time.Second)
+		none(t, w)
+		assert.Equal(t, lists+3, f.count("list"), "after the kill, the health event, and the resync")
+
+		// A reconnect too: the fresh listing cannot tell.
+		f.stream(t).errs <- io.EOF
+		time.Sleep(minBackoff)
+		none(t, w)
+		assert.Equal(t, 2, f.count("events"))
+
+		// It dies: gone, as any dead container.
+		f.set(ctr(idWeb, "web"))
+		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
+		u = take(t, w)
+		assert.Equal(t, []string{"web"}, names(u.Snapshot))
+		assert.Equal(t, []string{idRedis}, u.Gone)
+		time.Sleep(w.quiet())
+		none(t, w)
+	})
+}
+
+func TestStopSignals(t *testing.T) {
+	for _, tt := range []struct {
+		signal string
+		stop   bool
+	}{
+		{"15", true}, {"9", true}, {"2", true}, {"3", true},
+		{"SIGTERM", true}, {"TERM", true}, {"sigkill", true}, {" 15 ", true}, {"SIGQUIT", true}, {"int", true},
+		{"1", false}, {"10", false}, {"28", false}, {"19", false}, {"150", false},
+		{"SIGHUP", false}, {"USR1", false}, {"SIGWINCH", false}, {"SIG", false}, {"", false}, {"-15", false},
+	} {
+		assert.Equal(t, tt.stop, isStopSignal(tt.signal), "%q", tt.signal)
+	}
+}
+
+func TestOtherSignalsChangeNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		for _, sig := range []string{"1", "10", "28", "SIGHUP", ""} {
+			f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": sig}))
+			time.Sleep(w.quiet())
+			none(t, w)
+		}
+		f.send(t, containerEvent(events.ActionKill, idRedis, nil))
+		time.Sleep(w.quiet())
+		none(t, w)
+	})
+}
+
+// A container still running long after a stop signal handled it (a reload,
+// or an app that ignores SIGTERM): it takes new connections again.
+func TestStoppingExpires(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		time.Sleep(time.Second) // so that the resync falls inside the mark
+		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+		t0 := time.Now()
+		assert.Equal(t, StateStopping, take(t, w).Snapshot.Containers[0].State)
+		time.Sleep(stoppingTTL - time.Millisecond)
+		none(t, w)
+		time.Sleep(time.Millisecond)
+		u := take(t, w)
+		assert.Equal(t, stoppingTTL, time.Since(t0))
+		assert.Equal(t, "running", u.Snapshot.Containers[0].State)
+		assert.Empty(t, u.Gone)
+		assert.Equal(t, uint64(1), u.Stats.Resyncs, "a resync came and went meanwhile")
+	})
+}
+
+func TestStartClearsStopping(t *testing.T) {
+	for _, action := range []events.Action{events.ActionStart, events.ActionRestart} {
+		t.Run(string(action), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFake(ctr(idRedis, "redis"))
+				w := &Watcher{Client: f}
+				start(t, w)
+				take(t, w)
+
+				f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+				assert.Equal(t, StateStopping, take(t, w).Snapshot.Containers[0].State)
+				time.Sleep(w.quiet())
+				none(t, w)
+
+				// docker restart: kill, die, start, restart; the die
+				// event was lost, and the listing never saw it dead.
+				f.send(t, containerEvent(action, idRedis, nil))
+				time.Sleep(w.quiet())
+				u := take(t, w)
+				assert.Equal(t, "running", u.Snapshot.Containers[0].State)
+				assert.Empty(t, u.Gone)
+			})
+		})
+	}
+}
+
+// docker stop resumes a paused container to deliver the signal, and the
+// engine reports the unpause after the kill: the unpause must not undo it.
+func TestStopSignalToAPausedContainer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis", withStatus(container.StatePaused, "Up 1 hour (Paused)")))
+		w := &Watcher{Client: f}
+		start(t, w)
+		assert.Equal(t, "paused", take(t, w).Snapshot.Containers[0].State)
+
+		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+		none(t, w) // paused: it takes no new connection anyway
+		f.set(ctr(idRedis, "redis"))
+		f.send(t, containerEvent(events.ActionUnPause, idRedis, nil))
+		time.Sleep(w.quiet())
+		u := take(t, w)
+		assert.Equal(t, StateStopping, u.Snapshot.Containers[0].State)
+		assert.Empty(t, u.Gone)
+	})
+}
+
+// The signal attribute can be forged by the container's own labels: that
+// may only concern the container itself.
+func TestForgedSignalConcernsOnlyItsContainer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web", withLabels("signal", "15", "container", idRedis)))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		// docker kill -s HUP web: Docker copies web's labels over the
+		// attributes.
+		f.send(t, containerEvent(events.ActionKill, idWeb, map[string]string{"signal": "15", "container": idRedis, "name": "redis"}))
+		u := take(t, w)
+		assert.Equal(t, "running", u.Snapshot.Containers[0].State, "redis")
+		assert.Equal(t, StateStopping, u.Snapshot.Containers[1].State, "web")
 		assert.Empty(t, u.Gone)
 	})
 }

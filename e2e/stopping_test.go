@@ -1,0 +1,156 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+)
+
+const (
+	// stoppingBackendWait is the --backend-wait of TestStopping's
+	// ambassador: shorter than stoppingDrain, so that a connection sent
+	// to the stopping backend, which refuses it, would fail before that
+	// backend's die event rewires the route.
+	stoppingBackendWait = time.Second
+	// stoppingDrain is how long the stopping backend drains: an
+	// established connection through the ambassador keeps it from exiting
+	// until the test ends that connection's exchange.
+	stoppingDrain = 3 * time.Second
+)
+
+// TestStopping: a claimer of the target with a higher priority is stopped
+// gracefully (docker stop: the fixture closes its listener at SIGTERM and
+// exits once its connections are done) while a lower-priority claimer is
+// there to take over, under a load of fresh connections. From the stop
+// signal on, new connections go to the other claimer: none fails, although
+// the stopping one drains for longer than --backend-wait. A connection
+// established before the signal is not cut by the ambassador: it completes
+// its exchange, and the app exits after it.
+func TestStopping(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	n := newNetwork(t, ctx, "net", false)
+	svc := fullName(t, "svc") // claimed only: no container has this name
+	claimer := func(name string, priority int, args ...string) harness.Spec {
+		return harness.Spec{
+			Name: name, Networks: []string{n.Name}, Cmd: args,
+			Labels: map[string]string{labelTarget: svc, labelPriority: strconv.Itoa(priority)},
+		}
+	}
+	startServer(t, ctx, claimer("a", 0), "a")
+	// The grace outlasts the test's drain: b exits when its last
+	// connection ends, not when the grace runs out.
+	b := startServer(t, ctx, claimer("b", 10, "-grace", "60s"), "b")
+	amb := startFollower(t, ctx, harness.Spec{
+		Networks: []string{n.Name},
+		Env:      []string{"AMBASSADORD_BACKEND_WAIT=" + stoppingBackendWait.String()},
+		Labels:   map[string]string{labelTarget: svc, labelPorts: strconv.Itoa(dataPort)},
+	})
+	target := addr(amb, dataPort)
+	waitServedBy(t, ctx, target, "b")
+
+	established := openSession(t, ctx, target)
+	require.Equal(t, "b", established.id.Name)
+	established.echo(t, "before the stop")
+
+	evs := eng.Events(ctx)
+	l := startLoad(t, target)
+	landed := func(name string, after time.Time) {
+		t.Helper()
+		res, err := l.waitLanded(ctx, name, after, 20)
+		require.NoError(t, err, "failed:\n%s", describe(res.failed()))
+	}
+	landed("b", time.Now())
+
+	stopping := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- eng.Stop(ctx, b.ID, 2*time.Minute) }()
+	killed := waitEvent(t, ctx, evs, b.ID, "kill", stopping)
+
+	// b drains: it is still running, and the ambassador says why it gets
+	// no new connection. The load goes on meanwhile: it is checked at the
+	// end.
+	insp, err := eng.Inspect(ctx, b.ID)
+	require.NoError(t, err)
+	require.True(t, insp.State.Running, "b is draining")
+	// The test may see the kill event before the ambassador has applied
+	// it: ask again for a while.
+	const stoppingReason = "not running (stopping)"
+	reason := ""
+	for deadline := time.Now().Add(5 * time.Second); reason != stoppingReason && time.Now().Before(deadline); {
+		reason = candidateReason(t, ctx, amb, strconv.Itoa(dataPort), b.ID)
+	}
+	assert.Equal(t, stoppingReason, reason)
+	select {
+	case <-time.After(stoppingDrain - time.Since(killed)):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	insp, err = eng.Inspect(ctx, b.ID)
+	require.NoError(t, err)
+	require.True(t, insp.State.Running, "b is still draining after %s", stoppingDrain)
+
+	// The established connection still works, and ends as its exchange
+	// does: the client half-closes, b answers with EOF and exits.
+	established.echo(t, "during the drain")
+	require.NoError(t, established.c.CloseWrite())
+	rest, err := io.ReadAll(established.r)
+	require.NoError(t, err, "the established connection ends cleanly")
+	assert.Empty(t, rest)
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	died := waitEvent(t, ctx, evs, b.ID, "die", stopping)
+	landed("a", time.Now())
+	res := l.stop()
+	t.Logf("load: %s", res)
+
+	rw := checkRewire(t, res, "b", "a", killed, time.Time{})
+	onB := len(res.startedAfter(killed).on("b"))
+	t.Logf("b drained %s (kill to die); a accepted its first connection %s after the kill event; %d connections started after the kill landed on b",
+		died.Sub(killed).Round(time.Millisecond), rw.latency().Round(time.Millisecond), onB)
+	requireNoFailures(t, res)
+}
+
+// candidateReason returns what `ambassadord status` says of the container
+// id as a candidate for the route.
+func candidateReason(t *testing.T, ctx context.Context, amb *harness.Container, route, id string) string {
+	t.Helper()
+	stdout, stderr, code := dockerExec(t, ctx, amb, "/ambassadord", "status", "--json")
+	require.Equal(t, 0, code, "status: %s%s", stdout, stderr)
+	var doc struct {
+		Routes []struct {
+			Name       string `json:"name"`
+			Candidates []struct {
+				ID     string
+				Reason string
+			} `json:"candidates"`
+		} `json:"routes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &doc), stdout)
+	for _, r := range doc.Routes {
+		if r.Name != route {
+			continue
+		}
+		for _, c := range r.Candidates {
+			if c.ID == id {
+				return c.Reason
+			}
+		}
+	}
+	require.FailNow(t, "no candidate "+id+" for route "+route, stdout)
+	return ""
+}
