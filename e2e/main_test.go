@@ -41,6 +41,7 @@ var (
 	eng             *harness.Engine
 	version         string // stamped into the binary under test
 	ambassadorImage string
+	ambassadorBin   string // the binary in ambassadorImage, kept until the run ends
 	redisImage      string
 	dataImage       string
 	skipReason      string // non-empty when no engine answers
@@ -74,31 +75,36 @@ func run(m *testing.M) int {
 	if err := e.Sweep(ctx, staleAfter); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: sweep leftovers of earlier runs: %v\n", err)
 	}
-	if err := buildImages(ctx); err != nil {
+	// The build directory outlives the build: tests that run the binary
+	// on the host (engine_restart_test.go) use it from there.
+	dir, err := os.MkdirTemp("", "ambassadord-e2e-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: create build dir: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := buildImages(ctx, dir); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
 	return m.Run()
 }
 
-// buildImages builds the binary once and the three images this run uses.
-func buildImages(ctx context.Context) error {
+// buildImages builds the binary once into dir, and the three images this
+// run uses.
+func buildImages(ctx context.Context, dir string) error {
 	start := time.Now()
 	root, err := harness.RepoRoot(ctx)
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "ambassadord-e2e-")
-	if err != nil {
-		return fmt.Errorf("create build dir: %w", err)
-	}
-	defer os.RemoveAll(dir)
 
 	version = "e2e-" + eng.Run
 	bin, err := harness.AmbassadorBinary(ctx, root, dir, version)
 	if err != nil {
 		return err
 	}
+	ambassadorBin = bin
 	if ambassadorImage, err = eng.BuildAmbassadorImage(ctx, root, bin, version); err != nil {
 		return err
 	}

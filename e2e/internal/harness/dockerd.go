@@ -1,0 +1,576 @@
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/client"
+)
+
+// ErrNoDockerd is wrapped by StartDockerd's error when this machine cannot
+// run a private engine: no dockerd or ip command, or not root.
+var ErrNoDockerd = errors.New("cannot run a private dockerd")
+
+// Bounds of a private engine's life cycle. A dockerd answers in about a
+// second, and stops in one to three: with live restore it stops only its
+// containerd, without it its containers too.
+const (
+	dockerdStopTimeout = 30 * time.Second
+	dockerdKillTimeout = 10 * time.Second
+)
+
+// dockerdLogTail is how much of a daemon's log LogTail returns.
+const dockerdLogTail = 8 << 10
+
+// dockerdSubnetBase is the second octet where private bridges' /24s start,
+// in 10.64.0.0/10: clear of the engine's own pools (172.17-31, 192.168)
+// and of CreateNetwork's 10.128.0.0/9.
+const dockerdSubnetBase = 64
+
+// Dockerd is a private, throw-away Docker daemon: its own data root, exec
+// root (with the containerd it manages), socket, default bridge and cgroup
+// parent, all named after an ID, so that a test can stop and start an
+// engine without touching the shared one or a concurrent run's. It runs as
+// a child of the test process; its configuration file is empty, so the
+// host's /etc/docker/daemon.json (data root, storage driver) never applies.
+//
+// It starts no iptables rules, forwarding or masquerading: the host reaches
+// its containers directly on the bridge, which is all the tests need, and
+// nothing global changes. Storage is vfs, which works on any file system
+// and leaves no overlay mounts behind.
+//
+// A Dockerd is not safe for concurrent use: one test goroutine starts and
+// stops it.
+type Dockerd struct {
+	ID          string       // names the bridge and the cgroup parent; unique per daemon and run
+	Dir         string       // holds the data root, exec root, socket, config and log
+	Host        string       // unix://Dir/docker.sock, for clients and --docker-host
+	Bridge      string       // the default bridge, created for the daemon
+	Subnet      netip.Prefix // the bridge's subnet; the host holds its .1
+	LiveRestore bool         // containers outlive the daemon
+
+	cgroupParent string
+	cmd          *exec.Cmd     // the running daemon; nil while stopped
+	exited       chan struct{} // closed once cmd has been waited for
+	waitErr      error         // why cmd exited; read after exited is closed
+}
+
+// StartDockerd creates a private engine's directory and bridge and starts
+// it; it returns once the engine answers. id is at most 11 characters of
+// [a-z0-9] (it names a network interface) and must be unique on the
+// machine: callers put their run ID in it. On error everything created is
+// removed again.
+func StartDockerd(ctx context.Context, id string, liveRestore bool) (*Dockerd, error) {
+	if err := dockerdAvailable(); err != nil {
+		return nil, err
+	}
+	if len(id) == 0 || len(id) > 11 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return nil, fmt.Errorf("private dockerd id %q: want 1 to 11 characters of [a-z0-9]", id)
+	}
+	// A short path: a unix socket's may have at most 108 bytes, which a
+	// test's own temporary directory, named after the test, can exceed.
+	dir, err := os.MkdirTemp("", "ambd-"+id+"-")
+	if err != nil {
+		return nil, fmt.Errorf("create private dockerd dir: %w", err)
+	}
+	d := &Dockerd{
+		ID: id, Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"),
+		Bridge: "ambd" + id, LiveRestore: liveRestore, cgroupParent: "/ambd-" + id,
+	}
+	if err := d.prepare(ctx); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	if err := d.Start(ctx); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	return d, nil
+}
+
+// dockerdAvailable says why this machine cannot run a private engine, or
+// returns nil.
+func dockerdAvailable() error {
+	for _, cmd := range []string{"dockerd", "containerd", "ip"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return fmt.Errorf("%w: %w (apt-get install docker.io iproute2)", ErrNoDockerd, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: it needs root (a bridge, mounts, cgroups)", ErrNoDockerd)
+	}
+	return nil
+}
+
+// prepare writes the empty configuration and creates the bridge on a
+// subnet that no route of the host's uses.
+func (d *Dockerd) prepare(ctx context.Context) error {
+	for _, sub := range []string{"data", "exec"} {
+		if err := os.Mkdir(filepath.Join(d.Dir, sub), 0o700); err != nil {
+			return fmt.Errorf("create private dockerd dir: %w", err)
+		}
+	}
+	if err := os.WriteFile(d.config(), []byte("{}\n"), 0o600); err != nil {
+		return fmt.Errorf("write private dockerd config: %w", err)
+	}
+	subnet, err := freeSubnet(ctx)
+	if err != nil {
+		return err
+	}
+	gw := subnet.Addr().As4()
+	gw[3] = 1
+	// Subnet is set before the bridge exists so that Close deletes a
+	// half-made one too.
+	d.Subnet = subnet
+	for _, args := range [][]string{
+		{"link", "add", "name", d.Bridge, "type", "bridge"},
+		{"addr", "add", netip.PrefixFrom(netip.AddrFrom4(gw), subnet.Bits()).String(), "dev", d.Bridge},
+		{"link", "set", d.Bridge, "up"},
+	} {
+		if err := ipCommand(ctx, args...); err != nil {
+			return fmt.Errorf("create bridge %s: %w", d.Bridge, err)
+		}
+	}
+	return nil
+}
+
+// ipCommand runs ip(8) with args.
+func ipCommand(ctx context.Context, args ...string) error {
+	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// freeSubnet picks a random /24 in 10.64.0.0/10 that overlaps no address
+// or prefix in the host's IPv4 routing tables (other engines' bridges,
+// concurrent runs' private ones, the host's own networks).
+func freeSubnet(ctx context.Context) (netip.Prefix, error) {
+	out, err := exec.CommandContext(ctx, "ip", "-4", "route", "show", "table", "all").Output()
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("list routes: %w", err)
+	}
+	var used []netip.Prefix
+	for _, f := range strings.Fields(string(out)) {
+		if p, err := netip.ParsePrefix(f); err == nil {
+			used = append(used, p.Masked())
+		} else if a, err := netip.ParseAddr(f); err == nil {
+			used = append(used, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	for range subnetAttempts {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(dockerdSubnetBase + rand.N(64)), byte(rand.N(256)), 0}), 24)
+		if !slices.ContainsFunc(used, p.Overlaps) {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("no free /24 in 10.%d.0.0/10 after %d attempts", dockerdSubnetBase, subnetAttempts)
+}
+
+func (d *Dockerd) config() string  { return filepath.Join(d.Dir, "daemon.json") }
+func (d *Dockerd) logPath() string { return filepath.Join(d.Dir, "dockerd.log") }
+
+// Args returns the daemon's command line (without the program name).
+func (d *Dockerd) Args() []string {
+	args := []string{
+		"--config-file", d.config(),
+		"--data-root", filepath.Join(d.Dir, "data"),
+		"--exec-root", filepath.Join(d.Dir, "exec"),
+		"--pidfile", filepath.Join(d.Dir, "docker.pid"),
+		"--host", d.Host,
+		"--bridge", d.Bridge,
+		"--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
+		"--storage-driver", "vfs",
+		// cgroupfs with an absolute parent puts every container under
+		// /sys/fs/cgroup/[CONTROLLER/]<parent>, whatever the host's
+		// default driver: Close finds them there.
+		"--exec-opt", "native.cgroupdriver=cgroupfs",
+		"--cgroup-parent", d.cgroupParent,
+	}
+	if d.LiveRestore {
+		args = append(args, "--live-restore")
+	}
+	return args
+}
+
+// Command renders the daemon's command line, for logs.
+func (d *Dockerd) Command() string { return "dockerd " + strings.Join(d.Args(), " ") }
+
+// Running reports whether the daemon process runs: it was started, has
+// not been stopped and has not exited on its own.
+func (d *Dockerd) Running() bool {
+	if d.cmd == nil {
+		return false
+	}
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Start starts the daemon, with the same paths each time, and returns once
+// it answers a ping. It fails at once if the daemon exits.
+func (d *Dockerd) Start(ctx context.Context) error {
+	if d.cmd != nil {
+		return errors.New("start private dockerd: already running")
+	}
+	log, err := os.OpenFile(d.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open private dockerd log: %w", err)
+	}
+	// Not CommandContext: the daemon lives until Stop or Close, not until
+	// the caller's context ends.
+	cmd := exec.Command("dockerd", d.Args()...)
+	cmd.Stdout, cmd.Stderr = log, log
+	err = cmd.Start()
+	log.Close() // the child holds its own descriptor
+	if err != nil {
+		return fmt.Errorf("start private dockerd: %w", err)
+	}
+	d.cmd, d.exited = cmd, make(chan struct{})
+	go d.wait(cmd, d.exited)
+
+	cli, err := d.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	err = Poll(ctx, func(ctx context.Context) error {
+		select {
+		case <-d.exited:
+			return Permanent(fmt.Errorf("exited: %v; log:\n%s", d.waitErr, d.LogTail()))
+		default:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := cli.Ping(pctx, client.PingOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("wait for private dockerd %s to answer: %w", d.ID, err)
+	}
+	return nil
+}
+
+// wait reaps the daemon; a named function so that stack dumps say what
+// the goroutine is.
+func (d *Dockerd) wait(cmd *exec.Cmd, exited chan<- struct{}) {
+	d.waitErr = cmd.Wait()
+	close(exited)
+}
+
+// Stop sends the daemon SIGTERM, as systemd does, and returns once it has
+// exited. With live restore its containers keep running. If it has not
+// exited when ctx ends (or within dockerdStopTimeout) it is killed and
+// Stop fails.
+func (d *Dockerd) Stop(ctx context.Context) error {
+	if d.cmd == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, dockerdStopTimeout)
+	defer cancel()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop private dockerd %s: %w", d.ID, err)
+	}
+	select {
+	case <-d.exited:
+		d.cmd = nil
+		return nil
+	case <-ctx.Done():
+	}
+	d.kill()
+	return fmt.Errorf("stop private dockerd %s: still running after SIGTERM, killed: %w", d.ID, ctx.Err())
+}
+
+// kill sends SIGKILL and waits for the daemon to be reaped.
+func (d *Dockerd) kill() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Kill()
+	select {
+	case <-d.exited:
+	case <-time.After(dockerdKillTimeout):
+	}
+	d.cmd = nil
+}
+
+// client returns a client for the daemon. It negotiates the API version
+// on its first request.
+func (d *Dockerd) client() (*client.Client, error) {
+	cli, err := client.New(client.WithHost(d.Host))
+	if err != nil {
+		return nil, fmt.Errorf("create docker client for %s: %w", d.Host, err)
+	}
+	return cli, nil
+}
+
+// Engine returns an Engine for the daemon bound to the run label and run
+// ID given (those of the shared engine's run, so names say which run they
+// belong to). Its client outlives restarts of the daemon.
+func (d *Dockerd) Engine(ctx context.Context, label, run string) (*Engine, error) {
+	cli, err := d.client()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("ping private dockerd %s: %w", d.ID, err)
+	}
+	return &Engine{Client: cli, Label: label, Run: run}, nil
+}
+
+// LogTail returns the end of the daemon's log, for failure messages.
+func (d *Dockerd) LogTail() string {
+	f, err := os.Open(d.logPath())
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > dockerdLogTail {
+		f.Seek(fi.Size()-dockerdLogTail, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+// Close tears the engine down and leaves nothing behind: its containers
+// (removed through its API while it answers, else killed through their
+// cgroups), the daemon, the containerd it manages and their shims, every
+// mount under Dir, the bridge, the cgroup parent and Dir. It goes on after
+// an error and returns them all.
+func (d *Dockerd) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	if d.Running() {
+		errs = append(errs, d.removeContainers(ctx))
+	}
+	errs = append(errs, d.Stop(ctx))
+	errs = append(errs, d.killLeftovers(ctx))
+	errs = append(errs, d.unmount())
+	if d.Subnet.IsValid() {
+		if err := ipCommand(ctx, "link", "del", d.Bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, d.removeCgroups())
+	if err := os.RemoveAll(d.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove private dockerd dir: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// removeContainers force-removes every container of the engine: it is
+// this test's alone.
+func (d *Dockerd) removeContainers(ctx context.Context) error {
+	cli, err := d.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return fmt.Errorf("list containers of private dockerd %s: %w", d.ID, err)
+	}
+	var errs []error
+	for _, c := range cs.Items {
+		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killLeftovers kills what outlived the daemon: processes in its cgroup
+// parent (containers it did not remove) and processes whose command line
+// names Dir (its containerd, and the shims, which reparent to init). Both
+// are this daemon's alone: the cgroup parent and Dir carry its ID, and
+// Dir a random suffix. It waits until they are gone.
+func (d *Dockerd) killLeftovers(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, dockerdKillTimeout)
+	defer cancel()
+	err := Poll(ctx, func(context.Context) error {
+		pids := append(d.cgroupPIDs(), d.dirPIDs()...)
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if len(pids) > 0 {
+			return fmt.Errorf("processes left: %v", pids)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kill what private dockerd %s left: %w", d.ID, err)
+	}
+	return nil
+}
+
+// cgroupDirs returns the daemon's cgroup parent in every hierarchy: under
+// cgroup v1 one per controller, under v2 one.
+func (d *Dockerd) cgroupDirs() []string {
+	v1, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", d.cgroupParent))
+	v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", d.cgroupParent))
+	return append(v1, v2...)
+}
+
+// cgroupPIDs returns the processes in the daemon's cgroup parent or below.
+func (d *Dockerd) cgroupPIDs() []int {
+	var pids []int
+	for _, root := range d.cgroupDirs() {
+		filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
+				return nil
+			}
+			b, _ := os.ReadFile(path)
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && !slices.Contains(pids, pid) {
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
+	}
+	return pids
+}
+
+// dirPIDs returns the processes, other than this one, with an argument
+// under Dir.
+func (d *Dockerd) dirPIDs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, arg := range bytes.Split(b, []byte{0}) {
+			if s := string(arg); s == d.Dir || strings.HasPrefix(s, d.Dir+"/") || strings.Contains(s, "://"+d.Dir+"/") {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// unmount detaches every mount under Dir, deepest first: the daemon leaves
+// its data root bind-mounted on itself, and a killed one its network
+// namespaces.
+func (d *Dockerd) unmount() error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	var points []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		p := unescapeMount(fields[4])
+		if p == d.Dir || strings.HasPrefix(p, d.Dir+"/") {
+			points = append(points, p)
+		}
+	}
+	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
+	var errs []error
+	for _, p := range points {
+		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// removeCgroups removes the daemon's cgroup parent and what is left below
+// it, deepest first; runc removes a container's own cgroup, not the
+// parent.
+func (d *Dockerd) removeCgroups() error {
+	var errs []error
+	for _, root := range d.cgroupDirs() {
+		var dirs []string
+		filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		for _, dir := range slices.Backward(dirs) {
+			if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CopyImage copies the image ref from e to dst, like `docker save ref |
+// docker -H dst load`: a private engine starts empty and cannot pull.
+func (e *Engine) CopyImage(ctx context.Context, dst *Engine, ref string) error {
+	saved, err := e.Client.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return fmt.Errorf("save image %s: %w", ref, err)
+	}
+	defer saved.Close()
+	res, err := dst.Client.ImageLoad(ctx, saved, client.ImageLoadWithQuiet(true))
+	if err != nil {
+		return fmt.Errorf("load image %s: %w", ref, err)
+	}
+	defer res.Close()
+	// The load reports failure in a JSON message stream.
+	dec := json.NewDecoder(res)
+	for {
+		var m jsonstream.Message
+		if err := dec.Decode(&m); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("load image %s: read progress: %w", ref, err)
+		}
+		if m.Error != nil {
+			return fmt.Errorf("load image %s: %s", ref, m.Error.Message)
+		}
+	}
+}
