@@ -10,8 +10,8 @@ import (
 )
 
 // BenchmarkThroughput moves one large stream over loopback, directly and
-// through a Route (splice, and the buffered idle-timeout path), so the three
-// are measured side by side in one run: compare their MB/s.
+// through a Route by each of its data paths (see dataPaths), so they are
+// measured side by side in one run: compare their MB/s.
 func BenchmarkThroughput(b *testing.B) {
 	const chunk = 1 << 20
 	sink := func(b *testing.B) string {
@@ -31,13 +31,14 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 	}
 	b.Run("direct", func(b *testing.B) { run(b, sink(b)) })
-	b.Run("splice", func(b *testing.B) { run(b, benchRoute(b, sink(b), false)) })
-	b.Run("buffered", func(b *testing.B) { run(b, benchRoute(b, sink(b), true)) })
+	for _, path := range benchPaths {
+		b.Run(path, func(b *testing.B) { run(b, benchRoute(b, sink(b), path)) })
+	}
 }
 
 // BenchmarkRoundTrip measures small request/response exchanges (100 bytes
-// each way, one at a time, like a redis GET) directly and through a Route,
-// with splice and with the buffered path: compare their ns/op.
+// each way, one at a time, like a redis GET) directly and through a Route
+// by each of its data paths: compare their ns/op.
 func BenchmarkRoundTrip(b *testing.B) {
 	const size = 100
 	echoServer := func(b *testing.B) string {
@@ -70,8 +71,9 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 	b.Run("direct", func(b *testing.B) { run(b, echoServer(b)) })
-	b.Run("splice", func(b *testing.B) { run(b, benchRoute(b, echoServer(b), false)) })
-	b.Run("buffered", func(b *testing.B) { run(b, benchRoute(b, echoServer(b), true)) })
+	for _, path := range benchPaths {
+		b.Run(path, func(b *testing.B) { run(b, benchRoute(b, echoServer(b), path)) })
+	}
 }
 
 // benchServer serves every connection on a loopback listener with handle,
@@ -95,13 +97,13 @@ func benchServer(b *testing.B, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-// benchRoute serves a Route to backend on loopback, through the buffered
-// idle-timeout path when idle is set, and returns its address.
-func benchRoute(b *testing.B, backend string, idle bool) string {
-	r := &Route{}
-	if idle {
-		r.IdleTimeout = 1 << 40
-	}
+// benchPaths are the names of dataPaths, in the order benchmarks run them.
+var benchPaths = []string{"loop", "goroutines", "idle"}
+
+// benchRoute serves a Route to backend on loopback, by the data path named
+// path, and returns its address.
+func benchRoute(b *testing.B, backend, path string) string {
+	r := dataPaths[path]()
 	r.SetBackends([]Backend{{Addr: backend}})
 	ln, err := Listen(context.Background(), "127.0.0.1:0")
 	require.NoError(b, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // copyBufferSize is the user-space buffer per direction when an idle timeout
@@ -33,6 +34,11 @@ type conn struct {
 	backend     net.Conn
 	backendAddr Backend // what backend is connected to
 	aborted     bool
+	loop        *loopConn // set once an event loop serves the connection
+	loopClosed  bool      // the loop has closed loop's descriptors
+
+	// abortRequested is aborted, for the event loop to read without mu.
+	abortRequested atomic.Bool
 
 	// lastActive is the unix-nano time of the last byte moved in either
 	// direction; only maintained with an idle timeout.
@@ -64,7 +70,9 @@ func (c *conn) serve(ctx context.Context) {
 	bc, b, err := c.route.connect(ctx, c)
 	if err != nil {
 		c.client.Close()
-		c.route.untrack(c)
+		// Untracked last: Close waits for it, and the rejection must be
+		// reported by then.
+		defer c.route.untrack(c)
 		switch {
 		case ctx.Err() != nil:
 			obs.Rejected(RejectShutdown)
@@ -82,6 +90,11 @@ func (c *conn) serve(ctx context.Context) {
 	c.start = time.Now()
 	if c.route.IdleTimeout > 0 {
 		c.lastActive.Store(c.start.UnixNano())
+	}
+	if c.route.IdleTimeout == 0 {
+		if p := c.route.poller(); p != nil && p.add(c, c.client, bc) {
+			return
+		}
 	}
 	c.halves.Store(2)
 	go c.copyClientToBackend(bc)
@@ -113,12 +126,17 @@ func (c *conn) halfDone(bc net.Conn) {
 	}
 }
 
-// finish closes both connections once both directions are done, reports
-// the connection's totals and stops tracking it.
+// finish closes both connections once both directions are done and
+// reports the connection.
 func (c *conn) finish(bc net.Conn) {
-	defer c.route.untrack(c)
 	bc.Close()
 	c.client.Close()
+	c.report()
+}
+
+// report reports the totals of a closed connection and stops tracking it.
+func (c *conn) report() {
+	defer c.route.untrack(c)
 	b, _ := c.backendInfo()
 	elapsed := time.Since(c.start)
 	c.route.observer().ConnClosed(b, c.up, c.down, elapsed)
@@ -157,14 +175,49 @@ func (c *conn) backendInfo() (Backend, bool) {
 	return c.backendAddr, c.backend != nil
 }
 
-// abort closes both sides at once; the copy loops then return.
+// abort closes both sides at once; the copy loops then return. A
+// connection that an event loop serves is shut down both ways instead,
+// which wakes the loop to close it: its descriptors are the loop's.
 func (c *conn) abort() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.aborted = true
+	c.abortRequested.Store(true)
+	if c.loop != nil {
+		if !c.loopClosed {
+			for _, fd := range c.loop.fds {
+				unix.Shutdown(fd, unix.SHUT_RDWR)
+			}
+		}
+		return
+	}
 	c.client.Close()
 	if c.backend != nil {
 		c.backend.Close()
+	}
+}
+
+// handOver records that lc serves the connection from now on, unless the
+// connection was aborted already.
+func (c *conn) handOver(lc *loopConn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aborted {
+		return false
+	}
+	c.loop = lc
+	return true
+}
+
+// closeHandedOver closes the descriptors of a connection an event loop
+// served, under mu, so that abort never shuts down a descriptor number
+// that has been closed and given to another socket.
+func (c *conn) closeHandedOver(fds [2]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.loopClosed = true
+	for _, fd := range fds {
+		unix.Close(fd)
 	}
 }
 

@@ -9,7 +9,10 @@
 //
 // Concurrency contract: a Route's exported methods are safe for concurrent
 // use. [Route.Serve] runs the accept loop in the caller's goroutine; every
-// accepted connection is served by one goroutine that the Route owns, plus a
-// second one for the client-to-backend direction, and [Route.Shutdown] or
-// [Route.Close] stops them all and waits for them.
+// accepted connection is dialled by a goroutine that the Route owns, and
+// once connected its bytes are moved by the event loops that all routes
+// share (one thread per GOMAXPROCS, started with the first connection and
+// stopped when the last route that used them closes), or, with an idle
+// timeout, by one goroutine per direction. [Route.Shutdown] or
+// [Route.Close] ends every connection and waits for them.
 package proxy

@@ -4,21 +4,29 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // listenLater reserves a loopback address that refuses connections until
 // the returned start function serves it with handle.
 func listenLater(t *testing.T, handle func(net.Conn)) (addr string, start func()) {
 	t.Helper()
-	addr = deadAddr(t)
+	addr, fd := reserveAddr(t)
 	return addr, func() {
-		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, unix.Listen(fd, 128))
+		// The listener gets a duplicate of its own: reserveAddr closes fd.
+		dup, err := unix.Dup(fd)
+		require.NoError(t, err)
+		f := os.NewFile(uintptr(dup), addr)
+		ln, err := net.FileListener(f)
+		f.Close()
 		require.NoError(t, err)
 		serveListener(t, ln, handle)
 	}

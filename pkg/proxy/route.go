@@ -75,6 +75,8 @@ type Route struct {
 	shutdown  bool
 	ctx       context.Context // cancelled by closeLocked; bounds dials
 	cancel    context.CancelFunc
+	loops     *poller // held from the first connection handed to it until Close
+	noLoops   bool    // the poller could not start: serve with goroutines
 
 	wg sync.WaitGroup // one count per connection goroutine pair
 }
@@ -387,7 +389,34 @@ func (r *Route) Close() error {
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+
+	// Every connection has ended: the event loops may stop if no other
+	// route holds them.
+	r.mu.Lock()
+	if r.loops != nil {
+		releasePoller()
+		r.loops = nil
+	}
+	r.mu.Unlock()
 	return nil
+}
+
+// poller returns the event loops to hand an established connection to,
+// acquiring them on first use, or nil if the route is closing or they
+// cannot run (the connection is then served with goroutines).
+func (r *Route) poller() *poller {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.loops == nil && !r.shutdown && !r.noLoops {
+		p, err := acquirePoller()
+		if err != nil {
+			r.noLoops = true
+			r.logger().Warn("event loops unavailable; serving connections with goroutines", zap.Error(err))
+			return nil
+		}
+		r.loops = p
+	}
+	return r.loops
 }
 
 // errNoBackend is the error of a connection that found no backend at all.

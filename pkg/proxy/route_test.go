@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -125,13 +127,26 @@ func assertRejected(t *testing.T, addr string) {
 	}
 }
 
+// deadAddr returns a loopback address that refuses connections.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr, _ := reserveAddr(t)
 	return addr
+}
+
+// reserveAddr returns a loopback address that refuses connections, and
+// the socket bound to it: bound, so that no listener of the test (a
+// route's own, say) can be given the port, but not listening. The socket
+// is closed at the end of the test.
+func reserveAddr(t *testing.T) (string, int) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := unix.Getsockname(fd)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port), fd
 }
 
 func TestForward(t *testing.T) {
@@ -149,13 +164,23 @@ func TestDNSBackendResolvedAtConnect(t *testing.T) {
 	assert.Equal(t, "by name", roundTrip(t, startRoute(t, r), "by name"))
 }
 
+// dataPaths are the ways a Route moves an established connection's bytes:
+// the event loop (the default), goroutines with splice (when the loop
+// cannot have the sockets), and goroutines copying through a buffer (with
+// an idle timeout).
+var dataPaths = map[string]func() *Route{
+	"loop":       func() *Route { return &Route{} },
+	"goroutines": func() *Route { return &Route{noLoops: true} },
+	"idle":       func() *Route { return &Route{IdleTimeout: time.Minute} },
+}
+
 func TestHalfClose(t *testing.T) {
-	for _, idle := range []time.Duration{0, time.Minute} {
-		t.Run("idle="+idle.String(), func(t *testing.T) {
+	for name, newRoute := range dataPaths {
+		t.Run(name, func(t *testing.T) {
 			t.Run("client first", func(t *testing.T) {
 				// The backend answers only after the client's FIN reaches it,
 				// so the answer must still flow after the client half-closed.
-				r := &Route{IdleTimeout: idle}
+				r := newRoute()
 				r.SetBackends([]Backend{{Addr: startBackend(t, func(c net.Conn) {
 					b, _ := io.ReadAll(c)
 					c.Write(append([]byte("got "), b...))
@@ -166,7 +191,7 @@ func TestHalfClose(t *testing.T) {
 				// The backend greets and half-closes; the client must see EOF
 				// and still be able to send, and the backend must receive it.
 				received := make(chan string, 1)
-				r := &Route{IdleTimeout: idle}
+				r := newRoute()
 				r.SetBackends([]Backend{{Addr: startBackend(t, func(c net.Conn) {
 					c.Write([]byte("greeting"))
 					c.(*net.TCPConn).CloseWrite()
@@ -322,12 +347,12 @@ func TestIdleTimeout(t *testing.T) {
 
 func TestIntegrity(t *testing.T) {
 	const size = 32 << 20
-	for _, idle := range []time.Duration{0, time.Minute} {
-		t.Run("idle="+idle.String(), func(t *testing.T) {
+	for name, newRoute := range dataPaths {
+		t.Run(name, func(t *testing.T) {
 			// The backend hashes what it reads, then streams its own data.
 			backendHash := make(chan [32]byte, 1)
 			payload := randomBytes(size, 2)
-			r := &Route{IdleTimeout: idle}
+			r := newRoute()
 			r.SetBackends([]Backend{{Addr: startBackend(t, func(c net.Conn) {
 				h := sha256.New()
 				io.Copy(h, c)

@@ -74,15 +74,17 @@ func TestIdleConnectionsHoldNoPipe(t *testing.T) {
 		return pipeFDs(t)
 	}
 	open(conns)
-	before, stacks := settled(), stackInuse()
+	before, stacks, goroutines := settled(), stackInuse(), runtime.NumGoroutine()
 	open(conns)
 	require.Equal(t, 2*conns, r.Active())
 	assert.LessOrEqual(t, settled()-before, 8, "pipe descriptors added by %d more idle connections", conns)
-	// Two goroutines per connection, with small stacks: the one that
-	// dialled, whose stack dialling grew, is gone. The figure includes the
-	// test backend's handler goroutine.
+	// The event loop serves idle connections without a goroutine of
+	// their own: the only one each adds is the test backend's handler.
+	added := runtime.NumGoroutine() - goroutines
+	assert.LessOrEqual(t, added, conns+4, "goroutines added by %d more idle connections", conns)
 	perConn := float64(stackInuse()-stacks) / conns / 1024
-	t.Logf("goroutine stacks per idle connection: %.1f KiB", perConn)
+	t.Logf("per idle connection: %.2f goroutines, %.1f KiB of goroutine stacks (the test backend's included)",
+		float64(added)/conns, perConn)
 	if !raceEnabled {
 		assert.LessOrEqual(t, perConn, 9.0)
 	}
