@@ -116,10 +116,10 @@ func (a *admin) handler(writable bool) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.d.status.Load().withActive())
+		writeJSON(w, http.StatusOK, a.d.status.Load().withLive())
 	})
 	mux.HandleFunc("GET /routes/{key}", func(w http.ResponseWriter, r *http.Request) {
-		rs, ok := a.d.status.Load().withActive().route(r.PathValue("key"))
+		rs, ok := a.d.status.Load().withLive().route(r.PathValue("key"))
 		if !ok {
 			writeJSON(w, http.StatusNotFound, rewireReply{Error: fmt.Sprintf("no route or target %q", r.PathValue("key"))})
 			return

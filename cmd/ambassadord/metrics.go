@@ -66,7 +66,8 @@ var (
 		labels: []string{"route", "target"},
 		help:   "1 while the route is rewired by hand (ambassadord rewire) to target, a target name or HOST:PORT; no series when it is not."}
 
-	// The Docker engine, reported by the run loop from the watcher's updates.
+	// The Docker engine: its state reported by the run loop from the
+	// watcher's updates, its counters read from the watcher at each scrape.
 	metricDockerConnected = metricDef{name: "ambassadord_docker_connected", kind: "gauge",
 		help: "1 while the Docker engine is reachable and its events are followed, else 0."}
 	metricDockerReconnects = metricDef{name: "ambassadord_docker_reconnects_total", kind: "counter",
@@ -74,7 +75,7 @@ var (
 	metricDockerEvents = metricDef{name: "ambassadord_docker_events_total", kind: "counter",
 		help: "Docker events received, relevant or not."}
 	metricDockerResyncs = metricDef{name: "ambassadord_docker_resyncs_total", kind: "counter",
-		help: "Periodic full resyncs with the engine (--resync)."}
+		help: "Periodic full resyncs with the engine (--resync), whether or not they found changes."}
 	metricDockerDrift = metricDef{name: "ambassadord_docker_resync_drift_total", kind: "counter",
 		help: "Periodic resyncs that found changes the events had not delivered (an upper bound: an event racing a resync counts too)."}
 	metricEventToApplied = metricDef{name: "ambassadord_event_to_applied_seconds", kind: "histogram",
@@ -166,7 +167,8 @@ type metrics struct {
 	// route's series, so that a route of the same name added meanwhile
 	// cannot lose the series it creates.
 	routes map[string]*routeMetrics // by route name
-	stats  watcher.Stats            // as of the last watcherStats
+	stats  watcher.Stats            // as of the last syncStats
+	live   func() watcher.Stats     // the watcher's counters now; nil when none is followed
 }
 
 // routeMetrics tracks one route's backends, to know when their series may
@@ -217,7 +219,7 @@ func newMetrics(version, commit string) *metrics {
 		buildInfo,
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.connDuration,
 		m.rewires, m.backends, m.overrides,
-		m.dockerUp, m.reconnects, m.events, m.resyncs, m.drift, m.eventToApplied,
+		m.dockerUp, dockerCounters{m}, m.eventToApplied,
 	)
 	return m
 }
@@ -347,12 +349,30 @@ func (m *metrics) dockerState(connected bool) {
 	}
 }
 
-// watcherStats brings the Docker counters up to the watcher's cumulative
-// Stats. A value lower than the last one means the counting started over
-// (a new Watcher): all of it is new then.
-func (m *metrics) watcherStats(s watcher.Stats) {
+// statsFrom makes every scrape bring the Docker counters up to live(), the
+// watcher's counters at that moment (watcher.Watcher.Stats). They are read
+// at scrape time, not taken from updates: the watcher publishes no update
+// for an event or a resync that changes nothing, so on a quiet engine
+// counters from updates would stand still.
+func (m *metrics) statsFrom(live func() watcher.Stats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.live = live
+}
+
+// syncStats brings the Docker counters up to the watcher's live Stats, if
+// one is followed. A value lower than the last one means the counting
+// started over (a new Watcher): all of it is new then. The reading is taken
+// under m.mu: two scrapes at once must not apply theirs out of order, or
+// the older one would look like counting that started over, and be added
+// again.
+func (m *metrics) syncStats() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.live == nil {
+		return
+	}
+	s := m.live()
 	add := func(c prometheus.Counter, now, last uint64) {
 		if now < last {
 			last = 0
@@ -366,6 +386,27 @@ func (m *metrics) watcherStats(s watcher.Stats) {
 	add(m.resyncs, s.Resyncs, m.stats.Resyncs)
 	add(m.drift, s.Drift, m.stats.Drift)
 	m.stats = s
+}
+
+// dockerCounters collects the Docker counters, each scrape first bringing
+// them up to the watcher's live Stats.
+type dockerCounters struct{ m *metrics }
+
+func (c dockerCounters) counters() []prometheus.Counter {
+	return []prometheus.Counter{c.m.reconnects, c.m.events, c.m.resyncs, c.m.drift}
+}
+
+func (c dockerCounters) Describe(ch chan<- *prometheus.Desc) {
+	for _, ctr := range c.counters() {
+		ctr.Describe(ch)
+	}
+}
+
+func (c dockerCounters) Collect(ch chan<- prometheus.Metric) {
+	c.m.syncStats()
+	for _, ctr := range c.counters() {
+		ctr.Collect(ch)
+	}
 }
 
 // applied records the time from a Docker event to the routes it changed

@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/watcher"
@@ -155,6 +162,9 @@ func TestDynamicMetrics(t *testing.T) {
 	addr := "127.0.0.1:" + route
 	d, _, m := newTestDynamic(t, "--admin-address=", "--admin-socket=")
 	ctx := context.Background()
+	// The watcher's counters, which each scrape reads.
+	var live watcher.Stats
+	d.followStats(func() watcher.Stats { return live })
 
 	// The ambassador's own labels ask for the route; claimers serve it.
 	self := loopbackContainer("amb", 1, map[string]string{
@@ -187,8 +197,9 @@ func TestDynamicMetrics(t *testing.T) {
 	assert.Equal(t, uint64(0), applied())
 
 	// A claimer of higher priority starts: a rewire by an event, timed.
+	live = watcher.Stats{Events: 3}
 	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca, cb),
-		Stats: watcher.Stats{Events: 3}, EventTime: time.Now().Add(-20 * time.Millisecond)})
+		Stats: live, EventTime: time.Now().Add(-20 * time.Millisecond)})
 	assert.Equal(t, "b", read(t, addr))
 	assert.Equal(t, 1.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
 	assert.Equal(t, 3.0, value("ambassadord_docker_events_total", seriesLabels{}))
@@ -198,8 +209,9 @@ func TestDynamicMetrics(t *testing.T) {
 
 	// It dies: the gone container leaves the set at once, and the
 	// re-resolved route is one more rewire.
+	live = watcher.Stats{Events: 4}
 	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca), Gone: []string{cb.ID},
-		Stats: watcher.Stats{Events: 4}, EventTime: time.Now()})
+		Stats: live, EventTime: time.Now()})
 	assert.Equal(t, "a", read(t, addr))
 	assert.Equal(t, 2.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
 	assert.Equal(t, 1.0, value("ambassadord_backends", seriesLabels{"route": route}))
@@ -207,10 +219,10 @@ func TestDynamicMetrics(t *testing.T) {
 
 	// The engine goes away, and comes back with the counters moved on.
 	d.update(ctx, watcher.Update{Connected: false, Snapshot: snap(self, ca), Err: os.ErrDeadlineExceeded,
-		Stats: watcher.Stats{Events: 4}})
+		Stats: live})
 	assert.Equal(t, 0.0, value("ambassadord_docker_connected", seriesLabels{}))
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca),
-		Stats: watcher.Stats{Events: 6, Reconnects: 1, Resyncs: 2, Drift: 1}})
+	live = watcher.Stats{Events: 6, Reconnects: 1, Resyncs: 2, Drift: 1}
+	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca), Stats: live})
 	for name, want := range map[string]float64{
 		"ambassadord_docker_connected":          1,
 		"ambassadord_docker_events_total":       6,
@@ -226,4 +238,111 @@ func TestDynamicMetrics(t *testing.T) {
 	bare.Labels = map[string]string{}
 	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(bare, ca), EventTime: time.Now()})
 	assert.Empty(t, routeSeries(scrapeMetrics(t, m), route))
+}
+
+// quietEngine serves, on a unix socket, just enough of the Docker Engine API
+// for the watcher: pings, an event stream that stays silent, and an empty
+// container list, the same at every resync. It returns the socket's path
+// and the number of listings so far.
+func quietEngine(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	var lists atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Api-Version", "1.41")
+		switch {
+		case r.URL.Path == "/_ping":
+			fmt.Fprint(w, "OK")
+		case strings.HasSuffix(r.URL.Path, "/events"):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		case strings.HasSuffix(r.URL.Path, "/containers/json"):
+			lists.Add(1)
+			fmt.Fprint(w, "[]")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return sock, &lists
+}
+
+// TestQuietEngineCounters: on an engine where nothing happens, periodic
+// resyncs find nothing new, so the watcher publishes no update for them;
+// /metrics, /routes and `ambassadord status` count them all the same.
+func TestQuietEngineCounters(t *testing.T) {
+	sock, lists := quietEngine(t)
+	socket, adminAddr := runDaemon(t, "--docker=on", "--docker-host=unix://"+sock, "--resync=20ms")
+
+	waitScrape(t, "http://"+adminAddr+"/metrics", func(f map[string]*dto.MetricFamily) bool {
+		v, ok := sampleValue(f, "ambassadord_docker_resyncs_total", seriesLabels{})
+		return ok && v >= 2
+	}, "resyncs that changed nothing are not counted in /metrics")
+
+	var doc statusDoc
+	require.Eventually(t, func() bool {
+		_, err := get(socket, "/routes", &doc)
+		return err == nil && doc.Docker.Resyncs >= 3
+	}, 5*time.Second, 10*time.Millisecond, "resyncs that changed nothing are not counted in /routes")
+	assert.True(t, doc.Docker.Connected)
+	assert.Zero(t, doc.Docker.Drift, "the listing never changed")
+	assert.GreaterOrEqual(t, uint64(lists.Load()), doc.Docker.Resyncs+1, "the first listing, then one per resync")
+
+	out, code := cli(t, socket, "status")
+	require.Equal(t, 0, code, out)
+	assert.Regexp(t, `resyncs [1-9]\d*, drift 0`, out)
+}
+
+// TestStatusAndMetricsReadLiveCounters: the counters the admin endpoint
+// serves are the watcher's at the time of the request, not those of the
+// last update it published.
+func TestStatusAndMetricsReadLiveCounters(t *testing.T) {
+	d, _, m := newTestDynamic(t)
+	live := watcher.Stats{Events: 2, Resyncs: 1}
+	d.followStats(func() watcher.Stats { return live })
+	d.update(context.Background(), watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{}, Stats: live})
+	h := (&admin{log: zaptest.NewLogger(t), d: d, metrics: m.Handler()}).handler(false)
+	routes := func() dockerStatus {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/routes", nil))
+		require.Equal(t, http.StatusOK, rec.Code)
+		var doc statusDoc
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &doc))
+		return doc.Docker
+	}
+	metric := func(name string) float64 {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		require.Equal(t, http.StatusOK, rec.Code)
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		f, err := p.TextToMetricFamilies(rec.Body)
+		require.NoError(t, err)
+		return metricValue(t, f, name, seriesLabels{})
+	}
+	assert.Equal(t, uint64(1), routes().Resyncs)
+	assert.Equal(t, 1.0, metric("ambassadord_docker_resyncs_total"))
+
+	// A resync and an event that changed nothing: no update.
+	live = watcher.Stats{Events: 3, Resyncs: 2}
+	for _, tt := range []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"/routes resyncs", float64(routes().Resyncs), 2},
+		{"/routes events", float64(routes().Events), 3},
+		{"ambassadord_docker_resyncs_total", metric("ambassadord_docker_resyncs_total"), 2},
+		{"ambassadord_docker_events_total", metric("ambassadord_docker_events_total"), 3},
+	} {
+		assert.Equal(t, tt.want, tt.got, tt.name)
+	}
 }

@@ -358,13 +358,18 @@ func TestMetricsDocker(t *testing.T) {
 	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_docker_connected", seriesLabels{}))
 	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_docker_events_total", seriesLabels{}))
 
+	// The counters are read from the watcher at each scrape.
+	var stats watcher.Stats
+	m.statsFrom(func() watcher.Stats { return stats })
 	m.dockerState(true)
-	m.watcherStats(watcher.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1})
-	m.watcherStats(watcher.Stats{Events: 8, Reconnects: 1, Resyncs: 3, Drift: 1})
+	stats = watcher.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1}
+	scrapeMetrics(t, m)
+	stats = watcher.Stats{Events: 8, Reconnects: 1, Resyncs: 3, Drift: 1}
+	scrapeMetrics(t, m)
 	m.dockerState(false)
 	m.dockerState(true)
 	// A new watcher counts from zero again: all of it is new.
-	m.watcherStats(watcher.Stats{Events: 2})
+	m.statsFrom(func() watcher.Stats { return watcher.Stats{Events: 2} })
 	m.applied(3 * time.Millisecond)
 	m.applied(2 * time.Second)
 
@@ -414,7 +419,7 @@ func TestMetricsReference(t *testing.T) {
 	o.DialFailed(b, proxy.DialRefused)
 	o.Rejected(proxy.RejectLimit)
 	m.dockerState(true)
-	m.watcherStats(watcher.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1})
+	m.statsFrom(func() watcher.Stats { return watcher.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1} })
 	m.applied(time.Millisecond)
 
 	kinds := map[dto.MetricType]string{dto.MetricType_COUNTER: "counter", dto.MetricType_GAUGE: "gauge", dto.MetricType_HISTOGRAM: "histogram"}

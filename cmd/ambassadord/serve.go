@@ -45,8 +45,18 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 		d.overrides[o.Key] = o
 		log.Info("rewire restored from the state file", zap.String("route", o.Key), zap.String("target", o.Target))
 	}
+	var w *watcher.Watcher
 	if follow {
 		d.docker.Host = cmp.Or(host, watcher.DefaultHost())
+		w = &watcher.Watcher{
+			Host:    host,
+			SelfIDs: watcher.SelfCandidates("/proc"),
+			Logger:  log.Named("watcher"),
+			Resync:  cfg.resync,
+		}
+		// Before the first status is published and the admin endpoint
+		// serves it.
+		d.followStats(w.Stats)
 	}
 	// At start-up every route that can be served must listen: a port in use
 	// stops the ambassador instead of leaving it half-configured. Without
@@ -64,12 +74,6 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 
 	var updates <-chan watcher.Update
 	if follow {
-		w := &watcher.Watcher{
-			Host:    host,
-			SelfIDs: watcher.SelfCandidates("/proc"),
-			Logger:  log.Named("watcher"),
-			Resync:  cfg.resync,
-		}
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -123,6 +127,7 @@ type dynamic struct {
 	warnings  []string            // of the last resolution, logged when they change
 	noRoutes  bool                // "no routes yet" was logged
 	docker    dockerStatus
+	stats     func() watcher.Stats // the watcher's counters now; nil when none is followed
 
 	status   atomic.Pointer[statusDoc]
 	requests chan rewireRequest
@@ -146,7 +151,6 @@ func (d *dynamic) update(ctx context.Context, u watcher.Update) {
 	}
 	d.docker = dockerStatusOf(u, d.docker)
 	d.metrics.dockerState(u.Connected)
-	d.metrics.watcherStats(u.Stats)
 	if u.Snapshot == nil {
 		// The engine has never answered (the watcher logs why): keep
 		// serving the routes that need no engine.
@@ -205,6 +209,16 @@ func (d *dynamic) options() resolver.Options {
 		}
 	}
 	return o
+}
+
+// followStats makes the status and the metrics read the Docker counters
+// from stats (watcher.Watcher.Stats) when they are served, rather than from
+// the updates: the watcher publishes no update for an event or a resync
+// that changes nothing, so on a quiet engine counters from updates would
+// stand still. Call it before the status is first published.
+func (d *dynamic) followStats(stats func() watcher.Stats) {
+	d.stats = stats
+	d.metrics.statsFrom(stats)
 }
 
 func (d *dynamic) publish() { d.status.Store(buildStatus(d)) }

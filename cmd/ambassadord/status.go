@@ -19,6 +19,8 @@ type statusDoc struct {
 	Routes    []routeStatus `json:"routes"`
 	Overrides []override    `json:"overrides"`
 	Warnings  []string      `json:"warnings,omitempty"`
+
+	stats func() watcher.Stats // for Docker's counters, read when the document is served; nil for none
 }
 
 type dockerStatus struct {
@@ -28,7 +30,7 @@ type dockerStatus struct {
 	Synced     bool   `json:"synced"` // a snapshot has been applied
 	Error      string `json:"error,omitempty"`
 	Self       string `json:"self,omitempty"` // the ambassador's own container
-	Events     uint64 `json:"events"`
+	Events     uint64 `json:"events"`         // this and the next three: the watcher's counters, set by withLive
 	Reconnects uint64 `json:"reconnects"`
 	Resyncs    uint64 `json:"resyncs"`
 	Drift      uint64 `json:"drift"`
@@ -65,6 +67,7 @@ func buildStatus(d *dynamic) *statusDoc {
 		Overrides: d.overrideList(),
 		Warnings:  d.warnings,
 		Routes:    []routeStatus{},
+		stats:     d.stats,
 	}
 	if doc.Overrides == nil {
 		doc.Overrides = []override{}
@@ -112,9 +115,16 @@ func buildStatus(d *dynamic) *statusDoc {
 	return doc
 }
 
-// withActive returns a copy of doc with the live connection counts.
-func (doc *statusDoc) withActive() *statusDoc {
+// withLive returns a copy of doc with the values that change without the
+// run loop publishing a new document: the connection counts, and the
+// watcher's counters (it publishes no update for an event or a resync that
+// changes nothing).
+func (doc *statusDoc) withLive() *statusDoc {
 	out := *doc
+	if doc.stats != nil {
+		s := doc.stats()
+		out.Docker.Events, out.Docker.Reconnects, out.Docker.Resyncs, out.Docker.Drift = s.Events, s.Reconnects, s.Resyncs, s.Drift
+	}
 	out.Routes = make([]routeStatus, len(doc.Routes))
 	for i, r := range doc.Routes {
 		if r.proxy != nil {
@@ -142,6 +152,6 @@ func dockerStatusOf(u watcher.Update, prev dockerStatus) dockerStatus {
 	if u.Err != nil {
 		s.Error = u.Err.Error()
 	}
-	s.Events, s.Reconnects, s.Resyncs, s.Drift = u.Stats.Events, u.Stats.Reconnects, u.Stats.Resyncs, u.Stats.Drift
+	// Not u.Stats: the counters are read live when the document is served.
 	return s
 }

@@ -75,15 +75,22 @@ func SocketPath(host string) string {
 	return path
 }
 
-// Explain turns the connection errors users hit most when running the
-// ambassador in a container into errors that say how to fix them: permission
-// denied on the Docker socket, no socket at all, and a socket that refuses
-// connections (the engine is down, or a stale bind mount after it restarted). host is the engine's
-// address ("unix:///var/run/docker.sock"); empty means DOCKER_HOST, or the
-// default socket. Other errors, and errors for non-unix hosts, are returned
+// Explain turns the connection errors users hit most into errors that say
+// how to fix them: permission denied on the Docker socket, no socket at all
+// (the engine is down or restarting, or a container lacks the mount), and a
+// socket that refuses connections (the engine is down, or a stale bind
+// mount after it restarted). host is the engine's address
+// ("unix:///var/run/docker.sock"); empty means DOCKER_HOST, or the default
+// socket. Other errors, and errors for non-unix hosts, are returned
 // unchanged. The explained error wraps err, so errors.Is still sees the
 // cause.
 func Explain(err error, host string) error {
+	return explain(err, host, runningInContainer)
+}
+
+// explain is Explain with the container check injected, for tests: it is
+// called only for a missing socket.
+func explain(err error, host string, inContainer func() bool) error {
 	if err == nil {
 		return nil
 	}
@@ -114,10 +121,17 @@ func Explain(err error, host string) error {
 			err: err,
 		}
 	case errors.Is(err, os.ErrNotExist) || connFailed && strings.Contains(msg, "no such file or directory"):
-		return &explainedError{
-			msg: fmt.Sprintf("no Docker socket at %s: mount it with -v /var/run/docker.sock:%s", sock, sock),
-			err: err,
+		// A dockerd that stops or restarts deletes its socket, so the
+		// engine being down is always a possible cause. A missing mount
+		// is one only in a container: on the host, that advice would
+		// send the user looking for a problem they do not have.
+		advice := fmt.Sprintf("no Docker socket at %s: the Docker engine is not running (or is restarting), "+
+			"or it listens elsewhere: start it, or set --docker-host", sock)
+		if inContainer() {
+			advice = fmt.Sprintf("no Docker socket at %s: the Docker engine is not running (or is restarting), "+
+				"or this container lacks the mount: mount it with -v /var/run/docker.sock:%s", sock, sock)
 		}
+		return &explainedError{msg: advice, err: err}
 	case errors.Is(err, syscall.ECONNREFUSED) || connFailed && isSocket(sock):
 		// The file is there and nothing listens on it (the client says
 		// only "Cannot connect"). A bind mount of the
@@ -134,6 +148,20 @@ func Explain(err error, host string) error {
 		}
 	}
 	return err
+}
+
+// runningInContainer reports whether the process runs in a container. Docker
+// creates /.dockerenv in the root of every container, and Podman
+// /run/.containerenv; neither exists on a host unless made by hand. Two
+// stats are cheap enough for an error path, and unlike [SelfCandidates]
+// they do not mistake a host whose name looks like an ID for a container.
+func runningInContainer() bool {
+	for _, p := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // isSocket reports whether path is a unix socket file.

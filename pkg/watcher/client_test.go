@@ -27,38 +27,49 @@ func dialErr(errno syscall.Errno) error {
 
 func TestExplain(t *testing.T) {
 	const (
-		denied  = "permission denied on /var/run/docker.sock: run the container with --group-add $(stat -c %g /var/run/docker.sock), or as root"
-		missing = "no Docker socket at /var/run/docker.sock: mount it with -v /var/run/docker.sock:/var/run/docker.sock"
-		stale   = "the Docker socket at /var/run/docker.sock refuses connections: the engine is down, or it restarted " +
+		denied = "permission denied on /var/run/docker.sock: run the container with --group-add $(stat -c %g /var/run/docker.sock), or as root"
+		// Outside a container, no mount can be missing.
+		missingOnHost = "no Docker socket at /var/run/docker.sock: the Docker engine is not running (or is restarting), " +
+			"or it listens elsewhere: start it, or set --docker-host"
+		missingInContainer = "no Docker socket at /var/run/docker.sock: the Docker engine is not running (or is restarting), " +
+			"or this container lacks the mount: mount it with -v /var/run/docker.sock:/var/run/docker.sock"
+		stale = "the Docker socket at /var/run/docker.sock refuses connections: the engine is down, or it restarted " +
 			"and this container's bind mount still shows the old socket file (a mounted file does not follow the new one). " +
 			"Mount the socket's directory instead (-v /var/run:/var/run/docker-host " +
 			"-e AMBASSADORD_DOCKER_HOST=unix:///var/run/docker-host/docker.sock), or reach the engine through a socket proxy (deploy/socket-proxy)"
 	)
 	for _, tt := range []struct {
-		name string
-		err  error
-		host string
-		want string // "" means unchanged
+		name      string
+		err       error
+		host      string
+		container bool   // the ambassador runs in a container
+		want      string // "" means unchanged
 	}{
-		{"permission denied", dialErr(syscall.EACCES), "unix:///var/run/docker.sock", denied},
-		{"socket missing", dialErr(syscall.ENOENT), "unix:///var/run/docker.sock", missing},
-		{"other socket path", dialErr(syscall.ENOENT), "unix:///run/docker.sock",
-			"no Docker socket at /run/docker.sock: mount it with -v /var/run/docker.sock:/run/docker.sock"},
-		{"refused: stale socket", dialErr(syscall.ECONNREFUSED), "unix:///var/run/docker.sock", stale},
-		{"tcp host is left alone", dialErr(syscall.EACCES), "tcp://10.0.0.1:2375", ""},
+		{"permission denied", dialErr(syscall.EACCES), "unix:///var/run/docker.sock", true, denied},
+		{"socket missing, on the host", dialErr(syscall.ENOENT), "unix:///var/run/docker.sock", false, missingOnHost},
+		{"socket missing, in a container", dialErr(syscall.ENOENT), "unix:///var/run/docker.sock", true, missingInContainer},
+		{"other socket path, on the host", dialErr(syscall.ENOENT), "unix:///run/docker.sock", false,
+			"no Docker socket at /run/docker.sock: the Docker engine is not running (or is restarting), " +
+				"or it listens elsewhere: start it, or set --docker-host"},
+		{"other socket path, in a container", dialErr(syscall.ENOENT), "unix:///run/docker.sock", true,
+			"no Docker socket at /run/docker.sock: the Docker engine is not running (or is restarting), " +
+				"or this container lacks the mount: mount it with -v /var/run/docker.sock:/run/docker.sock"},
+		{"refused: stale socket", dialErr(syscall.ECONNREFUSED), "unix:///var/run/docker.sock", true, stale},
+		{"tcp host is left alone", dialErr(syscall.EACCES), "tcp://10.0.0.1:2375", true, ""},
 		{"engine error mentioning a file is left alone",
-			errors.New("list containers: open /var/lib/docker/x: no such file or directory"), "unix:///var/run/docker.sock", ""},
-		{"EOF is left alone", io.EOF, "unix:///var/run/docker.sock", ""},
+			errors.New("list containers: open /var/lib/docker/x: no such file or directory"), "unix:///var/run/docker.sock", true, ""},
+		{"EOF is left alone", io.EOF, "unix:///var/run/docker.sock", true, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Explain(tt.err, tt.host)
+			inContainer := func() bool { return tt.container }
+			got := explain(tt.err, tt.host, inContainer)
 			if tt.want == "" {
 				assert.Equal(t, tt.err, got)
 				return
 			}
 			assert.EqualError(t, got, tt.want)
 			assert.ErrorIs(t, got, tt.err, "the cause is kept")
-			assert.Equal(t, got, Explain(got, tt.host), "explaining twice changes nothing")
+			assert.Equal(t, got, explain(got, tt.host, inContainer), "explaining twice changes nothing")
 		})
 	}
 	assert.NoError(t, Explain(nil, ""))
@@ -66,8 +77,9 @@ func TestExplain(t *testing.T) {
 
 func TestExplainDefaultHost(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix:///custom/docker.sock")
-	assert.EqualError(t, Explain(dialErr(syscall.ENOENT), ""),
-		"no Docker socket at /custom/docker.sock: mount it with -v /var/run/docker.sock:/custom/docker.sock")
+	assert.EqualError(t, explain(dialErr(syscall.ENOENT), "", func() bool { return true }),
+		"no Docker socket at /custom/docker.sock: the Docker engine is not running (or is restarting), "+
+			"or this container lacks the mount: mount it with -v /var/run/docker.sock:/custom/docker.sock")
 }
 
 // TestExplainRealClient checks Explain against the errors the real client
@@ -85,8 +97,10 @@ func TestExplainRealClient(t *testing.T) {
 		want  string // a prefix, with the socket path for %s; "" means unchanged
 	}{
 		{
+			// Whether the mount advice follows depends on where the
+			// test runs; TestExplain covers both.
 			name: "missing socket",
-			want: "no Docker socket at %s: mount it with -v /var/run/docker.sock:%[1]s",
+			want: "no Docker socket at %s: the Docker engine is not running (or is restarting), or ",
 		},
 		{
 			// Tests run as root, which no socket permission stops.

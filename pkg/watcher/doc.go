@@ -42,5 +42,7 @@
 // which forces a re-list. Updates go through a latest-wins mailbox
 // ([Watcher.Updates]) that never blocks the loop either: a slow consumer sees
 // only the newest update, with the [Update.Gone] lists of any it missed
-// merged in. Published snapshots are never mutated.
+// merged in. Published snapshots are never mutated. The loop's counters are
+// atomics that [Watcher.Stats] reads from any goroutine, since an event or
+// a resync that changes nothing publishes no update.
 package watcher

@@ -42,8 +42,8 @@ type loop struct {
 
 	snap  *resolver.Snapshot // the current view, as last published
 	state connState
-	err   error // the published connection error, while disconnected
-	stats Stats
+	err   error     // the published connection error, while disconnected
+	stats *counters // the Watcher's; this loop is their only writer
 
 	// eventAt is when the oldest relevant event not yet reflected in a
 	// published update arrived; zero when there is none (Update.EventTime).
@@ -109,7 +109,7 @@ func (l *loop) session(ctx context.Context) error {
 		return err
 	}
 	if l.sessions > 0 {
-		l.stats.Reconnects++
+		l.stats.reconnects.Add(1)
 	}
 	l.sessions++
 	l.update(snap)
@@ -145,7 +145,7 @@ func (l *loop) session(ctx context.Context) error {
 
 		case <-r.overflow:
 			n := r.dropped.Swap(0)
-			l.stats.Events += n
+			l.stats.events.Add(n)
 			l.received(time.Now())
 			l.log.Debug("loop behind the event stream; events dropped, re-listing", zap.Uint64("dropped", n))
 			d.kick()
@@ -184,9 +184,9 @@ func (l *loop) session(ctx context.Context) error {
 				return err
 			}
 			listed(expiry)
-			l.stats.Resyncs++
+			l.stats.resyncs.Add(1)
 			if !equalSnapshots(l.snap, snap) {
-				l.stats.Drift++
+				l.stats.drift.Add(1)
 				l.log.Info("resync found changes the events did not deliver")
 			}
 			l.update(snap)
@@ -234,7 +234,7 @@ func eventFilters() client.Filters {
 // The one exception, a kill event's signal, can only mislead about the
 // container's own traffic (see below).
 func (l *loop) event(m events.Message) bool {
-	l.stats.Events++
+	l.stats.events.Add(1)
 	if !relevant(m) {
 		return false
 	}
@@ -493,7 +493,7 @@ func (l *loop) publish(gone []string) {
 		Connected: l.state == stateConnected,
 		Err:       l.err,
 		Gone:      gone,
-		Stats:     l.stats,
+		Stats:     l.stats.load(),
 		EventTime: l.eventAt,
 	}
 	l.eventAt = time.Time{}

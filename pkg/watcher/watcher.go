@@ -95,6 +95,12 @@ type Watcher struct {
 
 	running atomic.Bool // set by the first Run
 
+	// stats are written by Run's loop only, and read by Stats from any
+	// goroutine: an update is published only when the view changes, so
+	// counters carried by updates alone would stand still on a quiet
+	// engine.
+	stats counters
+
 	mailboxOnce sync.Once
 	mailbox     chan Update // capacity 1; written only by Run's loop
 }
@@ -131,7 +137,9 @@ type Update struct {
 	// replaced: it is carried over into the next one.
 	Gone []string
 
-	// Stats are the watcher's counters as of this update.
+	// Stats are the watcher's counters as of this update. They move on
+	// without an update too (events and resyncs that change nothing
+	// publish none): [Watcher.Stats] has the current ones.
 	Stats Stats
 
 	// EventTime is when the watcher received the oldest event whose effect
@@ -157,6 +165,34 @@ type Stats struct {
 	// An event racing with the resync can be counted too, so it is an
 	// upper bound.
 	Drift uint64
+}
+
+// counters are the live [Stats]. Only Run's loop adds to them, so the
+// values it loads when it publishes are consistent with one another.
+type counters struct {
+	events, reconnects, resyncs, drift atomic.Uint64
+}
+
+// load reads the counters. Drift is read before Resyncs, which the loop
+// adds to first, so that a concurrent reader never sees more drift than
+// resyncs.
+func (c *counters) load() Stats {
+	var s Stats
+	s.Drift = c.drift.Load()
+	s.Resyncs = c.resyncs.Load()
+	s.Reconnects = c.reconnects.Load()
+	s.Events = c.events.Load()
+	return s
+}
+
+// Stats returns the watcher's counters now, including what published no
+// update: an event or a resync that changed nothing. It is safe for
+// concurrent use, while Run runs and after; before Run, it returns zeros.
+// Each counter is read atomically, but not all four at one instant: read
+// while the loop counts, they may be from moments a few instructions apart,
+// though never with more Drift than Resyncs.
+func (w *Watcher) Stats() Stats {
+	return w.stats.load()
 }
 
 // Updates returns the watcher's mailbox. It holds at most one update, the
@@ -193,11 +229,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 
 	l := &loop{
-		w:    w,
-		log:  w.logger(),
-		cli:  cli,
-		out:  out,
-		host: daemonHost(cli),
+		w:     w,
+		log:   w.logger(),
+		cli:   cli,
+		out:   out,
+		host:  daemonHost(cli),
+		stats: &w.stats,
 	}
 	attempt := 0
 	for {
