@@ -15,7 +15,7 @@ E2E_TIMEOUT ?= 20m
 
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all setup build test unit fuzz e2e image demo lint clean
+.PHONY: all setup build test unit fuzz e2e soak image demo lint clean
 
 all: lint test
 
@@ -49,6 +49,14 @@ fuzz:
 
 e2e:
 	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+
+# The churn soak (e2e/soak_test.go) alone, with SOAK of chaos instead of
+# the 40 s `make e2e` runs; AMBASSADORD_SOAK_SEED=N replays a logged seed.
+# The test refuses a SOAK over 25m, which with its set-up would outlive the
+# sweep age (staleAfter, 30m) that protects a run from concurrent ones.
+SOAK ?= 10m
+soak: setup
+	AMBASSADORD_SOAK=$(SOAK) $(GO) test -tags e2e -count=1 -v -run '^TestSoak$$' -timeout 30m ./e2e/
 
 # The context is just the Dockerfile and the binary, sent as a tar on
 # stdin: nothing else of the repository reaches the daemon.
