@@ -171,6 +171,24 @@ func TestBackendWait(t *testing.T) {
 	})
 }
 
+func TestNextRetryDelay(t *testing.T) {
+	tests := []struct {
+		name    string
+		delay   time.Duration
+		changed bool
+		want    time.Duration
+	}{
+		{"doubles", minRetryDelay, false, 2 * minRetryDelay},
+		{"capped", maxRetryDelay, false, maxRetryDelay},
+		{"a new set starts over", maxRetryDelay, true, minRetryDelay},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, nextRetryDelay(tt.delay, tt.changed))
+		})
+	}
+}
+
 func TestPruneFallback(t *testing.T) {
 	r := &Route{}
 	r.SetBackends([]Backend{{Addr: startBackend(t, whoami("paused")), ID: "paused"}})

@@ -472,14 +472,28 @@ func (r *Route) connect(ctx context.Context, c *conn) (net.Conn, Backend, error)
 			return nil, Backend{}, err
 		}
 		t := time.NewTimer(min(delay, time.Until(deadline)))
+		changed := false
 		select {
 		case <-replaced:
+			changed = true
 		case <-t.C:
 		case <-ctx.Done():
 		}
 		t.Stop()
-		delay = min(2*delay, maxRetryDelay)
+		delay = nextRetryDelay(delay, changed)
 	}
+}
+
+// nextRetryDelay is the delay before the next try of a connection waiting
+// for a backend: doubling up to maxRetryDelay, and back to minRetryDelay
+// when the backend set changed. A new set is most often a container that
+// just started and listens a few milliseconds later; after a long wait the
+// doubled delay would add up to maxRetryDelay to every rewire.
+func nextRetryDelay(delay time.Duration, setChanged bool) time.Duration {
+	if setChanged {
+		return minRetryDelay
+	}
+	return min(2*delay, maxRetryDelay)
 }
 
 // dial connects to the first backend that accepts, trying each backend of
