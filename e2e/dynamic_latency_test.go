@@ -21,7 +21,8 @@ const latencyCycles = 10
 // Two claimers, a (priority 0) and b (priority 10); b is stopped (docker
 // stop: the fixture stops accepting at SIGTERM and exits) and started
 // again, again and again, under a load of fresh connections. For every
-// rewire it takes the time from the engine's event (b's die or start) to
+// rewire it takes the time from the engine's event (b's kill, the stop
+// signal that takes it out of new connections, or its start) to
 // the first connection the new backend accepted, by the fixture's clock,
 // which is the host's. Once the new backend has served, no connection may
 // land on the old one, and no connection may fail, except those b's stop
@@ -56,11 +57,15 @@ func TestRewireLatency(t *testing.T) {
 		at       time.Time
 	}
 	var changes []change
+	var deaths []time.Time
 	for range latencyCycles {
+		// The stop signal (the kill event) takes b out of new
+		// connections while it drains; its death follows.
 		before := time.Now()
 		require.NoError(t, eng.Stop(ctx, b.ID, 5*time.Second))
-		died := waitEvent(t, ctx, evs, b.ID, "die", before)
-		changes = append(changes, change{"b", "a", "die", died})
+		killed := waitEvent(t, ctx, evs, b.ID, "kill", before)
+		deaths = append(deaths, waitEvent(t, ctx, evs, b.ID, "die", before))
+		changes = append(changes, change{"b", "a", "kill", killed})
 		_, err = l.waitLanded(ctx, "a", time.Now(), 10)
 		require.NoError(t, err)
 
@@ -85,12 +90,6 @@ func TestRewireLatency(t *testing.T) {
 		rw := checkRewire(t, res, c.from, c.to, c.at, until)
 		latencies = append(latencies, rw.latency())
 		t.Logf("rewire %2d: b %-5s → %s first accepted %s later", i+1, c.action, c.to, rw.latency().Round(100*time.Microsecond))
-	}
-	var deaths []time.Time
-	for _, c := range changes {
-		if c.action == "die" {
-			deaths = append(deaths, c.at)
-		}
 	}
 	cut, failed := checkFailures(t, res, deaths...)
 	slices.Sort(latencies)

@@ -58,6 +58,9 @@ func TestBackendNetworks(t *testing.T) {
 
 	t.Run("only-shared-network", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		// The backend's first network is net-a, which the ambassador is
 		// not on: only its net-b address can work.
 		x := startServer(t, ctx, harness.Spec{Name: "x", Networks: both}, "x")
@@ -70,6 +73,9 @@ func TestBackendNetworks(t *testing.T) {
 
 	t.Run("choice-among-shared", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		// Both on net-a and net-b, like the ambassador: y asks for net-b
 		// with its label, z takes the lowest name, net-a, unless the
 		// ambassador's --network says otherwise.
@@ -148,7 +154,7 @@ func TestNetworkDisconnect(t *testing.T) {
 // through Docker's DNS either.
 func TestIPReuse(t *testing.T) {
 	t.Parallel()
-	ctx := setup(t)
+	setup(t) // skips without an engine; each subtest has its own context
 	for _, tt := range []struct {
 		name string
 		amb  func(target string) harness.Spec
@@ -164,6 +170,9 @@ func TestIPReuse(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// A context of its own: parallel subtests wait for a free slot,
+			// and the parent's deadline would run meanwhile.
+			ctx := setup(t)
 			n := newNetwork(t, ctx, "net", true)
 			ip := n.Addr(20)
 			on := func(name string) harness.Spec {

@@ -339,7 +339,7 @@ func checkFailures(t *testing.T, res loadResult, gone ...time.Time) (cut, failed
 // DNS for the name while the engine is watched.
 func TestFollowNameAcrossRecreate(t *testing.T) {
 	t.Parallel()
-	ctx := setup(t)
+	setup(t) // skips without an engine; each subtest has its own context
 	for _, tt := range []struct {
 		name string
 		amb  func(web string) harness.Spec
@@ -353,6 +353,9 @@ func TestFollowNameAcrossRecreate(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// A context of its own: parallel subtests wait for a free slot,
+			// and the parent's deadline would run meanwhile.
+			ctx := setup(t)
 			n := newNetwork(t, ctx, "net", true)
 			web := func(host byte) harness.Spec {
 				return harness.Spec{Name: "web", Networks: []string{n.Name}, IPs: map[string]netip.Addr{n.Name: n.Addr(host)}}
@@ -493,11 +496,14 @@ func TestClaimPriority(t *testing.T) {
 	require.NoError(t, err)
 	res := l.stop()
 	t.Logf("load: %s", res)
+	// The stop signal (the kill event) takes b out of new connections
+	// while it drains; its death follows.
+	killed := waitEvent(t, ctx, evs, b.ID, "kill", stopping)
 	died := waitEvent(t, ctx, evs, b.ID, "die", stopping)
 
-	up := checkRewire(t, res, "a", "b", started, died)
-	down := checkRewire(t, res, "b", "a", died, time.Time{})
-	t.Logf("b (priority 10) took over %s after its start event; a took back over %s after b died",
+	up := checkRewire(t, res, "a", "b", started, killed)
+	down := checkRewire(t, res, "b", "a", killed, time.Time{})
+	t.Logf("b (priority 10) took over %s after its start event; a took back over %s after b was sent its stop signal",
 		up.latency().Round(time.Millisecond), down.latency().Round(time.Millisecond))
 	checkFailures(t, res, died)
 }

@@ -226,6 +226,9 @@ func TestFaultFDExhaustion(t *testing.T) {
 
 	t.Run("exhaustion", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		amb := faultStartUlimited(t, ctx, "amb", faultNoFile, base...)
 		target := addr(amb, dataPort)
 		waitServedBy(t, ctx, target, "data")
@@ -264,6 +267,9 @@ func TestFaultFDExhaustion(t *testing.T) {
 
 	t.Run("limit", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		const limit = 40
 		amb := faultStartUlimited(t, ctx, "amb-limited", faultNoFile, append(base, "--max-conns", strconv.Itoa(limit))...)
 		target := addr(amb, dataPort)

@@ -151,6 +151,9 @@ func TestFaultHalfCloseAndSlowReader(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// A context of its own: parallel subtests wait for a free slot,
+			// and the parent's deadline would run meanwhile.
+			ctx := setup(t)
 			amb := faultFollower(t, ctx, n, data, tt.flags...)
 			target := addr(amb, dataPort)
 			waitServedBy(t, ctx, target, "data")
@@ -250,6 +253,9 @@ func TestFaultIdleTimeout(t *testing.T) {
 
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		s := openSession(t, ctx, target)
 		after, err := idleCut(s, time.Now())
 		t.Logf("an idle connection was closed (%s) %s after its last byte", faultHow(err), after.Round(time.Millisecond))
@@ -260,6 +266,9 @@ func TestFaultIdleTimeout(t *testing.T) {
 
 	t.Run("trickle-echo", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		s := openSession(t, ctx, target)
 		require.NoError(t, s.c.SetDeadline(time.Now().Add(readyTimeout)))
 		tick := time.NewTicker(trickle)
@@ -285,6 +294,9 @@ func TestFaultIdleTimeout(t *testing.T) {
 
 	t.Run("trickle-up", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", target)
 		require.NoError(t, err)

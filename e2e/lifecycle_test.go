@@ -80,6 +80,9 @@ func TestImage(t *testing.T) {
 
 	t.Run("version", func(t *testing.T) {
 		t.Parallel()
+		// A context of its own: parallel subtests wait for a free slot,
+		// and the parent's deadline would run meanwhile.
+		ctx := setup(t)
 		out := runToExit(t, ctx, harness.Spec{Name: "version", Image: ambassadorImage, Cmd: []string{"version"}})
 		assert.Contains(t, out, version)
 	})
@@ -98,6 +101,9 @@ func TestImage(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// A context of its own: parallel subtests wait for a free slot,
+			// and the parent's deadline would run meanwhile.
+			ctx := setup(t)
 			redis := startRedis(t, ctx)
 			amb := startAmbassador(t, ctx, tt.spec(redis), 6379)
 			start := time.Now()
