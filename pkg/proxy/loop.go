@@ -396,17 +396,27 @@ func (p *poller) add(c *conn, client, backend net.Conn) bool {
 	l.fds[int32(cfd)] = lc
 	l.fds[int32(bfd)] = lc
 	l.mu.Unlock()
-	// Registered edge-triggered, for good: a socket that is ready already
-	// raises its first event at once.
-	for _, fd := range lc.fds {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			// Cannot happen for a valid socket; end the connection.
-			c.abort()
-			break
-		}
+	// Neither fails for a valid socket short of kernel memory. If the
+	// first fails, the loop never sees the connection and it ends here;
+	// if the second does, abort's shutdown raises an event on the first,
+	// and the loop ends it.
+	if err := l.register(cfd); err != nil {
+		lc.end(l, err)
+	} else if err := l.register(bfd); err != nil {
+		c.abort()
 	}
 	return true
+}
+
+// register adds a socket to the loop's epoll set, edge-triggered for
+// input and output, for good: a socket that is ready already raises its
+// first event at once.
+func (l *eventLoop) register(fd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
 }
 
 // dupSocket duplicates a TCP connection's descriptor (close-on-exec).
@@ -427,7 +437,7 @@ func dupSocket(nc net.Conn) (int, bool) {
 }
 
 // end closes the connection and reports it finished. Only the loop's
-// thread calls it.
+// thread calls it, or add before the loop can see the connection.
 func (lc *loopConn) end(l *eventLoop, err error) {
 	l.mu.Lock()
 	delete(l.fds, int32(lc.fds[0]))
