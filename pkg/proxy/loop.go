@@ -33,8 +33,9 @@ import (
 // once are kept in a buffer of the half's own until dst is writable again,
 // and nothing more is read meanwhile (no unbounded buffering). A read that
 // fills the whole shared buffer means a bulk transfer: the half switches to
-// splice through a pooled pipe, as the goroutine path does, until the
-// source runs dry, and then gives the pipe back. An idle connection holds
+// splice through a pooled pipe, as the goroutine path does, and gives the
+// pipe back whenever the source runs dry; it goes back to read and write
+// when a splice moves less than minBulkSplice. An idle connection holds
 // its two sockets and a few hundred bytes of state, and no goroutine.
 //
 // Connections with an idle timeout, and sockets other than TCP, keep the
@@ -43,6 +44,10 @@ import (
 // loopBufferSize is the shared read buffer of one loop: a read that fills
 // it switches the half to splice.
 const loopBufferSize = 64 << 10
+
+// minBulkSplice: a splice that moves less than this ends splice mode, for
+// small messages move with fewer system calls by read and write.
+const minBulkSplice = 16 << 10
 
 // maxLoopEvents is how many events one epoll_wait returns at most.
 const maxLoopEvents = 256
@@ -350,8 +355,11 @@ func (h *half) spliceIn() (bool, error) {
 	n, err := unix.Splice(h.src, nil, h.pipe.w, nil, maxSpliceSize, spliceFlags)
 	switch {
 	case err == unix.EAGAIN:
+		// Drained: the pipe goes back (an idle connection holds none),
+		// but the half stays in splice mode, since a bulk sender's
+		// socket runs dry between its bursts.
 		putPipe(h.pipe)
-		h.pipe, h.bulk = nil, false
+		h.pipe = nil
 		return false, nil
 	case err != nil:
 		return false, os.NewSyscallError("splice", err)
@@ -362,6 +370,9 @@ func (h *half) spliceIn() (bool, error) {
 		return true, nil
 	}
 	h.inPipe = int(n)
+	if n < minBulkSplice {
+		h.bulk = false // small messages again: one read and one write each
+	}
 	return true, nil
 }
 
