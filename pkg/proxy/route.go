@@ -78,7 +78,7 @@ type Route struct {
 	loops     *poller // held from the first connection handed to it until Close
 	noLoops   bool    // the poller could not start: serve with goroutines
 
-	wg sync.WaitGroup // one count per connection goroutine pair
+	wg sync.WaitGroup // one count per connection, from accept until it is closed
 }
 
 // SetBackends replaces the route's backend set; the slice is copied.
