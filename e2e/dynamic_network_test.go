@@ -32,7 +32,7 @@ func TestBackendNetworks(t *testing.T) {
 	// ident at its address on want, and then requires that ten more do.
 	// Until the ambassador has heard from the engine, a --route to a name
 	// is served by its DNS fallback, which may pick another address.
-	servedOn := func(t *testing.T, addr, ident string, want *harness.Network, c *harness.Container) {
+	servedOn := func(t *testing.T, ctx context.Context, addr, ident string, want *harness.Network, c *harness.Container) {
 		t.Helper()
 		ip := c.IPs[want.Name]
 		require.True(t, ip.IsValid(), "%s has no address on %s", c.Name, want.Name)
@@ -68,7 +68,7 @@ func TestBackendNetworks(t *testing.T) {
 			Networks: []string{netB.Name},
 			Labels:   map[string]string{labelTarget: x.Name, labelPorts: strconv.Itoa(dataPort)},
 		})
-		servedOn(t, addr(amb, dataPort), "x", netB, x)
+		servedOn(t, ctx, addr(amb, dataPort), "x", netB, x)
 	})
 
 	t.Run("choice-among-shared", func(t *testing.T) {
@@ -88,15 +88,15 @@ func TestBackendNetworks(t *testing.T) {
 			Networks: both,
 			Cmd:      []string{"--route", route(dataPort, y), "--route", route(dataPort+2, z)},
 		})
-		servedOn(t, addr(amb, dataPort), "y", netB, y)
-		servedOn(t, addr(amb, dataPort+2), "z", netA, z)
+		servedOn(t, ctx, addr(amb, dataPort), "y", netB, y)
+		servedOn(t, ctx, addr(amb, dataPort+2), "z", netA, z)
 
 		preferB := startFollower(t, ctx, harness.Spec{
 			Name:     "ambassador-network-flag",
 			Networks: both,
 			Cmd:      []string{"--network", netB.Name, "--route", route(dataPort, z)},
 		})
-		servedOn(t, addr(preferB, dataPort), "z", netB, z)
+		servedOn(t, ctx, addr(preferB, dataPort), "z", netB, z)
 	})
 }
 
