@@ -511,10 +511,7 @@ func engineRestartFreePort(t *testing.T) int {
 
 // status fetches the ambassador's GET /routes.
 func (a *engineRestartAmb) status(ctx context.Context) (dockerFaultDoc, error) {
-	var d dockerFaultDoc
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return d, fetchJSON(ctx, a.admin+"/routes", &d)
+	return routesAt(ctx, a.admin)
 }
 
 // scrape returns the ambassador's engine connection metrics.
@@ -570,31 +567,5 @@ func (a *engineRestartAmb) checkMetrics(ctx context.Context, ok func(dockerFault
 // containers want (by ID), and returns how long it took.
 func (a *engineRestartAmb) waitRoute(t *testing.T, ctx context.Context, within time.Duration, want ...*harness.Container) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var ids []string
-	for _, c := range want {
-		ids = append(ids, c.ID)
-	}
-	slices.Sort(ids)
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	var last dockerFaultDoc
-	err := harness.Poll(ctx, func(ctx context.Context) error {
-		d, err := a.status(ctx)
-		if err != nil {
-			return err
-		}
-		last = d
-		got, ok := d.backends(a.port)
-		if !ok {
-			return fmt.Errorf("route %d not listening", a.port)
-		}
-		slices.Sort(got)
-		if !slices.Equal(got, ids) {
-			return fmt.Errorf("route %d serves %v, want %v", a.port, got, ids)
-		}
-		return nil
-	})
-	require.NoError(t, err, "route %d did not converge within %s; last status: %+v", a.port, within, last)
-	return time.Since(start)
+	return waitRouteServes(t, ctx, a.admin, "the ambassador", a.port, within, want...)
 }

@@ -295,10 +295,15 @@ func (d dockerFaultDoc) backends(port int) ([]string, bool) {
 
 // dockerFaultStatus fetches the ambassador's GET /routes.
 func dockerFaultStatus(ctx context.Context, amb *harness.Container) (dockerFaultDoc, error) {
+	return routesAt(ctx, "http://"+addr(amb, ambAdminPort))
+}
+
+// routesAt returns GET /routes of the admin endpoint at admin, a base URL.
+func routesAt(ctx context.Context, admin string) (dockerFaultDoc, error) {
 	var d dockerFaultDoc
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return d, fetchJSON(ctx, "http://"+addr(amb, ambAdminPort)+"/routes", &d)
+	return d, fetchJSON(ctx, admin+"/routes", &d)
 }
 
 // dockerFaultReadyz returns the status code of GET /readyz and its body.
@@ -352,9 +357,17 @@ func dockerFaultMetrics(t *testing.T, ctx context.Context, amb *harness.Containe
 }
 
 // dockerFaultWaitRoute waits, for up to within, until the route on port
-// serves exactly the containers want (by ID), and returns how long it took
-// and the last status seen.
+// serves exactly the containers want (by ID), and returns how long it took.
 func dockerFaultWaitRoute(t *testing.T, ctx context.Context, amb *harness.Container, port int, within time.Duration, want ...*harness.Container) time.Duration {
+	t.Helper()
+	return waitRouteServes(t, ctx, "http://"+addr(amb, ambAdminPort), amb.Name, port, within, want...)
+}
+
+// waitRouteServes waits, for up to within, until the route on port of the
+// ambassador whose admin endpoint is admin (a base URL) serves exactly the
+// containers want (by ID), and returns how long it took. name names the
+// ambassador in the failure, with the last status seen.
+func waitRouteServes(t *testing.T, ctx context.Context, admin, name string, port int, within time.Duration, want ...*harness.Container) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var ids []string
@@ -366,7 +379,7 @@ func dockerFaultWaitRoute(t *testing.T, ctx context.Context, amb *harness.Contai
 	defer cancel()
 	var last dockerFaultDoc
 	err := harness.Poll(ctx, func(ctx context.Context) error {
-		d, err := dockerFaultStatus(ctx, amb)
+		d, err := routesAt(ctx, admin)
 		if err != nil {
 			return err
 		}
@@ -381,7 +394,7 @@ func dockerFaultWaitRoute(t *testing.T, ctx context.Context, amb *harness.Contai
 		}
 		return nil
 	})
-	require.NoError(t, err, "route %d of %s did not converge within %s; last status: %+v", port, amb.Name, within, last)
+	require.NoError(t, err, "route %d of %s did not converge within %s; last status: %+v", port, name, within, last)
 	return time.Since(start)
 }
 
