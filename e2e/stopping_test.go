@@ -122,7 +122,10 @@ func TestStopping(t *testing.T) {
 	onB := len(res.startedAfter(killed).on("b"))
 	t.Logf("b drained %s (kill to die); a accepted its first connection %s after the kill event; %d connections started after the kill landed on b",
 		died.Sub(killed).Round(time.Millisecond), rw.latency().Round(time.Millisecond), onB)
-	requireNoFailures(t, res)
+	// The signal closes b's listener before the engine reports it: the
+	// connections already in b's accept queue then are reset, as every
+	// other stop in the suite allows (cutBy); nothing else may fail.
+	checkFailures(t, res, killed)
 }
 
 // candidateReason returns what `ambassadord status` says of the container
