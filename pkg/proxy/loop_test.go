@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -32,11 +33,13 @@ func TestPollerSharedAndReleased(t *testing.T) {
 	for _, c := range []net.Conn{c1, c2} {
 		require.Equal(t, "ping", exchange(t, c, "ping"))
 	}
+	procs := runtime.GOMAXPROCS(0)
 	pollerMu.Lock()
 	shared, holders := sharedPoller, pollerHolders
 	pollerMu.Unlock()
 	require.NotNil(t, shared)
 	assert.Equal(t, 2, holders)
+	assert.Equal(t, shared.procs+len(shared.loops), procs, "one P more per loop while the loops run")
 	for _, r := range []*Route{r1, r2} {
 		r.mu.Lock()
 		assert.Same(t, shared, r.loops)
@@ -50,6 +53,7 @@ func TestPollerSharedAndReleased(t *testing.T) {
 	defer pollerMu.Unlock()
 	assert.Nil(t, sharedPoller, "the loops stop with the last route")
 	assert.Zero(t, pollerHolders)
+	assert.Equal(t, shared.procs, runtime.GOMAXPROCS(0), "the loops' Ps are given back")
 }
 
 // TestLoopManyExchanges: many connections exchanging small messages at
