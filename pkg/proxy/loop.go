@@ -24,8 +24,8 @@ import (
 // wait for backends); only the established connection's two sockets are
 // handed over. They are taken from Go's poller by duplicating the
 // descriptor and closing the net.Conn (which unregisters it there), and
-// registered edge-triggered for input and output in the epoll set of one
-// loop, round-robin.
+// registered edge-triggered for input (and for output only while a write
+// is pending: socketEvents) in the epoll set of one loop, round-robin.
 //
 // A direction (half) moves small messages through the loop's shared
 // buffer: read once, write once; a short read means the socket was empty
@@ -239,10 +239,17 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 			return
 		}
 	}
-	// Output readiness comes with every input event too: it only matters
-	// to a half that holds bytes dst did not take.
-	if events&writable != 0 && out.holds() {
-		if err := l.pump(out); err != nil {
+	// fd is watched for output only while out holds bytes it did not take
+	// (watchOut); output readiness also comes with its errors.
+	if events&writable != 0 && out.outWatched {
+		var err error
+		if out.holds() {
+			err = l.pump(out)
+		}
+		if err == nil && !out.holds() {
+			err = l.watchOut(out, false)
+		}
+		if err != nil {
 			lc.end(l, err)
 			return
 		}
@@ -276,6 +283,9 @@ type half struct {
 	finPending bool
 	done       bool // FIN passed on to dst
 	written    int64
+	// outWatched: dst is registered for output readiness, because it did
+	// not take everything (watchOut).
+	outWatched bool
 }
 
 // holds reports whether h has bytes dst has not taken yet.
@@ -290,7 +300,7 @@ func (l *eventLoop) pump(h *half) error {
 		if len(h.held) > 0 {
 			n, err := unix.Write(h.dst, h.held)
 			if err == unix.EAGAIN {
-				return nil
+				return l.watchOut(h, true)
 			}
 			if err != nil {
 				return os.NewSyscallError("write", err)
@@ -305,7 +315,7 @@ func (l *eventLoop) pump(h *half) error {
 		if h.inPipe > 0 {
 			n, err := unix.Splice(h.pipe.r, nil, h.dst, nil, h.inPipe, spliceFlags)
 			if err == unix.EAGAIN {
-				return nil
+				return l.watchOut(h, true)
 			}
 			if err != nil {
 				// Bytes may be left in the pipe: it cannot go back.
@@ -452,14 +462,47 @@ func (p *poller) add(c *conn, client, backend net.Conn) bool {
 	return true
 }
 
-// register adds a socket to the loop's epoll set, edge-triggered for
-// input and output, for good: a socket that is ready already raises its
-// first event at once.
+// socketEvents is what a socket is registered for: input, edge-triggered.
+// Output readiness is added only while the socket has not taken all that
+// was written to it (watchOut): a socket watched for output raises an
+// event whenever its peer's acknowledgements free send buffer, which for
+// small messages woke the loop about once more per message, and once more
+// per connection for the readiness every new socket has.
+const socketEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+
+// register adds a socket to the loop's epoll set: a socket that has input
+// already raises its first event at once. The loop itself may have added
+// it first (watchOut), since its connection's other socket is registered
+// earlier and can be served at once.
 func (l *eventLoop) register(fd int) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: socketEvents, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil && err != unix.EEXIST {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
+	return nil
+}
+
+// watchOut registers h.dst for output readiness too, or no longer, as h
+// holds bytes dst did not take or not. Registering re-arms the edge: a
+// socket that is writable already raises an event at once, so no wake-up
+// is lost between the failed write and the registration.
+func (l *eventLoop) watchOut(h *half, on bool) error {
+	if h.outWatched == on {
+		return nil
+	}
+	ev := unix.EpollEvent{Events: socketEvents, Fd: int32(h.dst)}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, h.dst, &ev)
+	if err == unix.ENOENT {
+		// add has not registered dst yet; its register finds it here.
+		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, h.dst, &ev)
+	}
+	if err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	h.outWatched = on
 	return nil
 }
 
