@@ -7,6 +7,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Listen opens a TCP listener on addr for a route.
@@ -17,13 +20,53 @@ import (
 // container the value is that of the container's network namespace; raise it
 // with `docker run --sysctl net.core.somaxconn=N`. SO_REUSEADDR is set, so a
 // restarted ambassador can bind while old connections sit in TIME_WAIT.
+//
+// Accepted connections get TCP keep-alive as Go's default would give them
+// (probes after 15 s idle, every 15 s, 9 of them), so that a client whose
+// host vanished does not hold its connection and backend forever; but the
+// options are set once on the listening socket, whose accepted sockets
+// inherit them, rather than with four setsockopt calls per connection
+// (measured under redis-benchmark -k 0, four pairs of runs: 3-15% more
+// connections per second, 3-17% less CPU per connection). Dialled backend
+// connections keep net.Dialer's default, the same timings.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{KeepAlive: -1, Control: setKeepAlive}
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// The keep-alive of accepted connections: Go's defaults (net.Dialer and
+// net.ListenConfig with KeepAlive 0).
+const (
+	keepAliveIdle     = 15 // seconds
+	keepAliveInterval = 15 // seconds
+	keepAliveCount    = 9
+)
+
+// setKeepAlive turns keep-alive on for a listening socket, for its accepted
+// sockets to inherit.
+func setKeepAlive(_, _ string, rc syscall.RawConn) error {
+	var err error
+	cerr := rc.Control(func(fd uintptr) {
+		for _, o := range []struct{ level, opt, v int }{
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+		} {
+			if err = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); err != nil {
+				err = os.NewSyscallError("setsockopt", err)
+				return
+			}
+		}
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // Backlog returns the accept backlog that listeners get, as the kernel caps
