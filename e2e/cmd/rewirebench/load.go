@@ -139,6 +139,7 @@ func (l *load) summarize(name, column string, changes []change, stops []window) 
 		}
 	}
 	slices.Sort(lat)
+	fmt.Fprintf(os.Stderr, "rewirebench: %s: latencies %v\n", name, lat)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := kind{Name: name, Column: column, Rewires: len(lat), Attempts: len(l.attempts)}
