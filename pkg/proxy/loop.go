@@ -47,12 +47,14 @@ import (
 // call when no other P is idle, and the thread must then find another P
 // when epoll_wait returns; so the poller adds one P per loop while it runs
 // (GOMAXPROCS + loops), leaving the accept and dial goroutines and the rest
-// of the daemon the Ps they had. And sysmon takes a goroutine for one that
-// runs too long once it has not been through the scheduler for 10 ms
-// (forcePreemptNS), and from then on takes its P at every system call, and
-// wakes every 20 µs to do so; a loop, which waits in epoll_wait rather than
-// parking, never goes through the scheduler unless it yields, so it yields
-// (runtime.Gosched) every yieldInterval. Measured with redis-benchmark
+// of the daemon the Ps they had. And sysmon counts a goroutine that has not
+// been through the scheduler for 10 ms (forcePreemptNS) as running too
+// long: from then on it takes the goroutine's P whenever it finds it in a
+// system call, and keeps waking every 20 µs to do so. A loop waits in
+// epoll_wait rather than parking, so it never goes through the scheduler
+// unless it yields: it yields (runtime.Gosched) every yieldInterval. (The
+// explicit GOMAXPROCS also ends the runtime's own tracking of the CPU
+// limit, as any runtime.GOMAXPROCS call does.) Measured with redis-benchmark
 // -c 50 GET on 2 cores: without the two, a third of the proxy's context
 // switches were sysmon's: 1.8× the context switches of the loops with
 // them, and 0.6-0.9× their requests per second at 1.15-1.85× their CPU.
