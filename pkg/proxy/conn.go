@@ -33,6 +33,7 @@ type conn struct {
 	// while serve is dialling.
 	backend     net.Conn
 	backendAddr Backend // what backend is connected to
+	connected   bool    // backendAddr is set: the connect succeeded
 	aborted     bool
 	loop        *loopConn // set once an event loop serves the connection
 	loopClosed  bool      // the loop has closed loop's descriptors
@@ -46,6 +47,11 @@ type conn struct {
 
 	// Set by serve before the copy goroutines start.
 	start time.Time
+
+	// loopTried is the connect an event loop tried and failed before it
+	// gave the connection to serve (failDial); the first dial goes on from
+	// there. Only serve's goroutine reads it.
+	loopTried *loopFailure
 
 	// Each written by its direction's goroutine before it decrements
 	// halves; read by finish, after both have.
@@ -163,7 +169,7 @@ func (c *conn) setBackend(bc net.Conn, b Backend) bool {
 		return false
 	}
 	c.backend = bc
-	c.backendAddr = b
+	c.backendAddr, c.connected = b, true
 	return true
 }
 
@@ -172,7 +178,7 @@ func (c *conn) setBackend(bc net.Conn, b Backend) bool {
 func (c *conn) backendInfo() (Backend, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.backendAddr, c.backend != nil
+	return c.backendAddr, c.connected
 }
 
 // abort closes both sides at once; the copy loops then return. A
@@ -186,7 +192,9 @@ func (c *conn) abort() {
 	if c.loop != nil {
 		if !c.loopClosed {
 			for _, fd := range c.loop.fds {
-				unix.Shutdown(fd, unix.SHUT_RDWR)
+				if fd >= 0 { // the client is not the loop's while it connects
+					unix.Shutdown(fd, unix.SHUT_RDWR)
+				}
 			}
 		}
 		return

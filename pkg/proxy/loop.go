@@ -20,11 +20,13 @@ import (
 // HAProxy does: one thread per core waits in epoll_wait for the sockets of
 // many connections and moves each message with one read and one write.
 //
-// The accept loop and the dialling stay goroutines (they block, retry and
-// wait for backends); only the established connection's two sockets are
-// handed over. They are taken from Go's poller by duplicating the
-// descriptor and closing the net.Conn (which unregisters it there), and
-// registered edge-triggered for input (and for output only while a write
+// The accept loop stays a goroutine. A connection's first connect is made
+// from a loop when nothing calls for more (loopdial.go); retries, waits
+// for a backend and fallbacks are a goroutine's (conn.serve), which hands
+// the established connection's two sockets over. A socket Go's poller
+// holds (the client's always, the backend's when a goroutine dialled it)
+// is taken from it by duplicating the descriptor and closing the net.Conn
+// (which unregisters it there); every socket is registered edge-triggered for input (and for output only while a write
 // is pending: socketEvents) in the epoll set of one loop, round-robin.
 //
 // A direction (half) moves small messages through the loop's shared
@@ -163,6 +165,12 @@ type eventLoop struct {
 	// fds maps each registered socket to its connection; guarded by mu,
 	// since registration happens on the dialling goroutine.
 	fds map[int32]*loopConn
+	// connecting holds the connections whose connect the loop finishes
+	// (connectInLoop); guarded by mu.
+	connecting map[*loopConn]struct{}
+	// dials counts them, for the loop to wait with a timeout while any is
+	// in flight, and check their deadlines.
+	dials atomic.Int32
 }
 
 func newEventLoop() (*eventLoop, error) {
@@ -181,7 +189,7 @@ func newEventLoop() (*eventLoop, error) {
 		unix.Close(wakefd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	return &eventLoop{epfd: epfd, wakefd: wakefd, buf: make([]byte, loopBufferSize), fds: make(map[int32]*loopConn)}, nil
+	return &eventLoop{epfd: epfd, wakefd: wakefd, buf: make([]byte, loopBufferSize), fds: make(map[int32]*loopConn), connecting: make(map[*loopConn]struct{})}, nil
 }
 
 func (l *eventLoop) wake() {
@@ -198,17 +206,33 @@ func (l *eventLoop) run() {
 	defer unix.Close(l.epfd)
 	events := make([]unix.EpollEvent, maxLoopEvents)
 	yielded := time.Now()
+	var checkDials time.Time // when to look for expired or cancelled connects
 	for !l.stopping.Load() {
-		if now := time.Now(); now.Sub(yielded) >= yieldInterval {
+		now := time.Now()
+		if now.Sub(yielded) >= yieldInterval {
 			runtime.Gosched() // see the top of this file
 			yielded = now
 		}
-		n, err := unix.EpollWait(l.epfd, events, -1)
+		timeout := -1
+		if l.dials.Load() > 0 {
+			if !now.Before(checkDials) {
+				l.checkDials(now)
+				checkDials = now.Add(dialCheckInterval)
+			}
+			timeout = int(dialCheckInterval / time.Millisecond)
+		}
+		n, err := unix.EpollWait(l.epfd, events, timeout)
 		if err != nil {
 			// EINTR; nothing else can happen to a valid epoll set.
 			continue
 		}
 		for i := range n {
+			if events[i].Fd == int32(l.wakefd) {
+				var buf [8]byte
+				unix.Read(l.wakefd, buf[:])
+				checkDials = time.Time{} // a connect was cancelled, or is the first
+				continue
+			}
 			l.handle(events[i].Fd, events[i].Events)
 		}
 	}
@@ -220,7 +244,11 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 	lc := l.fds[fd]
 	l.mu.Unlock()
 	if lc == nil {
-		return // the wake eventfd, or a connection closed earlier in this batch
+		return // a connection closed earlier in this batch
+	}
+	if lc.dial != nil {
+		l.connected(lc, events)
+		return
 	}
 	if lc.c.abortRequested.Load() {
 		lc.end(l, net.ErrClosed)
@@ -265,7 +293,11 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 // sockets, as descriptors of the loop's own.
 type loopConn struct {
 	c   *conn
-	fds [2]int // client, backend
+	fds [2]int // client, backend; the client is -1 while dial is set
+
+	// dial is the connect in flight, while the loop finishes it
+	// (connectInLoop); only the loop's thread touches it afterwards.
+	dial *loopDial
 
 	// Only the loop's thread touches the halves.
 	up   half // client → backend

@@ -334,7 +334,9 @@ func (r *Route) track(nc net.Conn) {
 	ctx := r.ctx
 	r.mu.Unlock()
 
-	go c.serve(ctx)
+	if !r.connectInLoop(ctx, c) {
+		go c.serve(ctx)
+	}
 }
 
 func (r *Route) untrack(c *conn) {
@@ -540,7 +542,24 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 		}
 		return nil, Backend{}, false
 	}
-	if bc, b, ok := try(set.order(), timeout); ok {
+	var order []Backend
+	if t := c.loopTried; t != nil {
+		// An event loop tried a backend for the connection already
+		// (connectInLoop): the first pass goes on with the rest of the
+		// loop's order, or of the set's if it was replaced meanwhile.
+		c.loopTried = nil
+		if t.set == set {
+			order = t.rest
+		} else {
+			order = without(set.order(), []Backend{t.backend})
+		}
+		if !errors.Is(t.err, errDropped) {
+			errs = append(errs, fmt.Errorf("%s: %w", t.backend, t.err))
+		}
+	} else {
+		order = set.order()
+	}
+	if bc, b, ok := try(order, timeout); ok {
 		set.confirmed.Store(true)
 		return bc, b, nil
 	}
@@ -551,6 +570,24 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 		return nil, Backend{}, errNoBackend
 	}
 	return nil, Backend{}, errors.Join(errs...)
+}
+
+// endLoopDial is endDial for a connect an event loop made
+// (connectInLoop): it records the backend on c, or fails as endDial does.
+func (r *Route) endLoopDial(d *dialing, c *conn) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.dials, d)
+	if d.dropped {
+		return errDropped
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.aborted {
+		return net.ErrClosed
+	}
+	c.backendAddr, c.connected = d.backend, true
+	return nil
 }
 
 // startDial registers a connect to b, so that a set replacement that drops
