@@ -26,8 +26,9 @@ import (
 // the established connection's two sockets over. A socket Go's poller
 // holds (the client's always, the backend's when a goroutine dialled it)
 // is taken from it by duplicating the descriptor and closing the net.Conn
-// (which unregisters it there); every socket is registered edge-triggered for input (and for output only while a write
-// is pending: socketEvents) in the epoll set of one loop, round-robin.
+// (which unregisters it there). Every socket is registered edge-triggered
+// for input (and for output only while a write is pending: socketEvents)
+// in the epoll set of one loop, round-robin.
 //
 // A direction (half) moves small messages through the loop's shared
 // buffer: read once, write once; a short read means the socket was empty
@@ -155,7 +156,7 @@ func (p *poller) stop() {
 // connections registered with it, and moving their bytes.
 type eventLoop struct {
 	epfd     int
-	wakefd   int // an eventfd, to wake the loop for stop
+	wakefd   int // an eventfd, to wake the loop for stop and for connects (loopdial.go)
 	stopping atomic.Bool
 
 	// buf is the shared read buffer; only the loop's thread uses it.
