@@ -630,12 +630,22 @@ func TestClassicLinkFollowsName(t *testing.T) {
 
 	// Another container in between, so that the new web gets another
 	// address; should the engine hand it web-1's, the ambassador must not
-	// take it for web.
+	// take it for web. An engine that hands out the lowest free address
+	// (Docker 20.10) may release web-1's only after `rm -f` returned: then
+	// the first filler gets another one, and a second, a moment later,
+	// takes web-1's.
 	res := followRecreate(t, ctx, target, web1, func() *harness.Container {
 		filler := startServer(t, ctx, harness.Spec{Name: "filler"}, "filler")
+		t.Logf("web-1 was %s; filler is %s", web1.IP, filler.IP)
+		if filler.IP != web1.IP {
+			time.Sleep(500 * time.Millisecond)
+			filler2 := startServer(t, ctx, harness.Spec{Name: "filler2"}, "filler2")
+			t.Logf("filler2 is %s", filler2.IP)
+		}
 		web2 := startServer(t, ctx, harness.Spec{Name: "web"}, "web-2")
-		t.Logf("web-1 was %s; filler is %s; web-2 is %s", web1.IP, filler.IP, web2.IP)
+		t.Logf("web-2 is %s", web2.IP)
 		return web2
 	})
 	none(t, res.on("filler"), "connections that reached the filler")
+	none(t, res.on("filler2"), "connections that reached the second filler")
 }
