@@ -161,11 +161,14 @@ func (c *conn) report() {
 
 // setBackend records the dialled backend so that abort can close it; it
 // reports false (and closes bc) if the connection was aborted meanwhile.
+// bc is nil when an event loop made the connect.
 func (c *conn) setBackend(bc net.Conn, b Backend) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.aborted {
-		bc.Close()
+		if bc != nil {
+			bc.Close()
+		}
 		return false
 	}
 	c.backend = bc

@@ -572,24 +572,6 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 	return nil, Backend{}, errors.Join(errs...)
 }
 
-// endLoopDial is endDial for a connect an event loop made
-// (connectInLoop): it records the backend on c, or fails as endDial does.
-func (r *Route) endLoopDial(d *dialing, c *conn) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.dials, d)
-	if d.dropped {
-		return errDropped
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.aborted {
-		return net.ErrClosed
-	}
-	c.backendAddr, c.connected = d.backend, true
-	return nil
-}
-
 // startDial registers a connect to b, so that a set replacement that drops
 // b cancels it. It fails with errDropped if b has already left the set: the
 // connection may have read the set before the replacement.
@@ -611,6 +593,8 @@ func (r *Route) startDial(b Backend, cancel context.CancelFunc) (*dialing, error
 // dropped, which endDial then fails with errDropped, or finds the
 // connection established (and Forget closes it). It also fails, with
 // net.ErrClosed, when c was aborted meanwhile. bc is closed on failure.
+// bc is nil for a connect an event loop made (connectInLoop), whose
+// socket is the loop's to close.
 func (r *Route) endDial(d *dialing, c *conn, bc net.Conn, err error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -622,7 +606,9 @@ func (r *Route) endDial(d *dialing, c *conn, bc net.Conn, err error) error {
 		}
 		return err
 	case d.dropped:
-		bc.Close()
+		if bc != nil {
+			bc.Close()
+		}
 		return errDropped
 	case !c.setBackend(bc, d.backend):
 		return net.ErrClosed
