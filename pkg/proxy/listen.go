@@ -46,24 +46,32 @@ const (
 	keepAliveCount    = 9
 )
 
+// sockopt is an integer socket option and its value.
+type sockopt struct{ level, opt, v int }
+
+// keepAliveSockopts turn keep-alive on with the timings above.
+var keepAliveSockopts = []sockopt{
+	{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+}
+
+// setsockopts sets opts on socket fd, stopping at the first that fails.
+func setsockopts(fd int, opts []sockopt) error {
+	for _, o := range opts {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
 // setKeepAlive turns keep-alive on for a listening socket, for its accepted
 // sockets to inherit.
 func setKeepAlive(_, _ string, rc syscall.RawConn) error {
 	var err error
-	cerr := rc.Control(func(fd uintptr) {
-		for _, o := range []struct{ level, opt, v int }{
-			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
-		} {
-			if err = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); err != nil {
-				err = os.NewSyscallError("setsockopt", err)
-				return
-			}
-		}
-	})
-	if cerr != nil {
+	if cerr := rc.Control(func(fd uintptr) { err = setsockopts(int(fd), keepAliveSockopts) }); cerr != nil {
 		return cerr
 	}
 	return err

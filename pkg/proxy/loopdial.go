@@ -117,6 +117,9 @@ func (r *Route) connectInLoop(ctx context.Context, c *conn) bool {
 	return true
 }
 
+// dialOptions are the options of a socket connectNonblock opens.
+var dialOptions = append([]sockopt{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}}, keepAliveSockopts...)
+
 // connectNonblock opens a non-blocking TCP socket to ap, with the options
 // Go's dialer would set (no delay, keep-alive as Listen's), and starts
 // connecting it.
@@ -138,17 +141,9 @@ func connectNonblock(ap netip.AddrPort) (int, error) {
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	for _, o := range []struct{ level, opt, v int }{
-		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
-		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
-		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
-		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
-	} {
-		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
-			unix.Close(fd)
-			return -1, os.NewSyscallError("setsockopt", err)
-		}
+	if err := setsockopts(fd, dialOptions); err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
 	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
@@ -182,7 +177,7 @@ func (l *eventLoop) connected(lc *loopConn, events uint32) {
 func (l *eventLoop) startConn(lc *loopConn) {
 	c, ld := lc.c, lc.dial
 	r := c.route
-	if err := r.endLoopDial(ld.d, c); err != nil {
+	if err := r.endDial(ld.d, c, nil, nil); err != nil {
 		l.failDial(lc, err)
 		return
 	}
