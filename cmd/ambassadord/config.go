@@ -20,6 +20,10 @@ const envPrefix = "AMBASSADORD_"
 // routesEnv is the environment equivalent of the repeatable --route flag.
 const routesEnv = envPrefix + "ROUTES"
 
+// maxReplayBytes bounds --replay-bytes: the memory a connection may hold
+// until its backend answers.
+const maxReplayBytes = 64 << 10
+
 // config is everything the daemon is told, from flags and the environment.
 type config struct {
 	routes        routeFlags
@@ -31,6 +35,7 @@ type config struct {
 	maxConns      int
 	shutdownGrace time.Duration
 	backendWait   time.Duration
+	replayBytes   int
 	drain         time.Duration
 	docker        string
 	dockerHost    string
@@ -89,6 +94,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to one backend after this long and try the next")
 	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way; 0 means never")
 	fs.DurationVar(&cfg.backendWait, "backend-wait", 3*time.Second, "when no backend accepts a new connection (none known, or all refuse, e.g. while a backend is recreated), hold it this long, retrying at once when the backends change; 0 closes it at once")
+	fs.IntVar(&cfg.replayBytes, "replay-bytes", 4096, "keep up to `BYTES` of what a client sends first, until the backend answers, to replay the connection on the next backend if this one resets it before answering and then leaves the set (as a stopped container's accept queue is reset); 0 turns replay off; at most 65536")
 	fs.DurationVar(&cfg.drain, "drain", 0, "after a rewire, close connections still on the previous backends after this long; 0 keeps them until they end")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
@@ -177,6 +183,9 @@ func (c *config) validate() error {
 	}
 	if c.backendWait < 0 {
 		errs = append(errs, fmt.Errorf("--backend-wait must not be negative, not %s", c.backendWait))
+	}
+	if c.replayBytes < 0 || c.replayBytes > maxReplayBytes {
+		errs = append(errs, fmt.Errorf("--replay-bytes must be from 0 to %d, not %d", maxReplayBytes, c.replayBytes))
 	}
 	if c.drain < 0 {
 		errs = append(errs, fmt.Errorf("--drain must not be negative, not %s", c.drain))

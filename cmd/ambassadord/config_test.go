@@ -81,6 +81,8 @@ func TestParseConfigEnvironment(t *testing.T) {
 		{name: "bad route flag", args: []string{"--route", "6379"}, wantErr: `invalid value "6379" for flag -route`},
 		{name: "bad routes env", env: env("AMBASSADORD_ROUTES", "6379:redis:99999"), wantErr: "AMBASSADORD_ROUTES"},
 		{name: "negative timeout", args: []string{"--idle-timeout=-1s"}, wantErr: "--idle-timeout must not be negative"},
+		{name: "replay too large", args: []string{"--replay-bytes=65537"}, wantErr: "--replay-bytes must be from 0 to 65536, not 65537"},
+		{name: "negative replay", env: env("AMBASSADORD_REPLAY_BYTES", "-1"), wantErr: "--replay-bytes must be from 0 to 65536, not -1"},
 		{name: "zero dial timeout", args: []string{"--dial-timeout=0"}, wantErr: "--dial-timeout must be positive"},
 		{name: "bad docker mode", args: []string{"--docker=maybe"}, wantErr: "--docker must be auto, on or off"},
 		{name: "bad log format", args: []string{"--log-format=xml"}, wantErr: "--log-format must be auto, json or console"},

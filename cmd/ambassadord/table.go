@@ -83,6 +83,7 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 		IdleTimeout: t.cfg.idleTimeout,
 		MaxConns:    t.cfg.maxConns,
 		BackendWait: t.cfg.backendWait,
+		ReplayBytes: t.cfg.replayBytes,
 		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
 		Observer:    t.metrics.observer(rt.Name),
 	}

@@ -228,7 +228,9 @@ func (c *conn) closeHandedOver(fds [2]int) {
 	defer c.mu.Unlock()
 	c.loopClosed = true
 	for _, fd := range fds {
-		unix.Close(fd)
+		if fd >= 0 { // a replay may have closed the backend's
+			unix.Close(fd)
+		}
 	}
 }
 

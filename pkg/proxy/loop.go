@@ -172,6 +172,9 @@ type eventLoop struct {
 	// dials counts them, for the loop to wait with a timeout while any is
 	// in flight, and check their deadlines.
 	dials atomic.Int32
+	// resumed holds the replays whose goroutine is done (replay.go);
+	// guarded by mu.
+	resumed []resumption
 }
 
 func newEventLoop() (*eventLoop, error) {
@@ -232,6 +235,7 @@ func (l *eventLoop) run() {
 				var buf [8]byte
 				unix.Read(l.wakefd, buf[:])
 				checkDials = time.Time{} // a connect was cancelled, or is the first
+				l.resumeReplays()
 				continue
 			}
 			l.handle(events[i].Fd, events[i].Events)
@@ -251,6 +255,9 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 		l.connected(lc, events)
 		return
 	}
+	if lc.replaying {
+		return // resume pumps what the client sent meanwhile
+	}
 	if lc.c.abortRequested.Load() {
 		lc.end(l, net.ErrClosed)
 		return
@@ -266,7 +273,7 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 		// FIN that came with it: only the event's RDHUP does.
 		in.finPending = events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 		if err := l.pump(in); err != nil {
-			lc.end(l, err)
+			l.fail(lc, err)
 			return
 		}
 	}
@@ -281,14 +288,40 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 			err = l.watchOut(out, false)
 		}
 		if err != nil {
-			lc.end(l, err)
+			l.fail(lc, err)
 			return
 		}
 	}
 	if lc.up.done && lc.down.done {
 		lc.end(l, nil)
+		return
+	}
+	if lc.up.replayCap > 0 && lc.down.answered() {
+		lc.up.dropReplay()
 	}
 }
+
+// fail ends lc after err, unless the backend reset it before answering
+// and the connection is replayed on another backend (replay.go).
+func (l *eventLoop) fail(lc *loopConn, err error) {
+	if !l.replay(lc, err) {
+		lc.end(l, err)
+	}
+}
+
+// sockError is a failed system call on one socket of a loopConn, which
+// tells a backend's reset from a client's (replay.go).
+type sockError struct {
+	fd  int
+	err error
+}
+
+func sockErr(op string, fd int, err error) error {
+	return &sockError{fd: fd, err: os.NewSyscallError(op, err)}
+}
+
+func (e *sockError) Error() string { return e.err.Error() }
+func (e *sockError) Unwrap() error { return e.err }
 
 // loopConn is a connection served by an event loop: c's client and backend
 // sockets, as descriptors of the loop's own.
@@ -299,6 +332,11 @@ type loopConn struct {
 	// dial is the connect in flight, while the loop finishes it
 	// (connectInLoop); only the loop's thread touches it afterwards.
 	dial *loopDial
+
+	// replaying: the backend reset the connection and a goroutine looks
+	// for another (replay.go); the loop leaves the connection alone until
+	// it resumes. Only the loop's thread touches it.
+	replaying bool
 
 	// Only the loop's thread touches the halves.
 	up   half // client → backend
@@ -321,10 +359,54 @@ type half struct {
 	// outWatched: dst is registered for output readiness, because it did
 	// not take everything (watchOut).
 	outWatched bool
+	// replayCap > 0: what is read from src is kept in sent, up to
+	// replayCap bytes, for a replay (replay.go). Only the client →
+	// backend half keeps, and only until the backend answers.
+	replayCap int
+	sent      []byte
 }
 
 // holds reports whether h has bytes dst has not taken yet.
 func (h *half) holds() bool { return len(h.held) > 0 || h.inPipe > 0 }
+
+// answered reports whether src has sent anything, a byte or a FIN.
+func (h *half) answered() bool { return h.written > 0 || h.holds() || h.eof }
+
+// keep adds b to what a replay would send, or gives up keeping once that
+// would pass replayCap.
+func (h *half) keep(b []byte) {
+	if len(h.sent)+len(b) > h.replayCap {
+		h.dropReplay()
+		return
+	}
+	h.sent = append(h.sent, b...)
+}
+
+// dropReplay stops keeping src's bytes: the connection can no longer be
+// replayed.
+func (h *half) dropReplay() { h.replayCap, h.sent = 0, nil }
+
+// releasePipes gives back the halves' pipes, closing one that still holds
+// bytes.
+func (lc *loopConn) releasePipes() {
+	for _, h := range []*half{&lc.up, &lc.down} {
+		if h.pipe != nil {
+			if h.inPipe > 0 {
+				h.pipe.close()
+			} else {
+				putPipe(h.pipe)
+			}
+			h.pipe, h.inPipe = nil, 0
+		}
+	}
+}
+
+// setHalves points the halves at the client's and the backend's
+// sockets, afresh.
+func (lc *loopConn) setHalves(cfd, bfd int) {
+	lc.up = half{src: cfd, dst: bfd, replayCap: lc.c.route.ReplayBytes}
+	lc.down = half{src: bfd, dst: cfd}
+}
 
 // pump moves what src has to dst until src is empty or dst is full, and
 // passes src's FIN on once everything before it is written. An error ends
@@ -338,7 +420,7 @@ func (l *eventLoop) pump(h *half) error {
 				return l.watchOut(h, true)
 			}
 			if err != nil {
-				return os.NewSyscallError("write", err)
+				return sockErr("write", h.dst, err)
 			}
 			h.written += int64(n)
 			h.held = h.held[n:]
@@ -356,7 +438,7 @@ func (l *eventLoop) pump(h *half) error {
 				// Bytes may be left in the pipe: it cannot go back.
 				h.pipe.close()
 				h.pipe, h.inPipe = nil, 0
-				return os.NewSyscallError("splice", err)
+				return sockErr("splice", h.dst, err)
 			}
 			h.written += n
 			if h.inPipe -= int(n); h.inPipe > 0 {
@@ -366,7 +448,7 @@ func (l *eventLoop) pump(h *half) error {
 		if h.eof {
 			h.done = true
 			if err := unix.Shutdown(h.dst, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
-				return os.NewSyscallError("shutdown", err)
+				return sockErr("shutdown", h.dst, err)
 			}
 			return nil
 		}
@@ -394,17 +476,20 @@ func (l *eventLoop) copyIn(h *half) (bool, error) {
 	case err == unix.EAGAIN:
 		return false, nil
 	case err != nil:
-		return false, os.NewSyscallError("read", err)
+		return false, sockErr("read", h.src, err)
 	case n == 0:
 		h.eof = true
 		return true, nil
+	}
+	if h.replayCap > 0 {
+		h.keep(l.buf[:n])
 	}
 	w, err := unix.Write(h.dst, l.buf[:n])
 	if err == unix.EAGAIN {
 		w, err = 0, nil
 	}
 	if err != nil {
-		return false, os.NewSyscallError("write", err)
+		return false, sockErr("write", h.dst, err)
 	}
 	h.written += int64(w)
 	if w < n {
@@ -440,7 +525,7 @@ func (h *half) spliceIn() (bool, error) {
 		h.pipe = nil
 		return false, nil
 	case err != nil:
-		return false, os.NewSyscallError("splice", err)
+		return false, sockErr("splice", h.src, err)
 	case n == 0:
 		putPipe(h.pipe)
 		h.pipe, h.bulk = nil, false
@@ -448,6 +533,7 @@ func (h *half) spliceIn() (bool, error) {
 		return true, nil
 	}
 	h.inPipe = int(n)
+	h.dropReplay() // spliced bytes are not kept
 	if n < minBulkSplice {
 		h.bulk = false // small messages again: one read and one write each
 	}
@@ -470,8 +556,7 @@ func (p *poller) add(c *conn, client, backend net.Conn) bool {
 	}
 	l := p.loops[p.next.Add(1)%uint32(len(p.loops))]
 	lc := &loopConn{c: c, fds: [2]int{cfd, bfd}}
-	lc.up = half{src: cfd, dst: bfd}
-	lc.down = half{src: bfd, dst: cfd}
+	lc.setHalves(cfd, bfd)
 	if !c.handOver(lc) {
 		unix.Close(cfd)
 		unix.Close(bfd)
@@ -565,16 +650,7 @@ func (lc *loopConn) end(l *eventLoop, err error) {
 	delete(l.fds, int32(lc.fds[0]))
 	delete(l.fds, int32(lc.fds[1]))
 	l.mu.Unlock()
-	for _, h := range []*half{&lc.up, &lc.down} {
-		if h.pipe != nil {
-			if h.inPipe > 0 {
-				h.pipe.close()
-			} else {
-				putPipe(h.pipe)
-			}
-			h.pipe = nil
-		}
-	}
+	lc.releasePipes()
 	// Under c.mu, so that abort never shuts down a descriptor number that
 	// has been closed and reused.
 	lc.c.closeHandedOver(lc.fds)

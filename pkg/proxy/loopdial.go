@@ -199,8 +199,8 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	l.mu.Unlock()
 	l.dials.Add(-1)
 	lc.dial = nil
-	lc.up = half{src: cfd, dst: lc.fds[1], outWatched: true} // registered for output to connect
-	lc.down = half{src: lc.fds[1], dst: cfd}
+	lc.setHalves(cfd, lc.fds[1])
+	lc.up.outWatched = true // registered for output to connect
 	ld.set.confirmed.Store(true)
 	c.start = time.Now()
 	log := r.logger()

@@ -48,6 +48,14 @@ type Route struct {
 	// backoff meanwhile. Zero means fail at once and close the connection.
 	BackendWait time.Duration
 
+	// ReplayBytes is how much of what a client sends first is kept, until
+	// the backend answers, to replay the connection on another backend
+	// if this one resets it before answering and leaves the set: the
+	// connections a stopped backend had not accepted yet (replay.go).
+	// Zero means no replay: the reset reaches the client. Connections
+	// with an idle timeout, or other than TCP, are never replayed.
+	ReplayBytes int
+
 	// MaxConns caps the number of connections served at once. A connection
 	// accepted beyond it is closed at once, before any backend is dialled.
 	// Zero means no limit.
@@ -290,9 +298,7 @@ func nextBackoff(d time.Duration) time.Duration {
 // sleep waits for d, or less if the route shuts down; it reports whether the
 // route is still running.
 func (r *Route) sleep(d time.Duration) bool {
-	r.mu.Lock()
-	ctx := r.ctx
-	r.mu.Unlock()
+	ctx := r.context()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -301,6 +307,14 @@ func (r *Route) sleep(d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// context returns the route's context, cancelled by Close. The route must
+// have served (initLocked).
+func (r *Route) context() context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ctx
 }
 
 func (r *Route) isShutdown() bool {

@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// A backend that is stopped closes its listening socket, and the kernel
+// resets every connection still waiting in its accept queue. Some of them
+// are the proxy's: connections made in the moments between the stop
+// signal and the watcher hearing of it (Docker signals the container
+// before it reports the kill), already holding the client's first bytes.
+// The app never read those bytes. Rather than pass the reset on to the
+// client, an event loop replays such a connection: a goroutine waits for
+// the backend to leave the set, connects to the set as it is then (as a
+// new connection would, waiting for a backend up to BackendWait), and
+// hands the new backend's socket back to the loop, which sends it the
+// client's bytes again and goes on. Measured with the rewire benchmark,
+// these resets were every failed connection of ambassadord's rewires:
+// one to three per stopped backend.
+//
+// A connection is replayed only when all of this holds:
+//   - the backend reset it (ECONNRESET, or EPIPE on a write after the
+//     reset): an app that read everything the client sent and then
+//     closed, or died, sends a FIN, and a FIN is passed on as ever;
+//   - the backend had sent nothing, not even a FIN;
+//   - the client had sent at most ReplayBytes, which the loop keeps until
+//     the backend answers;
+//   - the backend leaves the set within replayWait, as a stopped, dead or
+//     removed container does. A backend that resets connections and
+//     stays in the set is not tried again: the client sees the reset, as
+//     without replay, replayWait later.
+//
+// What is left is an app that read part of the client's bytes, acted on
+// them without answering, and died with the rest unread: its kernel
+// resets the connection too, and a replay repeats what the app did. The
+// default ReplayBytes of the daemon (4 KiB, the read buffer of Go's bufio
+// and smaller than most apps') keeps this to first messages an app reads
+// whole or not at all.
+
+// replayWait bounds how long a connection its backend reset waits for the
+// backend to leave the set. Docker reports a stop signal (kill) within
+// milliseconds of sending it, and the death of a process soon after.
+const replayWait = time.Second
+
+// resumption is the outcome of a replay's search for a backend, for the
+// loop to go on with.
+type resumption struct {
+	lc   *loopConn
+	fd   int // the new backend's socket, when err is nil
+	b    Backend
+	sent []byte // what the client had sent, to send again
+	fin  bool   // the client had sent its FIN too
+	err  error
+}
+
+// replay starts replaying lc after err, if the backend reset it before
+// answering; it reports whether it did. The backend's socket is closed at
+// once, and the connection reported closed with it; the client's stays
+// registered, its events ignored until resume.
+func (l *eventLoop) replay(lc *loopConn, err error) bool {
+	c := lc.c
+	if lc.up.replayCap == 0 || lc.down.answered() || !lc.backendReset(err) || c.abortRequested.Load() {
+		return false
+	}
+	old, _ := c.backendInfo()
+	bfd := lc.fds[1]
+	l.mu.Lock()
+	delete(l.fds, int32(bfd))
+	l.mu.Unlock()
+	c.mu.Lock()
+	unix.Close(bfd)
+	lc.fds[1] = -1
+	c.connected = false // Forget and CloseConns leave it alone meanwhile
+	c.mu.Unlock()
+	lc.releasePipes()
+	res := resumption{lc: lc, sent: lc.up.sent, fin: lc.up.eof}
+	r := c.route
+	elapsed := time.Since(c.start)
+	r.observer().ConnClosed(old, lc.up.written, 0, elapsed)
+	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
+		log.Debug("backend reset the connection before answering; replaying it", zap.Stringer("remote", c.client.RemoteAddr()),
+			zap.Stringer("backend", old), zap.Int("bytes", len(res.sent)), zap.Bool("fin", res.fin), zap.Error(err))
+	}
+	lc.replaying = true
+	go l.findReplay(res, old, err)
+	return true
+}
+
+// backendReset reports whether err is the backend's socket reset by its
+// peer.
+func (lc *loopConn) backendReset(err error) bool {
+	var se *sockError
+	return errors.As(err, &se) && se.fd == lc.fds[1] &&
+		(errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE))
+}
+
+// findReplay waits for the backend that reset the connection to leave the
+// set, connects to the set, and passes the outcome to the loop.
+func (l *eventLoop) findReplay(res resumption, old Backend, reset error) {
+	c := res.lc.c
+	r := c.route
+	ctx := r.context()
+	if !r.waitGone(ctx, old, replayWait) {
+		res.err = reset
+	} else if bc, b, err := r.connect(ctx, c); err != nil {
+		res.err = err
+	} else {
+		fd, ok := dupSocket(bc)
+		bc.Close()
+		if ok {
+			res.fd, res.b = fd, b
+		} else {
+			res.err = errNoBackendFD
+		}
+	}
+	l.mu.Lock()
+	l.resumed = append(l.resumed, res)
+	l.mu.Unlock()
+	l.wake()
+}
+
+// errNoBackendFD fails a replay whose new backend's socket could not be
+// duplicated (out of descriptors).
+var errNoBackendFD = errors.New("no descriptor for the backend's socket")
+
+// waitGone waits up to d for b to leave the route's backends, and reports
+// whether it did. The fallback tier does not count: a backend is left
+// there by a rewire, and pruned from it once it stops.
+func (r *Route) waitGone(ctx context.Context, b Backend, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		set := r.backends.Load()
+		if set == nil || !slices.Contains(set.backends, b) {
+			return true
+		}
+		select {
+		case <-set.replaced:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// resumeReplays goes on with the replays whose goroutine is done.
+func (l *eventLoop) resumeReplays() {
+	l.mu.Lock()
+	rs := l.resumed
+	l.resumed = nil
+	l.mu.Unlock()
+	for _, res := range rs {
+		l.resume(res)
+	}
+}
+
+// resume attaches a replayed connection to its new backend, sends it what
+// the client had sent, and serves the connection again; or closes the
+// client if no backend was found.
+func (l *eventLoop) resume(res resumption) {
+	lc, c := res.lc, res.lc.c
+	r := c.route
+	lc.replaying = false
+	if res.err == nil && c.abortRequested.Load() {
+		unix.Close(res.fd)
+		res.err = net.ErrClosed
+	}
+	if res.err != nil {
+		lc.reject(l, res.err)
+		return
+	}
+	c.mu.Lock()
+	lc.fds[1] = res.fd
+	c.mu.Unlock()
+	l.mu.Lock()
+	l.fds[int32(res.fd)] = lc
+	l.mu.Unlock()
+	lc.setHalves(lc.fds[0], res.fd)
+	// A connection is replayed once: a fallback tier can lead back to
+	// the backend that reset it.
+	lc.up.dropReplay()
+	lc.up.held, lc.up.eof = res.sent, res.fin
+	c.start = time.Now()
+	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
+		log.Debug("connection replayed", zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", res.b))
+	}
+	r.observer().ConnOpened(res.b)
+	if err := l.register(res.fd); err != nil {
+		lc.end(l, err)
+		return
+	}
+	// The client's events while the replay looked for a backend were
+	// ignored: read what it sent meanwhile, its FIN included (a short
+	// read does not say there is no FIN).
+	lc.up.finPending = true
+	if err := l.pump(&lc.up); err != nil {
+		l.fail(lc, err)
+	}
+}
+
+// reject closes the client of a replay that found no backend, and reports
+// the connection rejected: its first backend's end was reported when the
+// replay began.
+func (lc *loopConn) reject(l *eventLoop, err error) {
+	c := lc.c
+	r := c.route
+	l.mu.Lock()
+	delete(l.fds, int32(lc.fds[0]))
+	l.mu.Unlock()
+	c.closeHandedOver(lc.fds)
+	reason := RejectNoBackend
+	if r.context().Err() != nil {
+		reason = RejectShutdown
+	}
+	r.logger().Debug("no backend to replay the connection on; closing", zap.Stringer("remote", c.client.RemoteAddr()), zap.Error(err))
+	r.observer().Rejected(reason)
+	r.untrack(c)
+}

@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// resetter returns a backend that takes each connection, waits for the
+// client's first bytes without reading them, writes answer (if any), and
+// resets the connection: what the kernel of a stopped app does to the
+// connections left in its accept queue. reset is closed after each reset.
+func resetter(t *testing.T, answer string) (b Backend, reset <-chan struct{}) {
+	t.Helper()
+	done := make(chan struct{}, 16)
+	addr := startBackend(t, func(c net.Conn) {
+		raw, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			return
+		}
+		peek := make([]byte, 64)
+		raw.Read(func(fd uintptr) bool {
+			_, _, err := unix.Recvfrom(int(fd), peek, unix.MSG_PEEK)
+			return err != unix.EAGAIN
+		})
+		if answer != "" {
+			c.Write([]byte(answer))
+			time.Sleep(50 * time.Millisecond) // for the proxy to pass it on
+		}
+		c.(*net.TCPConn).SetLinger(0) // Close resets
+		c.Close()
+		done <- struct{}{}
+	})
+	return Backend{ID: "resetter", Addr: addr}, done
+}
+
+// counting wraps handle, counting the connections it serves.
+func counting(n *atomic.Int32, handle func(net.Conn)) func(net.Conn) {
+	return func(c net.Conn) {
+		n.Add(1)
+		handle(c)
+	}
+}
+
+// readAll reads c to EOF, within 5 seconds.
+func readAll(t *testing.T, c net.Conn) (string, error) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	got, err := io.ReadAll(c)
+	return string(got), err
+}
+
+// TestReplayReset: a backend that resets a connection before answering
+// and then leaves the set (a stopped container) does not fail it: the
+// connection is replayed on the new set, with what the client had sent
+// and its FIN, and is reported closed on the first backend and opened on
+// the second.
+func TestReplayReset(t *testing.T) {
+	obs := &recorder{}
+	old, reset := resetter(t, "")
+	next := Backend{ID: "next", Addr: startBackend(t, echo)}
+	r := &Route{Observer: obs, ReplayBytes: 64}
+	r.SetBackends([]Backend{old})
+	c := dial(t, startRoute(t, r))
+	_, err := c.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	<-reset
+	time.Sleep(20 * time.Millisecond) // the watcher hears of the stop later
+	r.SetBackends([]Backend{next})
+
+	got, err := readAll(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", got)
+	require.Eventually(t, func() bool { return len(obs.events().closed) == 2 }, 5*time.Second, 10*time.Millisecond)
+	ev := obs.events()
+	assert.Equal(t, []Backend{old, next}, ev.opened)
+	assert.Equal(t, []closedConn{{old, 5, 0}, {next, 5, 5}}, ev.closed)
+	assert.Empty(t, ev.rejected)
+}
+
+// TestReplayWaitsForBackend: a backend recreated (stopped, forgotten,
+// started again) takes the replayed connection once it is in the set,
+// within BackendWait; what the client sends during the wait follows.
+func TestReplayWaitsForBackend(t *testing.T) {
+	obs := &recorder{}
+	old, _ := resetter(t, "")
+	next := Backend{ID: "next", Addr: startBackend(t, echo)}
+	r := &Route{Observer: obs, ReplayBytes: 64, BackendWait: 5 * time.Second}
+	r.SetBackends([]Backend{old})
+	c := dial(t, startRoute(t, r))
+	_, err := c.Write([]byte("hel"))
+	require.NoError(t, err)
+	// The replay began (and the connection left its backend) before the
+	// engine reports the backend's death.
+	require.Eventually(t, func() bool { return len(obs.events().closed) == 1 }, 5*time.Second, time.Millisecond)
+	r.Forget(old.ID)
+	_, err = c.Write([]byte("lo"))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	time.Sleep(100 * time.Millisecond)
+	r.SetBackends([]Backend{next})
+
+	got, err := readAll(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", got)
+}
+
+// TestReplayNotWhileBackendStays: a backend that resets a connection and
+// stays in the set is not tried again: the client sees its connection
+// closed, replayWait later, and it is reported rejected.
+func TestReplayNotWhileBackendStays(t *testing.T) {
+	obs := &recorder{}
+	old, _ := resetter(t, "")
+	r := &Route{Observer: obs, ReplayBytes: 64}
+	r.SetBackends([]Backend{old})
+	c := dial(t, startRoute(t, r))
+	start := time.Now()
+	_, err := c.Write([]byte("hello"))
+	require.NoError(t, err)
+	got, err := readAll(t, c)
+	assert.Empty(t, got)
+	if err != nil {
+		assert.ErrorIs(t, err, syscall.ECONNRESET)
+	}
+	assert.GreaterOrEqual(t, time.Since(start), replayWait)
+	require.Eventually(t, func() bool { return len(obs.events().rejected) == 1 }, 5*time.Second, 10*time.Millisecond)
+	ev := obs.events()
+	assert.Equal(t, []string{RejectNoBackend}, ev.rejected)
+	assert.Equal(t, []closedConn{{old, 5, 0}}, ev.closed)
+}
+
+// TestReplayNot: a connection is not replayed when the backend answered
+// before its reset, when the client sent more than ReplayBytes, or with
+// ReplayBytes zero: the client sees the reset, and the next backend gets
+// no connection.
+func TestReplayNot(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		answer, msg string
+		replayBytes int
+		want        string
+	}{
+		{name: "answered", answer: "a", msg: "hello", replayBytes: 64, want: "a"},
+		{name: "too much sent", msg: "hello", replayBytes: 4},
+		{name: "off", msg: "hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, reset := resetter(t, tc.answer)
+			var served atomic.Int32
+			next := Backend{ID: "next", Addr: startBackend(t, counting(&served, echo))}
+			r := &Route{ReplayBytes: tc.replayBytes}
+			r.SetBackends([]Backend{old})
+			c := dial(t, startRoute(t, r))
+			_, err := c.Write([]byte(tc.msg))
+			require.NoError(t, err)
+			<-reset
+			r.SetBackends([]Backend{next})
+			got, err := readAll(t, c)
+			assert.Equal(t, tc.want, got)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("want EOF or a reset, got %v", err)
+			}
+			assert.Zero(t, served.Load(), "the next backend got a connection")
+		})
+	}
+}
