@@ -20,6 +20,7 @@ import (
 // attempt is one fresh connection of the load.
 type attempt struct {
 	start time.Time
+	took  time.Duration
 	id    dataproto.Identity // who answered; zero if err
 	err   error
 }
@@ -66,6 +67,7 @@ func (l *load) run(ctx context.Context) {
 			defer func() { <-slots }()
 			a := attempt{start: time.Now()}
 			a.id, a.err = whoami(l.addr)
+			a.took = time.Since(a.start)
 			l.mu.Lock()
 			l.attempts = append(l.attempts, a)
 			l.mu.Unlock()
@@ -144,14 +146,17 @@ func (l *load) summarize(name, column string, changes []change, stops []window) 
 	defer l.mu.Unlock()
 	k := kind{Name: name, Column: column, Rewires: len(lat), Attempts: len(l.attempts)}
 	reasons := map[string]int{}
+	inStop := map[int][]time.Duration{} // how long each failure in each stop took
 	for _, a := range l.attempts {
 		if a.err == nil {
 			continue
 		}
 		k.Failed++
-		during := slices.ContainsFunc(stops, func(w window) bool { return !a.start.Before(w.from) && !a.start.After(w.to) })
+		stop := slices.IndexFunc(stops, func(w window) bool { return !a.start.Before(w.from) && !a.start.After(w.to) })
+		during := stop >= 0
 		if during {
 			k.FailedInStop++
+			inStop[stop] = append(inStop[stop], a.took.Round(time.Millisecond))
 		}
 		// The error's last part, without addresses, names the reason.
 		msg := a.err.Error()
@@ -162,6 +167,9 @@ func (l *load) summarize(name, column string, changes []change, stops []window) 
 	}
 	for _, r := range slices.Sorted(maps.Keys(reasons)) {
 		fmt.Fprintf(os.Stderr, "rewirebench: %s: %d failed: %s\n", name, reasons[r], r)
+	}
+	for _, i := range slices.Sorted(maps.Keys(inStop)) {
+		fmt.Fprintf(os.Stderr, "rewirebench: %s: stop %d of %d: failures after %v\n", name, i, len(stops), inStop[i])
 	}
 	if len(lat) > 0 {
 		k.MedianMS = ms(lat[(len(lat)-1)/2])
