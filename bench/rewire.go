@@ -28,8 +28,12 @@ type rewireKind struct {
 	MedianMS float64 `json:"median_ms"`
 	P99MS    float64 `json:"p99_ms"`
 	MaxMS    float64 `json:"max_ms"`
-	Attempts int     `json:"attempts"` // fresh connections made during the rewires
-	Failed   int     `json:"failed"`
+	// OwnMedianMS and OwnP99MS run from when the new backend listened,
+	// when that was after the change: the ambassador's own part.
+	OwnMedianMS float64 `json:"own_median_ms"`
+	OwnP99MS    float64 `json:"own_p99_ms"`
+	Attempts    int     `json:"attempts"` // fresh connections made during the rewires
+	Failed      int     `json:"failed"`
 	// FailedInStop are the failures of attempts made while the old
 	// backend was being stopped, included in Failed.
 	FailedInStop int    `json:"failed_in_stop"`
@@ -71,8 +75,8 @@ func (b *bench) printRewire(w io.Writer) {
 		return
 	}
 	for _, k := range b.rewire.Kinds {
-		cell := fmt.Sprintf("median %.1f ms, p99 %.1f ms (max %.1f) over %d; failed %d of %d fresh connections",
-			k.MedianMS, k.P99MS, k.MaxMS, k.Rewires, k.Failed, k.Attempts)
+		cell := fmt.Sprintf("median %.1f ms, p99 %.1f ms (max %.1f) over %d; from when the new backend listened: median %.1f ms, p99 %.1f ms; failed %d of %d fresh connections",
+			k.MedianMS, k.P99MS, k.MaxMS, k.Rewires, k.OwnMedianMS, k.OwnP99MS, k.Failed, k.Attempts)
 		if k.FailedInStop > 0 {
 			cell += fmt.Sprintf(" (%d made while the old backend stopped)", k.FailedInStop)
 		}
@@ -82,7 +86,8 @@ func (b *bench) printRewire(w io.Writer) {
 			cells[2] = cell
 		} else {
 			cells[4] = cell
-			cells[6] = mark(k.P99MS <= 50 && k.Failed == 0) + " p99 ≤ 50 ms, zero failed"
+			cells[6] = mark(k.P99MS <= 50 && k.Failed == 0) + " p99 ≤ 50 ms, zero failed (from the backend listening: " +
+				mark(k.OwnP99MS <= 50 && k.Failed == 0) + ")"
 		}
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}

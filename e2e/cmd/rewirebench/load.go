@@ -105,19 +105,19 @@ func (l *load) waitLanded(ctx context.Context, name string, after time.Time) err
 	return nil
 }
 
-// firstAccepted returns when name first accepted a connection at or after
-// after.
-func (l *load) firstAccepted(name string, after time.Time) (time.Time, bool) {
+// firstAccepted returns the identity name gave the first connection it
+// accepted at or after after.
+func (l *load) firstAccepted(name string, after time.Time) (dataproto.Identity, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var first time.Time
+	var first dataproto.Identity
 	for _, a := range l.attempts {
 		if a.err == nil && a.id.Name == name && !a.id.Accepted.Before(after) &&
-			(first.IsZero() || a.id.Accepted.Before(first)) {
-			first = a.id.Accepted
+			(first.Accepted.IsZero() || a.id.Accepted.Before(first.Accepted)) {
+			first = a.id
 		}
 	}
-	return first, !first.IsZero()
+	return first, !first.Accepted.IsZero()
 }
 
 // change is one rewire: from at, new connections should land on to.
@@ -134,14 +134,19 @@ type window struct{ from, to time.Time }
 // summarize turns the changes and the attempts so far into a kind.
 // Failures of attempts that started inside one of stops are counted apart.
 func (l *load) summarize(name, column string, changes []change, stops []window) kind {
-	var lat []time.Duration
+	// lat runs from the change; own from when the new backend listened,
+	// if that was later: the part no proxy could have saved is the
+	// backend's own start-up.
+	var lat, own []time.Duration
 	for _, c := range changes {
 		if first, ok := l.firstAccepted(c.to, c.at); ok {
-			lat = append(lat, first.Sub(c.at))
+			lat = append(lat, first.Accepted.Sub(c.at))
+			own = append(own, first.Accepted.Sub(later(c.at, first.Listening)))
 		}
 	}
 	slices.Sort(lat)
-	fmt.Fprintf(os.Stderr, "rewirebench: %s: latencies %v\n", name, lat)
+	slices.Sort(own)
+	fmt.Fprintf(os.Stderr, "rewirebench: %s: latencies %v; after the new backend listened %v\n", name, lat, own)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := kind{Name: name, Column: column, Rewires: len(lat), Attempts: len(l.attempts)}
@@ -172,11 +177,23 @@ func (l *load) summarize(name, column string, changes []change, stops []window) 
 		fmt.Fprintf(os.Stderr, "rewirebench: %s: stop %d of %d: failures after %v\n", name, i, len(stops), inStop[i])
 	}
 	if len(lat) > 0 {
-		k.MedianMS = ms(lat[(len(lat)-1)/2])
-		k.P99MS = ms(lat[max((99*len(lat)+99)/100, 1)-1]) // nearest rank
-		k.MaxMS = ms(lat[len(lat)-1])
+		k.MedianMS, k.P99MS, k.MaxMS = median(lat), p99(lat), ms(lat[len(lat)-1])
+		k.OwnMedianMS, k.OwnP99MS = median(own), p99(own)
 	}
 	return k
+}
+
+// median and p99 (nearest rank) of sorted, in milliseconds.
+func median(sorted []time.Duration) float64 { return ms(sorted[(len(sorted)-1)/2]) }
+func p99(sorted []time.Duration) float64 {
+	return ms(sorted[max((99*len(sorted)+99)/100, 1)-1])
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

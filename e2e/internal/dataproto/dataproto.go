@@ -107,18 +107,20 @@ func Stream(seed uint64) io.Reader {
 // when the connection arrived. Containers share the host's clock, so
 // Accepted can be compared with the host's and the engine's timestamps.
 type Identity struct {
-	Name     string         // the server's name (dataserver -name); no spaces
-	Local    netip.AddrPort // the address the client connected to, as the server saw it
-	Accepted time.Time      // when the server accepted the connection
+	Name      string         // the server's name (dataserver -name); no spaces
+	Local     netip.AddrPort // the address the client connected to, as the server saw it
+	Accepted  time.Time      // when the server accepted the connection
+	Listening time.Time      // when the server started listening on its data port
 }
 
 // maxIdentity bounds an identity line, so a stray peer cannot make a reader
 // buffer without end.
 const maxIdentity = 512
 
-// Encode returns the wire form of id: "NAME ADDR:PORT UNIXNANO\n".
+// Encode returns the wire form of id: "NAME ADDR:PORT ACCEPTED LISTENING\n",
+// the times in Unix nanoseconds.
 func (id Identity) Encode() []byte {
-	return fmt.Appendf(nil, "%s %s %d\n", id.Name, id.Local, id.Accepted.UnixNano())
+	return fmt.Appendf(nil, "%s %s %d %d\n", id.Name, id.Local, id.Accepted.UnixNano(), id.Listening.UnixNano())
 }
 
 // ReadIdentity reads and parses one identity line from r.
@@ -134,18 +136,22 @@ func ReadIdentity(r *bufio.Reader) (Identity, error) {
 		return Identity{}, errors.New("read identity: line too long")
 	}
 	f := strings.Fields(string(line))
-	if len(f) != 3 {
-		return Identity{}, fmt.Errorf("read identity: want 3 fields, got %q", line)
+	if len(f) != 4 {
+		return Identity{}, fmt.Errorf("read identity: want 4 fields, got %q", line)
 	}
 	local, err := netip.ParseAddrPort(f[1])
 	if err != nil {
 		return Identity{}, fmt.Errorf("read identity: address: %w", err)
 	}
-	ns, err := strconv.ParseInt(f[2], 10, 64)
-	if err != nil {
-		return Identity{}, fmt.Errorf("read identity: time: %w", err)
+	var times [2]time.Time
+	for i, field := range f[2:] {
+		ns, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return Identity{}, fmt.Errorf("read identity: time: %w", err)
+		}
+		times[i] = time.Unix(0, ns)
 	}
-	return Identity{Name: f[0], Local: local, Accepted: time.Unix(0, ns)}, nil
+	return Identity{Name: f[0], Local: local, Accepted: times[0], Listening: times[1]}, nil
 }
 
 // The admin port and its paths.

@@ -50,13 +50,15 @@ func TestStreamIsDeterministic(t *testing.T) {
 }
 
 func TestIdentityRoundTrip(t *testing.T) {
-	want := Identity{Name: "web-2", Local: netip.MustParseAddrPort("10.1.2.3:9000"), Accepted: time.Unix(1700000000, 123456789)}
+	want := Identity{Name: "web-2", Local: netip.MustParseAddrPort("10.1.2.3:9000"),
+		Accepted: time.Unix(1700000000, 123456789), Listening: time.Unix(1699999999, 987654321)}
 	r := bufio.NewReader(bytes.NewReader(append(want.Encode(), "echoed bytes"...)))
 	got, err := ReadIdentity(r)
 	require.NoError(t, err)
 	assert.Equal(t, want.Name, got.Name)
 	assert.Equal(t, want.Local, got.Local)
 	assert.True(t, want.Accepted.Equal(got.Accepted), "accepted %v, want %v", got.Accepted, want.Accepted)
+	assert.True(t, want.Listening.Equal(got.Listening), "listening %v, want %v", got.Listening, want.Listening)
 	rest, err := io.ReadAll(r)
 	require.NoError(t, err)
 	assert.Equal(t, "echoed bytes", string(rest), "what follows the line is left unread")
@@ -66,9 +68,10 @@ func TestReadIdentityRejects(t *testing.T) {
 	for name, in := range map[string]string{
 		"empty":         "",
 		"no newline":    "web 10.0.0.1:9000 1",
-		"missing field": "web 10.0.0.1:9000\n",
-		"bad address":   "web 10.0.0.1 1\n",
-		"bad time":      "web 10.0.0.1:9000 soon\n",
+		"missing field": "web 10.0.0.1:9000 1\n",
+		"bad address":   "web 10.0.0.1 1 1\n",
+		"bad time":      "web 10.0.0.1:9000 soon 1\n",
+		"bad listening": "web 10.0.0.1:9000 1 soon\n",
 		"too long":      strings.Repeat("x", 2*maxIdentity) + "\n",
 	} {
 		t.Run(name, func(t *testing.T) {
