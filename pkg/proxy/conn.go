@@ -25,13 +25,21 @@ var errIdle = errors.New("idle timeout")
 // conn is one proxied connection: the accepted client and, once dialled, the
 // backend.
 type conn struct {
-	route  *Route
+	route *Route
+	// client is the accepted connection as a net.Conn: for the goroutine
+	// path, or when the listener was not a TCP listener. Nil while fd
+	// holds it.
 	client net.Conn
+	remote net.Addr // the client's address
 
 	mu sync.Mutex
 	// The fields below are guarded by mu: abort and CloseConns may run
 	// while serve is dialling.
-	backend     net.Conn
+	backend net.Conn
+	// fd is the accepted client's socket as accept4 gave it (accept.go),
+	// until an event loop takes it or the goroutine path wraps it
+	// (wrapClient); -1 then, and when client was accepted as a net.Conn.
+	fd          int
 	backendAddr Backend // what backend is connected to
 	connected   bool    // backendAddr is set: the connect succeeded
 	aborted     bool
@@ -73,9 +81,15 @@ type closeReader interface{ CloseRead() error }
 func (c *conn) serve(ctx context.Context) {
 	log := c.route.logger()
 	obs := c.route.observer()
+	if err := c.wrapClient(); err != nil {
+		log.Warn("cannot serve the connection; closing", zap.Stringer("remote", c.remote), zap.Error(err))
+		obs.Rejected(RejectNoBackend)
+		c.route.untrack(c)
+		return
+	}
 	bc, b, err := c.route.connect(ctx, c)
 	if err != nil {
-		c.client.Close()
+		c.closeClient() // nil if an abort closed it before serve
 		// Untracked last: Close waits for it, and the rejection must be
 		// reported by then.
 		defer c.route.untrack(c)
@@ -83,15 +97,15 @@ func (c *conn) serve(ctx context.Context) {
 		case ctx.Err() != nil:
 			obs.Rejected(RejectShutdown)
 		case errors.Is(err, errNoBackend):
-			log.Debug("no backend; closing connection", zap.Stringer("remote", c.client.RemoteAddr()))
+			log.Debug("no backend; closing connection", zap.Stringer("remote", c.remote))
 			obs.Rejected(RejectNoBackend)
 		default:
-			log.Warn("no backend accepted the connection", zap.Stringer("remote", c.client.RemoteAddr()), zap.Error(err))
+			log.Warn("no backend accepted the connection", zap.Stringer("remote", c.remote), zap.Error(err))
 			obs.Rejected(RejectNoBackend)
 		}
 		return
 	}
-	log.Debug("connection opened", zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", b))
+	log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
 	obs.ConnOpened(b)
 	c.start = time.Now()
 	if c.route.IdleTimeout > 0 {
@@ -150,7 +164,7 @@ func (c *conn) report() {
 	if !log.Core().Enabled(zap.DebugLevel) {
 		return
 	}
-	fields := []zap.Field{zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", b),
+	fields := []zap.Field{zap.Stringer("remote", c.remote), zap.Stringer("backend", b),
 		zap.Int64("bytes_up", c.up), zap.Int64("bytes_down", c.down), zap.Duration("duration", elapsed)}
 	if err := errors.Join(c.upErr, c.downErr); err != nil && !isTeardown(err) {
 		log.Debug("connection ended with error", append(fields, zap.Error(err))...)
@@ -192,6 +206,10 @@ func (c *conn) abort() {
 	defer c.mu.Unlock()
 	c.aborted = true
 	c.abortRequested.Store(true)
+	if c.fd >= 0 {
+		// Its owner, the accept or a dial goroutine, closes it.
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	}
 	if c.loop != nil {
 		if !c.loopClosed {
 			for _, fd := range c.loop.fds {
@@ -202,9 +220,43 @@ func (c *conn) abort() {
 		}
 		return
 	}
-	c.client.Close()
+	if c.client != nil {
+		c.client.Close()
+	}
 	if c.backend != nil {
 		c.backend.Close()
+	}
+}
+
+// wrapClient makes the raw client socket a net.Conn, for the goroutine
+// path. The socket is closed if that fails (out of descriptors).
+func (c *conn) wrapClient() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(c.fd), "client")
+	nc, err := net.FileConn(f) // a duplicate, in Go's poller
+	f.Close()
+	c.fd = -1
+	if err != nil {
+		return err
+	}
+	c.client = nc
+	return nil
+}
+
+// closeClient closes the client's socket, raw or wrapped.
+func (c *conn) closeClient() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		c.fd = -1
+	}
+	if c.client != nil {
+		c.client.Close()
 	}
 }
 

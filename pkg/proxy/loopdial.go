@@ -57,7 +57,7 @@ func (r *Route) connectInLoop(ctx context.Context, c *conn) bool {
 	if r.IdleTimeout > 0 || r.DialContext != nil {
 		return false
 	}
-	if _, ok := c.client.(*net.TCPConn); !ok {
+	if _, ok := c.client.(*net.TCPConn); !ok && c.fd < 0 {
 		return false
 	}
 	set := r.backends.Load()
@@ -117,9 +117,6 @@ func (r *Route) connectInLoop(ctx context.Context, c *conn) bool {
 	return true
 }
 
-// dialOptions are the options of a socket connectNonblock opens.
-var dialOptions = append([]sockopt{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}}, keepAliveSockopts...)
-
 // connectNonblock opens a non-blocking TCP socket to ap, with the options
 // Go's dialer would set (no delay, keep-alive as Listen's), and starts
 // connecting it.
@@ -141,7 +138,7 @@ func connectNonblock(ap netip.AddrPort) (int, error) {
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	if err := setsockopts(fd, dialOptions); err != nil {
+	if err := setsockopts(fd, connOptions); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
@@ -181,18 +178,25 @@ func (l *eventLoop) startConn(lc *loopConn) {
 		l.failDial(lc, err)
 		return
 	}
-	cfd, ok := dupSocket(c.client)
-	if !ok {
-		// Out of descriptors: the goroutine path serves it, dialling
-		// again, with its back-off.
-		l.failDial(lc, errNoClientFD)
-		return
-	}
-	c.client.Close() // the duplicate keeps the socket open
 	// Under c.mu: abort reads the descriptors.
 	c.mu.Lock()
-	lc.fds[0] = cfd
+	cfd := c.fd
+	c.fd, lc.fds[0] = -1, cfd
 	c.mu.Unlock()
+	if cfd < 0 {
+		// Accepted as a net.Conn: taken from Go's poller.
+		var ok bool
+		if cfd, ok = dupSocket(c.client); !ok {
+			// Out of descriptors: the goroutine path serves it,
+			// dialling again, with its back-off.
+			l.failDial(lc, errNoClientFD)
+			return
+		}
+		c.client.Close() // the duplicate keeps the socket open
+		c.mu.Lock()
+		lc.fds[0] = cfd
+		c.mu.Unlock()
+	}
 	l.mu.Lock()
 	delete(l.connecting, lc)
 	l.fds[int32(cfd)] = lc
@@ -205,7 +209,7 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	c.start = time.Now()
 	log := r.logger()
 	if log.Core().Enabled(zap.DebugLevel) {
-		log.Debug("connection opened", zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", ld.d.backend))
+		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", ld.d.backend))
 	}
 	r.observer().ConnOpened(ld.d.backend)
 	if err := l.watchOut(&lc.up, false); err != nil {
@@ -236,10 +240,10 @@ func (l *eventLoop) failDial(lc *loopConn, err error) {
 	unix.Close(lc.fds[1])
 	c.loop, c.connected = nil, false
 	aborted := c.aborted
-	if aborted {
-		c.client.Close() // abort left it to the loop
-	}
 	c.mu.Unlock()
+	if aborted {
+		c.closeClient() // abort left it to the loop
+	}
 	err = c.route.endDial(ld.d, c, nil, err)
 	if !aborted && ld.ctx.Err() == nil && !errors.Is(err, errDropped) && err != errNoClientFD {
 		c.route.observer().DialFailed(ld.d.backend, dialFailure(err))

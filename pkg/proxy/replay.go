@@ -85,7 +85,7 @@ func (l *eventLoop) replay(lc *loopConn, err error) bool {
 	elapsed := time.Since(c.start)
 	r.observer().ConnClosed(old, lc.up.written, 0, elapsed)
 	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
-		log.Debug("backend reset the connection before answering; replaying it", zap.Stringer("remote", c.client.RemoteAddr()),
+		log.Debug("backend reset the connection before answering; replaying it", zap.Stringer("remote", c.remote),
 			zap.Stringer("backend", old), zap.Int("bytes", len(res.sent)), zap.Bool("fin", res.fin), zap.Error(err))
 	}
 	lc.replaying = true
@@ -190,7 +190,7 @@ func (l *eventLoop) resume(res resumption) {
 	lc.up.held, lc.up.eof = res.sent, res.fin
 	c.start = time.Now()
 	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
-		log.Debug("connection replayed", zap.Stringer("remote", c.client.RemoteAddr()), zap.Stringer("backend", res.b))
+		log.Debug("connection replayed", zap.Stringer("remote", c.remote), zap.Stringer("backend", res.b))
 	}
 	r.observer().ConnOpened(res.b)
 	if err := l.register(res.fd); err != nil {
@@ -220,7 +220,7 @@ func (lc *loopConn) reject(l *eventLoop, err error) {
 	if r.context().Err() != nil {
 		reason = RejectShutdown
 	}
-	r.logger().Debug("no backend to replay the connection on; closing", zap.Stringer("remote", c.client.RemoteAddr()), zap.Error(err))
+	r.logger().Debug("no backend to replay the connection on; closing", zap.Stringer("remote", c.remote), zap.Error(err))
 	r.observer().Rejected(reason)
 	r.untrack(c)
 }

@@ -237,6 +237,7 @@ func (r *Route) initLocked() {
 // ECONNABORTED, ...) never end the loop: it backs off and keeps accepting.
 // Serve takes ownership of ln and closes it.
 func (r *Route) Serve(ln net.Listener) error {
+	ln = rawAccepting(ln)
 	r.mu.Lock()
 	r.initLocked()
 	if r.shutdown {
@@ -256,7 +257,7 @@ func (r *Route) Serve(ln net.Listener) error {
 	log := r.logger()
 	var backoff time.Duration
 	for {
-		c, err := ln.Accept()
+		a, err := accept(ln)
 		if err != nil {
 			if r.isShutdown() {
 				return nil
@@ -278,7 +279,7 @@ func (r *Route) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		r.track(c)
+		r.track(a)
 	}
 }
 
@@ -325,23 +326,23 @@ func (r *Route) isShutdown() bool {
 
 // track starts serving an accepted connection, unless the route is shutting
 // down or at its connection limit, in which case the connection is closed.
-func (r *Route) track(nc net.Conn) {
+func (r *Route) track(a accepted) {
 	r.mu.Lock()
 	if r.shutdown {
 		r.mu.Unlock()
-		nc.Close()
+		a.close()
 		r.observer().Rejected(RejectShutdown)
 		return
 	}
 	if r.MaxConns > 0 && len(r.conns) >= r.MaxConns {
 		r.mu.Unlock()
-		r.logger().Debug("connection limit reached; closing", zap.String("remote", nc.RemoteAddr().String()),
+		r.logger().Debug("connection limit reached; closing", zap.Stringer("remote", a.remote),
 			zap.Int("max_conns", r.MaxConns))
-		nc.Close()
+		a.close()
 		r.observer().Rejected(RejectLimit)
 		return
 	}
-	c := &conn{route: r, client: nc}
+	c := &conn{route: r, client: a.nc, fd: a.fd, remote: a.remote}
 	r.conns[c] = struct{}{}
 	r.active.Add(1)
 	r.wg.Add(1)
