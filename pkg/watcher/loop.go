@@ -527,15 +527,17 @@ func mergeIDs(a, b []string) []string {
 // once the stream has been quiet for quiet, and at the latest limit after
 // the burst's first event, so an endless stream still yields a re-list every
 // limit. An event that comes when there was no re-list for quiet fires it at
-// once: a container that starts alone (the common rewire) is listed without
-// waiting, and the events that follow within quiet are coalesced as
-// before. That took the quiet period, 10 ms of the 15-23 ms from a start
-// event to the rewire, out of every rewire the rewire benchmark made.
+// once, and a trailing re-list follows after quiet (later if more events
+// come, as for any burst): a container that starts alone (the common
+// rewire) is listed without waiting, which took 10 ms out of the 15-23 ms
+// from a start event to the rewire, while the trailing re-list covers an
+// engine whose listing lags its events (20.10 reports a pause before the
+// view its listing reads shows it).
 type debouncer struct {
 	quiet, limit time.Duration
 	timer        *time.Timer
 	pending      bool      // the timer is set for a burst
-	leading      bool      // ... to fire at once
+	leading      bool      // ... to fire at once, with a trailing re-list to follow
 	first        time.Time // the burst's first event, while pending
 	last         time.Time // when the timer last fired
 }
@@ -552,23 +554,30 @@ func (d *debouncer) kick() {
 	now := time.Now()
 	if !d.pending {
 		d.pending, d.first = true, now
-		d.leading = now.Sub(d.last) >= d.quiet
-		if d.leading {
+		if now.Sub(d.last) >= d.quiet {
+			d.leading = true
 			d.timer.Reset(0)
 			return
 		}
 	}
 	if d.leading {
-		return // the re-list comes before the loop reads another event
+		return // the leading re-list comes before the loop reads another event
 	}
 	wait := min(d.quiet, d.limit-now.Sub(d.first))
 	d.timer.Reset(max(wait, 0))
 }
 
-// fired records that the timer fired: the loop re-lists.
+// fired records that the timer fired, for the loop to re-list; after a
+// leading re-list, it sets the trailing one.
 func (d *debouncer) fired() {
-	d.pending, d.leading = false, false
-	d.last = time.Now()
+	now := time.Now()
+	d.last = now
+	if d.leading {
+		d.leading, d.first = false, now
+		d.timer.Reset(d.quiet)
+		return
+	}
+	d.pending = false
 }
 
 // reader forwards one event stream to the loop. It never blocks on the loop

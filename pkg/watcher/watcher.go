@@ -82,7 +82,7 @@ type Watcher struct {
 
 	// Quiet is how long the event stream must be quiet before a burst of
 	// events triggers a re-list; an event that comes when nothing was
-	// listed for Quiet triggers one at once. Zero means 10ms.
+	// listed for Quiet triggers one at once too. Zero means 10ms.
 	Quiet time.Duration
 
 	// MaxDelay caps how long a re-list waits after the first event of a

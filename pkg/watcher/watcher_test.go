@@ -219,7 +219,10 @@ func TestIdenticalSnapshotsAreNotRepublished(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 		none(t, w)
-		assert.Equal(t, 5, f.count("list"), "each relevant event re-lists; exec does not")
+		// The first listing; the start, which came with it, after the
+		// quiet period; the next three, a second apart, at once and after
+		// the quiet period; exec not at all.
+		assert.Equal(t, 1+1+3*2, f.count("list"), "each relevant event re-lists; exec does not")
 	})
 }
 
@@ -393,12 +396,12 @@ func TestStopSignalMarksStoppingAtOnce(t *testing.T) {
 		assert.Equal(t, map[string]any{"container": idRedis, "event": "kill", "signal": "15"}, entries[0].ContextMap())
 
 		// Re-lists, the periodic resync among them, keep it stopping.
-		time.Sleep(w.quiet())
+		time.Sleep(time.Second)
 		none(t, w)
 		f.send(t, containerEvent(events.ActionHealthStatusHealthy, idWeb, nil))
 		time.Sleep(w.resync()/2 + time.Second)
 		none(t, w)
-		assert.Equal(t, lists+3, f.count("list"), "after the kill, the health event, and the resync")
+		assert.Equal(t, lists+5, f.count("list"), "at once and trailing after the kill and the health event, and the resync")
 
 		// A reconnect too: the fresh listing cannot tell.
 		f.stream(t).errs <- io.EOF
@@ -625,8 +628,9 @@ func TestDebounceQuietAndMaxDelay(t *testing.T) {
 		start(t, w)
 		take(t, w)
 
-		// One event after a quiet spell: a re-list at once. Another 4ms
-		// after that re-list: a re-list after the quiet period.
+		// One event after a quiet spell: a re-list at once, and a
+		// trailing one after the quiet period, which another event 4ms
+		// later puts off.
 		ms := time.Millisecond
 		time.Sleep(w.quiet()) // the first listing counts as a re-list
 		t0 := time.Now()
@@ -638,6 +642,15 @@ func TestDebounceQuietAndMaxDelay(t *testing.T) {
 		require.Len(t, lists, 3)
 		assert.Equal(t, []time.Duration{0, 14 * ms}, []time.Duration{lists[1].Sub(t0), lists[2].Sub(t0)})
 
+		// One event alone: at once, and after the quiet period.
+		time.Sleep(w.quiet())
+		t0 = time.Now()
+		f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+		time.Sleep(time.Second)
+		lists = f.callTimes("list")
+		require.Len(t, lists, 5)
+		assert.Equal(t, []time.Duration{0, 10 * ms}, []time.Duration{lists[3].Sub(t0), lists[4].Sub(t0)})
+
 		// An endless burst, an event every 4ms: a re-list at once, then
 		// at most 50ms after the first event the previous re-list did not
 		// cover.
@@ -648,13 +661,13 @@ func TestDebounceQuietAndMaxDelay(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		var got []time.Duration
-		for _, at := range f.callTimes("list")[3:] {
+		for _, at := range f.callTimes("list")[5:] {
 			got = append(got, at.Sub(t0))
 		}
-		// Events at 0, 4, ..., 196ms: the burst's first at once, the
-		// next at 4ms, 54ms... each re-list at most 50ms after. The last
-		// re-list is at 196+10ms.
-		assert.Equal(t, []time.Duration{0, 54 * ms, 106 * ms, 158 * ms, 206 * ms}, got)
+		// Events at 0, 4, ..., 196ms: the burst's first at once, then
+		// a re-list at most 50ms after the first event the previous one
+		// did not cover. The last re-list is at 196+10ms.
+		assert.Equal(t, []time.Duration{0, 50 * ms, 102 * ms, 154 * ms, 206 * ms}, got)
 	})
 }
 
