@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/e2e/internal/dataproto"
 	"github.com/ambassadord/ambassadord/e2e/internal/harness"
 )
 
@@ -33,7 +35,8 @@ const (
 // exits once its connections are done) while a lower-priority claimer is
 // there to take over, under a load of fresh connections. From the stop
 // signal on, new connections go to the other claimer: none fails, although
-// the stopping one drains for longer than --backend-wait. A connection
+// the stopping one drains for longer than --backend-wait, and the ones its
+// listener reset are replayed on the other. A connection
 // established before the signal is not cut by the ambassador: it completes
 // its exchange, and the app exits after it.
 func TestStopping(t *testing.T) {
@@ -123,9 +126,10 @@ func TestStopping(t *testing.T) {
 	t.Logf("b drained %s (kill to die); a accepted its first connection %s after the kill event; %d connections started after the kill landed on b",
 		died.Sub(killed).Round(time.Millisecond), rw.latency().Round(time.Millisecond), onB)
 	// The signal closes b's listener before the engine reports it: the
-	// connections already in b's accept queue then are reset, as every
-	// other stop in the suite allows (cutBy); nothing else may fail.
-	checkFailures(t, res, killed)
+	// connections already in b's accept queue then are reset. b never
+	// read them, and the ambassador replays them on a (--replay-bytes;
+	// TestStoppingReplaysQueued): none fails, not even those.
+	none(t, res.failed(), "failed connections (%s)", res)
 }
 
 // candidateReason returns what `ambassadord status` says of the container
@@ -156,4 +160,99 @@ func candidateReason(t *testing.T, ctx context.Context, amb *harness.Container, 
 	}
 	require.FailNow(t, "no candidate "+id+" for route "+route, stdout)
 	return ""
+}
+
+// TestStoppingReplaysQueued: connections the ambassador made to a claimer
+// that had stopped accepting wait in its listener's queue, the client's
+// request with them. When the claimer is stopped gracefully (docker stop),
+// its listener's close resets them, before the engine reports the kill:
+// the app never read them. The ambassador replays each on the other
+// claimer, and every client gets its answer from it. With
+// --replay-bytes=0 every one of them fails, which is the test's premise.
+func TestStoppingReplaysQueued(t *testing.T) {
+	t.Parallel()
+	setup(t) // skips without an engine; each subtest has its own context
+	for _, tt := range []struct {
+		name   string
+		replay string // --replay-bytes
+	}{
+		{"replay", "4096"},
+		{"off", "0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := setup(t)
+			n := newNetwork(t, ctx, "net", false)
+			svc := fullName(t, "svc")
+			claimer := func(name string, priority int) harness.Spec {
+				return harness.Spec{
+					Name: name, Networks: []string{n.Name},
+					Labels: map[string]string{labelTarget: svc, labelPriority: strconv.Itoa(priority)},
+				}
+			}
+			startServer(t, ctx, claimer("a", 0), "a")
+			b := startServer(t, ctx, claimer("b", 10), "b")
+			amb := startFollower(t, ctx, harness.Spec{
+				Networks: []string{n.Name},
+				Cmd:      publicAdmin,
+				Env:      []string{"AMBASSADORD_REPLAY_BYTES=" + tt.replay},
+				Labels:   map[string]string{labelTarget: svc, labelPorts: strconv.Itoa(dataPort)},
+			})
+			target := addr(amb, dataPort)
+			waitServedBy(t, ctx, target, "b")
+
+			setAccepting(t, ctx, b, false)
+			const queued = 8
+			type answer struct {
+				id  dataproto.Identity
+				err error
+			}
+			answers := make(chan answer, queued)
+			for range queued {
+				go func() {
+					actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					defer cancel()
+					id, err := whoami(actx, target)
+					answers <- answer{id, err}
+				}()
+			}
+			// Every one is connected to b, and waits in its queue.
+			waitMetrics(t, ctx, "http://"+addr(amb, ambAdminPort)+"/metrics", want("ambassadord_connections_active",
+				map[string]string{"route": strconv.Itoa(dataPort), "backend": addr(b, dataPort)}, queued))
+			require.NoError(t, eng.Stop(ctx, b.ID, time.Minute))
+
+			var onA, failed int
+			for range queued {
+				a := <-answers
+				switch {
+				case a.err != nil:
+					failed++
+					t.Logf("failed: %v", a.err)
+				case a.id.Name == "a":
+					onA++
+				default:
+					t.Errorf("answered by %s", a.id.Name)
+				}
+			}
+			if tt.replay == "0" {
+				assert.Equal(t, queued, failed, "without replay, the reset reaches every client")
+				return
+			}
+			assert.Equal(t, queued, onA, "every queued connection replayed on a")
+			assert.Zero(t, failed)
+		})
+	}
+}
+
+// setAccepting makes a dataserver stop accepting connections, which then
+// wait in its listener's queue, or accept again.
+func setAccepting(t *testing.T, ctx context.Context, c *harness.Container, ok bool) {
+	t.Helper()
+	url := "http://" + addr(c, dataproto.AdminPort) + dataproto.AcceptPath + "?ok=" + strconv.FormatBool(ok)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode, "POST %s", url)
 }

@@ -25,6 +25,9 @@
 // HTTP: GET [StatsPath] returns its [Stats] as JSON, so a test can check
 // that a server never received a byte without connecting to its data port,
 // and POST [HealthPath]?ok=true|false makes its healthcheck pass or fail.
+// POST [AcceptPath]?ok=false makes it stop accepting connections, which then
+// wait in its listener's queue, as for an app too busy to accept, until
+// ?ok=true or until it stops (its listener's close resets them).
 package dataproto
 
 import (
@@ -159,6 +162,7 @@ const (
 	AdminPort  = 9001
 	StatsPath  = "/stats"
 	HealthPath = "/health"
+	AcceptPath = "/accept"
 )
 
 // Stats are a server's counters since it started, served as JSON at
