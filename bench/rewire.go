@@ -86,8 +86,8 @@ func (b *bench) printRewire(w io.Writer) {
 			cells[2] = cell
 		} else {
 			cells[4] = cell
-			cells[6] = mark(k.P99MS <= 50 && k.Failed == 0) + " p99 ≤ 50 ms, zero failed (from the backend listening: " +
-				mark(k.OwnP99MS <= 50 && k.Failed == 0) + ")"
+			cells[6] = mark(k.P99MS <= 50 && k.Failed == 0) + " p99 ≤ 50 ms, zero failed; " +
+				mark(k.OwnP99MS <= 50) + " p99 ≤ 50 ms from the new backend listening"
 		}
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
