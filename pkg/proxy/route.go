@@ -235,7 +235,9 @@ func (r *Route) initLocked() {
 // Serve accepts connections on ln until [Route.Shutdown] or [Route.Close] is
 // called, and then returns nil. Transient accept errors (EMFILE, ENFILE,
 // ECONNABORTED, ...) never end the loop: it backs off and keeps accepting.
-// Serve takes ownership of ln and closes it.
+// Serve takes ownership of ln and closes it. Stop it with Shutdown or
+// Close, not by closing ln: Serve accepts a TCP listener's connections on
+// a duplicate of its socket (accept.go), which closing ln leaves open.
 func (r *Route) Serve(ln net.Listener) error {
 	ln = rawAccepting(ln)
 	r.mu.Lock()
