@@ -108,13 +108,16 @@ func (l *rawListener) accept4() (accepted, error) {
 	var err error
 	rerr := l.rc.Read(func(lfd uintptr) bool {
 		for {
-			var sa unix.Sockaddr
+			// syscall's, not x/sys/unix's: for an IPv4 or IPv6 peer,
+			// the latter asks the socket's protocol (getsockopt
+			// SO_PROTOCOL), a system call more per connection.
+			var sa syscall.Sockaddr
 			var fd int
-			fd, sa, err = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			fd, sa, err = syscall.Accept4(int(lfd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 			switch err {
-			case unix.EINTR, unix.ECONNABORTED:
+			case syscall.EINTR, syscall.ECONNABORTED:
 				continue
-			case unix.EAGAIN:
+			case syscall.EAGAIN:
 				return false // wait for the next connection
 			case nil:
 				a.fd, a.remote = fd, tcpAddr(sa)
@@ -135,11 +138,11 @@ func (l *rawListener) accept4() (accepted, error) {
 }
 
 // tcpAddr converts an accepted socket's peer address.
-func tcpAddr(sa unix.Sockaddr) net.Addr {
+func tcpAddr(sa syscall.Sockaddr) net.Addr {
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		ip := netip.AddrFrom16(sa.Addr)
 		if sa.ZoneId != 0 {
 			ip = ip.WithZone(strconv.Itoa(int(sa.ZoneId)))
