@@ -127,8 +127,9 @@ type change struct {
 }
 
 // window is a span of time in which the old backend was being stopped:
-// connections it had accepted but not yet served are reset by its exit,
-// whatever the ambassador does.
+// the connections still in its accept queue when it closes its listener
+// are reset (ambassadord replays them; --replay-bytes), and the failures
+// of that span are counted apart.
 type window struct{ from, to time.Time }
 
 // summarize turns the changes and the attempts so far into a kind.
