@@ -172,7 +172,14 @@ func stats(ctx context.Context, c *harness.Container) (dataproto.Stats, error) {
 // probe on.
 func setHealthy(t *testing.T, ctx context.Context, c *harness.Container, ok bool) {
 	t.Helper()
-	url := "http://" + addr(c, dataproto.AdminPort) + dataproto.HealthPath + "?ok=" + strconv.FormatBool(ok)
+	setSwitch(t, ctx, c, dataproto.HealthPath, ok)
+}
+
+// setSwitch turns one of a dataserver's admin switches (dataproto's
+// HealthPath, AcceptPath) on or off.
+func setSwitch(t *testing.T, ctx context.Context, c *harness.Container, path string, ok bool) {
+	t.Helper()
+	url := "http://" + addr(c, dataproto.AdminPort) + path + "?ok=" + strconv.FormatBool(ok)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
 	require.NoError(t, err)
 	res, err := http.DefaultClient.Do(req)

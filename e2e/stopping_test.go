@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -201,7 +200,7 @@ func TestStoppingReplaysQueued(t *testing.T) {
 			target := addr(amb, dataPort)
 			waitServedBy(t, ctx, target, "b")
 
-			setAccepting(t, ctx, b, false)
+			setSwitch(t, ctx, b, dataproto.AcceptPath, false) // b stops accepting
 			const queued = 8
 			type answer struct {
 				id  dataproto.Identity
@@ -242,17 +241,4 @@ func TestStoppingReplaysQueued(t *testing.T) {
 			assert.Zero(t, failed)
 		})
 	}
-}
-
-// setAccepting makes a dataserver stop accepting connections, which then
-// wait in its listener's queue, or accept again.
-func setAccepting(t *testing.T, ctx context.Context, c *harness.Container, ok bool) {
-	t.Helper()
-	url := "http://" + addr(c, dataproto.AdminPort) + dataproto.AcceptPath + "?ok=" + strconv.FormatBool(ok)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
-	require.NoError(t, err)
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode, "POST %s", url)
 }
