@@ -643,9 +643,9 @@ func dupSocket(nc net.Conn) (int, bool) {
 	return fd, err == nil && fd >= 0
 }
 
-// end closes the connection and reports it finished. Only the loop's
-// thread calls it, or add before the loop can see the connection.
-func (lc *loopConn) end(l *eventLoop, err error) {
+// close takes lc's sockets out of the loop and closes them, and gives its
+// pipes back.
+func (lc *loopConn) close(l *eventLoop) {
 	l.mu.Lock()
 	delete(l.fds, int32(lc.fds[0]))
 	delete(l.fds, int32(lc.fds[1]))
@@ -654,6 +654,12 @@ func (lc *loopConn) end(l *eventLoop, err error) {
 	// Under c.mu, so that abort never shuts down a descriptor number that
 	// has been closed and reused.
 	lc.c.closeHandedOver(lc.fds)
+}
+
+// end closes the connection and reports it finished. Only the loop's
+// thread calls it, or add before the loop can see the connection.
+func (lc *loopConn) end(l *eventLoop, err error) {
+	lc.close(l)
 	lc.c.up, lc.c.down = lc.up.written, lc.down.written
 	lc.c.upErr = err
 	lc.c.report()

@@ -212,10 +212,7 @@ func (l *eventLoop) resume(res resumption) {
 func (lc *loopConn) reject(l *eventLoop, err error) {
 	c := lc.c
 	r := c.route
-	l.mu.Lock()
-	delete(l.fds, int32(lc.fds[0]))
-	l.mu.Unlock()
-	c.closeHandedOver(lc.fds)
+	lc.close(l) // the backend's is closed already
 	reason := RejectNoBackend
 	if r.context().Err() != nil {
 		reason = RejectShutdown
