@@ -143,6 +143,9 @@ func (l *load) summarize(name, column string, changes []change, stops []window) 
 		if first, ok := l.firstAccepted(c.to, c.at); ok {
 			lat = append(lat, first.Accepted.Sub(c.at))
 			own = append(own, first.Accepted.Sub(later(c.at, first.Listening)))
+			fmt.Fprintf(os.Stderr, "rewirebench: %s: start %s, listening +%v, first connection +%v\n",
+				c.to, c.at.Format("15:04:05.000"), first.Listening.Sub(c.at).Round(10*time.Microsecond),
+				first.Accepted.Sub(c.at).Round(10*time.Microsecond))
 		}
 	}
 	slices.Sort(lat)
