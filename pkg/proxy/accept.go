@@ -13,8 +13,10 @@ import (
 )
 
 // A TCP listener's connections are accepted with accept4(2) on its
-// socket, rather than with Accept: a connection that an event loop
-// connects and serves (loopdial.go) then never enters Go's poller, where
+// socket, rather than with Accept, whether by the event loops
+// (loopaccept.go) or, when they cannot run, here by Serve's goroutine: a
+// connection that an event loop connects and serves (loopdial.go) then
+// never enters Go's poller, where
 // Accept would register it, and the loop would take it back out (a
 // duplicate, an unregistering and a close). Measured under
 // redis-benchmark -k 0 -c 50: Go's accept and that hand-over were 6-7% of

@@ -20,13 +20,14 @@ import (
 // HAProxy does: one thread per core waits in epoll_wait for the sockets of
 // many connections and moves each message with one read and one write.
 //
-// The accept loop stays a goroutine. A connection's first connect is made
-// from a loop when nothing calls for more (loopdial.go); retries, waits
-// for a backend and fallbacks are a goroutine's (conn.serve), which hands
-// the established connection's two sockets over. A socket Go's poller
-// holds (the client's always, the backend's when a goroutine dialled it)
-// is taken from it by duplicating the descriptor and closing the net.Conn
-// (which unregisters it there). Every socket is registered edge-triggered
+// The loops accept a TCP listener's connections too (loopaccept.go). A
+// connection's first connect is made from a loop when nothing calls for
+// more (loopdial.go); retries, waits for a backend and fallbacks are a
+// goroutine's (conn.serve), which hands the established connection's two
+// sockets over. A socket Go's poller holds (the backend's when a goroutine
+// dialled it, the client's when the goroutine needed a net.Conn of it, or
+// its listener was not TCP) is taken from it by duplicating the
+// descriptor and closing the net.Conn (which unregisters it there). Every socket is registered edge-triggered
 // for input (and for output only while a write is pending: socketEvents)
 // in the epoll set of one loop, round-robin.
 //
@@ -175,6 +176,9 @@ type eventLoop struct {
 	// resumed holds the replays whose goroutine is done (replay.go);
 	// guarded by mu.
 	resumed []resumption
+	// listeners maps the listening sockets in the set to their
+	// listeners (loopaccept.go); guarded by mu.
+	listeners map[int32]*loopListener
 }
 
 func newEventLoop() (*eventLoop, error) {
@@ -193,7 +197,8 @@ func newEventLoop() (*eventLoop, error) {
 		unix.Close(wakefd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	return &eventLoop{epfd: epfd, wakefd: wakefd, buf: make([]byte, loopBufferSize), fds: make(map[int32]*loopConn), connecting: make(map[*loopConn]struct{})}, nil
+	return &eventLoop{epfd: epfd, wakefd: wakefd, buf: make([]byte, loopBufferSize), fds: make(map[int32]*loopConn),
+		connecting: make(map[*loopConn]struct{}), listeners: make(map[int32]*loopListener)}, nil
 }
 
 func (l *eventLoop) wake() {
@@ -247,7 +252,17 @@ func (l *eventLoop) run() {
 func (l *eventLoop) handle(fd int32, events uint32) {
 	l.mu.Lock()
 	lc := l.fds[fd]
+	var la *loopListener
+	if lc == nil {
+		if la = l.listeners[fd]; la != nil {
+			la.busy.Add(1) // under mu: Close has not taken fd out yet
+		}
+	}
 	l.mu.Unlock()
+	if la != nil {
+		l.accept(la)
+		return
+	}
 	if lc == nil {
 		return // a connection closed earlier in this batch
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -237,9 +238,15 @@ func (r *Route) initLocked() {
 // ECONNABORTED, ...) never end the loop: it backs off and keeps accepting.
 // Serve takes ownership of ln and closes it. Stop it with Shutdown or
 // Close, not by closing ln: Serve accepts a TCP listener's connections on
-// a duplicate of its socket (accept.go), which closing ln leaves open.
+// a duplicate of its socket, from the event loops (loopaccept.go) or,
+// when they cannot run, from Serve's goroutine (accept.go), and closing ln
+// leaves the duplicate open.
 func (r *Route) Serve(ln net.Listener) error {
-	ln = rawAccepting(ln)
+	if la := r.loopListen(ln); la != nil {
+		ln = la
+	} else {
+		ln = rawAccepting(ln)
+	}
 	r.mu.Lock()
 	r.initLocked()
 	if r.shutdown {
@@ -256,6 +263,9 @@ func (r *Route) Serve(ln net.Listener) error {
 		ln.Close()
 	}()
 
+	if la, ok := ln.(*loopListener); ok {
+		return r.serveLoops(la)
+	}
 	log := r.logger()
 	var backoff time.Duration
 	for {
@@ -320,6 +330,15 @@ func (r *Route) context() context.Context {
 	return r.ctx
 }
 
+// closeAll closes the route's listeners, without the route's mu: closing
+// a loopListener waits for the event loops accepting on it, which take mu
+// to start the connections they accept.
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
 func (r *Route) isShutdown() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -372,10 +391,9 @@ func (r *Route) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.initLocked()
 	r.shutdown = true
-	for ln := range r.listeners {
-		ln.Close()
-	}
+	lns := slices.Collect(maps.Keys(r.listeners))
 	r.mu.Unlock()
+	closeAll(lns)
 
 	done := make(chan struct{})
 	go func() {
@@ -400,13 +418,12 @@ func (r *Route) Close() error {
 	r.initLocked()
 	r.shutdown = true
 	r.cancel()
-	for ln := range r.listeners {
-		ln.Close()
-	}
+	lns := slices.Collect(maps.Keys(r.listeners))
 	for c := range r.conns {
 		c.abort()
 	}
 	r.mu.Unlock()
+	closeAll(lns)
 	r.wg.Wait()
 
 	// Every connection has ended: the event loops may stop if no other
