@@ -193,8 +193,11 @@ func (b *bench) churn(ctx context.Context, ci int) error {
 		return err
 	}
 	n := b.cfg.churnConns
+	if c.churnCap > 0 && c.churnCap < n {
+		n = c.churnCap
+	}
 	res, err := runRedisBenchmark(ctx, b.cfg.runTimeout, "-h", host, "-p", strconv.Itoa(port), "-c", "50", "-n", strconv.Itoa(n), "-k", "0", "-t", "get")
-	b.attempts[ci] += n
+	b.churnRuns[ci]++
 	if err != nil {
 		// redis-benchmark stops at the first failed connection: count the
 		// run as one failure, say why, and go on with the other runs.

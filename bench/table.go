@@ -159,10 +159,10 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 		cells = append(cells, g)
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
-	if b.attempts != [4]int{} {
+	if b.churnRuns != [4]int{} {
 		cells := []string{"churn: failed runs (redis-benchmark stops at the first failed connect)"}
-		for ci := range b.attempts {
-			cells = append(cells, fmt.Sprintf("%d of %d runs", b.failures[ci], b.attempts[ci]/b.cfg.churnConns))
+		for ci := range b.churnRuns {
+			cells = append(cells, fmt.Sprintf("%d of %d runs", b.failures[ci], b.churnRuns[ci]))
 		}
 		cells = append(cells, "", mark(b.failures[ambassadord] == 0)+" zero failed connects")
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
