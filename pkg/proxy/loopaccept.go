@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ import (
 // established already; the socket, level-triggered, is reported again.
 const maxAcceptBatch = 32
 
+// acceptWarnInterval is how often accept failures are logged at most;
+// each warning counts the failures since the one before.
+const acceptWarnInterval = time.Second
+
 // loopListener is a TCP listener whose socket the event loops accept on.
 type loopListener struct {
 	route *Route
@@ -46,6 +51,9 @@ type loopListener struct {
 	loops []*eventLoop
 
 	failures chan error    // an accept failure that took a loop off the socket
+	// accepted: a connection was accepted since the last failure, which
+	// starts the backoff over, as for the accept goroutine.
+	accepted atomic.Bool
 	closing  chan struct{} // closed by Close, after fd is closed
 	once     sync.Once
 	// busy counts the loops accepting on fd at the moment; a loop adds
@@ -141,7 +149,8 @@ func (r *Route) serveLoops(la *loopListener) error {
 	}
 	log := r.logger()
 	var backoff time.Duration
-	var failed time.Time
+	var logged time.Time // the last warning
+	failures := 0        // since the last warning
 	for {
 		select {
 		case <-la.closing:
@@ -150,18 +159,24 @@ func (r *Route) serveLoops(la *loopListener) error {
 			}
 			return fmt.Errorf("accept on %s: %w", la.addr, net.ErrClosed)
 		case err := <-la.failures:
-			// A failure long after the last starts the backoff over,
-			// as a successful accept does for the accept goroutine.
-			if time.Since(failed) > 2*maxAcceptBackoff {
+			if la.accepted.Swap(false) {
 				backoff = 0
 			}
-			backoff, failed = nextBackoff(backoff), time.Now()
+			backoff = nextBackoff(backoff)
 			exhausted := isFDExhaustion(err)
 			if exhausted {
 				releasePipes() // pooled pipes hold descriptors a connection needs
 			}
-			log.Warn("accept failed; backing off", zap.String("listen", la.addr.String()),
-				zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", exhausted))
+			// Connections accepted between failures start the backoff
+			// over, so failures can come every few milliseconds while
+			// descriptors run out: one warning a second says so.
+			failures++
+			if now := time.Now(); now.Sub(logged) >= acceptWarnInterval {
+				log.Warn("accept failed; backing off", zap.String("listen", la.addr.String()),
+					zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", exhausted),
+					zap.Int("failures", failures))
+				failures, logged = 0, now
+			}
 			if !r.sleep(backoff) {
 				return nil
 			}
@@ -213,6 +228,9 @@ func (l *eventLoop) accept(la *loopListener) {
 		fd, sa, err := syscall.Accept4(la.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		switch err {
 		case nil:
+			if !la.accepted.Load() {
+				la.accepted.Store(true)
+			}
 			la.route.track(accepted{fd: fd, remote: tcpAddr(sa)})
 		case syscall.EAGAIN:
 			return

@@ -126,10 +126,9 @@ func TestLoopAcceptBacksOffAndRecovers(t *testing.T) {
 	used = cpu() - used
 	failures := logs.FilterMessage("accept failed; backing off").All()
 	restore()
-	require.NotEmpty(t, failures)
-	assert.Less(t, len(failures), 10, "backing off")
-	assert.Less(t, used, wait/3, "CPU time while backing off")
+	require.Len(t, failures, 1, "one warning a second at most")
 	assert.Equal(t, true, failures[0].ContextMap()["fd_exhaustion"])
+	assert.Less(t, used, wait/3, "CPU time while backing off")
 
 	// Descriptors free again: the waiting connection is served.
 	_, err = c.Write([]byte("served"))
