@@ -27,9 +27,10 @@ import (
 // sockets over. A socket Go's poller holds (the backend's when a goroutine
 // dialled it, the client's when the goroutine needed a net.Conn of it, or
 // its listener was not TCP) is taken from it by duplicating the
-// descriptor and closing the net.Conn (which unregisters it there). Every socket is registered edge-triggered
-// for input (and for output only while a write is pending: socketEvents)
-// in the epoll set of one loop, round-robin.
+// descriptor and closing the net.Conn (which unregisters it there). Every
+// socket is registered edge-triggered for input (and for output only
+// while a write is pending: socketEvents) in the epoll set of one loop,
+// round-robin.
 //
 // A direction (half) moves small messages through the loop's shared
 // buffer: read once, write once; a short read means the socket was empty
