@@ -50,7 +50,7 @@ type loopListener struct {
 	fd    int
 	loops []*eventLoop
 
-	failures chan error    // an accept failure that took a loop off the socket
+	failures chan error // an accept failure that took a loop off the socket
 	// accepted: a connection was accepted since the last failure, which
 	// starts the backoff over, as for the accept goroutine.
 	accepted atomic.Bool
