@@ -37,8 +37,8 @@ import (
 
 // config is what a full and a quick run differ in.
 type config struct {
-	rounds            int
-	iperfSeconds      int
+	rounds       int
+	iperfSeconds int
 	// Per redis-benchmark run: plain, pipelined by 16, and new
 	// connections. A full run's last about a second: at 20,000, 200,000
 	// and 5,000 they lasted half a second, their p99 was a few slow
