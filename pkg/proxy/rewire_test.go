@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -173,18 +174,19 @@ func TestBackendWait(t *testing.T) {
 
 func TestNextRetryDelay(t *testing.T) {
 	tests := []struct {
-		name    string
-		delay   time.Duration
-		changed bool
-		want    time.Duration
+		name   string
+		delay  time.Duration
+		newSet bool
+		want   time.Duration
 	}{
 		{"doubles", minRetryDelay, false, 2 * minRetryDelay},
 		{"capped", maxRetryDelay, false, maxRetryDelay},
 		{"a new set starts over", maxRetryDelay, true, minRetryDelay},
+		{"a new set is polled", minRetryDelay, true, minRetryDelay},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, nextRetryDelay(tt.delay, tt.changed))
+			assert.Equal(t, tt.want, nextRetryDelay(tt.delay, tt.newSet))
 		})
 	}
 }
@@ -279,4 +281,58 @@ func TestDialAfterDropRefused(t *testing.T) {
 	r.Forget("a")
 	_, _, err := r.dial(context.Background(), stale, &conn{route: r})
 	assert.ErrorIs(t, err, errDropped)
+}
+
+// refusals is an Observer that counts the failed connects to each backend.
+type refusals struct {
+	mu sync.Mutex
+	n  map[string]int // by address; guarded by mu
+}
+
+func (o *refusals) ConnOpened(Backend)                              {}
+func (o *refusals) ConnClosed(Backend, int64, int64, time.Duration) {}
+func (o *refusals) Rejected(string)                                 {}
+func (o *refusals) DialFailed(b Backend, _ string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[string]int{}
+	}
+	o.n[b.Addr]++
+}
+
+func (o *refusals) of(addr string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[addr]
+}
+
+// TestWaitPollsANewSet: a connection that waited long for a backend
+// (BackendWait), its retry delay doubled to its cap, tries a new set
+// every 5 ms while it is new, rather than at 5, 15, 35 ms... from the
+// change: a container that listens a little after it started is found at
+// once, not up to 20-40 ms later.
+func TestWaitPollsANewSet(t *testing.T) {
+	obs := &refusals{}
+	r := &Route{BackendWait: 5 * time.Second, Observer: obs}
+	gone, _ := listenLater(t, echo) // never listens
+	r.SetBackends([]Backend{{Addr: gone}})
+	c := dial(t, startRoute(t, r))
+	_, err := c.Write([]byte("waited"))
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond) // the delay doubles to its cap
+
+	next, start := listenLater(t, echo)
+	r.SetBackends([]Backend{{Addr: next}})
+	const listensAfter = 60 * time.Millisecond
+	time.Sleep(listensAfter)
+	start()
+	require.NoError(t, c.CloseWrite())
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Equal(t, "waited", string(got))
+	// Every 5 ms, about 12 tries; doubling from the change, 4.
+	t.Logf("%d tries of the new set before it listened", obs.of(next))
+	assert.GreaterOrEqual(t, obs.of(next), 7, "tries of the new set in the %v before it listened", listensAfter)
 }

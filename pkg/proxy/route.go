@@ -460,10 +460,12 @@ var errNoBackend = errors.New("no backend")
 
 const (
 	// A connection waiting for a backend (BackendWait) retries with a delay
-	// doubling from minRetryDelay to maxRetryDelay, and at once when the
-	// backend set changes.
+	// doubling from minRetryDelay to maxRetryDelay, at once when the
+	// backend set changes, and every minRetryDelay for newSetPolling
+	// after that.
 	minRetryDelay = 5 * time.Millisecond
 	maxRetryDelay = 100 * time.Millisecond
+	newSetPolling = 100 * time.Millisecond
 
 	// maxPrimaryDialTimeout caps a connect to a new backend while a fallback
 	// exists: a container that is not listening yet answers a connect with a
@@ -492,6 +494,7 @@ func (r *Route) connect(ctx context.Context, c *conn) (net.Conn, Backend, error)
 		deadline = time.Now().Add(r.BackendWait)
 	}
 	delay := minRetryDelay
+	var changedAt time.Time // when the set last changed while c waited
 	for {
 		set := r.backends.Load()
 		var replaced <-chan struct{}
@@ -508,25 +511,26 @@ func (r *Route) connect(ctx context.Context, c *conn) (net.Conn, Backend, error)
 			return nil, Backend{}, err
 		}
 		t := time.NewTimer(min(delay, time.Until(deadline)))
-		changed := false
 		select {
 		case <-replaced:
-			changed = true
+			changedAt = time.Now()
 		case <-t.C:
 		case <-ctx.Done():
 		}
 		t.Stop()
-		delay = nextRetryDelay(delay, changed)
+		delay = nextRetryDelay(delay, time.Since(changedAt) < newSetPolling)
 	}
 }
 
 // nextRetryDelay is the delay before the next try of a connection waiting
-// for a backend: doubling up to maxRetryDelay, and back to minRetryDelay
-// when the backend set changed. A new set is most often a container that
-// just started and listens a few milliseconds later; after a long wait the
-// doubled delay would add up to maxRetryDelay to every rewire.
-func nextRetryDelay(delay time.Duration, setChanged bool) time.Duration {
-	if setChanged {
+// for a backend: doubling up to maxRetryDelay, but minRetryDelay while the
+// backend set is new (it changed less than newSetPolling ago). A new set
+// is most often a container that just started and listens a few
+// milliseconds later: the connections that waited for it retry together
+// when the set changes, are refused, and a doubled delay would then add
+// up to its last step (20-40 ms) after the container listens.
+func nextRetryDelay(delay time.Duration, newSet bool) time.Duration {
+	if newSet {
 		return minRetryDelay
 	}
 	return min(2*delay, maxRetryDelay)
