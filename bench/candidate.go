@@ -26,10 +26,11 @@ type candidate struct {
 	// idleCap, if not 0, caps the idle test's connections: socat forks a
 	// process per connection, and opening 9,000 of them takes minutes.
 	idleCap int
-	// churnCap, if not 0, caps the churn test's connections per run, for
-	// the same reason: at under 2,000 connections a second, socat would
-	// take longer than a run may.
-	churnCap int
+	// requestCap and churnCap, if not 0, cap the requests and the new
+	// connections of one redis-benchmark run, for the same reason: at a
+	// few thousand requests or connections a second (pipelined requests
+	// as slow, at times), socat would take longer than a run may.
+	requestCap, churnCap int
 }
 
 // The columns, in table order; interleaved in this order in every round.
@@ -43,7 +44,7 @@ const (
 func candidates(ambassadordBin string) []candidate {
 	return []candidate{
 		direct:  {name: "direct"},
-		classic: {name: "classic (socat)", launch: launchSocat, idleCap: 1000, churnCap: 5000},
+		classic: {name: "classic (socat)", launch: launchSocat, idleCap: 1000, requestCap: 100000, churnCap: 5000},
 		haproxy: {name: "HAProxy", launch: launchHAProxy},
 		ambassadord: {name: "ambassadord", launch: func(dir string, routes []route) ([]*exec.Cmd, error) {
 			return launchAmbassadord(ambassadordBin, dir, routes)

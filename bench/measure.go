@@ -159,6 +159,9 @@ func (b *bench) requestResponse(ctx context.Context, ci int) error {
 		if pipeline > 1 {
 			prefix, n = "p", b.cfg.pipelinedRequests
 		}
+		if c.requestCap > 0 && c.requestCap < n {
+			n = c.requestCap
+		}
 		var cpu time.Duration
 		for _, test := range []string{"set", "get"} { // SET first: GET reads its key
 			before, err := p.cpu()
