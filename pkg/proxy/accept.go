@@ -71,13 +71,8 @@ func rawAccepting(ln net.Listener) net.Listener {
 	if !ok {
 		return ln
 	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return ln
-	}
-	dup := -1
-	rc.Control(func(fd uintptr) { dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-	if err != nil || dup < 0 {
+	dup, ok := dupFD(tl)
+	if !ok {
 		return ln
 	}
 	f := os.NewFile(uintptr(dup), "listener") // non-blocking, as the original: in Go's poller

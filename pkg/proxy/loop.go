@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -648,14 +649,22 @@ func dupSocket(nc net.Conn) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	raw, err := tc.SyscallConn()
+	return dupFD(tc)
+}
+
+// dupFD duplicates the descriptor of a socket Go holds (close-on-exec):
+// the duplicate shares the socket, its options and its non-blocking mode.
+func dupFD(sc syscall.Conn) (int, bool) {
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return 0, false
 	}
 	fd := -1
-	raw.Control(func(s uintptr) {
+	if cerr := raw.Control(func(s uintptr) {
 		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	})
+	}); cerr != nil {
+		return 0, false
+	}
 	return fd, err == nil && fd >= 0
 }
 

@@ -73,20 +73,15 @@ func (r *Route) loopListen(ln net.Listener) *loopListener {
 	if !ok {
 		return nil
 	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return nil
-	}
 	p := r.poller()
 	if p == nil {
 		return nil
 	}
-	dup := -1
-	if cerr := rc.Control(func(fd uintptr) { dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil || err != nil {
+	dup, ok := dupFD(tl)
+	if !ok {
 		return nil
 	}
-	// The duplicate shares the original's non-blocking mode and its
-	// options; closing the original takes the socket out of Go's poller.
+	// Closing the original takes the socket out of Go's poller.
 	addr := ln.Addr()
 	ln.Close()
 	return &loopListener{
