@@ -7,9 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,10 +37,6 @@ import (
 // established already; the socket, level-triggered, is reported again.
 const maxAcceptBatch = 32
 
-// acceptWarnInterval is how often accept failures are logged at most;
-// each warning counts the failures since the one before.
-const acceptWarnInterval = time.Second
-
 // loopListener is a TCP listener whose socket the event loops accept on.
 type loopListener struct {
 	route *Route
@@ -52,7 +46,7 @@ type loopListener struct {
 
 	failures chan error // an accept failure that took a loop off the socket
 	// accepted: a connection was accepted since the last failure, which
-	// starts the backoff over, as for the accept goroutine.
+	// starts the backoff over (acceptBackoff).
 	accepted atomic.Bool
 	closing  chan struct{} // closed by Close, after fd is closed
 	once     sync.Once
@@ -136,16 +130,13 @@ func (la *loopListener) resume() error {
 }
 
 // serveLoops waits until la is closed, and meanwhile backs off from accept
-// failures: after each, it waits as the accept goroutine would before it
-// puts the loops back on the socket.
+// failures: after each, it waits as the accept goroutine does
+// (acceptBackoff) before it puts the loops back on the socket.
 func (r *Route) serveLoops(la *loopListener) error {
 	if err := la.resume(); err != nil {
 		return fmt.Errorf("accept on %s: %w", la.addr, err)
 	}
-	log := r.logger()
-	var backoff time.Duration
-	var logged time.Time // the last warning
-	failures := 0        // since the last warning
+	var backoff acceptBackoff
 	for {
 		select {
 		case <-la.closing:
@@ -155,24 +146,9 @@ func (r *Route) serveLoops(la *loopListener) error {
 			return fmt.Errorf("accept on %s: %w", la.addr, net.ErrClosed)
 		case err := <-la.failures:
 			if la.accepted.Swap(false) {
-				backoff = 0
+				backoff.accepted()
 			}
-			backoff = nextBackoff(backoff)
-			exhausted := isFDExhaustion(err)
-			if exhausted {
-				releasePipes() // pooled pipes hold descriptors a connection needs
-			}
-			// Connections accepted between failures start the backoff
-			// over, so failures can come every few milliseconds while
-			// descriptors run out: one warning a second says so.
-			failures++
-			if now := time.Now(); now.Sub(logged) >= acceptWarnInterval {
-				log.Warn("accept failed; backing off", zap.String("listen", la.addr.String()),
-					zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", exhausted),
-					zap.Int("failures", failures))
-				failures, logged = 0, now
-			}
-			if !r.sleep(backoff) {
+			if !r.sleep(backoff.failed(r.logger(), la.addr, err)) {
 				return nil
 			}
 			if err := la.resume(); err != nil {

@@ -266,8 +266,7 @@ func (r *Route) Serve(ln net.Listener) error {
 	if la, ok := ln.(*loopListener); ok {
 		return r.serveLoops(la)
 	}
-	log := r.logger()
-	var backoff time.Duration
+	var backoff acceptBackoff
 	for {
 		a, err := accept(ln)
 		if err != nil {
@@ -277,35 +276,60 @@ func (r *Route) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
-			backoff = nextBackoff(backoff)
-			exhausted := isFDExhaustion(err)
-			if exhausted {
-				// Pooled pipes hold descriptors a connection needs.
-				releasePipes()
-			}
-			log.Warn("accept failed; backing off", zap.String("listen", ln.Addr().String()),
-				zap.Duration("delay", backoff), zap.Error(err), zap.Bool("fd_exhaustion", exhausted))
-			if !r.sleep(backoff) {
+			if !r.sleep(backoff.failed(r.logger(), ln.Addr(), err)) {
 				return nil
 			}
 			continue
 		}
-		backoff = 0
+		backoff.accepted()
 		r.track(a)
 	}
+}
+
+// acceptBackoff paces the accepts on a listener after failures: the
+// delay doubles from minAcceptBackoff to maxAcceptBackoff, and starts
+// over once a connection is accepted. Out of descriptors, a connection
+// can be accepted whenever another closes, and failures then come every
+// few milliseconds: at most one warning per acceptWarnInterval says so,
+// with the count of failures since the last.
+type acceptBackoff struct {
+	delay    time.Duration
+	logged   time.Time // the last warning
+	failures int       // since the last warning
+}
+
+// acceptWarnInterval is how often accept failures are logged at most.
+const acceptWarnInterval = time.Second
+
+// accepted records an accepted connection.
+func (b *acceptBackoff) accepted() { b.delay = 0 }
+
+// failed records err, an accept on listen that failed, and returns how
+// long to wait before accepting again.
+func (b *acceptBackoff) failed(log *zap.Logger, listen net.Addr, err error) time.Duration {
+	if b.delay == 0 {
+		b.delay = minAcceptBackoff
+	} else {
+		b.delay = min(2*b.delay, maxAcceptBackoff)
+	}
+	exhausted := isFDExhaustion(err)
+	if exhausted {
+		releasePipes() // pooled pipes hold descriptors a connection needs
+	}
+	b.failures++
+	if now := time.Now(); now.Sub(b.logged) >= acceptWarnInterval {
+		log.Warn("accept failed; backing off", zap.String("listen", listen.String()),
+			zap.Duration("delay", b.delay), zap.Error(err), zap.Bool("fd_exhaustion", exhausted),
+			zap.Int("failures", b.failures))
+		b.failures, b.logged = 0, now
+	}
+	return b.delay
 }
 
 // isFDExhaustion reports whether err is the process or system running out of
 // file descriptors, the one accept error an operator most needs to see named.
 func isFDExhaustion(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
-}
-
-func nextBackoff(d time.Duration) time.Duration {
-	if d == 0 {
-		return minAcceptBackoff
-	}
-	return min(2*d, maxAcceptBackoff)
 }
 
 // sleep waits for d, or less if the route shuts down; it reports whether the
