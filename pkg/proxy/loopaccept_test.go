@@ -27,11 +27,7 @@ func openFDs(t *testing.T) int {
 func TestLoopAcceptServesAndCloses(t *testing.T) {
 	r := &Route{}
 	r.SetBackends([]Backend{{Addr: startBackend(t, echo)}})
-	ln, err := Listen(context.Background(), "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ln) }()
+	addr := startRoute(t, r) // which checks that Serve returns nil
 	waitLoopListening(t, r)
 	for i := range 20 {
 		msg := string(randomBytes(100+i, uint64(i)))
@@ -41,10 +37,9 @@ func TestLoopAcceptServesAndCloses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, r.Shutdown(ctx))
-	require.NoError(t, <-served)
 	// Closed with Shutdown: refused, so no duplicate of the socket is
 	// left open either, which would keep it listening.
-	_, err = net.Dial("tcp", addr)
+	_, err := net.Dial("tcp", addr)
 	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
 }
 
@@ -71,15 +66,7 @@ func TestLoopAcceptBacksOffAndRecovers(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	r := &Route{Logger: zap.New(core)}
 	r.SetBackends([]Backend{{Addr: startBackend(t, echo)}})
-	ln, err := Listen(context.Background(), "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ln) }()
-	t.Cleanup(func() {
-		r.Close()
-		require.NoError(t, <-served)
-	})
+	addr := startRoute(t, r)
 	// No connection before: one closing meanwhile would free descriptors.
 	waitLoopListening(t, r)
 
