@@ -159,9 +159,7 @@ func (b *bench) requestResponse(ctx context.Context, ci int) error {
 		if pipeline > 1 {
 			prefix, n = "p", b.cfg.pipelinedRequests
 		}
-		if c.requestCap > 0 && c.requestCap < n {
-			n = c.requestCap
-		}
+		n = capped(n, c.requestCap)
 		var cpu time.Duration
 		for _, test := range []string{"set", "get"} { // SET first: GET reads its key
 			before, err := p.cpu()
@@ -202,10 +200,7 @@ func (b *bench) churn(ctx context.Context, ci int) error {
 	if err != nil {
 		return err
 	}
-	n := b.cfg.churnConns
-	if c.churnCap > 0 && c.churnCap < n {
-		n = c.churnCap
-	}
+	n := capped(b.cfg.churnConns, c.churnCap)
 	res, err := runRedisBenchmark(ctx, b.cfg.runTimeout, "-h", host, "-p", strconv.Itoa(port), "-c", "50", "-n", strconv.Itoa(n), "-k", "0", "-t", "get")
 	b.churnRuns[ci]++
 	if err != nil {
@@ -244,10 +239,7 @@ func (b *bench) idle(ctx context.Context, ci int) error {
 	if err != nil {
 		return err
 	}
-	n := b.cfg.idleConns
-	if c.idleCap > 0 && c.idleCap < n {
-		n = c.idleCap
-	}
+	n := capped(b.cfg.idleConns, c.idleCap)
 	conns, err := holdConns(ctx, net.JoinHostPort(host, strconv.Itoa(port)), n)
 	defer func() {
 		for _, c := range conns {
@@ -397,4 +389,12 @@ func waitAccepting(ctx context.Context, routes []route) error {
 		}
 	}
 	return nil
+}
+
+// capped returns n, or limit if limit is set (not 0) and smaller.
+func capped(n, limit int) int {
+	if limit > 0 {
+		return min(n, limit)
+	}
+	return n
 }
