@@ -50,6 +50,12 @@ var (
 	metricRejected = metricDef{name: "ambassadord_connections_rejected_total", kind: "counter",
 		labels: []string{"route", "reason"},
 		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached) or shutdown (the route was closing)."}
+	metricResets = metricDef{name: "ambassadord_resets_total", kind: "counter",
+		labels: []string{"route", "direction"},
+		help:   "Connections one side ended with a reset (or an error), passed on to the other side as a reset: direction up when the client's side failed, down when the backend's did."}
+	metricReplays = metricDef{name: "ambassadord_replays_total", kind: "counter",
+		labels: []string{"route"},
+		help:   "Connections that their backend reset before answering, sent again to another backend (--replay)."}
 	metricConnDuration = metricDef{name: "ambassadord_connection_duration_seconds", kind: "histogram",
 		labels:  []string{"route"},
 		help:    "How long forwarded connections lasted, from the backend's accept until both directions finished.",
@@ -89,7 +95,7 @@ var (
 
 // metricDefs is every ambassadord metric, in the order of the reference.
 var metricDefs = []metricDef{
-	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricConnDuration,
+	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
 	metricRewires, metricBackends, metricOverride,
 	metricDockerConnected, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricEventToApplied,
@@ -151,6 +157,8 @@ type metrics struct {
 	bytes          *prometheus.CounterVec
 	connectErrors  *prometheus.CounterVec
 	rejected       *prometheus.CounterVec
+	resets         *prometheus.CounterVec
+	replays        *prometheus.CounterVec
 	connDuration   *prometheus.HistogramVec
 	rewires        *prometheus.CounterVec
 	backends       *prometheus.GaugeVec
@@ -199,6 +207,8 @@ func newMetrics(version, commit string) *metrics {
 		bytes:          metricBytes.counterVec(),
 		connectErrors:  metricConnectErrors.counterVec(),
 		rejected:       metricRejected.counterVec(),
+		resets:         metricResets.counterVec(),
+		replays:        metricReplays.counterVec(),
 		connDuration:   metricConnDuration.histogramVec(),
 		rewires:        metricRewires.counterVec(),
 		backends:       metricBackends.gaugeVec(),
@@ -217,7 +227,7 @@ func newMetrics(version, commit string) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
-		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.connDuration,
+		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.connDuration,
 		m.rewires, m.backends, m.overrides,
 		m.dockerUp, dockerCounters{m}, m.eventToApplied,
 	)
@@ -244,6 +254,9 @@ func (m *metrics) routeLocked(name string) *routeMetrics {
 		for _, reason := range []string{proxy.RejectNoBackend, proxy.RejectLimit, proxy.RejectShutdown} {
 			m.rejected.WithLabelValues(name, reason)
 		}
+		m.resets.WithLabelValues(name, proxy.DirectionUp)
+		m.resets.WithLabelValues(name, proxy.DirectionDown)
+		m.replays.WithLabelValues(name)
 	}
 	return rm
 }
@@ -334,6 +347,8 @@ func (m *metrics) routeRemoved(route string) {
 	m.bytes.DeletePartialMatch(labels)
 	m.connectErrors.DeletePartialMatch(labels)
 	m.rejected.DeletePartialMatch(labels)
+	m.resets.DeletePartialMatch(labels)
+	m.replays.DeletePartialMatch(labels)
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
 	m.backends.DeletePartialMatch(labels)
@@ -480,4 +495,24 @@ func (o *routeObserver) Rejected(reason string) {
 		return
 	}
 	o.m.rejected.WithLabelValues(rm.name, reason).Inc()
+}
+
+func (o *routeObserver) Reset(direction string) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.resets.WithLabelValues(rm.name, direction).Inc()
+}
+
+func (o *routeObserver) Replayed(proxy.Backend) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.replays.WithLabelValues(rm.name).Inc()
 }

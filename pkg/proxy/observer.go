@@ -32,9 +32,30 @@ type Observer interface {
 	DialFailed(b Backend, reason string)
 
 	// Rejected reports a connection closed without reaching a backend;
-	// reason is one of the Reject* constants.
+	// reason is one of the Reject* constants. Such a connection is reset,
+	// not closed cleanly: the client must not take it for an empty answer.
 	Rejected(reason string)
+
+	// Reset reports a connection that one side ended with a reset (or
+	// another error), passed on to the other side as a reset rather than
+	// as a clean close, so that an answer cut short never looks complete.
+	// direction is DirectionUp when the client's side failed (the backend
+	// is reset), DirectionDown when the backend's did (the client is
+	// reset).
+	Reset(direction string)
+
+	// Replayed reports a connection that its backend reset before
+	// answering, sent again to backend b (Route.ReplayBytes). The first
+	// backend's ConnClosed and b's ConnOpened are reported as well.
+	Replayed(b Backend)
 }
+
+// The directions [Observer.Reset] reports, as in the bytes of
+// [Observer.ConnClosed]: up is client to backend, down backend to client.
+const (
+	DirectionUp   = "up"
+	DirectionDown = "down"
+)
 
 // The reasons [Observer.DialFailed] reports.
 const (
@@ -59,6 +80,8 @@ func (nopObserver) ConnOpened(Backend)                              {}
 func (nopObserver) ConnClosed(Backend, int64, int64, time.Duration) {}
 func (nopObserver) DialFailed(Backend, string)                      {}
 func (nopObserver) Rejected(string)                                 {}
+func (nopObserver) Reset(string)                                    {}
+func (nopObserver) Replayed(Backend)                                {}
 
 // dialFailure classifies a failed connect for [Observer.DialFailed]. The
 // DNS check comes first: a resolver timeout is a DNS problem, not a

@@ -24,6 +24,8 @@ type recorder struct {
 	closed   []closedConn
 	failed   []failedDial
 	rejected []string
+	resets   []string // directions
+	replayed []Backend
 }
 
 type closedConn struct {
@@ -60,6 +62,18 @@ func (r *recorder) Rejected(reason string) {
 	r.rejected = append(r.rejected, reason)
 }
 
+func (r *recorder) Reset(direction string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resets = append(r.resets, direction)
+}
+
+func (r *recorder) Replayed(b Backend) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.replayed = append(r.replayed, b)
+}
+
 // events returns a copy of what was recorded.
 func (r *recorder) events() recorder {
 	r.mu.Lock()
@@ -69,6 +83,8 @@ func (r *recorder) events() recorder {
 		closed:   append([]closedConn(nil), r.closed...),
 		failed:   append([]failedDial(nil), r.failed...),
 		rejected: append([]string(nil), r.rejected...),
+		resets:   append([]string(nil), r.resets...),
+		replayed: append([]Backend(nil), r.replayed...),
 	}
 }
 

@@ -285,13 +285,11 @@ func TestDialAfterDropRefused(t *testing.T) {
 
 // refusals is an Observer that counts the failed connects to each backend.
 type refusals struct {
+	nopObserver
 	mu sync.Mutex
 	n  map[string]int // by address; guarded by mu
 }
 
-func (o *refusals) ConnOpened(Backend)                              {}
-func (o *refusals) ConnClosed(Backend, int64, int64, time.Duration) {}
-func (o *refusals) Rejected(string)                                 {}
 func (o *refusals) DialFailed(b Backend, _ string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
