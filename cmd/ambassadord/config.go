@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,10 +43,14 @@ type config struct {
 	dockerHost    string
 	network       string
 	claimScope    resolver.ClaimScope
+	claims        resolver.Claims
+	replay        replayRoutes
 	resync        time.Duration
 	adminAddress  string
 	adminSocket   string
 	adminWritable bool
+	adminToken    string // --admin-token-file: the file's path
+	adminHosts    hostList
 	stateFile     string
 	logLevel      zapcore.Level
 	logFormat     string
@@ -66,6 +72,96 @@ func (f claimScopeFlag) Set(s string) error {
 		return err
 	}
 	*f.scope = scope
+	return nil
+}
+
+// claimsFlag is the --claims flag.
+type claimsFlag struct{ claims *resolver.Claims }
+
+func (f claimsFlag) String() string {
+	if f.claims == nil {
+		return "label"
+	}
+	return f.claims.String()
+}
+
+func (f claimsFlag) Set(s string) error {
+	c, err := resolver.ParseClaims(s)
+	if err != nil {
+		return err
+	}
+	*f.claims = c
+	return nil
+}
+
+// replayRoutes is the --replay flag: the routes, by listen port, whose
+// connections may be replayed on another backend; none by default.
+type replayRoutes struct {
+	all   bool
+	ports []int
+}
+
+func (r *replayRoutes) String() string {
+	if r == nil {
+		return ""
+	}
+	if r.all {
+		return "all"
+	}
+	s := make([]string, len(r.ports))
+	for i, p := range r.ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+func (r *replayRoutes) Set(s string) error {
+	*r = replayRoutes{}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil
+	}
+	if s == "all" {
+		r.all = true
+		return nil
+	}
+	for item := range strings.SplitSeq(s, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(item))
+		if err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("%q: want all, or listen ports separated by commas (6379,8080)", item)
+		}
+		r.ports = append(r.ports, p)
+	}
+	return nil
+}
+
+// covers reports whether the route listening on port replays.
+func (r replayRoutes) covers(port int) bool {
+	return r.all || slices.Contains(r.ports, port)
+}
+
+// hostList is a comma-separated list flag of host names.
+type hostList []string
+
+func (h *hostList) String() string {
+	if h == nil {
+		return ""
+	}
+	return strings.Join(*h, ",")
+}
+
+func (h *hostList) Set(s string) error {
+	*h = nil
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.ToLower(strings.TrimSpace(item))
+		if item == "" {
+			continue
+		}
+		if strings.ContainsAny(item, "/ :@") {
+			return fmt.Errorf("%q: want host names without port, separated by commas", item)
+		}
+		*h = append(*h, item)
+	}
 	return nil
 }
 
@@ -94,7 +190,8 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to one backend after this long and try the next")
 	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way; 0 means never")
 	fs.DurationVar(&cfg.backendWait, "backend-wait", 3*time.Second, "when no backend accepts a new connection (none known, or all refuse, e.g. while a backend is recreated), hold it this long, retrying at once when the backends change; 0 closes it at once")
-	fs.IntVar(&cfg.replayBytes, "replay-bytes", 4096, "keep up to `BYTES` of what a client sends first, until the backend answers, to replay the connection on the next backend if this one resets it before answering and then leaves the set (as a stopped container's accept queue is reset); 0 turns replay off; at most 65536")
+	fs.Var(&cfg.replay, "replay", "`ROUTES` whose connections are replayed on the next backend when theirs resets them before answering and then leaves the set (as a stopped container resets its accept queue): listen ports separated by commas, or all; only for protocols whose first message is safe to run twice (see the README)")
+	fs.IntVar(&cfg.replayBytes, "replay-bytes", 4096, "with --replay, keep up to `BYTES` of what a client sends first, until the backend answers; a connection that sent more is never replayed; at most 65536")
 	fs.DurationVar(&cfg.drain, "drain", 0, "after a rewire, close connections still on the previous backends after this long; 0 keeps them until they end")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
@@ -102,10 +199,13 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.dockerHost, "docker-host", "", "`URL` of the Docker engine; empty means $DOCKER_HOST, else unix:///var/run/docker.sock")
 	fs.StringVar(&cfg.network, "network", "", "`NAME` of the network to reach backends on when they share several with the ambassador (a backend's ambassador.network label wins)")
 	fs.Var(claimScopeFlag{&cfg.claimScope}, "claim-scope", "`SCOPE` of the containers that may claim a target with the label ambassador.target: network (any container on a network shared with the ambassador), project (only the ambassador's own compose project), or label:KEY[=VALUE] (only containers carrying that label)")
+	fs.Var(claimsFlag{&cfg.claims}, "claims", "`LIST` of the routes on which containers may claim the target with the label ambassador.target: label (the route of the ambassador's own ambassador.target label), links (routes from links), routes (--route); none refuses every claim. A name with a dot is never claimable")
 	fs.DurationVar(&cfg.resync, "resync", 30*time.Second, "full resync with the Docker engine this often, catching changes its events did not deliver")
 	fs.StringVar(&cfg.adminAddress, "admin-address", "127.0.0.1:9191", "`ADDR` of the admin HTTP endpoint (/healthz, /readyz, /metrics, /routes); read-only unless --admin-writable; empty disables it")
-	fs.StringVar(&cfg.adminSocket, "admin-socket", "@ambassadord", "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); empty disables it")
-	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address; without it only the admin socket accepts them")
+	fs.StringVar(&cfg.adminSocket, "admin-socket", adminSocketAuto, "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); auto is "+adminSocketFile+" when its directory can be made private to the daemon's user, else @ambassadord; empty disables it")
+	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address, from requests bearing the token of --admin-token-file; without it only the admin socket accepts them")
+	fs.StringVar(&cfg.adminToken, "admin-token-file", "", "`PATH` of a file holding the token that state changes on --admin-address must bear (Authorization: Bearer TOKEN); required by --admin-writable")
+	fs.Var(&cfg.adminHosts, "admin-hosts", "`NAMES` (separated by commas) that --admin-address answers to in the Host header, besides IP addresses and localhost: other names are refused, so that a web page cannot reach it by DNS rebinding")
 	fs.StringVar(&cfg.stateFile, "state-file", "", "`PATH` of a file keeping rewires across restarts (put it on a mounted volume); empty keeps them in memory only")
 	cfg.logLevel = zapcore.InfoLevel
 	fs.Var(&cfg.logLevel, "log-level", "`LEVEL`: debug, info, warn or error")
@@ -193,6 +293,17 @@ func (c *config) validate() error {
 	if c.shutdownGrace < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-grace must not be negative, not %s", c.shutdownGrace))
 	}
+	if c.replay.all || len(c.replay.ports) > 0 {
+		if c.replayBytes == 0 {
+			errs = append(errs, errors.New("--replay needs --replay-bytes above 0"))
+		}
+		if c.idleTimeout > 0 {
+			errs = append(errs, errors.New("--replay does not work with --idle-timeout (those connections are copied by goroutines, which do not replay)"))
+		}
+	}
+	if c.adminWritable && c.adminAddress != "" && c.adminToken == "" {
+		errs = append(errs, errors.New("--admin-writable needs --admin-token-file: state changes over TCP must bear a token, or any web page the operator opens could make them"))
+	}
 	if c.resync <= 0 {
 		errs = append(errs, fmt.Errorf("--resync must be positive, not %s", c.resync))
 	}
@@ -272,3 +383,14 @@ command line wins over its variable):
 		fmt.Fprintf(w, "  %s    [%s]\n        %s\n", name, envName(f.Name), text)
 	})
 }
+
+// The admin socket's default: adminSocketFile in a directory only the
+// daemon's user may enter, when it can be made, else adminSocketAbstract.
+// An abstract socket lives in the network namespace, where any process of
+// it can bind the name first (on the host network, any process of the
+// host); a file in a private directory cannot be taken.
+const (
+	adminSocketAuto     = "auto"
+	adminSocketFile     = "/run/ambassadord/admin.sock"
+	adminSocketAbstract = "@ambassadord"
+)

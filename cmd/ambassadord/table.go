@@ -77,13 +77,17 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 	if err != nil {
 		return listenError(rt, err)
 	}
+	replay := 0
+	if t.cfg.replay.covers(rt.Listen) {
+		replay = t.cfg.replayBytes
+	}
 	p := &proxy.Route{
 		Name:        rt.Name,
 		DialTimeout: t.cfg.dialTimeout,
 		IdleTimeout: t.cfg.idleTimeout,
 		MaxConns:    t.cfg.maxConns,
 		BackendWait: t.cfg.backendWait,
-		ReplayBytes: t.cfg.replayBytes,
+		ReplayBytes: replay,
 		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
 		Observer:    t.metrics.observer(rt.Name),
 	}

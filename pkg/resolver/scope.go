@@ -80,3 +80,69 @@ func (s ClaimScope) admits(c, self *Container) (bool, string) {
 	}
 	return true, ""
 }
+
+// Claims says on which routes containers may claim the target by label.
+// A route made from a link, or given with --route, names one container:
+// like the classic socat ambassador, it follows that container (by name,
+// across recreation) and nothing else, unless the operator invites
+// claims there too. The route of the ambassador's own ambassador.target
+// label exists to be claimed. A target with a dot (db.example.com) is a
+// DNS name and is never claimable, whatever Claims says.
+//
+// The zero value is the default: claims count on the label's route only.
+type Claims struct {
+	// Links admits claims on routes from links: the classic variables of
+	// a link, and the ambassador's own links.
+	Links bool
+	// Routes admits claims on explicit routes (--route,
+	// AMBASSADORD_ROUTES).
+	Routes bool
+	// NoLabel refuses claims on the route of the ambassador's own
+	// ambassador.target label too: it then follows the container named
+	// like its target only.
+	NoLabel bool
+}
+
+// ParseClaims parses the --claims flag: a comma-separated list of label,
+// links and routes, or none. An empty value is the default, label.
+func ParseClaims(s string) (Claims, error) {
+	c := Claims{NoLabel: true}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Claims{}, nil
+	}
+	if s == "none" {
+		return c, nil
+	}
+	for item := range strings.SplitSeq(s, ",") {
+		switch strings.TrimSpace(item) {
+		case "label":
+			c.NoLabel = false
+		case "links":
+			c.Links = true
+		case "routes":
+			c.Routes = true
+		default:
+			return Claims{}, fmt.Errorf("claims %q: %q is not one of label, links, routes (or none alone)", s, item)
+		}
+	}
+	return c, nil
+}
+
+// String returns c in the syntax ParseClaims reads.
+func (c Claims) String() string {
+	var items []string
+	if !c.NoLabel {
+		items = append(items, "label")
+	}
+	if c.Links {
+		items = append(items, "links")
+	}
+	if c.Routes {
+		items = append(items, "routes")
+	}
+	if len(items) == 0 {
+		return "none"
+	}
+	return strings.Join(items, ",")
+}
