@@ -44,9 +44,10 @@
 //  4. The ambassador's own label ambassador.target=NAME. Its routes are the
 //     entries of the label ambassador.ports, "6379" or "6379,8080:80"
 //     (LISTEN or LISTEN:BACKEND; a bad entry is skipped with a warning), or
-//     without that label the exposed TCP ports of the containers NAME
-//     currently resolves to. Those follow the backends: set
-//     ambassador.ports to keep listening while no backend is up.
+//     without that label the ambassador's own exposed TCP ports (docker run
+//     --expose 6379). Listen ports never come from the containers that
+//     claim the target: a claimer must not open listeners, nor close the
+//     ones serving connections.
 //
 // Without a snapshot (Docker not reached yet), or when the ambassador's own
 // container is unknown, only the first two sources exist, and classic
@@ -56,7 +57,13 @@
 //
 // A target name resolves, at every snapshot, to a set of backends:
 //
-//  1. The containers that claim it with the label ambassador.target=NAME.
+//  1. The containers that claim it with the label ambassador.target=NAME,
+//     on the routes where claims count (Options.Claims): by default only
+//     the route of the ambassador's own ambassador.target label, since a
+//     link or --route names one container, and never for a name with a
+//     dot, which is a DNS name. While the ambassador's own networks are
+//     unknown (outside a container the engine knows, or on the host
+//     network), claims count only from the network Options.Network names.
 //     A claimer counts only when it is within Options.ClaimScope, running
 //     (a paused one gets no new connections), healthy, and reachable
 //     (below). The ambassador itself
@@ -97,6 +104,14 @@
 // both sides' networks. Among several shared networks the backend's label
 // ambassador.network chooses, then the ambassador's preferred network
 // (Options.Network), else the lowest network name; the choice is recorded.
+//
+// A static backend at one of the ambassador's own listening addresses
+// (Options.Local, on a route's listen port) is refused: the ambassador
+// would connect to itself until its descriptors run out. SelfLoops finds
+// them among the specs at start-up.
+//
+// Label values, which whoever creates a container sets, are quoted in
+// warnings and reasons clipped to 64 bytes.
 //
 // Every container considered for a target is reported in Route.Candidates
 // with the reason it was chosen or skipped, for logs and `ambassadord

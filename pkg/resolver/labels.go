@@ -31,11 +31,11 @@ func parsePortsLabel(s string) (pairs []portPair, warnings []string) {
 		}
 		p, err := parsePortPair(entry)
 		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("label %s: entry %q skipped: %v", LabelPorts, entry, err))
+			warnings = append(warnings, fmt.Sprintf("label %s: entry %s skipped: %v", LabelPorts, quote(entry), err))
 			continue
 		}
 		if first, ok := seen[p.Listen]; ok {
-			warnings = append(warnings, fmt.Sprintf("label %s: entry %q skipped: listen port %d already given by %q", LabelPorts, entry, p.Listen, first))
+			warnings = append(warnings, fmt.Sprintf("label %s: entry %s skipped: listen port %d already given by %s", LabelPorts, quote(entry), p.Listen, quote(first)))
 			continue
 		}
 		seen[p.Listen] = entry
@@ -50,14 +50,14 @@ func parsePortPair(entry string) (portPair, error) {
 	l, b, hasBackend := strings.Cut(entry, ":")
 	listen, err := parsePort(l)
 	if err != nil {
-		return portPair{}, fmt.Errorf("listen port %q: %w (want LISTEN or LISTEN:BACKEND)", l, err)
+		return portPair{}, fmt.Errorf("listen port %s: %w (want LISTEN or LISTEN:BACKEND)", quote(l), err)
 	}
 	if !hasBackend {
 		return portPair{Listen: listen, Backend: listen}, nil
 	}
 	backend, err := parsePort(b)
 	if err != nil {
-		return portPair{}, fmt.Errorf("backend port %q: %w (want LISTEN or LISTEN:BACKEND)", b, err)
+		return portPair{}, fmt.Errorf("backend port %s: %w (want LISTEN or LISTEN:BACKEND)", quote(b), err)
 	}
 	return portPair{Listen: listen, Backend: backend}, nil
 }

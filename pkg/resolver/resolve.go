@@ -2,12 +2,14 @@ package resolver
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
 )
@@ -24,6 +26,19 @@ type Options struct {
 	// ClaimScope limits which containers may claim a target by label; the
 	// zero value admits every container the ambassador can reach.
 	ClaimScope ClaimScope
+
+	// Claims says on which routes claims count at all; the zero value
+	// admits them on the route of the ambassador's own ambassador.target
+	// label only.
+	Claims Claims
+
+	// Local are the addresses the ambassador listens on: a backend at one
+	// of them, on one of the routes' listen ports, would be the ambassador
+	// itself, which would connect to itself until descriptors run out. It
+	// is refused. Loopback ranges belong here whole (127.0.0.0/8), as do
+	// the unspecified addresses when the ambassador listens on every
+	// address. Empty means no check.
+	Local []netip.Prefix
 
 	// Overrides rewire routes by hand (`ambassadord rewire`), whatever
 	// labels and links say: a key is a route's name (its listen port) or a
@@ -75,7 +90,7 @@ func Resolve(specs []Spec, snap *Snapshot, opts Options) Result {
 		opts:     opts,
 		taken:    make(map[int]*pending),
 		covered:  make(map[string]bool),
-		targets:  make(map[string]*election),
+		targets:  make(map[electionKey]*election),
 		warnings: make(map[string]bool),
 	}
 	if snap != nil {
@@ -109,10 +124,10 @@ type resolution struct {
 	self *Container // nil when unknown or without a snapshot
 	opts Options
 
-	order   []*pending           // routes in the order their sources were read
-	taken   map[int]*pending     // by listen port
-	covered map[string]bool      // link names whose classic variables made specs
-	targets map[string]*election // by target name, computed once per call
+	order   []*pending                // routes in the order their sources were read
+	taken   map[int]*pending          // by listen port
+	covered map[string]bool           // link names whose classic variables made specs
+	targets map[electionKey]*election // computed once per call
 
 	warningList []string
 	warnings    map[string]bool // those in warningList
@@ -125,6 +140,75 @@ type pending struct {
 	target   string     // "" for a static route
 	port     int        // backend port for a target
 	fallback []Endpoint // static backends, or the target's fallback
+	kind     routeKind  // where the route came from, for Options.Claims
+}
+
+// routeKind is where a route came from, as far as Options.Claims is
+// concerned.
+type routeKind int
+
+const (
+	kindRoute routeKind = iota // --route, AMBASSADORD_ROUTES
+	kindLink                   // a classic variable of a link, or a link
+	kindLabel                  // the ambassador's own ambassador.target label
+)
+
+// flagValue is the --claims item that admits claims on routes of kind k.
+func (k routeKind) flagValue() string {
+	switch k {
+	case kindLink:
+		return "links"
+	case kindLabel:
+		return "label"
+	}
+	return "routes"
+}
+
+// claimable says whether containers may claim target on a route of kind
+// k, and if not, why not, for the candidates' reasons.
+func (r *resolution) claimable(k routeKind, target string) (bool, string) {
+	if isDNSName(target) {
+		return false, fmt.Sprintf("%s is a DNS name, which no container may claim", clip(target))
+	}
+	c := r.opts.Claims
+	switch {
+	case k == kindRoute && !c.Routes, k == kindLink && !c.Links:
+		return false, fmt.Sprintf("claims do not count on a route from %s, which follows the container named %s (--claims %s admits them)",
+			k.describe(), clip(target), c.with(k))
+	case k == kindLabel && c.NoLabel:
+		return false, "claims do not count (--claims none)"
+	}
+	return true, ""
+}
+
+// describe names the kind in messages.
+func (k routeKind) describe() string {
+	switch k {
+	case kindLink:
+		return "a link"
+	case kindLabel:
+		return "the ambassador's label " + LabelTarget
+	}
+	return "--route"
+}
+
+// with returns the --claims value that also admits claims on kind k.
+func (c Claims) with(k routeKind) string {
+	switch k {
+	case kindLink:
+		c.Links = true
+	case kindRoute:
+		c.Routes = true
+	case kindLabel:
+		c.NoLabel = false
+	}
+	return c.String()
+}
+
+// isDNSName reports whether a target name has a dot inside it: a host name
+// such as db.prod.example.com, which DNS resolves, not a claim.
+func isDNSName(name string) bool {
+	return strings.Contains(strings.TrimSuffix(name, "."), ".")
 }
 
 // warn records a warning, once however often it comes up (a bad label on a
@@ -155,7 +239,7 @@ func (r *resolution) add(p *pending) {
 // addSpec adds an explicit spec: a target route when ParseRoute found a
 // name, with its endpoint as the fallback, else a static route.
 func (r *resolution) addSpec(s Spec) {
-	p := &pending{listen: s.Listen, source: s.Source, target: s.Target, fallback: s.Backends}
+	p := &pending{listen: s.Listen, source: s.Source, target: s.Target, fallback: s.Backends, kind: kindRoute}
 	if s.Target != "" {
 		p.port = s.Listen
 		if len(s.Backends) > 0 {
@@ -170,7 +254,7 @@ func (r *resolution) addSpec(s Spec) {
 // variable's address serving only as the fallback; otherwise static, as
 // for a remote host given with -e.
 func (r *resolution) addClassic(s Spec) {
-	p := &pending{listen: s.Listen, source: s.Source, fallback: s.Backends}
+	p := &pending{listen: s.Listen, source: s.Source, fallback: s.Backends, kind: kindLink}
 	if l, ok := r.link(s.Alias); ok && len(s.Backends) > 0 {
 		r.covered[l.Name] = true
 		p.target = l.Name
@@ -237,7 +321,7 @@ func (r *resolution) addLinks() {
 				continue
 			}
 			tcp++
-			r.add(&pending{listen: pt.Port, source: source, target: name, port: pt.Port})
+			r.add(&pending{listen: pt.Port, source: source, target: name, port: pt.Port, kind: kindLink})
 		}
 		if tcp == 0 {
 			r.warn("%s: no route: container %s exposes no TCP port; add --route LISTEN:%s:PORT", source, name, name)
@@ -256,8 +340,11 @@ func (r *resolution) container(name string) *Container {
 }
 
 // addLabelTarget adds the routes the ambassador's own ambassador.target
-// label asks for: the ports of its ambassador.ports label, else the exposed
-// TCP ports of the containers the target currently resolves to.
+// label asks for: the ports of its ambassador.ports label, else the
+// ambassador's own exposed TCP ports (docker run --expose 6379). Listen
+// ports come only from the ambassador's own configuration, never from the
+// containers that claim its target: a claimer exposing other ports must
+// not open listeners, nor close the ones serving connections.
 func (r *resolution) addLabelTarget() {
 	if r.self == nil {
 		return
@@ -266,9 +353,13 @@ func (r *resolution) addLabelTarget() {
 	if !ok {
 		return
 	}
-	source := labelSource + name
+	source := labelSource + clip(name)
 	if name == "" {
 		r.warn("%s: ignored: empty target name", source)
+		return
+	}
+	if err := checkHost(name); err != nil {
+		r.warn("%s: ignored: not a container or host name: %v", source, err)
 		return
 	}
 	var pairs []portPair
@@ -279,28 +370,20 @@ func (r *resolution) addLabelTarget() {
 			r.warn("%s: %s", source, w)
 		}
 		if len(pairs) == 0 {
-			r.warn("%s: no route: label %s=%q gives no port", source, LabelPorts, v)
+			r.warn("%s: no route: label %s=%s gives no port", source, LabelPorts, quote(v))
 		}
 	} else {
-		e := r.elect(name)
-		var ports []int
-		for _, c := range e.chosen() {
-			for _, pt := range c.ctr.Ports {
-				if pt.Proto == "tcp" && !slices.Contains(ports, pt.Port) {
-					ports = append(ports, pt.Port)
-				}
+		for _, pt := range r.self.Ports {
+			if pt.Proto == "tcp" {
+				pairs = append(pairs, portPair{Listen: pt.Port, Backend: pt.Port})
 			}
 		}
-		slices.Sort(ports)
-		for _, p := range ports {
-			pairs = append(pairs, portPair{Listen: p, Backend: p})
-		}
-		if len(ports) == 0 {
-			r.warn("%s: no route yet: no usable container for %s exposes a TCP port; set label %s to listen regardless", source, name, LabelPorts)
+		if len(pairs) == 0 {
+			r.warn("%s: no route: the ambassador exposes no TCP port; set label %s, or run it with --expose PORT", source, LabelPorts)
 		}
 	}
 	for _, p := range pairs {
-		r.add(&pending{listen: p.Listen, source: source, target: name, port: p.Backend})
+		r.add(&pending{listen: p.Listen, source: source, target: name, port: p.Backend, kind: kindLabel})
 	}
 }
 
@@ -318,7 +401,7 @@ func (r *resolution) route(p *pending) Route {
 		noBackend = "no backend given"
 	}
 	if p.target != "" && r.snap != nil {
-		e := r.elect(p.target)
+		e := r.elect(p.target, p.kind)
 		for _, c := range e.candidates {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
@@ -340,6 +423,13 @@ func (r *resolution) route(p *pending) Route {
 				continue
 			}
 		}
+		if r.ownAddress(f) {
+			// A container's address is never the ambassador's own: its
+			// own container is not a candidate. A static address can be.
+			noBackend = fmt.Sprintf("%s; %s", noBackend, selfLoop(f))
+			r.warn("route %d (from %s): %s", p.listen, p.source, selfLoop(f))
+			continue
+		}
 		rt.Backends = append(rt.Backends, proxy.Backend{Addr: f.String()})
 	}
 	if len(rt.Backends) == 0 {
@@ -348,9 +438,73 @@ func (r *resolution) route(p *pending) Route {
 	return rt
 }
 
+// ownAddress reports whether e is one of the ambassador's own listening
+// addresses: an address of Options.Local and the listen port of a route.
+// A host name is not looked up here (see SelfLoops).
+func (r *resolution) ownAddress(e Endpoint) bool {
+	if r.taken[e.Port] == nil {
+		return false
+	}
+	return isLocal(r.opts.Local, e.Host)
+}
+
+// isLocal reports whether host is an IP literal within one of local.
+func isLocal(local []netip.Prefix, host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap().WithZone("")
+	for _, p := range local {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// selfLoop says why a backend at the ambassador's own address is refused.
+func selfLoop(e Endpoint) string {
+	return fmt.Sprintf("backend %s refused: it is the ambassador's own listening address, which would connect to itself until descriptors run out", e)
+}
+
+// SelfLoops returns an error naming every backend of specs that is one of
+// the ambassador's own listening addresses: an address within local on
+// one of the specs' listen ports. Host names are resolved with lookup
+// (nil: they are not checked). Call it at start-up, to refuse such static
+// routes before anything listens; Resolve drops the ones that appear
+// later (an override, a port that a label adds), with a warning.
+func SelfLoops(specs []Spec, local []netip.Prefix, lookup func(host string) []netip.Addr) error {
+	listen := make(map[int]bool, len(specs))
+	for _, s := range specs {
+		listen[s.Listen] = true
+	}
+	var errs []error
+	for _, s := range specs {
+		for _, e := range s.Backends {
+			if !listen[e.Port] {
+				continue
+			}
+			own := isLocal(local, e.Host)
+			if _, err := netip.ParseAddr(e.Host); err != nil && lookup != nil {
+				for _, a := range lookup(e.Host) {
+					own = own || isLocal(local, a.String())
+				}
+			}
+			if own {
+				errs = append(errs, fmt.Errorf("%s: %s", s.Source, selfLoop(e)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // unknownTargetFix says how to give a target a backend.
-func unknownTargetFix(name string) string {
-	return fmt.Sprintf("run a container named %s, or label one %s=%s", name, LabelTarget, name)
+func unknownTargetFix(name string, claimable bool) string {
+	if !claimable {
+		return fmt.Sprintf("run a container named %s", clip(name))
+	}
+	return fmt.Sprintf("run a container named %s, or label one %s=%s", clip(name), LabelTarget, clip(name))
 }
 
 // unusableFallback says why, while the engine is watched, a target
@@ -430,6 +584,18 @@ func ParseOverride(to string) error {
 type election struct {
 	candidates []*candidate
 	noBackend  string // when none is chosen
+
+	// claimable: claims count (Resolution.claimable); noClaims says why
+	// not, when they do not.
+	claimable bool
+	noClaims  string
+}
+
+// electionKey identifies an election: the same name is looked up apart
+// for routes on which claims count and routes on which they do not.
+type electionKey struct {
+	name string
+	kind routeKind
 }
 
 // chosen returns the chosen candidates, in candidate order.
@@ -448,7 +614,7 @@ func (e *election) chosen() []*candidate {
 type candidate struct {
 	Candidate
 	ctr      *Container
-	claims   bool   // by label, and allowed to (not Self, not an ambassador)
+	claims   bool   // by label, and allowed to (claimable route, not Self, not an ambassador, in scope)
 	usable   bool   // running, healthy, reachable, valid port label
 	priority int    // for claimers
 	ip       string // when usable
@@ -460,19 +626,24 @@ type candidate struct {
 	detail       string
 }
 
-// elect looks a target name up in the snapshot, once per Resolve call.
+// elect looks a target name up in the snapshot for a route of kind k,
+// once per Resolve call.
 //
-// Claimers come first: running, healthy, reachable containers labelled
-// ambassador.target=name, Self and ambassadors excluded; those of the
-// highest priority are chosen. Only when none qualifies does the container
-// named name count. A claimer that cannot be reached does not count, so it
-// cannot shadow a lower-priority one that can.
-func (r *resolution) elect(name string) *election {
-	if e, ok := r.targets[name]; ok {
+// Claimers come first, where claims count on the route (Options.Claims):
+// running, healthy, reachable containers labelled
+// ambassador.target=name, in the claim scope, Self and ambassadors
+// excluded; those of the highest priority are chosen. Only when none
+// qualifies does the container named name count. A claimer that cannot be
+// reached does not count, so it cannot shadow a lower-priority one that
+// can.
+func (r *resolution) elect(name string, k routeKind) *election {
+	key := electionKey{name, k}
+	if e, ok := r.targets[key]; ok {
 		return e
 	}
 	e := &election{}
-	r.targets[name] = e
+	e.claimable, e.noClaims = r.claimable(k, name)
+	r.targets[key] = e
 
 	for _, c := range r.sortedContainers() {
 		byLabel := c.Labels[LabelTarget] == name
@@ -480,7 +651,7 @@ func (r *resolution) elect(name string) *election {
 		if !byLabel && !byName {
 			continue
 		}
-		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName))
+		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName, e))
 	}
 
 	best, claimed := 0, false
@@ -494,7 +665,7 @@ func (r *resolution) elect(name string) *election {
 		case !c.usable:
 		case c.claims && c.priority == best:
 			c.Chosen = true
-			c.Reason = fmt.Sprintf("claims %s, priority %s%s", name, c.priorityText, c.detail)
+			c.Reason = fmt.Sprintf("claims %s (claim scope %s), priority %s%s", name, r.opts.ClaimScope, c.priorityText, c.detail)
 		case c.claims:
 			c.Reason = fmt.Sprintf("lower priority (%d < %d)", c.priority, best)
 		case claimed:
@@ -520,9 +691,11 @@ func (r *resolution) elect(name string) *election {
 	case len(why) > 0:
 		e.noBackend = fmt.Sprintf("no usable container for %s (%s)", name, strings.Join(why, "; "))
 	case len(e.candidates) > 0:
-		e.noBackend = fmt.Sprintf("no container claims or is named %s, other than the ambassador itself (%s)", name, unknownTargetFix(name))
+		e.noBackend = fmt.Sprintf("no container claims or is named %s, other than the ambassador itself (%s)", name, unknownTargetFix(name, e.claimable))
+	case !e.claimable:
+		e.noBackend = fmt.Sprintf("no container is named %s (%s)", name, unknownTargetFix(name, false))
 	default:
-		e.noBackend = fmt.Sprintf("no container claims or is named %s (%s)", name, unknownTargetFix(name))
+		e.noBackend = fmt.Sprintf("no container claims or is named %s (%s)", name, unknownTargetFix(name, true))
 	}
 	return e
 }
@@ -546,9 +719,9 @@ func (r *resolution) sortedContainers() []*Container {
 }
 
 // consider judges one container matching a target by label, by name, or
-// both. It sets Reason for an unusable candidate; the election sets it for
-// the others.
-func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *candidate {
+// both, for election e. It sets Reason for an unusable candidate; the
+// election sets it for the others.
+func (r *resolution) consider(c *Container, name string, byLabel, byName bool, e *election) *candidate {
 	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name}, ctr: c}
 	isAmbassador := c.Labels[LabelRole] == roleValue
 	switch {
@@ -567,14 +740,24 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 	}
 	// An ambassador named by the user counts, but never as a claimer.
 	cd.claims = byLabel && !isAmbassador
+	// onlyNet is the network a claimer must be reached on while the
+	// ambassador's own networks are unknown; "" otherwise.
+	var onlyNet string
 	if cd.claims {
-		if ok, why := r.opts.ClaimScope.admits(c, r.self); !ok {
+		ok, why := e.claimable, e.noClaims
+		if ok {
+			ok, why = r.opts.ClaimScope.admits(c, r.self)
+		}
+		if ok {
+			onlyNet, ok, why = r.claimNetwork(c)
+		}
+		if !ok {
 			if !byName {
-				cd.Reason = fmt.Sprintf("claims %s, %s", name, why)
+				cd.Reason = fmt.Sprintf("claims %s, but %s", name, why)
 				return cd
 			}
 			// Still the container of that name.
-			cd.claims = false
+			cd.claims, onlyNet = false, ""
 		}
 	}
 
@@ -591,7 +774,7 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 		cd.Reason = "health starting (not yet healthy)"
 		return cd
 	default:
-		cd.Reason = fmt.Sprintf("health %q", c.Health)
+		cd.Reason = fmt.Sprintf("health %s", quote(c.Health))
 		return cd
 	}
 	details := []string{health}
@@ -600,8 +783,8 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 		if v, ok := c.Labels[LabelPort]; ok {
 			p, err := parsePort(strings.TrimSpace(v))
 			if err != nil {
-				cd.Reason = fmt.Sprintf("malformed %s %q: %v", LabelPort, v, err)
-				r.warn("container %s: skipped for %s: label %s=%q: %v", c.Name, name, LabelPort, v, err)
+				cd.Reason = fmt.Sprintf("malformed %s %s: %v", LabelPort, quote(v), err)
+				r.warn("container %s: skipped for %s: label %s=%s: %v", c.Name, name, LabelPort, quote(v), err)
 				return cd
 			}
 			cd.port = p
@@ -609,7 +792,7 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 		}
 	}
 
-	ip, note, skip := r.address(c)
+	ip, note, skip := r.address(c, onlyNet)
 	if skip != "" {
 		cd.Reason = skip
 		return cd
@@ -625,8 +808,8 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 		if v, ok := c.Labels[LabelPriority]; ok {
 			p, err := parsePriority(v)
 			if err != nil {
-				cd.priorityText = fmt.Sprintf("0 (malformed %s %q: %v)", LabelPriority, v, err)
-				r.warn("container %s: label %s=%q: %v; treated as 0", c.Name, LabelPriority, v, err)
+				cd.priorityText = fmt.Sprintf("0 (malformed %s %s: %v)", LabelPriority, quote(v), err)
+				r.warn("container %s: label %s=%s: %v; treated as 0", c.Name, LabelPriority, quote(v), err)
 			} else {
 				cd.priority = p
 				cd.priorityText = strconv.Itoa(p)
@@ -636,11 +819,56 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool) *
 	return cd
 }
 
+// claimNetwork decides where a claimer may be reached from. Claims count
+// from the networks the ambassador shares with the claimer; when the
+// ambassador's own networks are unknown (it runs outside a container the
+// engine knows, or on the host network, which reaches every bridge), that
+// would be every network of the engine, so claims count only from the
+// network the operator named (Options.Network), and the claimer is
+// reached on it. It returns that network, or "" for any shared one, or
+// why the claim does not count.
+func (r *resolution) claimNetwork(c *Container) (only string, ok bool, why string) {
+	if !r.ownNetworksUnknown() {
+		return "", true, ""
+	}
+	const unknown = "the ambassador's own networks are unknown (it runs outside a container the engine knows, or on the host network)"
+	if r.opts.Network == "" {
+		return "", false, unknown + ": claims count only from the network --network names"
+	}
+	if _, ok := findNetwork(c.Networks, r.opts.Network); !ok {
+		return "", false, fmt.Sprintf("it is not on network %s, the only one claims count from while %s (--network)", r.opts.Network, unknown)
+	}
+	return r.opts.Network, true, ""
+}
+
+// ownNetworksUnknown reports whether the ambassador's networks do not say
+// which containers it shares a network with: it is not in a container the
+// engine knows, or it is on the host network.
+func (r *resolution) ownNetworksUnknown() bool {
+	if r.self == nil {
+		return true
+	}
+	for _, s := range r.self.Networks {
+		if s.Name == hostNet {
+			return true
+		}
+	}
+	return false
+}
+
 // address picks the IP to reach c on: its IP on a network it shares with
 // the ambassador. Among several, c's ambassador.network label chooses, then
 // Options.Network, else the lowest network name; note says which rule chose
-// when there was a choice. skip says why c cannot be reached.
-func (r *resolution) address(c *Container) (ip, note, skip string) {
+// when there was a choice. skip says why c cannot be reached. A non-empty
+// only is the one network to reach c on (claimNetwork).
+func (r *resolution) address(c *Container, only string) (ip, note, skip string) {
+	if only != "" {
+		n, _ := findNetwork(c.Networks, only)
+		if n.IP == "" {
+			return "", "", fmt.Sprintf("no IPv4 address on network %s (--network)", n.Name)
+		}
+		return n.IP, fmt.Sprintf("network %s (--network)", n.Name), ""
+	}
 	var shared, noIP []Network
 	for _, n := range c.Networks {
 		if !r.shared(n) {
@@ -673,9 +901,9 @@ func (r *resolution) address(c *Container) (ip, note, skip string) {
 			}
 			return n.IP, fmt.Sprintf("network %s (%s)", n.Name, LabelNetwork), ""
 		}
-		notes = append(notes, fmt.Sprintf("%s=%q is not shared with the ambassador", LabelNetwork, want))
-		r.warn("container %s: label %s=%q names no network it shares with the ambassador (%v); using another",
-			c.Name, LabelNetwork, want, networkNames(shared))
+		notes = append(notes, fmt.Sprintf("%s=%s is not shared with the ambassador", LabelNetwork, quote(want)))
+		r.warn("container %s: label %s=%s names no network it shares with the ambassador (%v); using another",
+			c.Name, LabelNetwork, quote(want), networkNames(shared))
 	}
 	n := shared[0]
 	switch {
@@ -702,14 +930,10 @@ func (r *resolution) address(c *Container) (ip, note, skip string) {
 // one of Self's networks, by ID when both sides know it, else by name.
 // Without Self (the ambassador on the host, or unknown) and with Self on
 // the host network, every network counts: the host routes to the bridges.
+// (Claims are narrower there: claimNetwork.)
 func (r *resolution) shared(n Network) bool {
-	if r.self == nil {
+	if r.ownNetworksUnknown() {
 		return true
-	}
-	for _, s := range r.self.Networks {
-		if s.Name == hostNet {
-			return true
-		}
 	}
 	for _, s := range r.self.Networks {
 		if s.ID != "" && n.ID != "" {
@@ -743,4 +967,32 @@ func networkNames(nets []Network) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// maxShown is the most of a label value (or another value a container
+// sets) that a reason or a warning quotes: a label may be megabytes long,
+// and every log line and `explain` would carry it whole.
+const maxShown = 64
+
+// clip returns s, or its first maxShown bytes (cut at a rune boundary)
+// and how long it was.
+func clip(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	cut := maxShown
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
+// quote returns s quoted, clipped to maxShown bytes.
+func quote(s string) string {
+	if len(s) <= maxShown {
+		return strconv.Quote(s)
+	}
+	c := clip(s)
+	i := strings.LastIndex(c, "…(")
+	return strconv.Quote(c[:i]) + c[i:]
 }

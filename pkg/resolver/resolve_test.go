@@ -126,6 +126,9 @@ func TestResolveTarget(t *testing.T) {
 		containers []Container
 		opts       Options
 		noFallback bool
+		// defaultClaims leaves Options.Claims as the case has it: the
+		// runner otherwise admits claims on the explicit route.
+		defaultClaims bool
 
 		backends   []proxy.Backend
 		candidates []Candidate
@@ -209,7 +212,7 @@ func TestResolveTarget(t *testing.T) {
 			containers: []Container{ctr("redis", "172.18.0.3"), ctr("cache", "172.18.0.4", claims("redis"))},
 			backends:   []proxy.Backend{backend("172.18.0.4:6379", "id-cache")},
 			candidates: []Candidate{
-				chosen("cache", "claims redis, priority 0, running, no healthcheck"),
+				chosen("cache", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 				skipped("redis", "named redis, but containers claim redis"),
 			},
 		},
@@ -222,8 +225,8 @@ func TestResolveTarget(t *testing.T) {
 			},
 			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-redis-1"), backend("172.18.0.5:6379", "id-redis-2")},
 			candidates: []Candidate{
-				chosen("redis-1", "claims redis, priority 0, running, no healthcheck"),
-				chosen("redis-2", "claims redis, priority 0, healthy"),
+				chosen("redis-1", "claims redis (claim scope network), priority 0, running, no healthcheck"),
+				chosen("redis-2", "claims redis (claim scope network), priority 0, healthy"),
 			},
 		},
 		{
@@ -236,7 +239,7 @@ func TestResolveTarget(t *testing.T) {
 			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "lower priority (0 < 10)"),
-				chosen("green", "claims redis, priority 10, running, no healthcheck"),
+				chosen("green", "claims redis (claim scope network), priority 10, running, no healthcheck"),
 				skipped("standby", "lower priority (-1 < 10)"),
 			},
 		},
@@ -246,7 +249,7 @@ func TestResolveTarget(t *testing.T) {
 				ctr("standby", "172.18.0.6", claims("redis"), labels(LabelPriority, "-1")),
 			},
 			backends:   []proxy.Backend{backend("172.18.0.6:6379", "id-standby")},
-			candidates: []Candidate{chosen("standby", "claims redis, priority -1, running, no healthcheck")},
+			candidates: []Candidate{chosen("standby", "claims redis (claim scope network), priority -1, running, no healthcheck")},
 		},
 		{
 			name: "malformed priority counts as 0",
@@ -256,8 +259,8 @@ func TestResolveTarget(t *testing.T) {
 			},
 			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-blue"), backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
-				chosen("blue", `claims redis, priority 0 (malformed ambassador.priority "high": not an integer), running, no healthcheck`),
-				chosen("green", "claims redis, priority 0, running, no healthcheck"),
+				chosen("blue", `claims redis (claim scope network), priority 0 (malformed ambassador.priority "high": not an integer), running, no healthcheck`),
+				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 			},
 			warnings: []string{`container blue: label ambassador.priority="high": not an integer; treated as 0`},
 		},
@@ -270,7 +273,7 @@ func TestResolveTarget(t *testing.T) {
 			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "unhealthy"),
-				chosen("green", "claims redis, priority 0, healthy"),
+				chosen("green", "claims redis (claim scope network), priority 0, healthy"),
 			},
 		},
 		{
@@ -282,7 +285,7 @@ func TestResolveTarget(t *testing.T) {
 			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "paused"),
-				chosen("green", "claims redis, priority 0, running, no healthcheck"),
+				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 			},
 		},
 		{
@@ -319,7 +322,7 @@ func TestResolveTarget(t *testing.T) {
 				chosen("redis", "named redis, running, no healthcheck"),
 			},
 			// On the ambassador the label names the target to serve too.
-			warnings: []string{"label ambassador.target=redis: no route yet: no usable container for redis exposes a TCP port; set label ambassador.ports to listen regardless"},
+			warnings: []string{"label ambassador.target=redis: no route: the ambassador exposes no TCP port; set label ambassador.ports, or run it with --expose PORT"},
 		},
 		{
 			name: "the ambassador's own claim never counts, even without the role label",
@@ -329,7 +332,7 @@ func TestResolveTarget(t *testing.T) {
 			}(),
 			backends:   fallback,
 			candidates: []Candidate{skipped("amb", "the ambassador itself")},
-			warnings:   []string{"label ambassador.target=redis: no route yet: no usable container for redis exposes a TCP port; set label ambassador.ports to listen regardless"},
+			warnings:   []string{"label ambassador.target=redis: no route: the ambassador exposes no TCP port; set label ambassador.ports, or run it with --expose PORT"},
 		},
 		{
 			name: "the ambassador is never the named container",
@@ -350,8 +353,8 @@ func TestResolveTarget(t *testing.T) {
 			},
 			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-good")},
 			candidates: []Candidate{
-				skipped("evil", "claims redis, outside the claim scope: no label trusted=yes"),
-				chosen("good", "claims redis, priority 0, running, no healthcheck"),
+				skipped("evil", "claims redis, but outside the claim scope: no label trusted=yes"),
+				chosen("good", "claims redis (claim scope label:trusted=yes), priority 0, running, no healthcheck"),
 			},
 		},
 		{
@@ -364,8 +367,8 @@ func TestResolveTarget(t *testing.T) {
 			},
 			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-mine")},
 			candidates: []Candidate{
-				chosen("mine", "claims redis, priority 0, running, no healthcheck"),
-				skipped("theirs", "claims redis, outside the claim scope: not in compose project shop"),
+				chosen("mine", "claims redis (claim scope project), priority 0, running, no healthcheck"),
+				skipped("theirs", "claims redis, but outside the claim scope: not in compose project shop"),
 			},
 		},
 		{
@@ -374,7 +377,7 @@ func TestResolveTarget(t *testing.T) {
 			containers: []Container{ctr("other", "172.18.0.4", claims("redis")), ctr("redis", "172.18.0.3", claims("redis"))},
 			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{
-				skipped("other", "claims redis, claim scope project, but the ambassador belongs to no compose project"),
+				skipped("other", "claims redis, but claim scope project, but the ambassador belongs to no compose project"),
 				chosen("redis", "named redis, running, no healthcheck"),
 			},
 		},
@@ -386,8 +389,8 @@ func TestResolveTarget(t *testing.T) {
 			},
 			backends: []proxy.Backend{backend("172.18.0.4:6380", "id-blue"), backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
-				chosen("blue", "claims redis, priority 0, running, no healthcheck, port 6380 (ambassador.port)"),
-				chosen("green", "claims redis, priority 0, running, no healthcheck"),
+				chosen("blue", "claims redis (claim scope network), priority 0, running, no healthcheck, port 6380 (ambassador.port)"),
+				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 			},
 		},
 		{
@@ -405,7 +408,7 @@ func TestResolveTarget(t *testing.T) {
 			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", `malformed ambassador.port "http": not a decimal number`),
-				chosen("green", "claims redis, priority 0, running, no healthcheck"),
+				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 			},
 			warnings: []string{`container blue: skipped for redis: label ambassador.port="http": not a decimal number`},
 		},
@@ -418,7 +421,7 @@ func TestResolveTarget(t *testing.T) {
 			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "no network shared with the ambassador: container on [back front], ambassador on [app]"),
-				chosen("green", "claims redis, priority 0, running, no healthcheck"),
+				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 			},
 			warnings: []string{"container blue: skipped: no network shared with the ambassador: container on [back front], ambassador on [app]; connect them with docker network connect"},
 		},
@@ -561,7 +564,7 @@ func TestResolveTarget(t *testing.T) {
 				ctr("redis", "172.18.0.3", claims("redis"), labels(LabelPriority, "5")),
 			},
 			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
-			candidates: []Candidate{chosen("redis", "claims redis, priority 5, running, no healthcheck")},
+			candidates: []Candidate{chosen("redis", "claims redis (claim scope network), priority 5, running, no healthcheck")},
 		},
 	}
 	for _, tt := range tests {
@@ -575,7 +578,13 @@ func TestResolveTarget(t *testing.T) {
 			if tt.noFallback {
 				spec.Backends = nil
 			}
-			res := Resolve([]Spec{spec}, snapshot(self, tt.containers...), tt.opts)
+			opts := tt.opts
+			if !tt.defaultClaims {
+				// The election is what this table tests: claims count
+				// on the route, as --claims routes makes them.
+				opts.Claims.Routes = true
+			}
+			res := Resolve([]Spec{spec}, snapshot(self, tt.containers...), opts)
 			require.Len(t, res.Routes, 1)
 			got := res.Routes[0]
 			assert.Equal(t, "redis", got.Target)
@@ -674,7 +683,7 @@ func TestResolveSources(t *testing.T) {
 			snap: snapshot(amb(redisLinked)),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP", Target: "redis", Port: 6379,
-				NoBackend: "no container claims or is named redis (run a container named redis, or label one ambassador.target=redis); " +
+				NoBackend: "no container is named redis (run a container named redis); " +
 					"fallback 172.17.0.9:6379 not used: it was the target's address, and Docker reuses addresses",
 			}},
 		},
@@ -694,7 +703,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb()),
 			want: []Route{{
 				Name: "7000", Listen: 7000, Source: `--route "7000:redis:6379"`, Target: "redis", Port: 6379,
-				NoBackend: "no container claims or is named redis (run a container named redis, or label one ambassador.target=redis); " +
+				NoBackend: "no container is named redis (run a container named redis); " +
 					"fallback redis:6379 not used: a container name is resolved from the engine, not by DNS",
 			}},
 		},
@@ -816,8 +825,8 @@ func TestResolveSources(t *testing.T) {
 					Backends: []proxy.Backend{{Addr: "172.18.0.4:443", ID: "id-web-1"}, {Addr: "172.18.0.5:443", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
-						chosen("web-1", "claims web, priority 0, running, no healthcheck"),
-						chosen("web-2", "claims web, priority 0, running, no healthcheck"),
+						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
+						chosen("web-2", "claims web (claim scope network), priority 0, running, no healthcheck"),
 					},
 				},
 				{
@@ -825,8 +834,8 @@ func TestResolveSources(t *testing.T) {
 					Backends: []proxy.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
-						chosen("web-1", "claims web, priority 0, running, no healthcheck"),
-						chosen("web-2", "claims web, priority 0, running, no healthcheck"),
+						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
+						chosen("web-2", "claims web (claim scope network), priority 0, running, no healthcheck"),
 					},
 				},
 			},
@@ -849,11 +858,13 @@ func TestResolveSources(t *testing.T) {
 			warnings: []string{`label ambassador.target=web: no route: label ambassador.ports=" , " gives no port`},
 		},
 		{
-			name:  "label target without ports: exposed TCP ports of the chosen containers",
+			// A claimer exposing other ports never opens a listener: the
+			// ports are the ambassador's own (docker run --expose).
+			name:  "label target without ports: the ambassador's own exposed TCP ports, never the claimers'",
 			specs: func(t *testing.T) []Spec { return nil },
-			snap: snapshot(amb(claims("web")),
+			snap: snapshot(amb(claims("web"), ports(tcp(80), Port{Port: 53, Proto: "udp"}, tcp(8443))),
 				ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80), Port{Port: 53, Proto: "udp"})),
-				ctr("web-2", "172.18.0.5", claims("web"), ports(tcp(8443), tcp(80))),
+				ctr("web-2", "172.18.0.5", claims("web"), ports(tcp(22), tcp(80))),
 				ctr("web-old", "172.18.0.6", claims("web"), labels(LabelPriority, "-1"), ports(tcp(9999)))),
 			want: []Route{
 				{
@@ -861,8 +872,8 @@ func TestResolveSources(t *testing.T) {
 					Backends: []proxy.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
-						chosen("web-1", "claims web, priority 0, running, no healthcheck"),
-						chosen("web-2", "claims web, priority 0, running, no healthcheck"),
+						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
+						chosen("web-2", "claims web (claim scope network), priority 0, running, no healthcheck"),
 						skipped("web-old", "lower priority (-1 < 0)"),
 					},
 				},
@@ -871,18 +882,28 @@ func TestResolveSources(t *testing.T) {
 					Backends: []proxy.Backend{{Addr: "172.18.0.4:8443", ID: "id-web-1"}, {Addr: "172.18.0.5:8443", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
-						chosen("web-1", "claims web, priority 0, running, no healthcheck"),
-						chosen("web-2", "claims web, priority 0, running, no healthcheck"),
+						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
+						chosen("web-2", "claims web (claim scope network), priority 0, running, no healthcheck"),
 						skipped("web-old", "lower priority (-1 < 0)"),
 					},
 				},
 			},
 		},
 		{
-			name:     "label target without ports, nothing usable: no route yet",
+			name:  "label target without ports, nothing usable: the route listens with no backend",
+			specs: func(t *testing.T) []Spec { return nil },
+			snap:  snapshot(amb(claims("web"), ports(tcp(80))), ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80)), health("unhealthy"))),
+			want: []Route{{
+				Name: "80", Listen: 80, Source: "label ambassador.target=web", Target: "web", Port: 80,
+				Candidates: []Candidate{skipped("amb", "the ambassador itself"), skipped("web-1", "unhealthy")},
+				NoBackend:  "no usable container for web (web-1: unhealthy)",
+			}},
+		},
+		{
+			name:     "label target, the ambassador exposing no port and no ports label: no route",
 			specs:    func(t *testing.T) []Spec { return nil },
-			snap:     snapshot(amb(claims("web")), ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80)), health("unhealthy"))),
-			warnings: []string{"label ambassador.target=web: no route yet: no usable container for web exposes a TCP port; set label ambassador.ports to listen regardless"},
+			snap:     snapshot(amb(claims("web")), ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80)))),
+			warnings: []string{"label ambassador.target=web: no route: the ambassador exposes no TCP port; set label ambassador.ports, or run it with --expose PORT"},
 		},
 		{
 			name:     "empty label target",
@@ -1013,14 +1034,15 @@ func TestResolveDeterministic(t *testing.T) {
 		ctr("redis", "172.18.0.6"),
 	}
 	specs := []Spec{mustParseRoute(t, "6379:redis"), mustParseRoute(t, "6380:redis")}
-	want := Resolve(specs, &Snapshot{Self: amb(), Containers: containers}, Options{})
+	opts := Options{Claims: Claims{Routes: true}}
+	want := Resolve(specs, &Snapshot{Self: amb(), Containers: containers}, opts)
 	require.Len(t, want.Routes, 2)
 	require.Len(t, want.Routes[0].Backends, 2)
 	for range 20 {
 		shuffled := slices.Clone(containers)
 		slices.Reverse(shuffled)
 		shuffled[0], shuffled[2] = shuffled[2], shuffled[0]
-		got := Resolve(specs, &Snapshot{Self: amb(), Containers: shuffled}, Options{})
+		got := Resolve(specs, &Snapshot{Self: amb(), Containers: shuffled}, opts)
 		assert.Equal(t, want, got)
 		containers = shuffled
 	}
@@ -1140,7 +1162,9 @@ func TestResolveOverrides(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := Resolve(specs, snap, Options{Overrides: tt.overrides})
+			// Claims count on these routes (--claims routes): a rewire
+			// keeps the claim policy of its route.
+			res := Resolve(specs, snap, Options{Overrides: tt.overrides, Claims: Claims{Routes: true}})
 			got := map[string][]proxy.Backend{}
 			overrides := map[string]string{}
 			for _, rt := range res.Routes {
