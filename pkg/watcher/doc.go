@@ -11,7 +11,10 @@
 // replayed events are therefore harmless. Only an event's type, action and
 // actor ID are trusted: a container's labels are copied into the event's
 // attributes and can overwrite any of them. The one attribute read, a kill
-// event's signal, can only mislead about that container's own traffic.
+// event's signal, can only mislead about that container's own traffic. A
+// label can hold megabytes: what the watcher logs of values a container's
+// creator sets (attributes, names) is clipped to 64 bytes, with the length
+// of the whole.
 //
 // Two events take a fast path: when a container dies, stops or is destroyed,
 // or is disconnected from a network, an update without it (or without that

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
@@ -339,7 +340,7 @@ func (l *loop) stopContainer(id, signal string) {
 		return
 	}
 	l.log.Debug("container stopping; no new connections", zap.String("container", id),
-		zap.String("event", string(events.ActionKill)), zap.String("signal", signal))
+		zap.String("event", string(events.ActionKill)), clipped("signal", signal))
 	l.snap = next
 	l.publish(nil)
 }
@@ -364,7 +365,7 @@ func (l *loop) removeAttachment(containerID, networkID string) {
 	if !ok {
 		return
 	}
-	l.log.Debug("container disconnected", zap.String("container", containerID), zap.String("network", networkID),
+	l.log.Debug("container disconnected", clipped("container", containerID), zap.String("network", networkID),
 		zap.String("event", string(events.ActionDisconnect)))
 	l.snap = next
 	l.publish([]string{containerID})
@@ -417,7 +418,7 @@ func (l *loop) findSelf(cs []resolver.Container) int {
 		l.log.Info("own container not found; running without links and own labels",
 			zap.Strings("candidates", l.w.SelfIDs))
 	} else {
-		l.log.Info("own container found", zap.String("container", id), zap.String("name", cs[i].Name))
+		l.log.Info("own container found", zap.String("container", id), clipped("name", cs[i].Name))
 	}
 	return i
 }
@@ -627,4 +628,32 @@ func (r *reader) run(ctx context.Context, stream client.EventsResult, exited cha
 // default adds a verbose variant for wrapped errors.
 func errField(err error) zap.Field {
 	return zap.String("error", err.Error())
+}
+
+// maxLogValue bounds what the watcher logs of a value that a container's
+// creator sets: an event's attributes, which the container's labels
+// overwrite, and names. A label may hold megabytes, and every log line that
+// copied it whole would carry them. 64 bytes hold a full container ID.
+const maxLogValue = 64
+
+// clipped logs a value a container's creator sets, clipped by clip.
+func clipped(key, value string) zap.Field {
+	return zap.String(key, clip(value))
+}
+
+// clip returns s if it has at most maxLogValue bytes, else its first
+// maxLogValue bytes, cut back to the start of a rune so that no character
+// is split, followed by how long s was.
+func clip(s string) string {
+	if len(s) <= maxLogValue {
+		return s
+	}
+	n := maxLogValue
+	// s[n] is the first byte left out: if it continues a rune, that
+	// rune starts before n and is left out whole. A rune has at most 4
+	// bytes, so at most 3 are stepped back over, valid UTF-8 or not.
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:n], len(s))
 }
