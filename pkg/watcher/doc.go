@@ -38,11 +38,26 @@
 // one update saying so and keeps the last snapshot in it, so consumers keep
 // serving the last known routes.
 //
+// An event stream can also go silent while the engine answers everything
+// else (a proxy that stalls /events). When a periodic resync finds changes
+// the stream did not deliver, and the stream then delivers nothing at all
+// for a second, it is replaced by a new subscription (since taken before,
+// then a listing). Only a resync can tell: a re-list that an
+// event led to proves the stream alive, and one after a tombstone expired
+// may differ because of the expiry. A subscription that the engine does not
+// answer within 10s (a proxy that black-holes /events) is no outage either
+// when the engine still answers a ping: the watcher then follows the engine
+// by listing at every resync, says so in [Update].StreamErr while
+// Connected, and subscribes again in the background with capped backoff
+// until one answers. Subscribing never blocks the loop, and the first
+// listing of a session does not wait for it.
+//
 // Concurrency contract: [Watcher.Run] owns one goroutine loop, which holds all
-// the watcher's state, plus one event-reader goroutine per event stream,
-// which it starts, cancels and waits for. The reader never blocks on the
-// loop: when the loop is behind it drops events and marks the view dirty,
-// which forces a re-list. Updates go through a latest-wins mailbox
+// the watcher's state, plus one goroutine per subscription, which sends the
+// request and then reads the stream it answered with; the loop starts,
+// cancels and waits for them. The reader never blocks on the loop: when the
+// loop is behind it drops events and marks the view dirty, which forces a
+// re-list. Updates go through a latest-wins mailbox
 // ([Watcher.Updates]) that never blocks the loop either: a slow consumer sees
 // only the newest update, with the [Update.Gone] lists of any it missed
 // merged in. Published snapshots are never mutated. The loop's counters are

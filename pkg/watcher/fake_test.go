@@ -132,6 +132,14 @@ func (f *fakeClient) setPing(err error, hang bool) {
 	f.pingErr, f.pingHang = err, hang
 }
 
+// setEventsHang makes the next subscriptions hang (Events blocks until its
+// context ends, as through a proxy that black-holes /events), or answer.
+func (f *fakeClient) setEventsHang(hang bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.eventsHang = hang
+}
+
 // ops returns the operations called so far, in order.
 func (f *fakeClient) ops() []string {
 	f.mu.Lock()

@@ -58,146 +58,18 @@ type loop struct {
 	selfID     string // the own container's ID as last logged; "" for none
 
 	lastStreamErr string // the last unexpected stream error logged at Warn
-}
 
-// session reaches the engine, subscribes to its events, lists, and then
-// follows the events until the stream ends, the engine stops answering or
-// ctx is cancelled. It returns why it ended: an error wrapping
-// errStreamEnded, another error when the engine could not be reached, or
-// ctx's error.
-func (l *loop) session(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// The first ping also negotiates the API version, and tells an
-	// unreachable engine apart before anything else is tried.
-	if err := l.ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return err
-	}
-
-	// since is taken before the subscription and the listing: the engine
-	// replays every event from then on, so no change that lands while the
-	// watcher subscribes and lists is missed.
-	since := time.Now()
-	// Events waits for the engine's response headers, with no deadline of
-	// its own; an engine that pings but never answers must not hold the
-	// watcher forever.
-	expired := time.AfterFunc(requestTimeout, cancel)
-	stream := l.cli.Events(ctx, client.EventsListOptions{
-		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
-		Filters: eventFilters(),
-	})
-	if !expired.Stop() {
-		return fmt.Errorf("subscribe to events: %w", context.DeadlineExceeded)
-	}
-	r := &reader{
-		events:   make(chan events.Message, eventBuffer),
-		overflow: make(chan struct{}, 1),
-		done:     make(chan error, 1),
-	}
-	exited := make(chan struct{})
-	go r.run(ctx, stream, exited)
-	defer func() {
-		cancel()
-		<-exited
-	}()
-
-	// A fresh listing, and the events replayed since before it, are the
-	// whole truth: what earlier events said no longer matters.
-	l.graves.reset()
-	snap, expiry, err := l.list(ctx)
-	if err != nil {
-		return err
-	}
-	if l.sessions > 0 {
-		l.stats.reconnects.Add(1)
-	}
-	l.sessions++
-	l.update(snap)
-
-	resync := time.NewTicker(l.w.resync())
-	defer resync.Stop()
-	ping := time.NewTicker(l.w.pingInterval())
-	defer ping.Stop()
-	d := newDebouncer(l.w.quiet(), l.w.maxDelay())
-	defer d.timer.Stop()
-	// recheck re-lists when a tombstone that hid part of a listing
-	// expires, so that the listing wins if it still disagrees then.
-	recheck := time.NewTimer(time.Hour)
-	defer recheck.Stop()
-	listed := func(expiry time.Time) {
-		if expiry.IsZero() {
-			recheck.Stop()
-		} else {
-			recheck.Reset(time.Until(expiry))
-		}
-	}
-	listed(expiry)
-
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-
-		case m := <-r.events:
-			if l.event(m) {
-				d.kick()
-			}
-
-		case <-r.overflow:
-			n := r.dropped.Swap(0)
-			l.stats.events.Add(n)
-			l.received(time.Now())
-			l.log.Debug("loop behind the event stream; events dropped, re-listing", zap.Uint64("dropped", n))
-			d.kick()
-
-		case err := <-r.done:
-			// Events read before the end still get their fast path;
-			// the resync after the reconnect covers everything else.
-			for len(r.events) > 0 {
-				l.event(<-r.events)
-			}
-			return fmt.Errorf("%w: %w", errStreamEnded, err)
-
-		case <-d.timer.C:
-			d.fired()
-			snap, expiry, err := l.list(ctx)
-			if err != nil {
-				return err
-			}
-			listed(expiry)
-			l.update(snap)
-
-		case <-recheck.C:
-			snap, expiry, err := l.list(ctx)
-			if err != nil {
-				return err
-			}
-			listed(expiry)
-			l.update(snap)
-
-		case <-resync.C:
-			if d.pending {
-				continue // a re-list is due anyway; it would not tell drift apart
-			}
-			snap, expiry, err := l.list(ctx)
-			if err != nil {
-				return err
-			}
-			listed(expiry)
-			l.stats.resyncs.Add(1)
-			if !equalSnapshots(l.snap, snap) {
-				l.stats.drift.Add(1)
-				l.log.Info("resync found changes the events did not deliver")
-			}
-			l.update(snap)
-
-		case <-ping.C:
-			if err := l.ping(ctx, client.PingOptions{}); err != nil {
-				return err
-			}
-		}
-	}
+	// streamErr is why the engine, which answers, has no event stream
+	// for the watcher (Update.StreamErr); nil once a subscription
+	// answers.
+	streamErr error
+	// stale is set when what the last update said about the event
+	// stream is no longer true: the next listing publishes even if it
+	// finds nothing new.
+	stale bool
+	// silenceLogged is set once a silent stream was logged at Warn, and
+	// cleared when a stream delivers something.
+	silenceLogged bool
 }
 
 // ping pings the engine with the watchdog's timeout.
@@ -435,7 +307,7 @@ func (l *loop) update(snap *resolver.Snapshot) {
 	case stateDisconnected:
 		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)))
 	case stateConnected:
-		if equalSnapshots(l.snap, snap) {
+		if equalSnapshots(l.snap, snap) && !l.stale {
 			// The events since the last update changed nothing: a
 			// later update is not theirs to time.
 			l.eventAt = time.Time{}
@@ -474,6 +346,8 @@ func (l *loop) ended(err error) {
 	}
 	l.log.Warn("docker engine unreachable; serving last known routes", errField(err))
 	l.state, l.err = stateDisconnected, err
+	// Whether the next session's subscription answers is its own news.
+	l.streamErr = nil
 	l.publish(nil)
 }
 
@@ -497,7 +371,11 @@ func (l *loop) publish(gone []string) {
 		Stats:     l.stats.load(),
 		EventTime: l.eventAt,
 	}
+	if u.Connected {
+		u.StreamErr = l.streamErr
+	}
 	l.eventAt = time.Time{}
+	l.stale = false
 	select {
 	case old := <-l.out:
 		u.Gone = mergeIDs(old.Gone, u.Gone)
@@ -592,10 +470,8 @@ type reader struct {
 	done     chan error          // capacity 1: why the stream ended
 }
 
-// run reads stream until it ends or ctx is cancelled, and closes exited when
-// it returns.
-func (r *reader) run(ctx context.Context, stream client.EventsResult, exited chan<- struct{}) {
-	defer close(exited)
+// run reads stream until it ends or ctx is cancelled.
+func (r *reader) run(ctx context.Context, stream client.EventsResult) {
 	for {
 		select {
 		case <-ctx.Done():

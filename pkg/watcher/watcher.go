@@ -28,6 +28,13 @@ const (
 	// loop.
 	requestTimeout = 10 * time.Second
 
+	// subscribeTimeout bounds the wait for the engine to answer a
+	// subscription to its events (the response headers; the stream then
+	// lasts as long as it lasts). One that does not answer in time is
+	// retried in the background, with the reconnect backoff, while the
+	// watcher follows the engine by listing.
+	subscribeTimeout = requestTimeout
+
 	// Reconnect delays double from minBackoff up to maxBackoff, each drawn
 	// at random from its upper half so that many ambassadors restarted
 	// with the engine do not reconnect in lockstep. A session that lasted
@@ -77,7 +84,10 @@ type Watcher struct {
 	Logger *zap.Logger
 
 	// Resync is the period of the full resync that catches changes the
-	// events did not deliver (counted as [Stats].Drift). Zero means 30s.
+	// events did not deliver (counted as [Stats].Drift); a resync that
+	// finds some on a stream that then stays silent for a second has the
+	// stream replaced. Without an event stream, it is how often the
+	// watcher lists. Zero means 30s.
 	Resync time.Duration
 
 	// Quiet is how long the event stream must be quiet before a burst of
@@ -124,6 +134,18 @@ type Update struct {
 	// Connected.
 	Err error
 
+	// StreamErr says why the watcher has no event stream while the engine
+	// answers everything else (Connected is true): the last subscription
+	// got no answer within 10s, as through a proxy that black-holes
+	// /events. Meanwhile the watcher follows the engine by listing at
+	// every resync (the snapshots stay current, up to the resync period
+	// late, and Gone still names what disappeared) and subscribes again
+	// with capped backoff; StreamErr is nil again, in an update of its
+	// own, once a subscription answers. Always nil while not Connected.
+	// It is not Err: the engine is reachable, and nothing that acts on
+	// an outage should.
+	StreamErr error
+
 	// Gone are the IDs of containers that disappeared since the previous
 	// update: they stopped, died or were removed, or lost a network
 	// attachment (disconnected, or reconnected with another address).
@@ -157,14 +179,18 @@ type Stats struct {
 	// Events is the number of events received, relevant or not.
 	Events uint64
 	// Reconnects is the number of times the watcher subscribed again, and
-	// resynced, after losing the event stream or the engine.
+	// resynced, after losing the event stream or the engine: a stream
+	// that ended, an engine unreachable, a silent stream it replaced, a
+	// subscription that answered after some did not.
 	Reconnects uint64
 	// Resyncs is the number of periodic resyncs done.
 	Resyncs uint64
 	// Drift is the number of periodic resyncs whose listing differed from
 	// the view maintained from events: changes the events did not deliver.
 	// An event racing with the resync can be counted too, so it is an
-	// upper bound.
+	// upper bound. Resyncs without an event stream (see
+	// [Update].StreamErr) are how the watcher follows the engine then, and
+	// count no drift.
 	Drift uint64
 }
 

@@ -147,9 +147,23 @@ func TestSinceIsTakenBeforeTheListing(t *testing.T) {
 		start(t, &Watcher{Client: f, SelfIDs: []string{idAmb}})
 		synctest.Wait()
 
-		assert.Equal(t, []string{"ping", "events", "list", "inspect"}, f.ops())
+		// The listing does not wait for the engine to answer the
+		// subscription (TestHungSubscriptionIsFollowedByListing), so
+		// the two calls may come in either order; since is what counts.
+		ops := f.ops()
+		require.Len(t, ops, 4)
+		assert.Equal(t, []string{"ping"}, ops[:1])
+		assert.ElementsMatch(t, []string{"events", "list", "inspect"}, ops[1:])
+		var ev, list call
 		f.mu.Lock()
-		ev, list := f.calls[1], f.calls[2]
+		for _, c := range f.calls {
+			switch c.op {
+			case "events":
+				ev = c
+			case "list":
+				list = c
+			}
+		}
 		f.mu.Unlock()
 		sec, nsec, ok := strings.Cut(ev.since, ".")
 		require.True(t, ok, "since %q", ev.since)
@@ -778,28 +792,6 @@ func TestStalledStreamReconnects(t *testing.T) {
 	})
 }
 
-func TestSubscriptionThatHangsIsAnOutage(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFake(ctr(idRedis, "redis"))
-		f.eventsHang = true
-		w := &Watcher{Client: f}
-		start(t, w)
-
-		time.Sleep(requestTimeout)
-		u := take(t, w)
-		assert.False(t, u.Connected)
-		assert.EqualError(t, u.Err, "subscribe to events: context deadline exceeded")
-
-		f.mu.Lock()
-		f.eventsHang = false
-		f.mu.Unlock()
-		time.Sleep(requestTimeout + maxBackoff)
-		u = take(t, w)
-		assert.True(t, u.Connected)
-		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
-	})
-}
-
 func TestUnreachableAtStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		core, logs := observer.New(zapcore.DebugLevel)
@@ -939,10 +931,12 @@ func TestPeriodicResyncCountsDrift(t *testing.T) {
 		time.Sleep(w.resync())
 		none(t, w)
 
+		// The stream said nothing of the change: it was replaced
+		// (TestSilentStreamIsReplaced), and the new one delivers.
 		f.set(ctr(idWeb, "web"))
 		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
 		u = take(t, w)
-		assert.Equal(t, Stats{Events: 1, Resyncs: 2, Drift: 1}, u.Stats)
+		assert.Equal(t, Stats{Events: 1, Reconnects: 1, Resyncs: 2, Drift: 1}, u.Stats)
 	})
 }
 
