@@ -40,11 +40,15 @@ type accepted struct {
 	remote net.Addr
 }
 
-func (a accepted) close() {
+// reject closes a connection turned away before it was served (MaxConns,
+// the route shutting down), with a reset: the client must not take the
+// close for an empty answer.
+func (a accepted) reject() {
 	if a.fd >= 0 {
+		lingerZero(a.fd)
 		unix.Close(a.fd)
 	} else {
-		a.nc.Close()
+		closeReset(a.nc)
 	}
 }
 

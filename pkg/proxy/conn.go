@@ -89,7 +89,7 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	bc, b, err := c.route.connect(ctx, c)
 	if err != nil {
-		c.closeClient() // nil if an abort closed it before serve
+		c.resetClient()
 		// Untracked last: Close waits for it, and the rejection must be
 		// reported by then.
 		defer c.route.untrack(c)
@@ -125,16 +125,83 @@ func (c *conn) serve(ctx context.Context) {
 // stack dumps show which direction a goroutine is moving. A direction that
 // ends cleanly (its source sent FIN) half-closes: FIN goes on to the
 // destination while the other direction keeps flowing. A direction that
-// fails closes both connections, since the other direction may otherwise
-// wait forever on a peer that is gone.
+// fails closes both connections (fail), since the other direction may
+// otherwise wait forever on a peer that is gone.
 func (c *conn) copyClientToBackend(bc net.Conn) {
 	c.up, c.upErr = c.copyHalf(bc, c.client)
+	if c.upErr != nil {
+		c.fail(bc, c.client, c.upErr)
+	}
 	c.halfDone(bc)
 }
 
 func (c *conn) copyBackendToClient(bc net.Conn) {
 	c.down, c.downErr = c.copyHalf(c.client, bc)
+	if c.downErr != nil {
+		c.fail(c.client, bc, c.downErr)
+	}
 	c.halfDone(bc)
+}
+
+// fail ends the connection after the direction from src to dst failed
+// with err. The side that failed (a reset, or another socket error) is
+// passed on as a reset: the other side is closed with SO_LINGER 0
+// (reset.go), and the reset reported, once, whichever direction saw it
+// first. An idle timeout, and a failure that an abort caused (the route
+// closed the sockets under the copy), close both sides as abort does.
+func (c *conn) fail(dst, src net.Conn, err error) {
+	var ce *copyError
+	if errors.Is(err, errIdle) || !errors.As(err, &ce) {
+		c.abort()
+		return
+	}
+	failed, other := src, dst
+	if ce.dst {
+		failed, other = dst, src
+	}
+	c.mu.Lock()
+	if c.aborted {
+		c.mu.Unlock()
+		return // the route aborted it, or the other direction failed first
+	}
+	c.aborted = true
+	c.abortRequested.Store(true)
+	c.mu.Unlock()
+	closeReset(other)
+	failed.Close()
+	direction := DirectionDown
+	if failed == c.client {
+		direction = DirectionUp
+	}
+	c.route.observer().Reset(direction)
+}
+
+// copyError is a failed copy of one direction, on the side that failed:
+// its source (a read, or a splice from it) or its destination (a write, a
+// splice to it, or passing the FIN on). The other side is reset in turn
+// (conn.fail).
+type copyError struct {
+	dst bool // the destination failed; otherwise the source
+	err error
+}
+
+func (e *copyError) Error() string { return e.err.Error() }
+func (e *copyError) Unwrap() error { return e.err }
+
+// srcErr and dstErr tag err, unless nil, with the side of the copy that
+// failed.
+func srcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &copyError{err: err}
+}
+
+func dstErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &copyError{dst: true, err: err}
 }
 
 // halfDone records that one direction finished; the second to finish
@@ -201,19 +268,34 @@ func (c *conn) backendInfo() (Backend, bool) {
 // abort closes both sides at once; the copy loops then return. A
 // connection that an event loop serves is shut down both ways instead,
 // which wakes the loop to close it: its descriptors are the loop's.
+//
+// A connection that has no backend (it is connecting, waiting for a
+// backend, or replaying) is aborted only by Close, which also cancels the
+// dial or the replay that holds it: it is rejected, and its client reset
+// (reset.go). Its client's socket then gets SO_LINGER 0, and is left for
+// its owner to close rather than shut down, which would send a FIN first.
 func (c *conn) abort() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.aborted = true
 	c.abortRequested.Store(true)
+	reject := !c.connected
 	if c.fd >= 0 {
 		// Its owner, the accept or a dial goroutine, closes it.
-		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		if reject {
+			lingerZero(c.fd)
+		} else {
+			unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		}
 	}
 	if c.loop != nil {
 		if !c.loopClosed {
-			for _, fd := range c.loop.fds {
-				if fd >= 0 { // the client is not the loop's while it connects
+			for i, fd := range c.loop.fds {
+				switch {
+				case fd < 0: // the client is not the loop's while it connects
+				case i == 0 && reject:
+					lingerZero(fd) // replaying: the loop rejects it
+				default:
 					unix.Shutdown(fd, unix.SHUT_RDWR)
 				}
 			}
@@ -221,7 +303,11 @@ func (c *conn) abort() {
 		return
 	}
 	if c.client != nil {
-		c.client.Close()
+		if reject {
+			closeReset(c.client)
+		} else {
+			c.client.Close()
+		}
 	}
 	if c.backend != nil {
 		c.backend.Close()
@@ -238,6 +324,9 @@ func (c *conn) wrapClient() error {
 	}
 	f := os.NewFile(uintptr(c.fd), "client")
 	nc, err := net.FileConn(f) // a duplicate, in Go's poller
+	if err != nil {
+		lingerZero(c.fd) // not served: reset (reset.go)
+	}
 	f.Close()
 	c.fd = -1
 	if err != nil {
@@ -247,16 +336,18 @@ func (c *conn) wrapClient() error {
 	return nil
 }
 
-// closeClient closes the client's socket, raw or wrapped.
-func (c *conn) closeClient() {
+// resetClient closes the client's socket, raw or wrapped, of a
+// connection that reached no backend: with a reset (reset.go).
+func (c *conn) resetClient() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd >= 0 {
+		lingerZero(c.fd)
 		unix.Close(c.fd)
 		c.fd = -1
 	}
 	if c.client != nil {
-		c.client.Close()
+		closeReset(c.client) // closed already if an abort came first
 	}
 }
 
@@ -287,7 +378,9 @@ func (c *conn) closeHandedOver(fds [2]int) {
 }
 
 // copyHalf moves bytes from src to dst until src's EOF, then passes the FIN
-// on with CloseWrite and stops reading src with CloseRead.
+// on with CloseWrite and stops reading src with CloseRead. A failure is a
+// copyError, which says which side failed, or errIdle; the caller ends
+// the connection (fail).
 func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
 	var n int64
 	var err error
@@ -298,16 +391,14 @@ func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
 		// connection holds no pipe.
 		n, err = spliceCopy(d, s)
 	} else {
-		n, err = io.Copy(dst, src)
+		n, err = copyBuffer(dst, src)
 	}
 	if err != nil {
-		c.abort()
 		return n, err
 	}
 	if cw, ok := dst.(closeWriter); ok {
 		if err := cw.CloseWrite(); err != nil && !isTeardown(err) {
-			c.abort()
-			return n, err
+			return n, dstErr(err)
 		}
 	} else {
 		dst.Close()
@@ -316,6 +407,20 @@ func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
 		cr.CloseRead()
 	}
 	return n, nil
+}
+
+// copyBuffer copies from src to dst until src's EOF, as io.Copy does, but
+// says which side failed (copyError): for connections other than TCP.
+func copyBuffer(dst, src net.Conn) (int64, error) {
+	buf := make([]byte, copyBufferSize)
+	var written int64
+	for {
+		n, err := copyChunk(dst, src, buf)
+		written += n
+		if err != nil || n == 0 {
+			return written, err
+		}
+	}
 }
 
 // tcpPair returns dst and src as TCP connections, if both are.
@@ -349,7 +454,7 @@ func (c *conn) copyIdle(dst, src net.Conn) (int64, error) {
 				}
 				if werr != nil {
 					if !isTimeout(werr) || !c.stillActive(timeout) {
-						return written, idleErr(werr)
+						return written, idleErr(werr, dstErr)
 					}
 				}
 			}
@@ -361,7 +466,7 @@ func (c *conn) copyIdle(dst, src net.Conn) (int64, error) {
 			if isTimeout(rerr) && c.stillActive(timeout) {
 				continue
 			}
-			return written, idleErr(rerr)
+			return written, idleErr(rerr, srcErr)
 		}
 	}
 }
@@ -378,11 +483,13 @@ func (c *conn) stillActive(timeout time.Duration) bool {
 	return time.Since(time.Unix(0, c.lastActive.Load())) < timeout
 }
 
-func idleErr(err error) error {
+// idleErr is errIdle for a timed-out read or write of copyIdle, and
+// otherwise err tagged with its side.
+func idleErr(err error, side func(error) error) error {
 	if isTimeout(err) {
 		return errIdle
 	}
-	return err
+	return side(err)
 }
 
 func isTimeout(err error) bool {

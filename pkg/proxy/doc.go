@@ -7,6 +7,10 @@
 // connection. An optional [Observer] receives each route's connection
 // events for metrics; the package keeps no counters of its own.
 //
+// A side that ends its connection with a reset has the other side reset
+// in turn, and a connection that reaches no backend is reset, never closed
+// cleanly: an answer cut short must not look complete (reset.go).
+//
 // Concurrency contract: a Route's exported methods are safe for concurrent
 // use. [Route.Serve] runs the accept loop in the caller's goroutine; every
 // accepted connection is dialled by a goroutine that the Route owns, and

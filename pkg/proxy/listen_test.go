@@ -22,7 +22,7 @@ func TestListenOptions(t *testing.T) {
 	defer c.Close()
 	a, err := accept(rawAccepting(ln))
 	require.NoError(t, err)
-	defer a.close()
+	defer a.reject()
 	require.GreaterOrEqual(t, a.fd, 0, "accepted raw")
 	assert.Equal(t, c.LocalAddr().String(), a.remote.String())
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"os"
 	"runtime"
@@ -682,8 +683,22 @@ func (lc *loopConn) close(l *eventLoop) {
 }
 
 // end closes the connection and reports it finished. Only the loop's
-// thread calls it, or add before the loop can see the connection.
+// thread calls it, or add before the loop can see the connection. A
+// socket that failed (err is its sockError) is passed on as a reset: the
+// other socket is closed with SO_LINGER 0 (reset.go), unless the route
+// aborted the connection, which shuts its sockets down itself.
 func (lc *loopConn) end(l *eventLoop, err error) {
+	var se *sockError
+	if err != nil && errors.As(err, &se) && !lc.c.abortRequested.Load() {
+		other, direction := lc.fds[0], DirectionDown // the backend failed
+		if se.fd == lc.fds[0] {
+			other, direction = lc.fds[1], DirectionUp
+		}
+		if other >= 0 {
+			lingerZero(other)
+		}
+		lc.c.route.observer().Reset(direction)
+	}
 	lc.close(l)
 	lc.c.up, lc.c.down = lc.up.written, lc.down.written
 	lc.c.upErr = err

@@ -242,7 +242,7 @@ func (l *eventLoop) failDial(lc *loopConn, err error) {
 	aborted := c.aborted
 	c.mu.Unlock()
 	if aborted {
-		c.closeClient() // abort left it to the loop
+		c.resetClient() // abort left it to the loop
 	}
 	err = c.route.endDial(ld.d, c, nil, err)
 	if !aborted && ld.ctx.Err() == nil && !errors.Is(err, errDropped) && err != errNoClientFD {

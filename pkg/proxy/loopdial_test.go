@@ -71,7 +71,7 @@ func TestLoopDialServes(t *testing.T) {
 
 // TestLoopDialTimeout: a connect from the loop that gets no answer fails
 // at DialTimeout, is reported once as a timeout, and the goroutine path,
-// with no other backend to try, rejects the connection.
+// with no other backend to try, rejects the connection with a reset.
 func TestLoopDialTimeout(t *testing.T) {
 	obs := &recorder{}
 	b := Backend{Addr: blackholeAddr(t)}
@@ -81,7 +81,7 @@ func TestLoopDialTimeout(t *testing.T) {
 	start := time.Now()
 	c := dial(t, addr)
 	waitFor(t, func() bool { return loopDials(r) == 1 })
-	requireClosed(t, c) // rejected
+	assert.Empty(t, requireReset(t, c), "rejected")
 	elapsed := time.Since(start)
 	assert.GreaterOrEqual(t, elapsed, 150*time.Millisecond)
 	assert.Less(t, elapsed, 150*time.Millisecond+2*dialCheckInterval+500*time.Millisecond)
@@ -133,7 +133,7 @@ func TestLoopDialDropped(t *testing.T) {
 }
 
 // TestLoopDialClose: closing the route cuts a connect in flight short; the
-// client is closed, and no dial failure is reported.
+// client is reset, and no dial failure is reported.
 func TestLoopDialClose(t *testing.T) {
 	obs := &recorder{}
 	r := &Route{Observer: obs, DialTimeout: time.Minute}
@@ -143,7 +143,7 @@ func TestLoopDialClose(t *testing.T) {
 	start := time.Now()
 	require.NoError(t, r.Close())
 	assert.Less(t, time.Since(start), time.Second)
-	requireClosed(t, c)
+	assert.Empty(t, requireReset(t, c), "rejected")
 	ev := obs.events()
 	assert.Equal(t, []string{RejectShutdown}, ev.rejected)
 	assert.Empty(t, ev.failed)

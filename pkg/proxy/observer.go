@@ -41,7 +41,9 @@ type Observer interface {
 	// as a clean close, so that an answer cut short never looks complete.
 	// direction is DirectionUp when the client's side failed (the backend
 	// is reset), DirectionDown when the backend's did (the client is
-	// reset).
+	// reset). It comes before the connection's ConnClosed. Closes the
+	// route asks for (Forget, CloseConns, Close) and idle timeouts are
+	// not resets.
 	Reset(direction string)
 
 	// Replayed reports a connection that its backend reset before

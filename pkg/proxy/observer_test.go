@@ -115,8 +115,8 @@ func TestObserverCountsBytes(t *testing.T) {
 
 func TestObserverCountsBytesOnReset(t *testing.T) {
 	// The backend reads the request, answers, and once the client has the
-	// answer resets the connection: the copy fails, and the bytes moved
-	// until then are still reported.
+	// answer resets the connection: the copy fails, the client is reset in
+	// turn, and the bytes moved until then are still reported.
 	for _, idle := range []time.Duration{0, time.Minute} {
 		t.Run("idle="+idle.String(), func(t *testing.T) {
 			obs := &recorder{}
@@ -137,7 +137,7 @@ func TestObserverCountsBytesOnReset(t *testing.T) {
 			_, err = io.ReadFull(c, make([]byte, 5))
 			require.NoError(t, err)
 			close(answered)
-			requireClosed(t, c)
+			requireReset(t, c)
 
 			waitFor(t, func() bool { return len(obs.events().closed) == 1 })
 			assert.Equal(t, []closedConn{{b, 4, 5}}, obs.events().closed)

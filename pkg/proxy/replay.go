@@ -163,7 +163,7 @@ func (l *eventLoop) resumeReplays() {
 }
 
 // resume attaches a replayed connection to its new backend, sends it what
-// the client had sent, and serves the connection again; or closes the
+// the client had sent, and serves the connection again; or resets the
 // client if no backend was found.
 func (l *eventLoop) resume(res resumption) {
 	lc, c := res.lc, res.lc.c
@@ -206,12 +206,13 @@ func (l *eventLoop) resume(res resumption) {
 	}
 }
 
-// reject closes the client of a replay that found no backend, and reports
-// the connection rejected: its first backend's end was reported when the
-// replay began.
+// reject closes the client of a replay that found no backend, with a
+// reset (reset.go), and reports the connection rejected: its first
+// backend's end was reported when the replay began.
 func (lc *loopConn) reject(l *eventLoop, err error) {
 	c := lc.c
 	r := c.route
+	lingerZero(lc.fds[0])
 	lc.close(l) // the backend's is closed already
 	reason := RejectNoBackend
 	if r.context().Err() != nil {

@@ -46,7 +46,8 @@ type Route struct {
 	// BackendWait is how long a new connection waits for a backend to
 	// accept it when none does (no backend in the set, or every one
 	// refuses): it retries as soon as the set changes, and with a short
-	// backoff meanwhile. Zero means fail at once and close the connection.
+	// backoff meanwhile. Zero means fail at once. A connection that finds
+	// no backend is reset, not closed cleanly (reset.go).
 	BackendWait time.Duration
 
 	// ReplayBytes is how much of what a client sends first is kept, until
@@ -58,7 +59,7 @@ type Route struct {
 	ReplayBytes int
 
 	// MaxConns caps the number of connections served at once. A connection
-	// accepted beyond it is closed at once, before any backend is dialled.
+	// accepted beyond it is reset at once, before any backend is dialled.
 	// Zero means no limit.
 	MaxConns int
 
@@ -370,12 +371,12 @@ func (r *Route) isShutdown() bool {
 }
 
 // track starts serving an accepted connection, unless the route is shutting
-// down or at its connection limit, in which case the connection is closed.
+// down or at its connection limit, in which case the connection is reset.
 func (r *Route) track(a accepted) {
 	r.mu.Lock()
 	if r.shutdown {
 		r.mu.Unlock()
-		a.close()
+		a.reject()
 		r.observer().Rejected(RejectShutdown)
 		return
 	}
@@ -383,7 +384,7 @@ func (r *Route) track(a accepted) {
 		r.mu.Unlock()
 		r.logger().Debug("connection limit reached; closing", zap.Stringer("remote", a.remote),
 			zap.Int("max_conns", r.MaxConns))
-		a.close()
+		a.reject()
 		r.observer().Rejected(RejectLimit)
 		return
 	}

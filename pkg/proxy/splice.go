@@ -129,15 +129,16 @@ var errNoPipe = errors.New("no pipe for splice")
 // returns the number of bytes written to dst. It never holds a pipe while
 // src is idle. When no pipe can be had (out of file descriptors), it moves
 // that chunk through a user-space buffer instead, so a connection never
-// fails for want of a pipe.
+// fails for want of a pipe. A failure is a copyError, which says which
+// side failed.
 func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, srcErr(err)
 	}
 	dstRaw, err := dst.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, dstErr(err)
 	}
 	var (
 		written int64
@@ -157,7 +158,7 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 			continue
 		}
 		if err != nil {
-			return written, err
+			return written, srcErr(err)
 		}
 		if n == 0 {
 			return written, nil // EOF
@@ -167,7 +168,7 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 		if err != nil {
 			// Bytes may be left in the pipe: it cannot go back.
 			p.close()
-			return written, err
+			return written, dstErr(err)
 		}
 		putPipe(p)
 	}
@@ -263,16 +264,18 @@ func spliceOut(dst syscall.RawConn, p *pipe, n int) (int, error) {
 }
 
 // copyChunk moves one read's worth of bytes from src to dst through buf,
-// for when no pipe can be had. It returns 0 and no error at EOF.
+// for when no pipe can be had. It returns 0 and no error at EOF. A
+// failure is a copyError, which says which side failed.
 func copyChunk(dst, src net.Conn, buf []byte) (int64, error) {
 	n, err := src.Read(buf)
 	if n > 0 {
-		if _, werr := dst.Write(buf[:n]); werr != nil {
-			return 0, werr
+		w, werr := dst.Write(buf[:n])
+		if werr != nil {
+			return int64(w), dstErr(werr)
 		}
 	}
 	if err == io.EOF {
 		err = nil
 	}
-	return int64(n), err
+	return int64(n), srcErr(err)
 }
