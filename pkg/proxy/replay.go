@@ -193,6 +193,7 @@ func (l *eventLoop) resume(res resumption) {
 		log.Debug("connection replayed", zap.Stringer("remote", c.remote), zap.Stringer("backend", res.b))
 	}
 	r.observer().ConnOpened(res.b)
+	r.observer().Replayed(res.b)
 	if err := l.register(res.fd); err != nil {
 		lc.end(l, err)
 		return

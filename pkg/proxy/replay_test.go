@@ -59,8 +59,8 @@ func readAll(t *testing.T, c net.Conn) (string, error) {
 // TestReplayReset: a backend that resets a connection before answering
 // and then leaves the set (a stopped container) does not fail it: the
 // connection is replayed on the new set, with what the client had sent
-// and its FIN, and is reported closed on the first backend and opened on
-// the second, not reset.
+// and its FIN, and is reported closed on the first backend, opened on
+// the second, and replayed there, not reset.
 func TestReplayReset(t *testing.T) {
 	obs := &recorder{}
 	old, reset := resetter(t, "")
@@ -82,6 +82,7 @@ func TestReplayReset(t *testing.T) {
 	ev := obs.events()
 	assert.Equal(t, []Backend{old, next}, ev.opened)
 	assert.Equal(t, []closedConn{{old, 5, 0}, {next, 5, 5}}, ev.closed)
+	assert.Equal(t, []Backend{next}, ev.replayed)
 	assert.Empty(t, ev.rejected)
 	assert.Empty(t, ev.resets)
 }
