@@ -7,9 +7,10 @@ package e2e
 // a temporary directory, mounted into the ambassador's container), that the
 // test switches between passing bytes through, cutting every connection
 // (the event stream gets EOF), stalling the connections open at that moment
-// (no EOF, no byte), black-holing the event stream alone (events lost while
-// everything else answers), and refusing new connections (the engine is
-// unreachable). Each test says what "converges to the truth" means for its
+// (no EOF, no byte), silencing the event streams open at that moment while
+// new ones pass, black-holing the event stream alone (events lost, and new
+// subscriptions never answered, while everything else answers), and
+// refusing new connections (the engine is unreachable). Each test says what "converges to the truth" means for its
 // fault, checks it within a bound, and logs the numbers. Every helper's
 // name starts with dockerFault so that it cannot clash with the other e2e
 // files.
@@ -43,7 +44,11 @@ import (
 const (
 	dockerFaultResync     = 2 * time.Second  // --resync of every ambassador here
 	dockerFaultMaxBackoff = 5 * time.Second  // the reconnect delay's cap
-	dockerFaultRequest    = 10 * time.Second // a listing's timeout (a stalled connection)
+	dockerFaultRequest    = 10 * time.Second // a listing's timeout (a stalled connection), and a subscription's
+	// dockerFaultSilenceGrace is how long a stream has, after a resync
+	// found changes it did not deliver, to deliver anything before it is
+	// replaced.
+	dockerFaultSilenceGrace = time.Second
 	// dockerFaultSlack absorbs a busy two-core machine.
 	dockerFaultSlack = 5 * time.Second
 )
@@ -59,10 +64,11 @@ type dockerFaultProxy struct {
 	wg                sync.WaitGroup // the accept loop and every copier
 
 	refuse     atomic.Bool // close new connections at once
-	dropEvents atomic.Bool // hold the bytes of event streams
+	dropEvents atomic.Bool // hold the bytes of event streams, the requests of new ones included
 	accepted   atomic.Int64
 	refused    atomic.Int64
 	cuts       atomic.Int64 // connections closed by cut
+	subscribed atomic.Int64 // connections that asked for /events
 
 	mu    sync.Mutex
 	conns map[*dockerFaultConn]struct{} // guarded by mu: the open ones
@@ -74,6 +80,7 @@ type dockerFaultProxy struct {
 type dockerFaultConn struct {
 	client, engine net.Conn
 	stalled        atomic.Bool
+	held           atomic.Bool // a copier holds it: it forwards nothing more
 	events         atomic.Bool // the client asked it for /events
 	done           chan struct{}
 	once           sync.Once
@@ -154,8 +161,8 @@ func (p *dockerFaultProxy) acceptLoop() {
 func (p *dockerFaultProxy) copyRequests(c *dockerFaultConn) {
 	defer p.wg.Done()
 	p.copy(c, c.engine, c.client, func(b []byte) {
-		if bytes.Contains(b, []byte("/events")) {
-			c.events.Store(true)
+		if bytes.Contains(b, []byte("/events")) && !c.events.Swap(true) {
+			p.subscribed.Add(1)
 		}
 	})
 }
@@ -180,6 +187,7 @@ func (p *dockerFaultProxy) copy(c *dockerFaultConn, dst, src net.Conn, saw func(
 		if n > 0 {
 			saw(buf[:n])
 			if c.stalled.Load() || (p.dropEvents.Load() && c.events.Load()) {
+				c.held.Store(true)
 				<-c.done
 				return
 			}
@@ -229,6 +237,32 @@ func (p *dockerFaultProxy) eventStreams() int {
 	n := 0
 	for _, c := range p.open() {
 		if c.events.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// silenceEvents holds the event streams open now (a proxy that stalls
+// /events): they stay open and silent, while everything else, and new
+// event streams, pass.
+func (p *dockerFaultProxy) silenceEvents() int {
+	n := 0
+	for _, c := range p.open() {
+		if c.events.Load() {
+			c.stalled.Store(true)
+			n++
+		}
+	}
+	return n
+}
+
+// liveEventStreams returns how many open connections carry an event stream
+// that passes: neither held, nor to be held at its next byte.
+func (p *dockerFaultProxy) liveEventStreams() int {
+	n := 0
+	for _, c := range p.open() {
+		if c.events.Load() && !c.held.Load() && !c.stalled.Load() && !p.dropEvents.Load() {
 			n++
 		}
 	}
@@ -703,4 +737,211 @@ func TestFaultDockerLostEvents(t *testing.T) {
 	if after.reconnects == before.reconnects {
 		assert.Greater(t, after.drift, before.drift, "the change reached the ambassador only through a resync, but ambassadord_docker_resync_drift_total did not grow")
 	}
+}
+
+// dockerFaultConnectedWatch polls an ambassador's status in the background,
+// counting the polls that did not say connected: an outage published for a
+// moment would escape a check made now and then.
+type dockerFaultConnectedWatch struct {
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	// Written by run until done is closed.
+	polls, down int
+	lastDown    string // the error of the last poll that did not say connected
+}
+
+// dockerFaultWatchConnected starts watching amb's status every 100ms, until
+// end is called or the test ends.
+func dockerFaultWatchConnected(t *testing.T, ctx context.Context, amb *harness.Container) *dockerFaultConnectedWatch {
+	t.Helper()
+	w := &dockerFaultConnectedWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run(ctx, amb)
+	t.Cleanup(func() { w.end() })
+	return w
+}
+
+func (w *dockerFaultConnectedWatch) run(ctx context.Context, amb *harness.Container) {
+	defer close(w.done)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if d, err := dockerFaultStatus(ctx, amb); err == nil {
+			w.polls++
+			if !d.Docker.Connected {
+				w.down++
+				w.lastDown = d.Docker.Error
+			}
+		}
+		select {
+		case <-w.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// end stops the watch and returns how many polls answered, how many of them
+// did not say connected, and the error of the last of those.
+func (w *dockerFaultConnectedWatch) end() (polls, down int, lastDown string) {
+	w.stopOnce.Do(func() { close(w.stop) })
+	<-w.done
+	return w.polls, w.down, w.lastDown
+}
+
+// dockerFaultWaitLiveStream waits, for up to within, until an event stream
+// asked for after the proxy had seen subscribed of them passes through it,
+// and returns how long it took.
+func dockerFaultWaitLiveStream(t *testing.T, ctx context.Context, p *dockerFaultProxy, subscribed int64, within time.Duration) time.Duration {
+	t.Helper()
+	return dockerFaultWait(t, ctx, within, "a new event stream through the proxy", func(context.Context) error {
+		if n, live := p.subscribed.Load()-subscribed, p.liveEventStreams(); n == 0 || live == 0 {
+			return fmt.Errorf("%d subscriptions since, %d event streams passing", n, live)
+		}
+		return nil
+	})
+}
+
+// dockerFaultMoveByEvent moves the target from the claimer from to a new
+// claimer named name, and checks that the ambassador follows by the events:
+// the route serves the new claimer within half a resync of the removal of
+// from, and no resync counted drift meanwhile. It returns the new claimer
+// and how long after the removal the route converged.
+func dockerFaultMoveByEvent(t *testing.T, ctx context.Context, sc dockerFaultScene, from *harness.Container, name string) (*harness.Container, time.Duration) {
+	t.Helper()
+	before := dockerFaultMetrics(t, ctx, sc.amb)
+	to := dockerFaultClaimer(t, ctx, sc.n, name, sc.svc)
+	removed := dockerFaultRemove(t, ctx, from)
+	dockerFaultWaitRoute(t, ctx, sc.amb, dataPort, dockerFaultResync+dockerFaultSlack, to)
+	took := time.Since(removed)
+	waitServedBy(t, ctx, sc.target, name)
+	after := dockerFaultMetrics(t, ctx, sc.amb)
+	assert.Equal(t, before.drift, after.drift, "a resync found the move to %s: its events did not deliver it (%s -> %s)", name, before, after)
+	assert.Less(t, took, dockerFaultResync/2, "the route took %s after the removal to serve %s: not its events' pace (a resync every %s)",
+		took, name, dockerFaultResync)
+	return to, took
+}
+
+// TestFaultDockerSilentStreamReplaced: the event stream goes silent,
+// without EOF, while the engine answers everything else and new event
+// streams pass (a proxy that stalls /events), and the target moves.
+// Converging to the truth means: the route serves the new container within
+// a resync of the move (the resync that finds it counts drift), the
+// ambassador replaces the silent stream (a new /events request passes
+// through the proxy within a resync and the watcher's one-second grace),
+// and a second move is then followed by its events: the route serves the
+// third container within half a resync of the removal, with no drift
+// counted, and a reconnect counted for the replacement.
+func TestFaultDockerSilentStreamReplaced(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	sc := dockerFaultStartScene(t, ctx)
+	p, n, svc, a, amb, target := sc.p, sc.n, sc.svc, sc.a, sc.amb, sc.target
+	dockerFaultWaitStream(t, ctx, p)
+	before := dockerFaultMetrics(t, ctx, amb)
+	subscribed := p.subscribed.Load()
+
+	silenced := p.silenceEvents()
+	require.Positive(t, silenced, "no event stream to silence")
+	silencing := time.Now()
+	b := dockerFaultClaimer(t, ctx, n, "b", svc)
+	removed := dockerFaultRemove(t, ctx, a)
+
+	bound := dockerFaultResync + dockerFaultSlack
+	dockerFaultWaitRoute(t, ctx, amb, dataPort, bound, b)
+	first := time.Since(removed)
+	waitServedBy(t, ctx, target, "b")
+	mid := dockerFaultMetrics(t, ctx, amb)
+	assert.Greater(t, mid.drift, before.drift, "the stream is silent, yet no resync counted drift (%s -> %s)", before, mid)
+
+	dockerFaultWaitLiveStream(t, ctx, p, subscribed, dockerFaultResync+dockerFaultSilenceGrace+dockerFaultSlack)
+	replaced := time.Since(silencing)
+
+	_, second := dockerFaultMoveByEvent(t, ctx, sc, b, "c")
+	after := dockerFaultMetrics(t, ctx, amb)
+	assert.Greater(t, after.reconnects, before.reconnects, "the replaced stream counts as a reconnect")
+	assert.Equal(t, 1.0, after.connected, "ambassadord_docker_connected")
+	d, err := dockerFaultStatus(ctx, amb)
+	require.NoError(t, err)
+	assert.True(t, d.Docker.Connected, "status: connected")
+
+	t.Logf("silenced %d event stream(s); the first move (start b, rm -f a) converged %s after the removal (bound %s, a resync every %s)",
+		silenced, first.Round(time.Millisecond), bound, dockerFaultResync)
+	t.Logf("a new event stream passed %s after the silence began (%d /events requests since); the second move (start c, rm -f b) converged %s after the removal",
+		replaced.Round(time.Millisecond), p.subscribed.Load()-subscribed, second.Round(time.Millisecond))
+	t.Logf("engine metrics before: %s; after the first move: %s; after the second: %s", before, mid, after)
+}
+
+// TestFaultDockerEventsBlackHoled: the event stream goes silent, and every
+// new /events request is black-holed (the engine's answer never comes),
+// while listings and pings pass. Converging to the truth means: each move
+// of the target is followed within a resync; the ambassador's status says
+// connected throughout, polled every 100ms (it never flaps to unreachable),
+// while /events requests keep coming to the proxy (the subscription is
+// retried in the background); and once /events passes again, a
+// subscription answers within a subscription's timeout plus the backoff's
+// cap, and a move is followed by its events again.
+func TestFaultDockerEventsBlackHoled(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	sc := dockerFaultStartScene(t, ctx)
+	p, n, svc, a, amb, target := sc.p, sc.n, sc.svc, sc.a, sc.amb, sc.target
+	dockerFaultWaitStream(t, ctx, p)
+	before := dockerFaultMetrics(t, ctx, amb)
+	subscribed := p.subscribed.Load()
+
+	p.dropEvents.Store(true)
+	dropping := time.Now()
+	watch := dockerFaultWatchConnected(t, ctx, amb)
+	b := dockerFaultClaimer(t, ctx, n, "b", svc)
+	removed := dockerFaultRemove(t, ctx, a)
+	bound := dockerFaultResync + dockerFaultSlack
+	dockerFaultWaitRoute(t, ctx, amb, dataPort, bound, b)
+	first := time.Since(removed)
+	waitServedBy(t, ctx, target, "b")
+
+	// The silent stream is replaced, the replacement gets no answer, and
+	// the subscription is tried again: two /events requests after the
+	// silence, the second one after the first one's timeout.
+	retryBound := dockerFaultResync + dockerFaultSilenceGrace + dockerFaultRequest + dockerFaultMaxBackoff + dockerFaultSlack
+	dockerFaultWait(t, ctx, retryBound, "the subscription tried twice", func(context.Context) error {
+		if n := p.subscribed.Load() - subscribed; n < 2 {
+			return fmt.Errorf("%d /events requests since the black hole", n)
+		}
+		return nil
+	})
+	retried := time.Since(dropping)
+
+	// Without a stream, a move is followed at the next resync.
+	c := dockerFaultClaimer(t, ctx, n, "c", svc)
+	removed = dockerFaultRemove(t, ctx, b)
+	dockerFaultWaitRoute(t, ctx, amb, dataPort, bound, c)
+	second := time.Since(removed)
+	waitServedBy(t, ctx, target, "c")
+	polling := dockerFaultMetrics(t, ctx, amb)
+	polls, down, lastDown := watch.end()
+	assert.Zero(t, down, "%d of %d status polls said not connected while the engine answered (last error %q)", down, polls, lastDown)
+	assert.Equal(t, 1.0, polling.connected, "ambassadord_docker_connected")
+	requests, blackHoled := p.subscribed.Load()-subscribed, time.Since(dropping)
+
+	// /events passes again.
+	p.dropEvents.Store(false)
+	// A stream passing is enough: its since is before the move, which it
+	// replays if the watcher has not read its answer yet.
+	restored := dockerFaultWaitLiveStream(t, ctx, p, p.subscribed.Load(), dockerFaultRequest+dockerFaultMaxBackoff+dockerFaultSlack)
+	_, third := dockerFaultMoveByEvent(t, ctx, sc, c, "d")
+	after := dockerFaultMetrics(t, ctx, amb)
+	assert.Equal(t, 1.0, after.connected, "ambassadord_docker_connected")
+
+	t.Logf("black hole on /events: the first move (start b, rm -f a) converged %s after the removal (bound %s, a resync every %s)",
+		first.Round(time.Millisecond), bound, dockerFaultResync)
+	t.Logf("the subscription was tried twice within %s of the black hole; the second move (start c, rm -f b), with no stream, converged %s after the removal",
+		retried.Round(time.Millisecond), second.Round(time.Millisecond))
+	t.Logf("status polled %d times meanwhile, %d not connected; %d /events requests reached the proxy in %s",
+		polls, down, requests, blackHoled.Round(time.Millisecond))
+	t.Logf("/events passing again: a stream passed %s later; the third move (start d, rm -f c) converged %s after the removal",
+		restored.Round(time.Millisecond), third.Round(time.Millisecond))
+	t.Logf("engine metrics before: %s; while black-holed: %s; after: %s", before, polling, after)
 }
