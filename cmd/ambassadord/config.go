@@ -194,7 +194,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.IntVar(&cfg.replayBytes, "replay-bytes", 4096, "with --replay, keep up to `BYTES` of what a client sends first, until the backend answers; a connection that sent more is never replayed; at most 65536")
 	fs.DurationVar(&cfg.drain, "drain", 0, "after a rewire, close connections still on the previous backends after this long; 0 keeps them until they end")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
-	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
+	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM, SIGINT or SIGHUP, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
 	fs.StringVar(&cfg.docker, "docker", "auto", "`MODE`: on (follow the Docker engine: resolve target names, links and labels live), off (static routes only), or auto (on when the engine's socket exists)")
 	fs.StringVar(&cfg.dockerHost, "docker-host", "", "`URL` of the Docker engine; empty means $DOCKER_HOST, else unix:///var/run/docker.sock")
 	fs.StringVar(&cfg.network, "network", "", "`NAME` of the network to reach backends on when they share several with the ambassador (a backend's ambassador.network label wins)")

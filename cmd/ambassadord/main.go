@@ -4,7 +4,7 @@
 //
 // The command parses flags and the environment into one config, builds the
 // logger, runs the components under signal.NotifyContext and exits 0 on
-// SIGTERM or SIGINT once established connections have drained.
+// SIGTERM, SIGINT or SIGHUP once established connections have drained.
 package main
 
 import (
@@ -54,7 +54,10 @@ func run(args []string) int {
 	log := newLogger(cfg, os.Stderr)
 	defer log.Sync()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP (a closed terminal, or `docker kill -s HUP`) stops it
+	// gracefully too, as SIGTERM does, rather than killing it without a
+	// drain, as Go's default for it would (exit 129).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	if err := serve(ctx, cfg, os.Environ(), log); err != nil {
 		log.Error("exiting on error", errorField(err))

@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -32,6 +34,10 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 	if !follow && len(specs) == 0 {
 		return errNoRoutes
 	}
+	local := localPrefixes(cfg.listenAddress)
+	if err := resolver.SelfLoops(specs, local, dnsLookup(specs, follow)); err != nil {
+		return err
+	}
 	saved, err := loadState(cfg.stateFile)
 	if err != nil {
 		return err
@@ -41,6 +47,7 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 	table := newRouteTable(cfg, log, m)
 	defer table.shutdown()
 	d := newDynamic(cfg, log, table, m, specs, follow)
+	d.local = local
 	for _, o := range saved {
 		d.overrides[o.Key] = o
 		log.Info("rewire restored from the state file", zap.String("route", o.Key), zap.String("target", o.Target))
@@ -120,6 +127,7 @@ type dynamic struct {
 	table   *routeTable
 	metrics *metrics
 	specs   []resolver.Spec
+	local   []netip.Prefix // the ambassador's own listening addresses (resolver.Options.Local)
 
 	snap      *resolver.Snapshot  // nil until the engine answered
 	routes    []resolver.Route    // as last resolved
@@ -201,7 +209,7 @@ func (d *dynamic) apply(ctx context.Context, res resolver.Result) error {
 }
 
 func (d *dynamic) options() resolver.Options {
-	o := resolver.Options{Network: d.cfg.network, ClaimScope: d.cfg.claimScope}
+	o := resolver.Options{Network: d.cfg.network, ClaimScope: d.cfg.claimScope, Claims: d.cfg.claims, Local: d.local}
 	if len(d.overrides) > 0 {
 		o.Overrides = make(map[string]string, len(d.overrides))
 		for k, v := range d.overrides {
@@ -273,4 +281,60 @@ func (c *config) dockerEngine(getenv func(string) string) (host string, follow b
 // variant for joined errors that repeats the message.
 func errorField(err error) zap.Field {
 	return zap.String("error", err.Error())
+}
+
+// localPrefixes returns the addresses the ambassador listens on, for
+// refusing a backend that is the ambassador itself: listen, or with
+// listen empty or unspecified every address of the machine's (or the
+// container's) interfaces, the loopback ranges whole, and the unspecified
+// addresses, which reach a listener on every address too.
+func localPrefixes(listen string) []netip.Prefix {
+	if a, err := netip.ParseAddr(listen); err == nil && !a.IsUnspecified() {
+		a = a.Unmap().WithZone("")
+		return []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+	}
+	out := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("::/128"),
+	}
+	addrs, _ := net.InterfaceAddrs() // none known: the loopback and unspecified ones still count
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				ip = ip.Unmap()
+				out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+		}
+	}
+	return out
+}
+
+// selfLoopLookupTimeout bounds the start-up lookup of a static route's
+// host name for SelfLoops: a name that does not resolve at once is not
+// the ambassador's own address as far as start-up can tell.
+const selfLoopLookupTimeout = time.Second
+
+// dnsLookup returns the lookup SelfLoops uses: the host names that DNS
+// will resolve at connect time are resolved once. Those are the backends
+// of static specs, and a target's fallback where it is used: without the
+// engine, or with a dot in it (see resolver.Resolve); the engine resolves
+// a plain target name.
+func dnsLookup(specs []resolver.Spec, follow bool) func(string) []netip.Addr {
+	names := map[string]bool{}
+	for _, s := range specs {
+		for _, e := range s.Backends {
+			if s.Target == "" || !follow || strings.Contains(strings.TrimSuffix(e.Host, "."), ".") {
+				names[e.Host] = true
+			}
+		}
+	}
+	return func(host string) []netip.Addr {
+		if !names[host] {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), selfLoopLookupTimeout)
+		defer cancel()
+		addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		return addrs
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +16,16 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
+// runMainEnv, set in the environment of the test binary, makes it run the
+// daemon with the arguments it holds (separated by spaces) instead of the
+// tests: a test that needs the real process (its signals, its exit code)
+// runs os.Args[0] with it.
+const runMainEnv = "AMBASSADORD_TEST_RUN_MAIN"
+
 func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(runMainEnv); ok {
+		os.Exit(run(strings.Fields(args)))
+	}
 	goleak.VerifyTestMain(m)
 }
 
