@@ -52,6 +52,10 @@ type backendSet struct {
 	// replaced is closed when a newer set takes this one's place, waking
 	// connections that wait for a backend.
 	replaced chan struct{}
+
+	// probe is shared by the connections waiting for a backend of the
+	// set (probe.go).
+	probe prober
 }
 
 func newBackendSet(backends, fallback []Backend) *backendSet {

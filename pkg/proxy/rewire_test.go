@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -331,4 +332,92 @@ func TestWaitPollsANewSet(t *testing.T) {
 	// Every 5 ms, about 12 tries; doubling from the change, 4.
 	t.Logf("%d tries of the new set before it listened", obs.of(next))
 	assert.GreaterOrEqual(t, obs.of(next), 7, "tries of the new set in the %v before it listened", listensAfter)
+}
+
+// TestWaitersShareProbing: connections waiting for a backend that refuses
+// (a container booting) share the probing of it, so that the load on the
+// backend does not grow with the number of waiting clients: beyond each
+// connection's own first try, ten waiting clients make about the refused
+// connects one does; and once the backend listens, all ten are served at
+// once, not one retry interval after another.
+func TestWaitersShareProbing(t *testing.T) {
+	const booting = 400 * time.Millisecond
+	// refused runs n clients against a route whose only backend refuses
+	// for booting and then listens, and returns the connects it refused
+	// and how long the clients took to be served once it listened.
+	refused := func(t *testing.T, n int) (int, time.Duration) {
+		obs := &refusals{}
+		addr, listen := listenLater(t, echo)
+		r := &Route{BackendWait: 5 * time.Second, Observer: obs}
+		r.SetBackends([]Backend{{Addr: addr}})
+		raddr := startRoute(t, r)
+		cs := make([]*net.TCPConn, n)
+		for i := range cs {
+			cs[i] = dial(t, raddr)
+		}
+		waitFor(t, func() bool { return r.Active() == n })
+		time.Sleep(booting) // the container boots: not waiting for anything
+		listen()
+		listened := time.Now()
+		for i, c := range cs {
+			msg := fmt.Sprintf("client %d", i)
+			assert.Equal(t, msg, exchange(t, c, msg), "served")
+		}
+		served := time.Since(listened)
+		for _, c := range cs {
+			c.Close() // before the test's end, which waits for the echoes
+		}
+		return obs.of(addr), served
+	}
+	single, _ := refused(t, 1)
+	many, served := refused(t, 10)
+	t.Logf("refused connects: %d for one waiting client, %d for ten, served %v after the backend listened",
+		single, many, served)
+	// Each client's own first try, and a few probes more or fewer as the
+	// timings fall.
+	assert.LessOrEqual(t, many, single+10+5)
+	// One retry interval (maxRetryDelay) and the connects.
+	assert.Less(t, served, 4*maxRetryDelay)
+}
+
+// TestWaitersTakeOver: when the connection probing for the others leaves
+// (its BackendWait ran out), one of those still waiting takes over, and is
+// served once the backend listens.
+func TestWaitersTakeOver(t *testing.T) {
+	const wait = 600 * time.Millisecond
+	addr, listen := listenLater(t, echo)
+	r := &Route{BackendWait: wait}
+	r.SetBackends([]Backend{{Addr: addr}})
+	raddr := startRoute(t, r)
+	first := dial(t, raddr) // waits first, and probes for both
+	waitFor(t, func() bool { return r.Active() == 1 })
+	time.Sleep(wait / 2)
+	second := dial(t, raddr)
+	time.Sleep(wait/2 + wait/6) // the first's wait runs out
+	listen()
+	assert.Empty(t, requireReset(t, first), "rejected")
+	assert.Equal(t, "second", exchange(t, second, "second"))
+	second.Close() // before the test's end, which waits for the echo
+}
+
+// TestWaitersNewSet: connections waiting together for a set that is
+// replaced each try the new one at once.
+func TestWaitersNewSet(t *testing.T) {
+	r := &Route{BackendWait: 5 * time.Second}
+	r.SetBackends([]Backend{{Addr: deadAddr(t)}})
+	raddr := startRoute(t, r)
+	cs := make([]*net.TCPConn, 5)
+	for i := range cs {
+		cs[i] = dial(t, raddr)
+	}
+	waitFor(t, func() bool { return r.Active() == len(cs) })
+	time.Sleep(300 * time.Millisecond) // the probing slows to maxRetryDelay
+	start := time.Now()
+	r.SetBackends([]Backend{{Addr: startBackend(t, echo)}})
+	for i, c := range cs {
+		msg := fmt.Sprintf("client %d", i)
+		assert.Equal(t, msg, exchange(t, c, msg))
+		c.Close()
+	}
+	assert.Less(t, time.Since(start), maxRetryDelay, "served before the next probe")
 }

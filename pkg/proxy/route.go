@@ -46,7 +46,8 @@ type Route struct {
 	// BackendWait is how long a new connection waits for a backend to
 	// accept it when none does (no backend in the set, or every one
 	// refuses): it retries as soon as the set changes, and with a short
-	// backoff meanwhile. Zero means fail at once. A connection that finds
+	// backoff meanwhile, which the connections waiting for the same set
+	// share: one probes for all (probe.go). Zero means fail at once. A connection that finds
 	// no backend is reset, not closed cleanly (reset.go).
 	BackendWait time.Duration
 
@@ -484,10 +485,10 @@ func (r *Route) poller() *poller {
 var errNoBackend = errors.New("no backend")
 
 const (
-	// A connection waiting for a backend (BackendWait) retries with a delay
-	// doubling from minRetryDelay to maxRetryDelay, at once when the
-	// backend set changes, and every minRetryDelay for newSetPolling
-	// after that.
+	// The connections waiting for a backend (BackendWait) retry the set
+	// with a delay doubling from minRetryDelay to maxRetryDelay, each at
+	// once when the backend set changes, and every minRetryDelay for
+	// newSetPolling after that; one of them probes for all (probe.go).
 	minRetryDelay = 5 * time.Millisecond
 	maxRetryDelay = 100 * time.Millisecond
 	newSetPolling = 100 * time.Millisecond
@@ -512,45 +513,52 @@ type dialing struct {
 var errDropped = errors.New("backend left the set while connecting")
 
 // connect finds a backend for the new connection c and attaches it to c,
-// waiting up to BackendWait for one to accept.
+// waiting up to BackendWait for one to accept: it tries each set it finds
+// once, and then waits for a backend of it with the other connections
+// waiting for it (probe.go).
 func (r *Route) connect(ctx context.Context, c *conn) (net.Conn, Backend, error) {
 	var deadline time.Time
 	if r.BackendWait > 0 {
 		deadline = time.Now().Add(r.BackendWait)
 	}
-	delay := minRetryDelay
-	var changedAt time.Time // when the set last changed while c waited
+	delay := minRetryDelay  // while the route has no set yet
+	var changedAt time.Time // when the set c waited for was replaced
 	for {
 		set := r.backends.Load()
-		var replaced <-chan struct{}
 		err := errNoBackend
 		if set != nil {
-			replaced = set.replaced
-			var bc net.Conn
-			var b Backend
-			if bc, b, err = r.dial(ctx, set, c); err == nil {
+			bc, b, derr := r.dial(ctx, set, c)
+			if derr == nil {
 				return bc, b, nil
 			}
+			err = derr
 		}
 		if ctx.Err() != nil || r.BackendWait <= 0 || !time.Now().Before(deadline) {
 			return nil, Backend{}, err
 		}
-		t := time.NewTimer(min(delay, time.Until(deadline)))
-		select {
-		case <-replaced:
-			changedAt = time.Now()
-		case <-t.C:
-		case <-ctx.Done():
+		if set == nil {
+			// No set to wait with, nor a replacement to wake for: poll.
+			t := time.NewTimer(min(delay, time.Until(deadline)))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			delay = nextRetryDelay(delay, false)
+			continue
 		}
-		t.Stop()
-		delay = nextRetryDelay(delay, time.Since(changedAt) < newSetPolling)
+		bc, b, err := r.await(ctx, set, c, deadline, changedAt, err)
+		if !errors.Is(err, errReplaced) {
+			return bc, b, err
+		}
+		changedAt = time.Now()
 	}
 }
 
-// nextRetryDelay is the delay before the next try of a connection waiting
-// for a backend: doubling up to maxRetryDelay, but minRetryDelay while the
-// backend set is new (it changed less than newSetPolling ago). A new set
-// is most often a container that just started and listens a few
+// nextRetryDelay is the delay before the next probe of a set that
+// connections wait for: doubling up to maxRetryDelay, but minRetryDelay
+// while the backend set is new (it changed less than newSetPolling ago).
+// A new set is most often a container that just started and listens a few
 // milliseconds later: the connections that waited for it retry together
 // when the set changes, are refused, and a doubled delay would then add
 // up to its last step (20-40 ms) after the container listens.
