@@ -17,27 +17,33 @@ import (
 )
 
 // The CLI subcommands talk to the running daemon through its admin socket,
-// so that they work with `docker exec CONTAINER /ambassadord ...`.
+// so that they work with `docker exec CONTAINER /ambassadord ...`. Before
+// sending anything they check who holds the socket (dialAdmin).
 
 // cliTimeout bounds one request to the daemon.
 const cliTimeout = 15 * time.Second
 
-// adminClient returns an HTTP client that dials the admin socket.
+// adminClient returns an HTTP client that dials the admin socket. Each
+// command makes one request: keeping its connection would only hold one of
+// the daemon's few admin connections.
 func adminClient(socket string) *http.Client {
 	return &http.Client{
 		Timeout: cliTimeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}},
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return dialAdmin(ctx, socket)
+			},
+		},
 	}
 }
 
 // cliFlags parses a subcommand's flags; every subcommand takes
-// --admin-socket (default from AMBASSADORD_ADMIN_SOCKET, as the daemon).
+// --admin-socket (default from AMBASSADORD_ADMIN_SOCKET, as the daemon; auto
+// tries adminSocketFile, then adminSocketAbstract).
 func cliFlags(name string, args []string, define func(fs *flag.FlagSet)) (*flag.FlagSet, string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	socket := fs.String("admin-socket", cmpEnv(envName("admin-socket"), "@ambassadord"), "`PATH` of the daemon's admin socket")
+	socket := fs.String("admin-socket", cmpEnv(envName("admin-socket"), adminSocketAuto), "`PATH` of the daemon's admin socket; auto tries "+adminSocketFile+", then "+adminSocketAbstract)
 	if define != nil {
 		define(fs)
 	}
@@ -106,8 +112,15 @@ func decodeReply(resp *http.Response, v any) error {
 	return json.Unmarshal(b, v)
 }
 
+// daemonUnreachable explains a failed request. A socket held by another
+// process is said as it is: the daemon may well be running.
 func daemonUnreachable(socket string, err error) error {
-	return fmt.Errorf("cannot reach the ambassadord daemon on its admin socket %s (is it running, in this container, with that --admin-socket?): %w", socket, err)
+	var squat *untrustedSocketError
+	if errors.As(err, &squat) {
+		return squat
+	}
+	return fmt.Errorf("cannot reach the ambassadord daemon on its admin socket %s (is it running, in this container, with that --admin-socket?): %w",
+		strings.Join(socketPaths(socket), " or "), err)
 }
 
 // cliMain runs a CLI subcommand and returns the exit code.
