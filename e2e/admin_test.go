@@ -18,6 +18,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,10 +49,21 @@ var publicAdmin = []string{"--admin-address", "0.0.0.0:" + strconv.Itoa(ambAdmin
 // stdout, its stderr and its exit code.
 func dockerExec(t *testing.T, ctx context.Context, c *harness.Container, cmd ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	t.Logf("$ docker exec %s %s", c.Name, strings.Join(cmd, " "))
+	return dockerExecAs(t, ctx, c, "", cmd...)
+}
+
+// dockerExecAs is dockerExec as user (docker exec -u USER); "" is the
+// container's user.
+func dockerExecAs(t *testing.T, ctx context.Context, c *harness.Container, user string, cmd ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	as := ""
+	if user != "" {
+		as = "-u " + user + " "
+	}
+	t.Logf("$ docker exec %s%s %s", as, c.Name, strings.Join(cmd, " "))
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	ex, err := eng.Client.ExecCreate(ctx, c.ID, client.ExecCreateOptions{AttachStdout: true, AttachStderr: true, Cmd: cmd})
+	ex, err := eng.Client.ExecCreate(ctx, c.ID, client.ExecCreateOptions{User: user, AttachStdout: true, AttachStderr: true, Cmd: cmd})
 	require.NoError(t, err)
 	att, err := eng.Client.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
 	require.NoError(t, err)
@@ -490,4 +503,228 @@ func TestAdminEndpoint(t *testing.T) {
 	assert.Len(t, f.series("ambassadord_build_info", map[string]string{"version": version}), 1)
 	assert.Contains(t, f, "go_goroutines")
 	assert.Contains(t, f, "process_start_time_seconds")
+}
+
+// adminIdleConns is how many idle connections TestAdminUnderIdleConnections
+// opens to the admin port, against adminNoFile descriptors.
+const (
+	adminIdleConns = 1000
+	adminNoFile    = 256
+)
+
+// ambFDs counts the ambassador's open descriptors, read from /proc on the
+// host; the test is skipped when it cannot see the process.
+func ambFDs(t *testing.T, ctx context.Context, amb *harness.Container) int {
+	t.Helper()
+	insp, err := eng.Inspect(ctx, amb.ID)
+	require.NoError(t, err)
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", insp.State.Pid))
+	if err != nil {
+		t.Skipf("cannot count the ambassador's descriptors: %v", err)
+	}
+	return len(entries)
+}
+
+// TestAdminUnderIdleConnections: an ambassador limited to 256 descriptors,
+// its admin endpoint published, and 1,000 idle connections opened to the
+// admin port (130 took the data path's descriptors before the admin
+// connections were capped). The admin port holds at most its cap of them
+// (it closes the longest idle to make room), so the route keeps serving a
+// crowd of fresh connections, /healthz answers at once, the ambassador's
+// descriptors stay within the cap of what they were, and the held idle
+// connections are closed after the read timeout.
+func TestAdminUnderIdleConnections(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	backend := startServer(t, ctx, harness.Spec{Name: "data"}, "data")
+	route := fmt.Sprintf("%d:%s", dataPort, addr(backend, dataPort))
+	amb := faultStartUlimited(t, ctx, "amb", adminNoFile, append([]string{"--route", route, "--docker", "off"}, publicAdmin...)...)
+	target, admin := addr(amb, dataPort), addr(amb, ambAdminPort)
+	waitServedBy(t, ctx, target, "data")
+	before := ambFDs(t, ctx, amb)
+
+	start := time.Now()
+	idle := make([]net.Conn, 0, adminIdleConns)
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	var d net.Dialer
+	for range adminIdleConns {
+		c, err := d.DialContext(ctx, "tcp", admin)
+		require.NoError(t, err, "connection %d to the admin port", len(idle)+1)
+		idle = append(idle, c)
+	}
+	opened := time.Since(start)
+	during := ambFDs(t, ctx, amb)
+	t.Logf("%d idle connections to the admin port opened in %s; the ambassador's descriptors: %d before, %d now (limit %d)",
+		adminIdleConns, opened.Round(time.Millisecond), before, during, adminNoFile)
+
+	// A fresh crowd through the route, while the idle connections are held.
+	const crowd = 50
+	cs, release := faultCrowd(ctx, target, crowd, 10*time.Second)
+	served, others := faultCount(cs)
+	release()
+	assert.Equal(t, crowd, served, "fresh connections served through the route; the others %v", others)
+	for i, c := range cs {
+		assert.NoErrorf(t, c.echoErr, "client %d: echo", i)
+	}
+
+	// /healthz, from a fresh connection behind the idle crowd.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	asked := time.Now()
+	res, err := hc.Get("http://" + admin + "/healthz")
+	require.NoError(t, err, "/healthz behind %d idle connections", adminIdleConns)
+	res.Body.Close()
+	answered := time.Since(asked)
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Less(t, answered, 2*time.Second, "/healthz behind the idle connections")
+
+	// What the admin port did with the crowd: closed all but the newest.
+	closed := 0
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); faultClosed(err) {
+			closed++
+		}
+	}
+	peak := ambFDs(t, ctx, amb)
+	t.Logf("%d of %d served through the route, /healthz answered in %s; the admin port closed %d idle connections; descriptors %d",
+		served, crowd, answered.Round(time.Millisecond), closed, peak)
+	assert.GreaterOrEqual(t, closed, adminIdleConns-16-1, "idle connections closed by the admin port's cap")
+	assert.LessOrEqual(t, during, before+16+2, "descriptors with %d idle admin connections", adminIdleConns)
+	assert.LessOrEqual(t, peak, before+16+2, "descriptors after the crowd")
+	assert.Zero(t, faultLogCount(t, ctx, amb, "accept failed"), "accept failures: descriptors ran out")
+
+	// The idle connections it still holds have sent nothing: each is
+	// closed once its read timeout (5 s) runs out.
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err = harness.Poll(wctx, func(ctx context.Context) error {
+		if n := ambFDs(t, ctx, amb); n > before {
+			return fmt.Errorf("%d descriptors, %d before the crowd", n, before)
+		}
+		return nil
+	})
+	require.NoError(t, err, "the held idle connections expire")
+	t.Logf("descriptors back to %d, %s after the crowd was opened", ambFDs(t, ctx, amb), time.Since(start).Round(100*time.Millisecond))
+	faultLogFDs(t, ctx, amb)
+}
+
+// TestAdminWritable: with --admin-writable, a rewire over TCP needs the
+// token of --admin-token-file and Content-Type: application/json; a
+// request naming the endpoint by a host name it does not know (as a web
+// page rebinding its own name would) is refused, reads included.
+func TestAdminWritable(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	a := startServer(t, ctx, harness.Spec{Name: "a"}, "a")
+	b := startServer(t, ctx, harness.Spec{Name: "b"}, "b")
+	secrets := t.TempDir()
+	const token = "e2e-s3cret"
+	require.NoError(t, os.WriteFile(filepath.Join(secrets, "admin-token"), []byte(token+"\n"), 0o600))
+	amb := startAmbassador(t, ctx, harness.Spec{
+		Binds: []string{secrets + ":/secrets:ro"},
+		Cmd: append([]string{"--docker=off", "--route", fmt.Sprintf("%d:%s", dataPort, addr(a, dataPort)),
+			"--admin-writable", "--admin-token-file", "/secrets/admin-token"}, publicAdmin...),
+	}, dataPort)
+	target, admin := addr(amb, dataPort), "http://"+addr(amb, ambAdminPort)
+	waitServedBy(t, ctx, target, "a")
+
+	do := func(method, path, host, auth, ctype, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, admin+path, strings.NewReader(body))
+		require.NoError(t, err)
+		if host != "" {
+			req.Host = host
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return res.StatusCode, string(b)
+	}
+	rewire := fmt.Sprintf(`{"key":"%d","target":"%s"}`, dataPort, addr(b, dataPort))
+	for _, tt := range []struct {
+		name                     string
+		method, path, host, auth string
+		ctype, body              string
+		want                     int
+		bodyHas                  string
+	}{
+		{"rewire without a token", "POST", "/rewire", "", "", "application/json", rewire, 401, "--admin-token-file"},
+		{"rewire with another token", "POST", "/rewire", "", "Bearer nope", "application/json", rewire, 401, "--admin-token-file"},
+		{"rewire as text/plain, as a web page's form would", "POST", "/rewire", "", "Bearer " + token, "text/plain", rewire, 415, "application/json"},
+		{"rewire under another host name", "POST", "/rewire", "evil.example", "Bearer " + token, "application/json", rewire, 421, "--admin-hosts"},
+		{"routes under another host name", "GET", "/routes", "evil.example:9191", "", "", "", 421, "--admin-hosts"},
+		{"routes as localhost", "GET", "/routes", "localhost:9191", "", "", "", 200, `"routes"`},
+	} {
+		code, body := do(tt.method, tt.path, tt.host, tt.auth, tt.ctype, tt.body)
+		assert.Equal(t, tt.want, code, "%s: %s", tt.name, body)
+		assert.Contains(t, body, tt.bodyHas, tt.name)
+	}
+	id, err := whoami(ctx, target)
+	require.NoError(t, err)
+	assert.Equal(t, "a", id.Name, "after the refused rewires")
+
+	code, body := do("POST", "/rewire", "", "Bearer "+token, "application/json", rewire)
+	require.Equal(t, http.StatusOK, code, body)
+	id, err = whoami(ctx, target)
+	require.NoError(t, err)
+	assert.Equal(t, "b", id.Name, "the first connection after the rewire with the token")
+}
+
+// TestAdminSocket: by default (--admin-socket auto) the ambassador's admin
+// socket is a file in a directory only its user may enter, and `docker
+// exec AMB /ambassadord status` finds it. A process of another user that
+// takes the abstract name @ambassadord (here a second ambassadord, run as
+// nobody) cannot pass for the daemon: the CLI pointed at it refuses,
+// naming it, and the default still reaches the daemon.
+func TestAdminSocket(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	web := startServer(t, ctx, harness.Spec{Name: "web"}, "web")
+	amb := startAmbassador(t, ctx, harness.Spec{Cmd: []string{"--docker=off", "--route", fmt.Sprintf("%d:%s", dataPort, addr(web, dataPort))}}, dataPort)
+
+	stdout, stderr, err := eng.Logs(ctx, amb.ID)
+	require.NoError(t, err)
+	assert.Contains(t, stdout+stderr, `"msg":"admin socket listening","listen":"/run/ambassadord/admin.sock"`)
+	assert.NotContains(t, stdout+stderr, "using the abstract socket")
+	st := statusOf(t, ctx, amb)
+	assert.True(t, st.Ready)
+
+	// The squatter: it cannot take the daemon's file socket, but the
+	// abstract name is free for it.
+	squat := []string{"/ambassadord", "--docker=off", "--admin-address=", "--admin-socket=@ambassadord",
+		"--listen-address=127.0.0.1", "--route=7001:127.0.0.1:9"}
+	t.Logf("$ docker exec -d -u 65534 %s %s", amb.Name, strings.Join(squat, " "))
+	ex, err := eng.Client.ExecCreate(ctx, amb.ID, client.ExecCreateOptions{User: "65534", Cmd: squat})
+	require.NoError(t, err)
+	_, err = eng.Client.ExecStart(ctx, ex.ID, client.ExecStartOptions{Detach: true})
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var out string
+	err = harness.Poll(wctx, func(ctx context.Context) error {
+		stdout, stderr, code := dockerExec(t, ctx, amb, "/ambassadord", "healthcheck", "--admin-socket", "@ambassadord")
+		out = stdout + stderr
+		if code == 0 || !strings.Contains(out, "held by") {
+			return fmt.Errorf("healthcheck on @ambassadord exited %d: %s", code, out)
+		}
+		return nil
+	})
+	require.NoError(t, err, "the CLI refuses the squatter")
+	assert.Contains(t, out, "uid 65534, not by the daemon")
+	stdout, stderr, code := dockerExec(t, ctx, amb, "/ambassadord", "healthcheck")
+	assert.Equal(t, 0, code, "healthcheck with the default socket: %s%s", stdout, stderr)
+	assert.Contains(t, stdout, "healthy")
 }
