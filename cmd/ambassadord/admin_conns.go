@@ -31,9 +31,10 @@ import (
 // guards conns.
 type connCap struct {
 	net.Listener
-	max  int
-	log  *zap.Logger
-	busy rateLog // 503s answered, logged at most once a second
+	max     int
+	log     *zap.Logger
+	evicted rateLog // idle connections closed to make room, logged at most once a second
+	busy    rateLog // 503s answered, likewise
 
 	mu    sync.Mutex
 	conns map[net.Conn]heldConn // guarded by mu
@@ -94,8 +95,10 @@ func (l *connCap) admit(c net.Conn) bool {
 		// The server's goroutine for victim sees its read fail and lets
 		// it go; its descriptor is free now.
 		victim.Close()
-		l.log.Debug("admin connections at the cap; closed the longest idle one",
-			zap.String("remote", victim.RemoteAddr().String()), zap.Int("cap", l.max))
+		if n, ok := l.evicted.event(now); ok {
+			l.log.Info("admin connections at the cap; closed the longest idle to make room",
+				zap.String("remote", victim.RemoteAddr().String()), zap.Int("cap", l.max), zap.Int("closed", n))
+		}
 	}
 	return true
 }
