@@ -34,10 +34,13 @@ func loopbackContainer(name string, port int, labels map[string]string) resolver
 
 // newTestDynamic returns the daemon's run loop, fed by the test instead of
 // a watcher, with its route table and metrics: listening on loopback, no
-// --backend-wait, plus args.
+// --backend-wait, plus args. Claims count on its explicit routes, from the
+// loopback containers' network app: these tests are about what claims do
+// to a route (TestClaimsInvited is about where they count).
 func newTestDynamic(t *testing.T, args ...string) (*dynamic, *routeTable, *metrics) {
 	t.Helper()
-	cfg, err := parseConfig(append([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0"}, args...), env())
+	cfg, err := parseConfig(append([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
+		"--claims=label,routes", "--network=app"}, args...), env())
 	require.NoError(t, err)
 	specs, _, err := cfg.specs(nil)
 	require.NoError(t, err)

@@ -300,7 +300,7 @@ func TestMetricsRouteRemoved(t *testing.T) {
 	old.DialFailed(a, proxy.DialOther)
 	other := m.observer("81")
 	other.Rejected(proxy.RejectShutdown)
-	require.Len(t, routeSeries(scrapeMetrics(t, m), "80"), 8, "every per-route family has a series")
+	require.Len(t, routeSeries(scrapeMetrics(t, m), "80"), 10, "every per-route family has a series")
 
 	m.routeRemoved("80")
 	f := scrapeMetrics(t, m)
