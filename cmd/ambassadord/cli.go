@@ -197,6 +197,9 @@ func printStatus(w io.Writer, doc *statusDoc) {
 	case d.Connected:
 		fmt.Fprintf(w, "docker:  connected to %s, own container %s; events %d, reconnects %d, resyncs %d, drift %d\n",
 			d.Host, orDash(d.Self), d.Events, d.Reconnects, d.Resyncs, d.Drift)
+		if d.StreamError != "" {
+			fmt.Fprintf(w, "         EVENTS UNAVAILABLE (%s): following the engine by listing at every --resync\n", d.StreamError)
+		}
 	default:
 		fmt.Fprintf(w, "docker:  UNREACHABLE at %s (%s); serving the last known routes\n", d.Host, orDash(d.Error))
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,4 +205,27 @@ func TestRewireSurvivesEngineReconnect(t *testing.T) {
 	rs, ok := doc.route(route)
 	require.True(t, ok)
 	assert.Equal(t, "other", rs.Override)
+}
+
+// TestStatusWithoutEventStream: while the engine answers but its /events
+// does not (watcher.Update.StreamErr), the status says connected, and why
+// the events are not followed; once a stream answers, it says no more.
+func TestStatusWithoutEventStream(t *testing.T) {
+	d, _, _ := newTestDynamic(t)
+	ctx := context.Background()
+	snap := &resolver.Snapshot{}
+	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap, StreamErr: errors.New("subscribe to events: no answer within 10s")})
+	doc := d.status.Load()
+	assert.True(t, doc.Docker.Connected)
+	assert.Equal(t, "subscribe to events: no answer within 10s", doc.Docker.StreamError)
+	var out strings.Builder
+	printStatus(&out, doc.withLive())
+	assert.Contains(t, out.String(), "EVENTS UNAVAILABLE (subscribe to events: no answer within 10s): following the engine by listing at every --resync")
+
+	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap})
+	doc = d.status.Load()
+	assert.Empty(t, doc.Docker.StreamError)
+	out.Reset()
+	printStatus(&out, doc.withLive())
+	assert.NotContains(t, out.String(), "EVENTS UNAVAILABLE")
 }

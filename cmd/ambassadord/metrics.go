@@ -75,7 +75,9 @@ var (
 	// The Docker engine: its state reported by the run loop from the
 	// watcher's updates, its counters read from the watcher at each scrape.
 	metricDockerConnected = metricDef{name: "ambassadord_docker_connected", kind: "gauge",
-		help: "1 while the Docker engine is reachable and its events are followed, else 0."}
+		help: "1 while the Docker engine is reachable, else 0."}
+	metricDockerStreaming = metricDef{name: "ambassadord_docker_events_followed", kind: "gauge",
+		help: "1 while the engine's event stream is followed; 0 while it is not, the engine unreachable or its /events unanswered (then the routes follow the engine by listing at every --resync)."}
 	metricDockerReconnects = metricDef{name: "ambassadord_docker_reconnects_total", kind: "counter",
 		help: "Times the watcher subscribed to the engine again, and resynced, after losing it or its event stream."}
 	metricDockerEvents = metricDef{name: "ambassadord_docker_events_total", kind: "counter",
@@ -97,7 +99,7 @@ var (
 var metricDefs = []metricDef{
 	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
 	metricRewires, metricBackends, metricOverride,
-	metricDockerConnected, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
+	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricEventToApplied,
 	metricBuildInfo,
 }
@@ -164,6 +166,7 @@ type metrics struct {
 	backends       *prometheus.GaugeVec
 	overrides      *prometheus.GaugeVec
 	dockerUp       prometheus.Gauge
+	streaming      prometheus.Gauge
 	reconnects     prometheus.Counter
 	events         prometheus.Counter
 	resyncs        prometheus.Counter
@@ -214,6 +217,7 @@ func newMetrics(version, commit string) *metrics {
 		backends:       metricBackends.gaugeVec(),
 		overrides:      metricOverride.gaugeVec(),
 		dockerUp:       metricDockerConnected.gauge(),
+		streaming:      metricDockerStreaming.gauge(),
 		reconnects:     metricDockerReconnects.counter(),
 		events:         metricDockerEvents.counter(),
 		resyncs:        metricDockerResyncs.counter(),
@@ -229,7 +233,7 @@ func newMetrics(version, commit string) *metrics {
 		buildInfo,
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.connDuration,
 		m.rewires, m.backends, m.overrides,
-		m.dockerUp, dockerCounters{m}, m.eventToApplied,
+		m.dockerUp, m.streaming, dockerCounters{m}, m.eventToApplied,
 	)
 	return m
 }
@@ -355,13 +359,19 @@ func (m *metrics) routeRemoved(route string) {
 	m.overrides.DeletePartialMatch(labels)
 }
 
-// dockerState records whether the engine is reachable (Update.Connected).
-func (m *metrics) dockerState(connected bool) {
-	if connected {
-		m.dockerUp.Set(1)
-	} else {
-		m.dockerUp.Set(0)
+// dockerState records whether the engine is reachable (Update.Connected)
+// and whether its events are followed (Connected, and no
+// Update.StreamErr).
+func (m *metrics) dockerState(connected, streaming bool) {
+	m.dockerUp.Set(boolGauge(connected))
+	m.streaming.Set(boolGauge(connected && streaming))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
 	}
+	return 0
 }
 
 // statsFrom makes every scrape bring the Docker counters up to live(), the

@@ -361,13 +361,13 @@ func TestMetricsDocker(t *testing.T) {
 	// The counters are read from the watcher at each scrape.
 	var stats watcher.Stats
 	m.statsFrom(func() watcher.Stats { return stats })
-	m.dockerState(true)
+	m.dockerState(true, true)
 	stats = watcher.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1}
 	scrapeMetrics(t, m)
 	stats = watcher.Stats{Events: 8, Reconnects: 1, Resyncs: 3, Drift: 1}
 	scrapeMetrics(t, m)
-	m.dockerState(false)
-	m.dockerState(true)
+	m.dockerState(false, true)
+	m.dockerState(true, true)
 	// A new watcher counts from zero again: all of it is new.
 	m.statsFrom(func() watcher.Stats { return watcher.Stats{Events: 2} })
 	m.applied(3 * time.Millisecond)
@@ -379,6 +379,7 @@ func TestMetricsDocker(t *testing.T) {
 		want float64
 	}{
 		{"ambassadord_docker_connected", 1},
+		{"ambassadord_docker_events_followed", 1},
 		{"ambassadord_docker_events_total", 10},
 		{"ambassadord_docker_reconnects_total", 1},
 		{"ambassadord_docker_resyncs_total", 3},
@@ -395,6 +396,14 @@ func TestMetricsDocker(t *testing.T) {
 		bounds[bk.GetUpperBound()] = bk.GetCumulativeCount()
 	}
 	assert.Equal(t, map[float64]uint64{.001: 0, .0025: 0, .005: 1, .01: 1, .025: 1, .05: 1, .1: 1, .25: 1, .5: 1, 1: 1, 2.5: 2, 5: 2, math.Inf(1): 2}, bounds)
+
+	// Reachable, but its /events unanswered: connected, events not followed.
+	m.dockerState(true, false)
+	f = scrapeMetrics(t, m)
+	assert.Equal(t, 1.0, metricValue(t, f, "ambassadord_docker_connected", seriesLabels{}))
+	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_docker_events_followed", seriesLabels{}))
+	m.dockerState(false, true)
+	assert.Equal(t, 0.0, metricValue(t, scrapeMetrics(t, m), "ambassadord_docker_events_followed", seriesLabels{}), "unreachable: not followed")
 }
 
 func TestMetricsBuildInfoAndRuntime(t *testing.T) {
@@ -418,7 +427,7 @@ func TestMetricsReference(t *testing.T) {
 	o.ConnClosed(b, 1, 1, time.Millisecond)
 	o.DialFailed(b, proxy.DialRefused)
 	o.Rejected(proxy.RejectLimit)
-	m.dockerState(true)
+	m.dockerState(true, true)
 	m.statsFrom(func() watcher.Stats { return watcher.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1} })
 	m.applied(time.Millisecond)
 

@@ -158,7 +158,7 @@ func (d *dynamic) update(ctx context.Context, u watcher.Update) {
 		d.table.forget(u.Gone)
 	}
 	d.docker = dockerStatusOf(u, d.docker)
-	d.metrics.dockerState(u.Connected)
+	d.metrics.dockerState(u.Connected, u.StreamErr == nil)
 	if u.Snapshot == nil {
 		// The engine has never answered (the watcher logs why): keep
 		// serving the routes that need no engine.

@@ -24,16 +24,20 @@ type statusDoc struct {
 }
 
 type dockerStatus struct {
-	Following  bool   `json:"following"`
-	Host       string `json:"host,omitempty"`
-	Connected  bool   `json:"connected"`
-	Synced     bool   `json:"synced"` // a snapshot has been applied
-	Error      string `json:"error,omitempty"`
-	Self       string `json:"self,omitempty"` // the ambassador's own container
-	Events     uint64 `json:"events"`         // this and the next three: the watcher's counters, set by withLive
-	Reconnects uint64 `json:"reconnects"`
-	Resyncs    uint64 `json:"resyncs"`
-	Drift      uint64 `json:"drift"`
+	Following bool   `json:"following"`
+	Host      string `json:"host,omitempty"`
+	Connected bool   `json:"connected"`
+	Synced    bool   `json:"synced"` // a snapshot has been applied
+	Error     string `json:"error,omitempty"`
+	// StreamError says why the engine's events are not followed while it
+	// answers (watcher.Update.StreamErr): the routes follow it by listing
+	// at every --resync meanwhile.
+	StreamError string `json:"stream_error,omitempty"`
+	Self        string `json:"self,omitempty"` // the ambassador's own container
+	Events      uint64 `json:"events"`         // this and the next three: the watcher's counters, set by withLive
+	Reconnects  uint64 `json:"reconnects"`
+	Resyncs     uint64 `json:"resyncs"`
+	Drift       uint64 `json:"drift"`
 }
 
 type routeStatus struct {
@@ -148,9 +152,12 @@ func (doc *statusDoc) route(key string) (routeStatus, bool) {
 func dockerStatusOf(u watcher.Update, prev dockerStatus) dockerStatus {
 	s := prev
 	s.Connected = u.Connected
-	s.Error = ""
+	s.Error, s.StreamError = "", ""
 	if u.Err != nil {
 		s.Error = u.Err.Error()
+	}
+	if u.StreamErr != nil {
+		s.StreamError = u.StreamErr.Error()
 	}
 	// Not u.Stats: the counters are read live when the document is served.
 	return s
