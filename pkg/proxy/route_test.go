@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -170,6 +171,36 @@ func TestForward(t *testing.T) {
 	r.SetBackends([]Backend{{Addr: startBackend(t, echo)}})
 	addr := startRoute(t, r)
 	assert.Equal(t, "hello", roundTrip(t, addr, "hello"))
+}
+
+// TestUnixListener: a listener other than TCP is served by goroutines
+// copying through a buffer (copyBuffer), half-close included.
+func TestUnixListener(t *testing.T) {
+	r := &Route{Logger: zaptest.NewLogger(t)}
+	r.SetBackends([]Backend{{Addr: startBackend(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Write(append([]byte("got "), b...))
+	})}})
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "route.sock"))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ln) }()
+	t.Cleanup(func() {
+		require.NoError(t, r.Close())
+		require.NoError(t, <-done)
+	})
+	nc, err := net.Dial("unix", ln.Addr().String())
+	require.NoError(t, err)
+	defer nc.Close()
+	c := nc.(*net.UnixConn)
+	msg := randomBytes(1<<20, 5)
+	go func() {
+		c.Write(msg)
+		c.CloseWrite()
+	}()
+	got, err := readAll(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "got "+string(msg), got)
 }
 
 func TestDNSBackendResolvedAtConnect(t *testing.T) {
