@@ -35,7 +35,8 @@ const (
 // there to take over, under a load of fresh connections. From the stop
 // signal on, new connections go to the other claimer: none fails, although
 // the stopping one drains for longer than --backend-wait, and the ones its
-// listener reset are replayed on the other. A connection
+// listener reset are replayed on the other (--replay: the dataserver's
+// whoami is safe to run twice). A connection
 // established before the signal is not cut by the ambassador: it completes
 // its exchange, and the app exits after it.
 func TestStopping(t *testing.T) {
@@ -55,7 +56,7 @@ func TestStopping(t *testing.T) {
 	b := startServer(t, ctx, claimer("b", 10, "-grace", "60s"), "b")
 	amb := startFollower(t, ctx, harness.Spec{
 		Networks: []string{n.Name},
-		Env:      []string{"AMBASSADORD_BACKEND_WAIT=" + stoppingBackendWait.String()},
+		Env:      []string{"AMBASSADORD_BACKEND_WAIT=" + stoppingBackendWait.String(), "AMBASSADORD_REPLAY=all"},
 		Labels:   map[string]string{labelTarget: svc, labelPorts: strconv.Itoa(dataPort)},
 	})
 	target := addr(amb, dataPort)
@@ -166,17 +167,18 @@ func candidateReason(t *testing.T, ctx context.Context, amb *harness.Container, 
 // request with them. When the claimer is stopped gracefully (docker stop),
 // its listener's close resets them, before the engine reports the kill:
 // the app never read them. The ambassador replays each on the other
-// claimer, and every client gets its answer from it. With
-// --replay-bytes=0 every one of them fails, which is the test's premise.
+// claimer (--replay all: the dataserver's whoami is safe to run twice),
+// and every client gets its answer from it. By default (no --replay)
+// every one of them fails with a reset, which is the test's premise.
 func TestStoppingReplaysQueued(t *testing.T) {
 	t.Parallel()
 	setup(t) // skips without an engine; each subtest has its own context
 	for _, tt := range []struct {
 		name   string
-		replay string // --replay-bytes
+		replay bool
 	}{
-		{"replay", "4096"},
-		{"off", "0"},
+		{"replay", true},
+		{"off by default", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -194,7 +196,7 @@ func TestStoppingReplaysQueued(t *testing.T) {
 			amb := startFollower(t, ctx, harness.Spec{
 				Networks: []string{n.Name},
 				Cmd:      publicAdmin,
-				Env:      []string{"AMBASSADORD_REPLAY_BYTES=" + tt.replay},
+				Env:      map[bool][]string{true: {"AMBASSADORD_REPLAY=all"}}[tt.replay],
 				Labels:   map[string]string{labelTarget: svc, labelPorts: strconv.Itoa(dataPort)},
 			})
 			target := addr(amb, dataPort)
@@ -233,12 +235,17 @@ func TestStoppingReplaysQueued(t *testing.T) {
 					t.Errorf("answered by %s", a.id.Name)
 				}
 			}
-			if tt.replay == "0" {
+			metrics := "http://" + addr(amb, ambAdminPort) + "/metrics"
+			route := map[string]string{"route": strconv.Itoa(dataPort)}
+			if !tt.replay {
 				assert.Equal(t, queued, failed, "without replay, the reset reaches every client")
+				waitMetrics(t, ctx, metrics, all(want("ambassadord_replays_total", route, 0),
+					want("ambassadord_resets_total", map[string]string{"route": strconv.Itoa(dataPort), "direction": "down"}, queued)))
 				return
 			}
 			assert.Equal(t, queued, onA, "every queued connection replayed on a")
 			assert.Zero(t, failed)
+			waitMetrics(t, ctx, metrics, want("ambassadord_replays_total", route, queued))
 		})
 	}
 }

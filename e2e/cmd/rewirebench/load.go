@@ -128,7 +128,7 @@ type change struct {
 
 // window is a span of time in which the old backend was being stopped:
 // the connections still in its accept queue when it closes its listener
-// are reset (ambassadord replays them; --replay-bytes), and the failures
+// are reset (ambassadord replays them: it runs with --replay), and the failures
 // of that span are counted apart.
 type window struct{ from, to time.Time }
 

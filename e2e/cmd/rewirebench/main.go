@@ -218,7 +218,10 @@ func (r *rig) dynamic(ctx context.Context, rewires int) ([]kind, error) {
 	amb, err := r.eng.Start(ctx, harness.Spec{
 		Name:     "amb",
 		Image:    r.ambImage,
-		Env:      []string{"AMBASSADORD_BACKEND_WAIT=" + recreateWait},
+		// --replay: the dataserver's whoami is safe to run twice, so the
+		// connections a stopped backend's listener resets are replayed
+		// (off by default, for protocols where they are not).
+		Env:      []string{"AMBASSADORD_BACKEND_WAIT=" + recreateWait, "AMBASSADORD_REPLAY=all"},
 		Networks: []string{r.net.Name},
 		Binds:    []string{r.socket + ":/var/run/docker.sock"},
 		Labels:   map[string]string{resolver.LabelTarget: svc, resolver.LabelPorts: fmt.Sprint(dataPort)},
@@ -269,7 +272,7 @@ func (r *rig) dynamic(ctx context.Context, rewires int) ([]kind, error) {
 			return nil, err
 		}
 	}
-	claims := l.summarize("label claim → new connections on the new backend (ambassadord, following the engine)", "ambassadord", changes, stops)
+	claims := l.summarize("label claim → new connections on the new backend (ambassadord, following the engine, --replay all)", "ambassadord", changes, stops)
 	claims.Established = checkEstablished(held) + " (stay on the old backend, which stays up)"
 	fmt.Fprintf(os.Stderr, "rewirebench: claims: %+v\n", claims)
 
@@ -304,7 +307,7 @@ func (r *rig) dynamic(ctx context.Context, rewires int) ([]kind, error) {
 			return nil, err
 		}
 	}
-	recreate := l.summarize("backend recreated (stop, rm, run) → new connections on it (ambassadord, --backend-wait "+recreateWait+")", "ambassadord", changes, stops)
+	recreate := l.summarize("backend recreated (stop, rm, run) → new connections on it (ambassadord, --backend-wait "+recreateWait+", --replay all)", "ambassadord", changes, stops)
 	recreate.Established = checkEstablished(held) + " (ended with their backend)"
 	fmt.Fprintf(os.Stderr, "rewirebench: recreates: %+v\n", recreate)
 	return []kind{claims, recreate}, nil
