@@ -216,8 +216,8 @@ func (r *rig) dynamic(ctx context.Context, rewires int) ([]kind, error) {
 		return nil, err
 	}
 	amb, err := r.eng.Start(ctx, harness.Spec{
-		Name:     "amb",
-		Image:    r.ambImage,
+		Name:  "amb",
+		Image: r.ambImage,
 		// --replay: the dataserver's whoami is safe to run twice, so the
 		// connections a stopped backend's listener resets are replayed
 		// (off by default, for protocols where they are not).
