@@ -430,10 +430,14 @@ func engineRestartAmbassador(t *testing.T, ctx context.Context, d *harness.Docke
 	args := []string{
 		"--docker", "on", "--docker-host", d.Host,
 		"--route", fmt.Sprintf("%d:%s:%d", port, target, dataPort),
+		// The servers claim the target: claims are invited on the route,
+		// and, the ambassador being on the host, counted from the
+		// private engine's default bridge only.
+		"--claims", "label,routes", "--network", "bridge",
 		"--listen-address", "127.0.0.1",
 		"--admin-address", strings.TrimPrefix(a.admin, "http://"),
-		// The default admin socket is an abstract one, per network
-		// namespace: on the host it would clash with a concurrent run's.
+		// The default admin socket, /run/ambassadord/admin.sock on the
+		// host, would clash with a concurrent run's.
 		"--admin-socket", "",
 		"--resync", dockerFaultResync.String(),
 		"--backend-wait", engineRestartBackendWait.String(),

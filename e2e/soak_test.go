@@ -400,7 +400,9 @@ func soakScene(t *testing.T, ctx context.Context, seed uint64) *soakChaos {
 	ch.amb = startFollower(t, ctx, harness.Spec{
 		Networks: []string{ch.n.Name},
 		Labels:   map[string]string{labelTarget: soakTarget(t, 2), labelPorts: fmt.Sprintf("%d:%d", soakPorts[2], dataPort)},
-		Cmd:      append([]string{"--route", route(0), "--route", route(1), "--backend-wait", soakBackendWait}, publicAdmin...),
+		// Claims are invited on the two --route routes: the soak's
+		// targets are claimed, and the decoys check where claims count.
+		Cmd: append([]string{"--route", route(0), "--route", route(1), "--claims", "label,routes", "--backend-wait", soakBackendWait}, publicAdmin...),
 	})
 	for r := range soakPorts {
 		ch.epochs[r] = []soakEpoch{{target: r}}

@@ -186,6 +186,16 @@ func TestLabelValuesClipped(t *testing.T) {
 	require.Len(t, res.Warnings, 1)
 	assert.Less(t, len(res.Warnings[0]), 1000)
 	assert.Contains(t, res.Warnings[0], "ignored: not a container or host name")
+	// A container name longer than a DNS label is fine.
+	long := strings.Repeat("x", 70)
+	res = Resolve(nil, snapshot(amb(claims(long), ports(tcp(6379)))), Options{})
+	assert.Empty(t, res.Warnings)
+	require.Len(t, res.Routes, 1)
+	assert.Equal(t, long, res.Routes[0].Target)
+	for _, bad := range []string{"-x", "a b", "a/b", "é"} {
+		res = Resolve(nil, snapshot(amb(claims(bad), ports(tcp(6379)))), Options{})
+		assert.Empty(t, res.Routes, bad)
+	}
 }
 
 func TestClip(t *testing.T) {

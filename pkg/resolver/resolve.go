@@ -358,8 +358,8 @@ func (r *resolution) addLabelTarget() {
 		r.warn("%s: ignored: empty target name", source)
 		return
 	}
-	if err := checkHost(name); err != nil {
-		r.warn("%s: ignored: not a container or host name: %v", source, err)
+	if err := checkTargetName(name); err != nil {
+		r.warn("%s: ignored: %v", source, err)
 		return
 	}
 	var pairs []portPair
@@ -436,6 +436,26 @@ func (r *resolution) route(p *pending) Route {
 		rt.NoBackend = noBackend
 	}
 	return rt
+}
+
+// maxTargetLen bounds a target name: Docker puts no limit on container
+// names, but a name longer than a DNS name is no one's.
+const maxTargetLen = 255
+
+// checkTargetName accepts what may name a container or a host: letters,
+// digits, '_', '.' and '-', starting with a letter or a digit, as Docker
+// requires of container names.
+func checkTargetName(name string) error {
+	if len(name) > maxTargetLen {
+		return fmt.Errorf("not a container or host name: %d bytes long, more than %d", len(name), maxTargetLen)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && (r == '_' || r == '.' || r == '-')
+		if !ok {
+			return fmt.Errorf("not a container or host name: %s has %q at byte %d", quote(name), r, i)
+		}
+	}
+	return nil
 }
 
 // ownAddress reports whether e is one of the ambassador's own listening
