@@ -255,6 +255,26 @@ func FuzzParseClaimScope(f *testing.F) {
 	})
 }
 
+func FuzzParseClaims(f *testing.F) {
+	for _, s := range []string{"", "label", "none", "label,links,routes", " routes , label ", "links,links", "none,label", "all"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseClaims(s)
+		if err != nil {
+			if c != (Claims{}) {
+				t.Errorf("claims %+v returned with error %v", c, err)
+			}
+			return
+		}
+		// The canonical form parses back to the same claims.
+		again, err := ParseClaims(c.String())
+		if err != nil || again != c {
+			t.Errorf("canonical form %q of %+v parsed to %+v, %v", c.String(), c, again, err)
+		}
+	})
+}
+
 // FuzzResolveLabels feeds label values, which anyone who can start a
 // container controls, to Resolve and checks the invariants of its result.
 func FuzzResolveLabels(f *testing.F) {
@@ -282,6 +302,11 @@ func FuzzResolveLabels(f *testing.F) {
 			Networks: []Network{{Name: "front", ID: "n-front", IP: "10.2.0.4"}},
 			Ports:    []Port{{Port: 8080, Proto: "tcp"}},
 		}
+		if portsLabel == "" {
+			// No ambassador.ports: the ambassador's own exposed
+			// ports (none) are its label's, not its claimers'.
+			delete(self.Labels, LabelPorts)
+		}
 		snap := &Snapshot{Self: self, Containers: []Container{*self, claimer, other}}
 		specs := []Spec{{Listen: 6379, Target: name, Source: "fuzz"}}
 
@@ -289,7 +314,30 @@ func FuzzResolveLabels(f *testing.F) {
 		if again := Resolve(specs, snap, Options{Network: network}); !reflect.DeepEqual(res, again) {
 			t.Fatalf("not deterministic:\n%+v\n%+v", res, again)
 		}
+		// Listen ports come from the ambassador's own configuration
+		// only: the spec, its ambassador.ports label and its link (to
+		// the container named name, exposing 80); never from what a
+		// claimer exposes (other's 8080).
+		own := map[int]bool{6379: true, 80: true}
+		pairs, _ := parsePortsLabel(portsLabel)
+		for _, p := range pairs {
+			own[p.Listen] = true
+		}
+		// Whatever the labels, a warning or a reason quotes them clipped.
+		for _, w := range res.Warnings {
+			if len(w) > 2000 {
+				t.Errorf("warning of %d bytes: %.200s", len(w), w)
+			}
+		}
 		for i, rt := range res.Routes {
+			if !own[rt.Listen] {
+				t.Errorf("route %d is not the ambassador's own port", rt.Listen)
+			}
+			for _, c := range rt.Candidates {
+				if len(c.Reason) > 2000 {
+					t.Errorf("reason of %d bytes: %.200s", len(c.Reason), c.Reason)
+				}
+			}
 			if i > 0 && res.Routes[i-1].Listen >= rt.Listen {
 				t.Errorf("routes not sorted by listen, or a listen port twice: %+v", res.Routes)
 			}
