@@ -214,7 +214,7 @@ func isDNSName(name string) bool {
 // warn records a warning, once however often it comes up (a bad label on a
 // container that several routes consider, for instance).
 func (r *resolution) warn(format string, args ...any) {
-	w := fmt.Sprintf(format, args...)
+	w := clipMessage(fmt.Sprintf(format, args...))
 	if !r.warnings[w] {
 		r.warnings[w] = true
 		r.warningList = append(r.warningList, w)
@@ -696,6 +696,9 @@ func (r *resolution) elect(name string, k routeKind) *election {
 		}
 	}
 
+	for _, c := range e.candidates {
+		c.Reason = clipMessage(c.Reason)
+	}
 	if len(e.chosen()) > 0 {
 		return e
 	}
@@ -1001,6 +1004,23 @@ func clip(s string) string {
 		return s
 	}
 	cut := maxShown
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
+// maxMessage bounds a warning or a reason as a whole: label values are
+// clipped where they are quoted (maxShown), and this catches the rest,
+// such as the names of links and containers, which Docker does not bound.
+const maxMessage = 1024
+
+// clipMessage returns s, or its first maxMessage bytes and its length.
+func clipMessage(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	cut := maxMessage
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
