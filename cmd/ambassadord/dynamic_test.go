@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,4 +230,89 @@ func TestStatusWithoutEventStream(t *testing.T) {
 	out.Reset()
 	printStatus(&out, doc.withLive())
 	assert.NotContains(t, out.String(), "EVENTS UNAVAILABLE")
+}
+
+// incrServer counts the "INCR\n" commands it runs. With die set, it reads
+// the first command alone, runs it, and dies with whatever the client
+// pipelined after it unread: its kernel resets the connection, as a
+// killed redis's does.
+func incrServer(t *testing.T, die bool) (addr string, ran *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	ran = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, len("INCR\n"))
+				for {
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
+					}
+					ran.Add(1)
+					if die {
+						c.(*net.TCPConn).SetLinger(0)
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), ran
+}
+
+// TestReplayOffByDefault: a backend reads a client's first command whole,
+// runs it and dies with a second, pipelined one unread. By default the
+// client sees the reset, and nothing runs again; with --replay the
+// connection is replayed on the next backend, which runs the first command
+// a second time: why replay is only for protocols whose first message is
+// safe to run twice.
+func TestReplayOffByDefault(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		wantNext int64 // commands the next backend ran
+	}{
+		{name: "default", wantNext: 0},
+		{name: "--replay all", args: []string{"--replay", "all"}, wantNext: 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dying, ranDying := incrServer(t, true)
+			next, ranNext := incrServer(t, false)
+			listen := freePort(t)
+			d, _, m := newTestDynamic(t, append([]string{"--route", strconv.Itoa(listen) + ":svc:1"}, tt.args...)...)
+			ctx := context.Background()
+			// Claimers, whose ambassador.port counts.
+			claim := func() map[string]string { return map[string]string{resolver.LabelTarget: "svc"} }
+			first := loopbackContainer("dying", portOf2(t, dying), claim())
+			d.update(ctx, watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: []resolver.Container{first}}})
+
+			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(listen))
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte("INCR\nINCR\n"))
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return ranDying.Load() == 1 }, 5*time.Second, time.Millisecond)
+			// The engine reports the death: the backend leaves the set.
+			second := loopbackContainer("next", portOf2(t, next), claim())
+			d.update(ctx, watcher.Update{Connected: true, Gone: []string{first.ID},
+				Snapshot: &resolver.Snapshot{Containers: []resolver.Container{second}}})
+
+			if tt.wantNext == 0 {
+				require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+				_, err = c.Read(make([]byte, 1))
+				require.ErrorIs(t, err, syscall.ECONNRESET, "the client sees the backend's reset")
+			} else {
+				require.Eventually(t, func() bool { return ranNext.Load() == tt.wantNext }, 5*time.Second, time.Millisecond)
+			}
+			assert.Equal(t, tt.wantNext, ranNext.Load(), "commands the next backend ran")
+			assert.Equal(t, float64(tt.wantNext/2), metricValue(t, gatherMetrics(m), "ambassadord_replays_total", seriesLabels{"route": strconv.Itoa(listen)}))
+		})
+	}
 }
