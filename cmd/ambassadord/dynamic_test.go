@@ -286,7 +286,9 @@ func TestReplayOffByDefault(t *testing.T) {
 			dying, ranDying := incrServer(t, true)
 			next, ranNext := incrServer(t, false)
 			listen := freePort(t)
-			d, _, m := newTestDynamic(t, append([]string{"--route", strconv.Itoa(listen) + ":svc:1"}, tt.args...)...)
+			// --backend-wait: the engine's report of the death first
+			// empties the set (Gone), then brings the next backend.
+			d, _, m := newTestDynamic(t, append([]string{"--route", strconv.Itoa(listen) + ":svc:1", "--backend-wait", "2s"}, tt.args...)...)
 			ctx := context.Background()
 			// Claimers, whose ambassador.port counts.
 			claim := func() map[string]string { return map[string]string{resolver.LabelTarget: "svc"} }
@@ -299,6 +301,15 @@ func TestReplayOffByDefault(t *testing.T) {
 			_, err = c.Write([]byte("INCR\nINCR\n"))
 			require.NoError(t, err)
 			require.Eventually(t, func() bool { return ranDying.Load() == 1 }, 5*time.Second, time.Millisecond)
+			// The proxy has seen the reset (the connection to the dying
+			// backend has ended, or a replay has begun) before the
+			// engine reports the death, as when a container is stopped:
+			// its kernel resets its connections first.
+			route := strconv.Itoa(listen)
+			require.Eventually(t, func() bool {
+				active, ok := sampleValue(gatherMetrics(m), "ambassadord_connections_active", seriesLabels{"route": route, "backend": dying})
+				return ok && active == 0
+			}, 5*time.Second, time.Millisecond)
 			// The engine reports the death: the backend leaves the set.
 			second := loopbackContainer("next", portOf2(t, next), claim())
 			d.update(ctx, watcher.Update{Connected: true, Gone: []string{first.ID},
@@ -312,7 +323,7 @@ func TestReplayOffByDefault(t *testing.T) {
 				require.Eventually(t, func() bool { return ranNext.Load() == tt.wantNext }, 5*time.Second, time.Millisecond)
 			}
 			assert.Equal(t, tt.wantNext, ranNext.Load(), "commands the next backend ran")
-			assert.Equal(t, float64(tt.wantNext/2), metricValue(t, gatherMetrics(m), "ambassadord_replays_total", seriesLabels{"route": strconv.Itoa(listen)}))
+			assert.Equal(t, float64(tt.wantNext/2), metricValue(t, gatherMetrics(m), "ambassadord_replays_total", seriesLabels{"route": route}))
 		})
 	}
 }
