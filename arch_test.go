@@ -2,6 +2,7 @@ package ambassadord_test
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,26 +10,36 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestImportDirection guards the layering: imports flow watcher → resolver →
-// proxy, and only the watcher may know Docker. It checks transitive imports,
-// so a helper package cannot smuggle Docker types in.
+const mod = "github.com/ambassadord/ambassadord/"
+
+// engineAPIs are the import paths of container engines' client libraries:
+// only a source may use them.
+var engineAPIs = []string{"github.com/moby/", "github.com/docker/"}
+
+// TestImportDirection guards the layering: imports flow sources →
+// resolver → controller → proxy, every layer may use the leaf pkg/source,
+// which uses nothing of the module, and only a source knows an engine's
+// API. It checks transitive imports, so a helper package cannot smuggle
+// anything in.
 func TestImportDirection(t *testing.T) {
-	const mod = "github.com/ambassadord/ambassadord/"
-	docker := []string{"github.com/moby/", "github.com/docker/"}
 	for _, tt := range []struct {
 		pkg       string
-		forbidden []string
+		allowed   []string // of the module, besides pkg itself
+		forbidden []string // prefixes
 	}{
-		{"pkg/proxy", append([]string{mod + "pkg/resolver", mod + "pkg/watcher", mod + "cmd/"}, docker...)},
-		{"pkg/resolver", append([]string{mod + "pkg/watcher", mod + "cmd/"}, docker...)},
-		{"pkg/watcher", []string{mod + "cmd/"}},
+		// The leaf and the data path use nothing of the module.
+		{pkg: "pkg/source", forbidden: append([]string{mod}, engineAPIs...)},
+		{pkg: "pkg/proxy", forbidden: append([]string{mod}, engineAPIs...)},
+		// The resolver is pure policy on the leaf's values.
+		{pkg: "pkg/resolver", allowed: []string{mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
+		// A source publishes the leaf's values, and decides nothing.
+		{pkg: "pkg/watcher", allowed: []string{mod + "pkg/source"}, forbidden: []string{mod}},
 	} {
 		t.Run(tt.pkg, func(t *testing.T) {
-			out, err := exec.Command("go", "list", "-deps", "./"+tt.pkg).CombinedOutput()
-			require.NoError(t, err, "%s", out)
-			deps := strings.Fields(string(out))
-			require.NotEmpty(t, deps)
-			for _, dep := range deps {
+			for _, dep := range deps(t, "./"+tt.pkg) {
+				if dep == mod+tt.pkg || slices.Contains(tt.allowed, dep) {
+					continue
+				}
 				for _, bad := range tt.forbidden {
 					assert.False(t, strings.HasPrefix(dep, bad), "%s imports %s", tt.pkg, dep)
 				}
@@ -37,10 +48,20 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
-// TestDockerTypesStayInWatcher checks that only pkg/watcher imports the
-// Docker client directly: the command wires the watcher without touching
-// Docker API types.
-func TestDockerTypesStayInWatcher(t *testing.T) {
+// deps lists pkg and every package it imports, transitively.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	deps := strings.Fields(string(out))
+	require.NotEmpty(t, deps)
+	return deps
+}
+
+// TestEngineTypesStayInSources checks that only the Docker source,
+// pkg/watcher, imports the engine's client: everything else sees
+// pkg/source's plain values.
+func TestEngineTypesStayInSources(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", "./cmd/...", "./pkg/...").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -49,8 +70,9 @@ func TestDockerTypesStayInWatcher(t *testing.T) {
 			continue
 		}
 		for _, imp := range strings.Fields(imports) {
-			assert.False(t, strings.HasPrefix(imp, "github.com/moby/") || strings.HasPrefix(imp, "github.com/docker/"),
-				"%s imports %s", pkg, imp)
+			for _, api := range engineAPIs {
+				assert.False(t, strings.HasPrefix(imp, api), "%s imports %s", pkg, imp)
+			}
 		}
 	}
 }

@@ -17,21 +17,21 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ambassadord/ambassadord/pkg/resolver"
-	"github.com/ambassadord/ambassadord/pkg/watcher"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // loopbackContainer is a fake container whose "IP" is 127.0.0.1 and whose
 // service is a loopback listener (its ambassador.port, which counts for
 // claimers); the ambassador runs outside any container (Self nil), so every
 // network counts as shared.
-func loopbackContainer(name string, port int, labels map[string]string) resolver.Container {
+func loopbackContainer(name string, port int, labels map[string]string) source.Container {
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[resolver.LabelPort] = strconv.Itoa(port)
-	return resolver.Container{
+	return source.Container{
 		ID: "id-" + name, Name: name, State: "running", Labels: labels,
-		Networks: []resolver.Network{{Name: "app", ID: "n-app", IP: "127.0.0.1"}},
+		Networks: []source.Network{{Name: "app", ID: "n-app", IP: "127.0.0.1"}},
 	}
 }
 
@@ -75,8 +75,8 @@ func TestDynamicRewire(t *testing.T) {
 	ctx := context.Background()
 
 	claim := map[string]string{resolver.LabelTarget: "redis"}
-	snap := func(cs ...resolver.Container) watcher.Update {
-		return watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: cs}}
+	snap := func(cs ...source.Container) source.Update {
+		return source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: cs}}
 	}
 
 	// The container named redis serves the target.
@@ -106,8 +106,8 @@ func TestDynamicRewire(t *testing.T) {
 	_, err = io.ReadFull(c, make([]byte, 1))
 	require.NoError(t, err)
 
-	d.update(ctx, watcher.Update{Connected: true, Gone: []string{holder.ID},
-		Snapshot: &resolver.Snapshot{Containers: []resolver.Container{loopbackContainer("redis2", portOf2(t, newAddr), claim)}}})
+	d.update(ctx, source.Update{Connected: true, Gone: []string{holder.ID},
+		Snapshot: &source.Snapshot{Containers: []source.Container{loopbackContainer("redis2", portOf2(t, newAddr), claim)}}})
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
 	_, err = c.Read(make([]byte, 1))
 	assert.Error(t, err, "the connection to the gone backend was closed")
@@ -154,7 +154,7 @@ func TestRefusedRewireChangesNothing(t *testing.T) {
 	listen := freePort(t)
 	d, table, m := newTestDynamic(t, "--route", strconv.Itoa(listen)+":redis:"+portOf(t, addrA))
 	ctx := context.Background()
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: []resolver.Container{
+	d.update(ctx, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{
 		loopbackContainer("redis", portOf2(t, addrA), nil),
 	}}})
 	route := strconv.Itoa(listen)
@@ -185,12 +185,12 @@ func TestRewireSurvivesEngineReconnect(t *testing.T) {
 	d, _, _ := newTestDynamic(t, "--route", strconv.Itoa(listen)+":redis:"+portOf(t, addrA))
 	ctx := context.Background()
 	route, addr := strconv.Itoa(listen), "127.0.0.1:"+strconv.Itoa(listen)
-	snap := &resolver.Snapshot{Containers: []resolver.Container{
+	snap := &source.Snapshot{Containers: []source.Container{
 		loopbackContainer("redis", portOf2(t, addrA), nil),
 		// A claimer, whose ambassador.port counts.
 		loopbackContainer("other", portOf2(t, addrB), map[string]string{resolver.LabelTarget: "other"}),
 	}}
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap})
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap})
 	assert.Equal(t, "a", read(t, addr))
 
 	reply := d.rewire(ctx, rewireRequest{Key: route, Target: "other"})
@@ -199,9 +199,9 @@ func TestRewireSurvivesEngineReconnect(t *testing.T) {
 
 	// The engine goes away (the watcher keeps the last snapshot), then
 	// comes back and resyncs.
-	d.update(ctx, watcher.Update{Connected: false, Snapshot: snap, Err: errors.New("EOF")})
+	d.update(ctx, source.Update{Connected: false, Snapshot: snap, Err: errors.New("EOF")})
 	assert.Equal(t, "b", read(t, addr))
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap, Stats: watcher.Stats{Reconnects: 1, Resyncs: 1}})
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap, Stats: source.Stats{Reconnects: 1, Resyncs: 1}})
 	assert.Equal(t, "b", read(t, addr), "the rewire is still in force")
 	doc := d.status.Load()
 	rs, ok := doc.route(route)
@@ -210,13 +210,13 @@ func TestRewireSurvivesEngineReconnect(t *testing.T) {
 }
 
 // TestStatusWithoutEventStream: while the engine answers but its /events
-// does not (watcher.Update.StreamErr), the status says connected, and why
+// does not (source.Update.StreamErr), the status says connected, and why
 // the events are not followed; once a stream answers, it says no more.
 func TestStatusWithoutEventStream(t *testing.T) {
 	d, _, _ := newTestDynamic(t)
 	ctx := context.Background()
-	snap := &resolver.Snapshot{}
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap, StreamErr: errors.New("subscribe to events: no answer within 10s")})
+	snap := &source.Snapshot{}
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap, StreamErr: errors.New("subscribe to events: no answer within 10s")})
 	doc := d.status.Load()
 	assert.True(t, doc.Docker.Connected)
 	assert.Equal(t, "subscribe to events: no answer within 10s", doc.Docker.StreamError)
@@ -224,7 +224,7 @@ func TestStatusWithoutEventStream(t *testing.T) {
 	printStatus(&out, doc.withLive())
 	assert.Contains(t, out.String(), "EVENTS UNAVAILABLE (subscribe to events: no answer within 10s): following the engine by listing at every --resync")
 
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap})
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap})
 	doc = d.status.Load()
 	assert.Empty(t, doc.Docker.StreamError)
 	out.Reset()
@@ -293,7 +293,7 @@ func TestReplayOffByDefault(t *testing.T) {
 			// Claimers, whose ambassador.port counts.
 			claim := func() map[string]string { return map[string]string{resolver.LabelTarget: "svc"} }
 			first := loopbackContainer("dying", portOf2(t, dying), claim())
-			d.update(ctx, watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{Containers: []resolver.Container{first}}})
+			d.update(ctx, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{first}}})
 
 			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(listen))
 			require.NoError(t, err)
@@ -312,8 +312,8 @@ func TestReplayOffByDefault(t *testing.T) {
 			}, 5*time.Second, time.Millisecond)
 			// The engine reports the death: the backend leaves the set.
 			second := loopbackContainer("next", portOf2(t, next), claim())
-			d.update(ctx, watcher.Update{Connected: true, Gone: []string{first.ID},
-				Snapshot: &resolver.Snapshot{Containers: []resolver.Container{second}}})
+			d.update(ctx, source.Update{Connected: true, Gone: []string{first.ID},
+				Snapshot: &source.Snapshot{Containers: []source.Container{second}}})
 
 			if tt.wantNext == 0 {
 				require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))

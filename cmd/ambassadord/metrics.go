@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
-	"github.com/ambassadord/ambassadord/pkg/watcher"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // metricDef describes one ambassadord metric. The collectors are built
@@ -178,8 +178,8 @@ type metrics struct {
 	// route's series, so that a route of the same name added meanwhile
 	// cannot lose the series it creates.
 	routes map[string]*routeMetrics // by route name
-	stats  watcher.Stats            // as of the last syncStats
-	live   func() watcher.Stats     // the watcher's counters now; nil when none is followed
+	stats  source.Stats             // as of the last syncStats
+	live   func() source.Stats      // the watcher's counters now; nil when none is followed
 }
 
 // routeMetrics tracks one route's backends, to know when their series may
@@ -379,7 +379,7 @@ func boolGauge(b bool) float64 {
 // at scrape time, not taken from updates: the watcher publishes no update
 // for an event or a resync that changes nothing, so on a quiet engine
 // counters from updates would stand still.
-func (m *metrics) statsFrom(live func() watcher.Stats) {
+func (m *metrics) statsFrom(live func() source.Stats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.live = live

@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ambassadord/ambassadord/pkg/resolver"
-	"github.com/ambassadord/ambassadord/pkg/watcher"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // scrapeURL fetches a /metrics endpoint over HTTP and parses it as
@@ -163,8 +163,8 @@ func TestDynamicMetrics(t *testing.T) {
 	d, _, m := newTestDynamic(t, "--admin-address=", "--admin-socket=")
 	ctx := context.Background()
 	// The watcher's counters, which each scrape reads.
-	var live watcher.Stats
-	d.followStats(func() watcher.Stats { return live })
+	var live source.Stats
+	d.followStats(func() source.Stats { return live })
 
 	// The ambassador's own labels ask for the route; claimers serve it.
 	self := loopbackContainer("amb", 1, map[string]string{
@@ -174,8 +174,8 @@ func TestDynamicMetrics(t *testing.T) {
 	claim := map[string]string{resolver.LabelTarget: "redis"}
 	prio := map[string]string{resolver.LabelTarget: "redis", resolver.LabelPriority: "10"}
 	ca, cb := loopbackContainer("a", portOf2(t, a), claim), loopbackContainer("b", portOf2(t, b), prio)
-	snap := func(self resolver.Container, cs ...resolver.Container) *resolver.Snapshot {
-		return &resolver.Snapshot{Self: &self, Containers: append([]resolver.Container{self}, cs...)}
+	snap := func(self source.Container, cs ...source.Container) *source.Snapshot {
+		return &source.Snapshot{Self: &self, Containers: append([]source.Container{self}, cs...)}
 	}
 	value := func(name string, labels seriesLabels) float64 {
 		t.Helper()
@@ -189,7 +189,7 @@ func TestDynamicMetrics(t *testing.T) {
 	}
 
 	// The first listing: no event to time.
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca)})
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap(self, ca)})
 	assert.Equal(t, "a", read(t, addr))
 	assert.Equal(t, 1.0, value("ambassadord_docker_connected", seriesLabels{}))
 	assert.Equal(t, 1.0, value("ambassadord_backends", seriesLabels{"route": route}))
@@ -197,8 +197,8 @@ func TestDynamicMetrics(t *testing.T) {
 	assert.Equal(t, uint64(0), applied())
 
 	// A claimer of higher priority starts: a rewire by an event, timed.
-	live = watcher.Stats{Events: 3}
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca, cb),
+	live = source.Stats{Events: 3}
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap(self, ca, cb),
 		Stats: live, EventTime: time.Now().Add(-20 * time.Millisecond)})
 	assert.Equal(t, "b", read(t, addr))
 	assert.Equal(t, 1.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
@@ -209,8 +209,8 @@ func TestDynamicMetrics(t *testing.T) {
 
 	// It dies: the gone container leaves the set at once, and the
 	// re-resolved route is one more rewire.
-	live = watcher.Stats{Events: 4}
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca), Gone: []string{cb.ID},
+	live = source.Stats{Events: 4}
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap(self, ca), Gone: []string{cb.ID},
 		Stats: live, EventTime: time.Now()})
 	assert.Equal(t, "a", read(t, addr))
 	assert.Equal(t, 2.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
@@ -218,11 +218,11 @@ func TestDynamicMetrics(t *testing.T) {
 	assert.Equal(t, uint64(2), applied())
 
 	// The engine goes away, and comes back with the counters moved on.
-	d.update(ctx, watcher.Update{Connected: false, Snapshot: snap(self, ca), Err: os.ErrDeadlineExceeded,
+	d.update(ctx, source.Update{Connected: false, Snapshot: snap(self, ca), Err: os.ErrDeadlineExceeded,
 		Stats: live})
 	assert.Equal(t, 0.0, value("ambassadord_docker_connected", seriesLabels{}))
-	live = watcher.Stats{Events: 6, Reconnects: 1, Resyncs: 2, Drift: 1}
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(self, ca), Stats: live})
+	live = source.Stats{Events: 6, Reconnects: 1, Resyncs: 2, Drift: 1}
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap(self, ca), Stats: live})
 	for name, want := range map[string]float64{
 		"ambassadord_docker_connected":          1,
 		"ambassadord_docker_events_total":       6,
@@ -236,7 +236,7 @@ func TestDynamicMetrics(t *testing.T) {
 	// The ambassador's label goes: so do the route and its series.
 	bare := self
 	bare.Labels = map[string]string{}
-	d.update(ctx, watcher.Update{Connected: true, Snapshot: snap(bare, ca), EventTime: time.Now()})
+	d.update(ctx, source.Update{Connected: true, Snapshot: snap(bare, ca), EventTime: time.Now()})
 	assert.Empty(t, routeSeries(scrapeMetrics(t, m), route))
 }
 
@@ -305,9 +305,9 @@ func TestQuietEngineCounters(t *testing.T) {
 // last update it published.
 func TestStatusAndMetricsReadLiveCounters(t *testing.T) {
 	d, _, m := newTestDynamic(t)
-	live := watcher.Stats{Events: 2, Resyncs: 1}
-	d.followStats(func() watcher.Stats { return live })
-	d.update(context.Background(), watcher.Update{Connected: true, Snapshot: &resolver.Snapshot{}, Stats: live})
+	live := source.Stats{Events: 2, Resyncs: 1}
+	d.followStats(func() source.Stats { return live })
+	d.update(context.Background(), source.Update{Connected: true, Snapshot: &source.Snapshot{}, Stats: live})
 	h := (&admin{log: zaptest.NewLogger(t), d: d, metrics: m.Handler()}).handler(false)
 	routes := func() dockerStatus {
 		t.Helper()
@@ -332,7 +332,7 @@ func TestStatusAndMetricsReadLiveCounters(t *testing.T) {
 	assert.Equal(t, 1.0, metric("ambassadord_docker_resyncs_total"))
 
 	// A resync and an event that changed nothing: no update.
-	live = watcher.Stats{Events: 3, Resyncs: 2}
+	live = source.Stats{Events: 3, Resyncs: 2}
 	for _, tt := range []struct {
 		name string
 		got  float64

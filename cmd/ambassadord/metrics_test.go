@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
-	"github.com/ambassadord/ambassadord/pkg/watcher"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // scrapeMetrics fetches m's handler and parses the exposition text.
@@ -359,17 +359,17 @@ func TestMetricsDocker(t *testing.T) {
 	assert.Equal(t, 0.0, metricValue(t, f, "ambassadord_docker_events_total", seriesLabels{}))
 
 	// The counters are read from the watcher at each scrape.
-	var stats watcher.Stats
-	m.statsFrom(func() watcher.Stats { return stats })
+	var stats source.Stats
+	m.statsFrom(func() source.Stats { return stats })
 	m.dockerState(true, true)
-	stats = watcher.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1}
+	stats = source.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1}
 	scrapeMetrics(t, m)
-	stats = watcher.Stats{Events: 8, Reconnects: 1, Resyncs: 3, Drift: 1}
+	stats = source.Stats{Events: 8, Reconnects: 1, Resyncs: 3, Drift: 1}
 	scrapeMetrics(t, m)
 	m.dockerState(false, true)
 	m.dockerState(true, true)
 	// A new watcher counts from zero again: all of it is new.
-	m.statsFrom(func() watcher.Stats { return watcher.Stats{Events: 2} })
+	m.statsFrom(func() source.Stats { return source.Stats{Events: 2} })
 	m.applied(3 * time.Millisecond)
 	m.applied(2 * time.Second)
 
@@ -428,7 +428,7 @@ func TestMetricsReference(t *testing.T) {
 	o.DialFailed(b, proxy.DialRefused)
 	o.Rejected(proxy.RejectLimit)
 	m.dockerState(true, true)
-	m.statsFrom(func() watcher.Stats { return watcher.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1} })
+	m.statsFrom(func() source.Stats { return source.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1} })
 	m.applied(time.Millisecond)
 
 	kinds := map[dto.MetricType]string{dto.MetricType_COUNTER: "counter", dto.MetricType_GAUGE: "gauge", dto.MetricType_HISTOGRAM: "histogram"}

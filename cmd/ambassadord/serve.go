@@ -16,6 +16,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 	"github.com/ambassadord/ambassadord/pkg/watcher"
 )
 
@@ -79,7 +80,7 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 	}
 	defer adm.stop()
 
-	var updates <-chan watcher.Update
+	var updates <-chan source.Update
 	if follow {
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
@@ -129,13 +130,13 @@ type dynamic struct {
 	specs   []resolver.Spec
 	local   []netip.Prefix // the ambassador's own listening addresses (resolver.Options.Local)
 
-	snap      *resolver.Snapshot  // nil until the engine answered
+	snap      *source.Snapshot    // nil until the engine answered
 	routes    []resolver.Route    // as last resolved
 	overrides map[string]override // by key: a route name or a target
 	warnings  []string            // of the last resolution, logged when they change
 	noRoutes  bool                // "no routes yet" was logged
 	docker    dockerStatus
-	stats     func() watcher.Stats // the watcher's counters now; nil when none is followed
+	stats     func() source.Stats // the watcher's counters now; nil when none is followed
 
 	status   atomic.Pointer[statusDoc]
 	requests chan rewireRequest
@@ -151,7 +152,7 @@ func newDynamic(cfg *config, log *zap.Logger, table *routeTable, m *metrics, spe
 }
 
 // update applies one watcher update.
-func (d *dynamic) update(ctx context.Context, u watcher.Update) {
+func (d *dynamic) update(ctx context.Context, u source.Update) {
 	if len(u.Gone) > 0 {
 		// First, before anything else: new connections must not reach an
 		// address Docker may already have handed to another container.
@@ -224,7 +225,7 @@ func (d *dynamic) options() resolver.Options {
 // the updates: the watcher publishes no update for an event or a resync
 // that changes nothing, so on a quiet engine counters from updates would
 // stand still. Call it before the status is first published.
-func (d *dynamic) followStats(stats func() watcher.Stats) {
+func (d *dynamic) followStats(stats func() source.Stats) {
 	d.stats = stats
 	d.metrics.statsFrom(stats)
 }
@@ -243,7 +244,7 @@ func (d *dynamic) overrideList() []override {
 // usable returns whether a backend may still take new connections as a
 // make-before-break fallback: static backends always, containers while they
 // run (a paused one takes none).
-func usable(snap *resolver.Snapshot) func(proxy.Backend) bool {
+func usable(snap *source.Snapshot) func(proxy.Backend) bool {
 	running := map[string]bool{}
 	for _, c := range snap.Containers {
 		if c.State == "running" {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
-	"github.com/ambassadord/ambassadord/pkg/watcher"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // statusDoc is what the admin endpoint reports (/routes, /readyz) and what
@@ -20,7 +20,7 @@ type statusDoc struct {
 	Overrides []override    `json:"overrides"`
 	Warnings  []string      `json:"warnings,omitempty"`
 
-	stats func() watcher.Stats // for Docker's counters, read when the document is served; nil for none
+	stats func() source.Stats // for Docker's counters, read when the document is served; nil for none
 }
 
 type dockerStatus struct {
@@ -30,7 +30,7 @@ type dockerStatus struct {
 	Synced    bool   `json:"synced"` // a snapshot has been applied
 	Error     string `json:"error,omitempty"`
 	// StreamError says why the engine's events are not followed while it
-	// answers (watcher.Update.StreamErr): the routes follow it by listing
+	// answers (source.Update.StreamErr): the routes follow it by listing
 	// at every --resync meanwhile.
 	StreamError string `json:"stream_error,omitempty"`
 	Self        string `json:"self,omitempty"` // the ambassador's own container
@@ -76,7 +76,7 @@ func buildStatus(d *dynamic) *statusDoc {
 	if doc.Overrides == nil {
 		doc.Overrides = []override{}
 	}
-	containers := map[string]resolver.Container{}
+	containers := map[string]source.Container{}
 	if d.snap != nil {
 		for _, c := range d.snap.Containers {
 			containers[c.ID] = c
@@ -149,7 +149,7 @@ func (doc *statusDoc) route(key string) (routeStatus, bool) {
 	return routeStatus{}, false
 }
 
-func dockerStatusOf(u watcher.Update, prev dockerStatus) dockerStatus {
+func dockerStatusOf(u source.Update, prev dockerStatus) dockerStatus {
 	s := prev
 	s.Connected = u.Connected
 	s.Error, s.StreamError = "", ""

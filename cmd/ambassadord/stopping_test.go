@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/pkg/resolver"
-	"github.com/ambassadord/ambassadord/pkg/watcher"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // holder is a backend that greets every connection with its name and keeps
@@ -64,10 +64,10 @@ func TestDynamicStoppingBackend(t *testing.T) {
 	}
 	draining := loopbackContainer("draining", portOf2(t, drainingAddr), claim("10"))
 	stopping := draining
-	stopping.State = watcher.StateStopping
+	stopping.State = source.StateStopping
 	other := loopbackContainer("other", portOf2(t, otherAddr), claim("0"))
-	update := func(gone []string, cs ...resolver.Container) {
-		d.update(ctx, watcher.Update{Connected: true, Gone: gone, Snapshot: &resolver.Snapshot{Containers: cs}})
+	update := func(gone []string, cs ...source.Container) {
+		d.update(ctx, source.Update{Connected: true, Gone: gone, Snapshot: &source.Snapshot{Containers: cs}})
 	}
 	noNewConn := func() {
 		t.Helper()

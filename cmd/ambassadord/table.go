@@ -15,6 +15,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // routeTable owns the proxy routes, one per listening port, and applies
@@ -91,8 +92,9 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
 		Observer:    t.metrics.observer(rt.Name),
 	}
-	p.SetBackends(rt.Backends)
-	t.metrics.backendSet(rt.Name, rt.Backends)
+	backends := proxyBackends(rt.Backends)
+	p.SetBackends(backends)
+	t.metrics.backendSet(rt.Name, backends)
 	t.metrics.overridden(rt.Name, rt.Override)
 	s := &servedRoute{spec: rt, proxy: p, ln: ln}
 	t.routes[rt.Listen] = s
@@ -124,8 +126,9 @@ func (t *routeTable) update(s *servedRoute, rt resolver.Route) {
 		return
 	}
 	t.log.Info("route rewired", routeFields(rt, zap.Stringers("previous", old.Backends))...)
-	s.proxy.SetBackends(rt.Backends)
-	t.metrics.backendSet(rt.Name, rt.Backends)
+	backends := proxyBackends(rt.Backends)
+	s.proxy.SetBackends(backends)
+	t.metrics.backendSet(rt.Name, backends)
 	t.metrics.rewired(rt.Name)
 	if t.cfg.drain > 0 {
 		// --drain: connections to backends the rewire dropped are closed
@@ -225,4 +228,17 @@ func (t *routeTable) pruneFallbacks(keep func(proxy.Backend) bool) {
 	for _, s := range t.routes {
 		s.proxy.PruneFallback(keep)
 	}
+}
+
+// proxyBackends converts the resolver's backends to the proxy's: the same
+// values, in a type of the proxy's own, which knows nothing of sources.
+func proxyBackends(bs []source.Backend) []proxy.Backend {
+	if bs == nil {
+		return nil
+	}
+	out := make([]proxy.Backend, len(bs))
+	for i, b := range bs {
+		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID}
+	}
+	return out
 }

@@ -65,7 +65,7 @@ func ParseClassicEnv(environ []string) (specs []Spec, warnings []string, err err
 			errs = append(errs, fmt.Errorf("env %s=%q: %w", name, value, err))
 			continue
 		}
-		specs = append(specs, Spec{Listen: listen, Backends: []Endpoint{e}, Source: "env " + name, Alias: alias})
+		specs = append(specs, Spec{Protocol: TCP, Listen: listen, Backends: []Endpoint{e}, Source: "env " + name, Alias: alias})
 	}
 	if len(errs) > 0 {
 		return nil, warnings, errors.Join(errs...)

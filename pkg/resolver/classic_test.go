@@ -139,7 +139,7 @@ func TestParseClassicEnv(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, warnings, err := ParseClassicEnv(tt.environ)
 			require.NoError(t, err)
-			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tcpSpecs(tt.want), got)
 			assert.Equal(t, tt.warnings, warnings)
 		})
 	}

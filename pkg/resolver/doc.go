@@ -8,8 +8,10 @@
 // goroutines and no clock, so every rule is table-tested and every parser
 // is fuzzed. The functions are safe for concurrent use because they share no
 // state, and the values they return are never mutated afterwards: callers may
-// hand them to other goroutines as they are. The watcher converts Docker's
-// types to Snapshot at its edge; this package never imports Docker.
+// hand them to other goroutines as they are. Sources (the Docker watcher)
+// convert their engine's types to source.Snapshot at their edge; this
+// package never imports an engine's API, nor the proxy: its routes carry
+// source.Backend values, which the controller hands to the proxy.
 //
 // # Routing model
 //

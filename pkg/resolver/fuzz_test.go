@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // checkSpec reports a test error unless spec is one a parser may return.
@@ -282,32 +284,32 @@ func FuzzResolveLabels(f *testing.F) {
 	f.Add("web", "", "x", "0", "nope", "")
 	f.Add("", "1:2:3", "-1", "", "", "amb")
 	f.Fuzz(func(t *testing.T, target, portsLabel, priority, port, network, name string) {
-		self := &Container{
+		self := &source.Container{
 			ID: "id-amb", Name: "amb", State: "running",
 			Labels:   map[string]string{LabelRole: "ambassador", LabelTarget: target, LabelPorts: portsLabel},
-			Networks: []Network{{Name: "back", ID: "n-back", IP: "10.1.0.2"}, {Name: "front", ID: "n-front", IP: "10.2.0.2"}},
-			Links:    []Link{{Name: name, Alias: name}},
+			Networks: []source.Network{{Name: "back", ID: "n-back", IP: "10.1.0.2"}, {Name: "front", ID: "n-front", IP: "10.2.0.2"}},
+			Links:    []source.Link{{Name: name, Alias: name}},
 		}
-		claimer := Container{
+		claimer := source.Container{
 			ID: "id-" + name, Name: name, State: "running",
 			Labels: map[string]string{
 				LabelTarget: target, LabelPriority: priority, LabelPort: port, LabelNetwork: network,
 			},
-			Networks: []Network{{Name: "back", ID: "n-back", IP: "10.1.0.3"}, {Name: "front", ID: "n-front", IP: "10.2.0.3"}},
-			Ports:    []Port{{Port: 80, Proto: "tcp"}, {Port: 53, Proto: "udp"}},
+			Networks: []source.Network{{Name: "back", ID: "n-back", IP: "10.1.0.3"}, {Name: "front", ID: "n-front", IP: "10.2.0.3"}},
+			Ports:    []source.Port{{Port: 80, Proto: "tcp"}, {Port: 53, Proto: "udp"}},
 		}
-		other := Container{
+		other := source.Container{
 			ID: "id-other", Name: "other", State: "running",
 			Labels:   map[string]string{LabelTarget: target},
-			Networks: []Network{{Name: "front", ID: "n-front", IP: "10.2.0.4"}},
-			Ports:    []Port{{Port: 8080, Proto: "tcp"}},
+			Networks: []source.Network{{Name: "front", ID: "n-front", IP: "10.2.0.4"}},
+			Ports:    []source.Port{{Port: 8080, Proto: "tcp"}},
 		}
 		if portsLabel == "" {
 			// No ambassador.ports: the ambassador's own exposed
 			// ports (none) are its label's, not its claimers'.
 			delete(self.Labels, LabelPorts)
 		}
-		snap := &Snapshot{Self: self, Containers: []Container{*self, claimer, other}}
+		snap := &source.Snapshot{Self: self, Containers: []source.Container{*self, claimer, other}}
 		specs := []Spec{{Listen: 6379, Target: name, Source: "fuzz"}}
 
 		res := Resolve(specs, snap, Options{Network: network})

@@ -85,3 +85,25 @@ func parsePriority(s string) (int, error) {
 	}
 	return int(p), nil
 }
+
+// Labels that drive resolution. They are set on backend containers, except
+// LabelRole, which the ambassadord image carries, and LabelTarget and
+// LabelPorts, which are also read from the ambassador's own container.
+const (
+	// LabelTarget on a backend claims a target name; on the ambassador it
+	// names the target to serve.
+	LabelTarget = "ambassador.target"
+	// LabelPriority is a claimer's integer priority; the highest wins.
+	// Default 0.
+	LabelPriority = "ambassador.priority"
+	// LabelNetwork on a backend names the network to reach it on.
+	LabelNetwork = "ambassador.network"
+	// LabelPort on a claimer overrides the route's backend port.
+	LabelPort = "ambassador.port"
+	// LabelPorts on the ambassador lists the ports to serve for its
+	// target: "6379" or "6379,8080:80" (LISTEN:BACKEND).
+	LabelPorts = "ambassador.ports"
+	// LabelRole=ambassador marks an ambassador; ambassadors never count as
+	// claimers.
+	LabelRole = "ambassador.role"
+)

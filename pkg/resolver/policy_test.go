@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // TestClaimsOnlyWhereInvited: a route from a link or from --route follows
@@ -21,11 +21,11 @@ func TestClaimsOnlyWhereInvited(t *testing.T) {
 	const maxPrio = "2147483647"
 	redis := ctr("redis", "172.18.0.3", ports(tcp(6379)))
 	hostile := ctr("evil", "172.18.0.66", claims("redis"), labels(LabelPriority, maxPrio))
-	named := []proxy.Backend{backend("172.18.0.3:6379", "id-redis")}
-	stolen := []proxy.Backend{backend("172.18.0.66:6379", "id-evil")}
-	refused := func(source, flag string) []Candidate {
+	named := []source.Backend{backend("172.18.0.3:6379", "id-redis")}
+	stolen := []source.Backend{backend("172.18.0.66:6379", "id-evil")}
+	refused := func(from, flag string) []Candidate {
 		return []Candidate{
-			skipped("evil", "claims redis, but claims do not count on a route from "+source+
+			skipped("evil", "claims redis, but claims do not count on a route from "+from+
 				", which follows the container named redis (--claims "+flag+" admits them)"),
 			chosen("redis", "named redis, running, no healthcheck"),
 		}
@@ -35,14 +35,14 @@ func TestClaimsOnlyWhereInvited(t *testing.T) {
 	}
 	route := func(t *testing.T) []Spec { return []Spec{mustParseRoute(t, "6379:redis:6379")} }
 	noSpecs := func(t *testing.T) []Spec { return nil }
-	linked := links(Link{Name: "redis", Alias: "redis"})
+	linked := links(source.Link{Name: "redis", Alias: "redis"})
 
 	for _, tt := range []struct {
 		name       string
 		specs      func(t *testing.T) []Spec
-		self       *Container
+		self       *source.Container
 		claims     Claims
-		backends   []proxy.Backend
+		backends   []source.Backend
 		candidates []Candidate // nil: not checked
 	}{
 		{name: "classic link variable", specs: linkVar, self: amb(linked), backends: named, candidates: refused("a link", "label,links")},
@@ -88,7 +88,7 @@ func TestDNSNameNeverClaimable(t *testing.T) {
 	res := Resolve([]Spec{spec}, snapshot(amb(), evil), Options{Claims: Claims{Routes: true, Links: true}})
 	require.Len(t, res.Routes, 1)
 	rt := res.Routes[0]
-	assert.Equal(t, []proxy.Backend{{Addr: "db.prod.example.com:5432"}}, rt.Backends, "DNS, never the claimer")
+	assert.Equal(t, []source.Backend{{Addr: "db.prod.example.com:5432"}}, rt.Backends, "DNS, never the claimer")
 	assert.Equal(t, []Candidate{skipped("evil", "claims db.prod.example.com, but db.prod.example.com is a DNS name, which no container may claim")}, rt.Candidates)
 
 	// The same on the ambassador's own label.
@@ -104,7 +104,7 @@ func TestDNSNameNeverClaimable(t *testing.T) {
 // the operator names (--network), and claimers are reached on it. The
 // container named like the target still counts by its name.
 func TestClaimsWithoutOwnNetworks(t *testing.T) {
-	onHost := amb(nets(Network{Name: "host", ID: "n-host"}), claims("redis"), ports(tcp(6379)))
+	onHost := amb(nets(source.Network{Name: "host", ID: "n-host"}), claims("redis"), ports(tcp(6379)))
 	unknown := func(t *testing.T) []Spec { return []Spec{mustParseRoute(t, "6379:redis:6379")} }
 	appClaimer := ctr("good", "", claims("redis"), nets(on(app, "172.18.0.4"), on(other, "10.3.0.4")))
 	otherClaimer := ctr("evil", "", claims("redis"), labels(LabelPriority, "100"), nets(on(other, "10.3.0.66")))
@@ -113,15 +113,15 @@ func TestClaimsWithoutOwnNetworks(t *testing.T) {
 
 	for _, tt := range []struct {
 		name       string
-		self       *Container
+		self       *source.Container
 		specs      func(t *testing.T) []Spec
 		network    string
-		backends   []proxy.Backend
+		backends   []source.Backend
 		candidates []Candidate
 	}{
 		{
 			name: "on the host network, no --network: no claim counts", self: onHost, specs: func(*testing.T) []Spec { return nil },
-			backends: []proxy.Backend{backend("10.3.0.3:6379", "id-redis")},
+			backends: []source.Backend{backend("10.3.0.3:6379", "id-redis")},
 			candidates: []Candidate{
 				skipped("amb", "the ambassador itself"),
 				skipped("evil", "claims redis, but "+why+": claims count only from the network --network names"),
@@ -132,7 +132,7 @@ func TestClaimsWithoutOwnNetworks(t *testing.T) {
 		{
 			name: "on the host network, --network app: the claimer on app, reached on app", self: onHost, specs: func(*testing.T) []Spec { return nil },
 			network:  "app",
-			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-good")},
+			backends: []source.Backend{backend("172.18.0.4:6379", "id-good")},
 			candidates: []Candidate{
 				skipped("amb", "the ambassador itself"),
 				skipped("evil", "claims redis, but it is not on network app, the only one claims count from while "+why+" (--network)"),
@@ -142,7 +142,7 @@ func TestClaimsWithoutOwnNetworks(t *testing.T) {
 		},
 		{
 			name: "own container unknown, --claims routes, no --network", specs: unknown,
-			backends: []proxy.Backend{backend("10.3.0.3:6379", "id-redis")},
+			backends: []source.Backend{backend("10.3.0.3:6379", "id-redis")},
 			candidates: []Candidate{
 				skipped("evil", "claims redis, but "+why+": claims count only from the network --network names"),
 				skipped("good", "claims redis, but "+why+": claims count only from the network --network names"),
@@ -262,7 +262,7 @@ func TestSelfLoop(t *testing.T) {
 	assert.Contains(t, res.Warnings, "route 6379 (from --route \"6379:10.0.0.1:6379\"): backend 127.0.0.1:6379 refused: it is the ambassador's own listening address, which would connect to itself until descriptors run out")
 	// Without Local, nothing is refused.
 	res = Resolve(specs, snapshot(amb()), Options{Overrides: map[string]string{"6379": "127.0.0.1:6379"}})
-	assert.Equal(t, []proxy.Backend{{Addr: "127.0.0.1:6379"}}, res.Routes[0].Backends)
+	assert.Equal(t, []source.Backend{{Addr: "127.0.0.1:6379"}}, res.Routes[0].Backends)
 }
 
 func TestParseClaims(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // Options are the ambassador's settings that shape resolution. The zero
@@ -84,11 +84,11 @@ const (
 // and come first; specs with Alias, from the classic link variables, come
 // second; each keeps its order within its group. Resolve is pure and
 // deterministic: the same arguments give the same Result.
-func Resolve(specs []Spec, snap *Snapshot, opts Options) Result {
+func Resolve(specs []Spec, snap *source.Snapshot, opts Options) Result {
 	r := &resolution{
 		snap:     snap,
 		opts:     opts,
-		taken:    make(map[int]*pending),
+		taken:    make(map[routeKey]*pending),
 		covered:  make(map[string]bool),
 		targets:  make(map[electionKey]*election),
 		warnings: make(map[string]bool),
@@ -113,19 +113,19 @@ func Resolve(specs []Spec, snap *Snapshot, opts Options) Result {
 	for _, p := range r.order {
 		res.Routes = append(res.Routes, r.route(p))
 	}
-	slices.SortFunc(res.Routes, func(a, b Route) int { return a.Listen - b.Listen })
+	slices.SortFunc(res.Routes, func(a, b Route) int { return cmp.Or(a.Listen-b.Listen, strings.Compare(a.Protocol, b.Protocol)) })
 	res.Warnings = r.warningList
 	return res
 }
 
 // resolution is the state of one Resolve call.
 type resolution struct {
-	snap *Snapshot
-	self *Container // nil when unknown or without a snapshot
+	snap *source.Snapshot
+	self *source.Container // nil when unknown or without a snapshot
 	opts Options
 
 	order   []*pending                // routes in the order their sources were read
-	taken   map[int]*pending          // by listen port
+	taken   map[routeKey]*pending     // by protocol and listen port
 	covered map[string]bool           // link names whose classic variables made specs
 	targets map[electionKey]*election // computed once per call
 
@@ -135,6 +135,7 @@ type resolution struct {
 
 // pending is a route before its target is resolved.
 type pending struct {
+	proto    string // TCP
 	listen   int
 	source   string
 	target   string     // "" for a static route
@@ -142,6 +143,14 @@ type pending struct {
 	fallback []Endpoint // static backends, or the target's fallback
 	kind     routeKind  // where the route came from, for Options.Claims
 }
+
+// routeKey identifies a route: its protocol and listen port.
+type routeKey struct {
+	proto  string
+	listen int
+}
+
+func (p *pending) key() routeKey { return routeKey{cmp.Or(p.proto, TCP), p.listen} }
 
 // routeKind is where a route came from, as far as Options.Claims is
 // concerned.
@@ -226,20 +235,20 @@ func (r *resolution) warn(format string, args ...any) {
 // port) is dropped silently: `--route 6379:redis` and `--link redis:redis`
 // mean the same listener.
 func (r *resolution) add(p *pending) {
-	if held, ok := r.taken[p.listen]; ok {
+	if held, ok := r.taken[p.key()]; ok {
 		if p.target == "" || held.target != p.target || held.port != p.port {
 			r.warn("%s: listen port %d skipped: already taken by %s", p.source, p.listen, held.source)
 		}
 		return
 	}
-	r.taken[p.listen] = p
+	r.taken[p.key()] = p
 	r.order = append(r.order, p)
 }
 
 // addSpec adds an explicit spec: a target route when ParseRoute found a
 // name, with its endpoint as the fallback, else a static route.
 func (r *resolution) addSpec(s Spec) {
-	p := &pending{listen: s.Listen, source: s.Source, target: s.Target, fallback: s.Backends, kind: kindRoute}
+	p := &pending{proto: s.proto(), listen: s.Listen, source: s.Source, target: s.Target, fallback: s.Backends, kind: kindRoute}
 	if s.Target != "" {
 		p.port = s.Listen
 		if len(s.Backends) > 0 {
@@ -254,7 +263,7 @@ func (r *resolution) addSpec(s Spec) {
 // variable's address serving only as the fallback; otherwise static, as
 // for a remote host given with -e.
 func (r *resolution) addClassic(s Spec) {
-	p := &pending{listen: s.Listen, source: s.Source, fallback: s.Backends, kind: kindLink}
+	p := &pending{proto: s.proto(), listen: s.Listen, source: s.Source, fallback: s.Backends, kind: kindLink}
 	if l, ok := r.link(s.Alias); ok && len(s.Backends) > 0 {
 		r.covered[l.Name] = true
 		p.target = l.Name
@@ -265,16 +274,16 @@ func (r *resolution) addClassic(s Spec) {
 
 // link returns the ambassador's link whose alias Docker would spell alias
 // in variable names.
-func (r *resolution) link(alias string) (Link, bool) {
+func (r *resolution) link(alias string) (source.Link, bool) {
 	if r.self == nil {
-		return Link{}, false
+		return source.Link{}, false
 	}
 	for _, l := range r.self.Links {
 		if variableAlias(l.Alias) == alias {
-			return Link{Name: baseName(l.Name), Alias: l.Alias}, true
+			return source.Link{Name: baseName(l.Name), Alias: l.Alias}, true
 		}
 	}
-	return Link{}, false
+	return source.Link{}, false
 }
 
 // variableAlias spells a link alias as Docker does in variable names:
@@ -308,29 +317,29 @@ func (r *resolution) addLinks() {
 		if r.covered[name] {
 			continue
 		}
-		source := linkSource + name + ":" + baseName(l.Alias)
+		from := linkSource + name + ":" + baseName(l.Alias)
 		c := r.container(name)
 		if c == nil {
-			r.warn("%s: no route: container %s is not running", source, name)
+			r.warn("%s: no route: container %s is not running", from, name)
 			continue
 		}
 		var tcp int
 		for _, pt := range c.Ports {
 			if pt.Proto != "tcp" {
-				r.warn("%s: port %d/%s skipped: only TCP is forwarded", source, pt.Port, pt.Proto)
+				r.warn("%s: port %d/%s skipped: only TCP is forwarded", from, pt.Port, pt.Proto)
 				continue
 			}
 			tcp++
-			r.add(&pending{listen: pt.Port, source: source, target: name, port: pt.Port, kind: kindLink})
+			r.add(&pending{listen: pt.Port, source: from, target: name, port: pt.Port, kind: kindLink})
 		}
 		if tcp == 0 {
-			r.warn("%s: no route: container %s exposes no TCP port; add --route LISTEN:%s:PORT", source, name, name)
+			r.warn("%s: no route: container %s exposes no TCP port; add --route LISTEN:%s:PORT", from, name, name)
 		}
 	}
 }
 
 // container returns the container of that name in the snapshot, or nil.
-func (r *resolution) container(name string) *Container {
+func (r *resolution) container(name string) *source.Container {
 	for i := range r.snap.Containers {
 		if c := &r.snap.Containers[i]; c.Name == name {
 			return c
@@ -353,13 +362,13 @@ func (r *resolution) addLabelTarget() {
 	if !ok {
 		return
 	}
-	source := labelSource + clip(name)
+	from := labelSource + clip(name)
 	if name == "" {
-		r.warn("%s: ignored: empty target name", source)
+		r.warn("%s: ignored: empty target name", from)
 		return
 	}
 	if err := checkTargetName(name); err != nil {
-		r.warn("%s: ignored: %v", source, err)
+		r.warn("%s: ignored: %v", from, err)
 		return
 	}
 	var pairs []portPair
@@ -367,10 +376,10 @@ func (r *resolution) addLabelTarget() {
 		var warnings []string
 		pairs, warnings = parsePortsLabel(v)
 		for _, w := range warnings {
-			r.warn("%s: %s", source, w)
+			r.warn("%s: %s", from, w)
 		}
 		if len(pairs) == 0 {
-			r.warn("%s: no route: label %s=%s gives no port", source, LabelPorts, quote(v))
+			r.warn("%s: no route: label %s=%s gives no port", from, LabelPorts, quote(v))
 		}
 	} else {
 		for _, pt := range r.self.Ports {
@@ -379,11 +388,11 @@ func (r *resolution) addLabelTarget() {
 			}
 		}
 		if len(pairs) == 0 {
-			r.warn("%s: no route: the ambassador exposes no TCP port; set label %s, or run it with --expose PORT", source, LabelPorts)
+			r.warn("%s: no route: the ambassador exposes no TCP port; set label %s, or run it with --expose PORT", from, LabelPorts)
 		}
 	}
 	for _, p := range pairs {
-		r.add(&pending{listen: p.Listen, source: source, target: name, port: p.Backend, kind: kindLabel})
+		r.add(&pending{listen: p.Listen, source: from, target: name, port: p.Backend, kind: kindLabel})
 	}
 }
 
@@ -395,7 +404,7 @@ func (r *resolution) route(p *pending) Route {
 	if override != "" {
 		p = overridden(p, override)
 	}
-	rt := Route{Name: strconv.Itoa(p.listen), Listen: p.listen, Source: p.source, Target: p.target, Port: p.port, Override: override}
+	rt := Route{Name: strconv.Itoa(p.listen), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Port: p.port, Override: override}
 	noBackend := noEngine
 	if p.target == "" {
 		noBackend = "no backend given"
@@ -406,7 +415,7 @@ func (r *resolution) route(p *pending) Route {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
 		for _, c := range e.chosen() {
-			rt.Backends = append(rt.Backends, proxy.Backend{
+			rt.Backends = append(rt.Backends, source.Backend{
 				Addr: net.JoinHostPort(c.ip, strconv.Itoa(cmp.Or(c.port, p.port))),
 				ID:   c.ctr.ID,
 			})
@@ -430,7 +439,7 @@ func (r *resolution) route(p *pending) Route {
 			r.warn("route %d (from %s): %s", p.listen, p.source, selfLoop(f))
 			continue
 		}
-		rt.Backends = append(rt.Backends, proxy.Backend{Addr: f.String()})
+		rt.Backends = append(rt.Backends, source.Backend{Addr: f.String()})
 	}
 	if len(rt.Backends) == 0 {
 		rt.NoBackend = noBackend
@@ -462,7 +471,7 @@ func checkTargetName(name string) error {
 // addresses: an address of Options.Local and the listen port of a route.
 // A host name is not looked up here (see SelfLoops).
 func (r *resolution) ownAddress(e Endpoint) bool {
-	if r.taken[e.Port] == nil {
+	if r.taken[routeKey{TCP, e.Port}] == nil {
 		return false
 	}
 	return isLocal(r.opts.Local, e.Host)
@@ -633,7 +642,7 @@ func (e *election) chosen() []*candidate {
 // needs to know of it.
 type candidate struct {
 	Candidate
-	ctr      *Container
+	ctr      *source.Container
 	claims   bool   // by label, and allowed to (claimable route, not Self, not an ambassador, in scope)
 	usable   bool   // running, healthy, reachable, valid port label
 	priority int    // for claimers
@@ -724,18 +733,18 @@ func (r *resolution) elect(name string, k routeKind) *election {
 }
 
 // isSelf reports whether c is the ambassador's own container.
-func (r *resolution) isSelf(c *Container) bool {
+func (r *resolution) isSelf(c *source.Container) bool {
 	return r.self != nil && c.ID == r.self.ID
 }
 
 // sortedContainers returns the snapshot's containers by Name then ID,
 // whatever order the watcher used.
-func (r *resolution) sortedContainers() []*Container {
-	out := make([]*Container, 0, len(r.snap.Containers))
+func (r *resolution) sortedContainers() []*source.Container {
+	out := make([]*source.Container, 0, len(r.snap.Containers))
 	for i := range r.snap.Containers {
 		out = append(out, &r.snap.Containers[i])
 	}
-	slices.SortFunc(out, func(a, b *Container) int {
+	slices.SortFunc(out, func(a, b *source.Container) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
 	})
 	return out
@@ -744,7 +753,7 @@ func (r *resolution) sortedContainers() []*Container {
 // consider judges one container matching a target by label, by name, or
 // both, for election e. It sets Reason for an unusable candidate; the
 // election sets it for the others.
-func (r *resolution) consider(c *Container, name string, byLabel, byName bool, e *election) *candidate {
+func (r *resolution) consider(c *source.Container, name string, byLabel, byName bool, e *election) *candidate {
 	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name}, ctr: c}
 	isAmbassador := c.Labels[LabelRole] == roleValue
 	switch {
@@ -850,7 +859,7 @@ func (r *resolution) consider(c *Container, name string, byLabel, byName bool, e
 // network the operator named (Options.Network), and the claimer is
 // reached on it. It returns that network, or "" for any shared one, or
 // why the claim does not count.
-func (r *resolution) claimNetwork(c *Container) (only string, ok bool, why string) {
+func (r *resolution) claimNetwork(c *source.Container) (only string, ok bool, why string) {
 	if !r.ownNetworksUnknown() {
 		return "", true, ""
 	}
@@ -884,7 +893,7 @@ func (r *resolution) ownNetworksUnknown() bool {
 // Options.Network, else the lowest network name; note says which rule chose
 // when there was a choice. skip says why c cannot be reached. A non-empty
 // only is the one network to reach c on (claimNetwork).
-func (r *resolution) address(c *Container, only string) (ip, note, skip string) {
+func (r *resolution) address(c *source.Container, only string) (ip, note, skip string) {
 	if only != "" {
 		n, _ := findNetwork(c.Networks, only)
 		if n.IP == "" {
@@ -892,7 +901,7 @@ func (r *resolution) address(c *Container, only string) (ip, note, skip string) 
 		}
 		return n.IP, fmt.Sprintf("network %s (--network)", n.Name), ""
 	}
-	var shared, noIP []Network
+	var shared, noIP []source.Network
 	for _, n := range c.Networks {
 		if !r.shared(n) {
 			continue
@@ -903,7 +912,7 @@ func (r *resolution) address(c *Container, only string) (ip, note, skip string) 
 		}
 		shared = append(shared, n)
 	}
-	slices.SortFunc(shared, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(shared, func(a, b source.Network) int { return strings.Compare(a.Name, b.Name) })
 	switch {
 	case len(shared) == 0 && len(noIP) > 0:
 		return "", "", fmt.Sprintf("no IPv4 address on the networks shared with the ambassador %v", networkNames(noIP))
@@ -954,7 +963,7 @@ func (r *resolution) address(c *Container, only string) (ip, note, skip string) 
 // Without Self (the ambassador on the host, or unknown) and with Self on
 // the host network, every network counts: the host routes to the bridges.
 // (Claims are narrower there: claimNetwork.)
-func (r *resolution) shared(n Network) bool {
+func (r *resolution) shared(n source.Network) bool {
 	if r.ownNetworksUnknown() {
 		return true
 	}
@@ -973,17 +982,17 @@ func (r *resolution) shared(n Network) bool {
 }
 
 // findNetwork returns the network of nets named, or with ID, want.
-func findNetwork(nets []Network, want string) (Network, bool) {
+func findNetwork(nets []source.Network, want string) (source.Network, bool) {
 	for _, n := range nets {
 		if n.Name == want || n.ID != "" && n.ID == want {
 			return n, true
 		}
 	}
-	return Network{}, false
+	return source.Network{}, false
 }
 
 // networkNames returns the sorted names of nets, for messages.
-func networkNames(nets []Network) []string {
+func networkNames(nets []source.Network) []string {
 	names := make([]string, 0, len(nets))
 	for _, n := range nets {
 		names = append(names, n.Name)

@@ -7,26 +7,26 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // The networks of the test snapshots. The ambassador is on app unless a
 // test says otherwise.
 var (
-	app   = Network{Name: "app", ID: "n-app"}
-	back  = Network{Name: "back", ID: "n-back"}
-	front = Network{Name: "front", ID: "n-front"}
-	other = Network{Name: "other", ID: "n-other"}
+	app   = source.Network{Name: "app", ID: "n-app"}
+	back  = source.Network{Name: "back", ID: "n-back"}
+	front = source.Network{Name: "front", ID: "n-front"}
+	other = source.Network{Name: "other", ID: "n-other"}
 )
 
 // on returns n with the container's IP on it.
-func on(n Network, ip string) Network {
+func on(n source.Network, ip string) source.Network {
 	n.IP = ip
 	return n
 }
 
 // amb is the ambassador's own container.
-func amb(opts ...func(*Container)) *Container {
+func amb(opts ...func(*source.Container)) *source.Container {
 	c := ctr("amb", "172.18.0.2", labels(LabelRole, "ambassador"))
 	for _, o := range opts {
 		o(&c)
@@ -36,8 +36,8 @@ func amb(opts ...func(*Container)) *Container {
 
 // ctr returns a running container without healthcheck on app at ip, its
 // ID derived from its name.
-func ctr(name, ip string, opts ...func(*Container)) Container {
-	c := Container{ID: "id-" + name, Name: name, State: "running", Networks: []Network{on(app, ip)}}
+func ctr(name, ip string, opts ...func(*source.Container)) source.Container {
+	c := source.Container{ID: "id-" + name, Name: name, State: "running", Networks: []source.Network{on(app, ip)}}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -45,8 +45,8 @@ func ctr(name, ip string, opts ...func(*Container)) Container {
 }
 
 // labels adds labels given as key, value, key, value...
-func labels(kv ...string) func(*Container) {
-	return func(c *Container) {
+func labels(kv ...string) func(*source.Container) {
+	return func(c *source.Container) {
 		if c.Labels == nil {
 			c.Labels = make(map[string]string)
 		}
@@ -56,25 +56,29 @@ func labels(kv ...string) func(*Container) {
 	}
 }
 
-func claims(target string) func(*Container) { return labels(LabelTarget, target) }
+func claims(target string) func(*source.Container) { return labels(LabelTarget, target) }
 
-func state(s string) func(*Container)  { return func(c *Container) { c.State = s } }
-func health(h string) func(*Container) { return func(c *Container) { c.Health = h } }
-func nets(n ...Network) func(*Container) {
-	return func(c *Container) { c.Networks = n }
+func state(s string) func(*source.Container)  { return func(c *source.Container) { c.State = s } }
+func health(h string) func(*source.Container) { return func(c *source.Container) { c.Health = h } }
+func nets(n ...source.Network) func(*source.Container) {
+	return func(c *source.Container) { c.Networks = n }
 }
-func ports(p ...Port) func(*Container) { return func(c *Container) { c.Ports = p } }
-func links(l ...Link) func(*Container) { return func(c *Container) { c.Links = l } }
+func ports(p ...source.Port) func(*source.Container) {
+	return func(c *source.Container) { c.Ports = p }
+}
+func links(l ...source.Link) func(*source.Container) {
+	return func(c *source.Container) { c.Links = l }
+}
 
-func tcp(p int) Port { return Port{Port: p, Proto: "tcp"} }
+func tcp(p int) source.Port { return source.Port{Port: p, Proto: "tcp"} }
 
 // snapshot returns a snapshot of self and containers, sorted by name as the
 // watcher publishes them.
-func snapshot(self *Container, containers ...Container) *Snapshot {
+func snapshot(self *source.Container, containers ...source.Container) *source.Snapshot {
 	if self != nil {
 		containers = append(containers, *self)
 	}
-	slices.SortFunc(containers, func(a, b Container) int {
+	slices.SortFunc(containers, func(a, b source.Container) int {
 		switch {
 		case a.Name < b.Name:
 			return -1
@@ -83,7 +87,7 @@ func snapshot(self *Container, containers ...Container) *Snapshot {
 		}
 		return 0
 	})
-	return &Snapshot{Self: self, Containers: containers}
+	return &source.Snapshot{Self: self, Containers: containers}
 }
 
 // mustParseRoute parses an explicit route known to be valid.
@@ -102,7 +106,7 @@ func mustParseClassicEnv(t *testing.T, environ ...string) []Spec {
 	return specs
 }
 
-func backend(addr, id string) proxy.Backend { return proxy.Backend{Addr: addr, ID: id} }
+func backend(addr, id string) source.Backend { return source.Backend{Addr: addr, ID: id} }
 
 func chosen(name, reason string) Candidate {
 	return Candidate{ID: "id-" + name, Name: name, Chosen: true, Reason: reason}
@@ -118,26 +122,26 @@ func skipped(name, reason string) Candidate {
 // fallback a host name that only DNS resolves (redis.example.com), or the
 // same route without fallback.
 func TestResolveTarget(t *testing.T) {
-	fallback := []proxy.Backend{{Addr: "redis.example.com:6379"}}
+	fallback := []source.Backend{{Addr: "redis.example.com:6379"}}
 	tests := []struct {
 		name       string
-		self       *Container // amb() when nil, unless noSelf
+		self       *source.Container // amb() when nil, unless noSelf
 		noSelf     bool
-		containers []Container
+		containers []source.Container
 		opts       Options
 		noFallback bool
 		// defaultClaims leaves Options.Claims as the case has it: the
 		// runner otherwise admits claims on the explicit route.
 		defaultClaims bool
 
-		backends   []proxy.Backend
+		backends   []source.Backend
 		candidates []Candidate
 		noBackend  string
 		warnings   []string
 	}{
 		{
 			name:       "no container: fallback",
-			containers: []Container{ctr("web", "172.18.0.9")},
+			containers: []source.Container{ctr("web", "172.18.0.9")},
 			backends:   fallback,
 		},
 		{
@@ -148,69 +152,69 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name:       "named, no healthcheck",
-			containers: []Container{ctr("redis", "172.18.0.3")},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "172.18.0.3")},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name:       "named, healthy",
-			containers: []Container{ctr("redis", "172.18.0.3", health("healthy"))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "172.18.0.3", health("healthy"))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, healthy")},
 		},
 		{
 			name:       "named, unhealthy: fallback",
-			containers: []Container{ctr("redis", "172.18.0.3", health("unhealthy"))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", health("unhealthy"))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "unhealthy")},
 		},
 		{
 			name:       "named, unhealthy, no fallback",
 			noFallback: true,
-			containers: []Container{ctr("redis", "172.18.0.3", health("unhealthy"))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", health("unhealthy"))},
 			candidates: []Candidate{skipped("redis", "unhealthy")},
 			noBackend:  "no usable container for redis (redis: unhealthy)",
 		},
 		{
 			name:       "named, health starting",
-			containers: []Container{ctr("redis", "172.18.0.3", health("starting"))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", health("starting"))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "health starting (not yet healthy)")},
 		},
 		{
 			name:       "named, unknown health",
-			containers: []Container{ctr("redis", "172.18.0.3", health("weird"))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", health("weird"))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", `health "weird"`)},
 		},
 		{
 			name:       "named, paused: no new connections",
-			containers: []Container{ctr("redis", "172.18.0.3", state("paused"))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", state("paused"))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "paused")},
 		},
 		{
 			name:       "named, restarting",
-			containers: []Container{ctr("redis", "172.18.0.3", state("restarting"))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", state("restarting"))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "not running (restarting)")},
 		},
 		{
 			name:       "named, state unknown",
-			containers: []Container{ctr("redis", "172.18.0.3", state(""))},
+			containers: []source.Container{ctr("redis", "172.18.0.3", state(""))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "not running (state unknown)")},
 		},
 		{
 			name:       "named is an ambassador: a name is explicit",
-			containers: []Container{ctr("redis", "172.18.0.3", labels(LabelRole, "ambassador"))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "172.18.0.3", labels(LabelRole, "ambassador"))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name:       "a claimer beats the named container",
-			containers: []Container{ctr("redis", "172.18.0.3"), ctr("cache", "172.18.0.4", claims("redis"))},
-			backends:   []proxy.Backend{backend("172.18.0.4:6379", "id-cache")},
+			containers: []source.Container{ctr("redis", "172.18.0.3"), ctr("cache", "172.18.0.4", claims("redis"))},
+			backends:   []source.Backend{backend("172.18.0.4:6379", "id-cache")},
 			candidates: []Candidate{
 				chosen("cache", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 				skipped("redis", "named redis, but containers claim redis"),
@@ -218,12 +222,12 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "equal claimers are all chosen, by name",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis-2", "172.18.0.5", claims("redis"), health("healthy")),
 				ctr("redis-1", "172.18.0.4", claims("redis")),
 				ctr("web", "172.18.0.6", claims("web")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-redis-1"), backend("172.18.0.5:6379", "id-redis-2")},
+			backends: []source.Backend{backend("172.18.0.4:6379", "id-redis-1"), backend("172.18.0.5:6379", "id-redis-2")},
 			candidates: []Candidate{
 				chosen("redis-1", "claims redis (claim scope network), priority 0, running, no healthcheck"),
 				chosen("redis-2", "claims redis (claim scope network), priority 0, healthy"),
@@ -231,12 +235,12 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "highest priority wins",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis")),
 				ctr("green", "172.18.0.5", claims("redis"), labels(LabelPriority, "10")),
 				ctr("standby", "172.18.0.6", claims("redis"), labels(LabelPriority, "-1")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "lower priority (0 < 10)"),
 				chosen("green", "claims redis (claim scope network), priority 10, running, no healthcheck"),
@@ -245,19 +249,19 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "negative priority alone still serves",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("standby", "172.18.0.6", claims("redis"), labels(LabelPriority, "-1")),
 			},
-			backends:   []proxy.Backend{backend("172.18.0.6:6379", "id-standby")},
+			backends:   []source.Backend{backend("172.18.0.6:6379", "id-standby")},
 			candidates: []Candidate{chosen("standby", "claims redis (claim scope network), priority -1, running, no healthcheck")},
 		},
 		{
 			name: "malformed priority counts as 0",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis"), labels(LabelPriority, "high")),
 				ctr("green", "172.18.0.5", claims("redis")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-blue"), backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.4:6379", "id-blue"), backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				chosen("blue", `claims redis (claim scope network), priority 0 (malformed ambassador.priority "high": not an integer), running, no healthcheck`),
 				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
@@ -266,11 +270,11 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "only healthy claimers compete on priority",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis"), labels(LabelPriority, "10"), health("unhealthy")),
 				ctr("green", "172.18.0.5", claims("redis"), health("healthy")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "unhealthy"),
 				chosen("green", "claims redis (claim scope network), priority 0, healthy"),
@@ -278,11 +282,11 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "paused claimer gets no new connections",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis"), labels(LabelPriority, "10"), state("paused")),
 				ctr("green", "172.18.0.5", claims("redis")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "paused"),
 				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
@@ -290,11 +294,11 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "unhealthy claimers leave it to the named container",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis"), health("unhealthy")),
 				ctr("redis", "172.18.0.3"),
 			},
-			backends: []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			backends: []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{
 				skipped("blue", "unhealthy"),
 				chosen("redis", "named redis, running, no healthcheck"),
@@ -302,11 +306,11 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "an ambassador never claims",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("other-amb", "172.18.0.7", claims("redis"), labels(LabelRole, "ambassador")),
 				ctr("redis", "172.18.0.3"),
 			},
-			backends: []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			backends: []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{
 				skipped("other-amb", "ambassador (ambassador.role=ambassador)"),
 				chosen("redis", "named redis, running, no healthcheck"),
@@ -315,8 +319,8 @@ func TestResolveTarget(t *testing.T) {
 		{
 			name:       "the ambassador's own claim never counts",
 			self:       amb(claims("redis")),
-			containers: []Container{ctr("redis", "172.18.0.3")},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "172.18.0.3")},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{
 				skipped("amb", "the ambassador itself"),
 				chosen("redis", "named redis, running, no healthcheck"),
@@ -326,7 +330,7 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "the ambassador's own claim never counts, even without the role label",
-			self: func() *Container {
+			self: func() *source.Container {
 				c := ctr("amb", "172.18.0.2", claims("redis"))
 				return &c
 			}(),
@@ -336,7 +340,7 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "the ambassador is never the named container",
-			self: func() *Container {
+			self: func() *source.Container {
 				c := ctr("redis", "172.18.0.2", labels(LabelRole, "ambassador"))
 				return &c
 			}(),
@@ -347,11 +351,11 @@ func TestResolveTarget(t *testing.T) {
 		{
 			name: "claim scope label: a claimer without the label never counts, whatever its priority",
 			opts: Options{ClaimScope: ClaimScope{Label: "trusted=yes"}},
-			containers: []Container{
+			containers: []source.Container{
 				ctr("good", "172.18.0.4", claims("redis"), labels("trusted", "yes")),
 				ctr("evil", "172.18.0.5", claims("redis"), labels(LabelPriority, "100", "trusted", "no")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-good")},
+			backends: []source.Backend{backend("172.18.0.4:6379", "id-good")},
 			candidates: []Candidate{
 				skipped("evil", "claims redis, but outside the claim scope: no label trusted=yes"),
 				chosen("good", "claims redis (claim scope label:trusted=yes), priority 0, running, no healthcheck"),
@@ -361,11 +365,11 @@ func TestResolveTarget(t *testing.T) {
 			name: "claim scope project: only the ambassador's own compose project",
 			self: amb(labels(LabelComposeProject, "shop")),
 			opts: Options{ClaimScope: ClaimScope{Project: true}},
-			containers: []Container{
+			containers: []source.Container{
 				ctr("mine", "172.18.0.4", claims("redis"), labels(LabelComposeProject, "shop")),
 				ctr("theirs", "172.18.0.5", claims("redis"), labels(LabelComposeProject, "blog", LabelPriority, "9")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.4:6379", "id-mine")},
+			backends: []source.Backend{backend("172.18.0.4:6379", "id-mine")},
 			candidates: []Candidate{
 				chosen("mine", "claims redis (claim scope project), priority 0, running, no healthcheck"),
 				skipped("theirs", "claims redis, but outside the claim scope: not in compose project shop"),
@@ -374,8 +378,8 @@ func TestResolveTarget(t *testing.T) {
 		{
 			name:       "claim scope project, ambassador in no project: no claimer counts, the named container still does",
 			opts:       Options{ClaimScope: ClaimScope{Project: true}},
-			containers: []Container{ctr("other", "172.18.0.4", claims("redis")), ctr("redis", "172.18.0.3", claims("redis"))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("other", "172.18.0.4", claims("redis")), ctr("redis", "172.18.0.3", claims("redis"))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{
 				skipped("other", "claims redis, but claim scope project, but the ambassador belongs to no compose project"),
 				chosen("redis", "named redis, running, no healthcheck"),
@@ -383,11 +387,11 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "ambassador.port overrides the port of a claimer",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis"), labels(LabelPort, "6380")),
 				ctr("green", "172.18.0.5", claims("redis")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.4:6380", "id-blue"), backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.4:6380", "id-blue"), backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				chosen("blue", "claims redis (claim scope network), priority 0, running, no healthcheck, port 6380 (ambassador.port)"),
 				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
@@ -395,17 +399,17 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name:       "ambassador.port is for claimers only",
-			containers: []Container{ctr("redis", "172.18.0.3", labels(LabelPort, "6380"))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "172.18.0.3", labels(LabelPort, "6380"))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name: "malformed ambassador.port: claimer skipped",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "172.18.0.4", claims("redis"), labels(LabelPort, "http"), labels(LabelPriority, "10")),
 				ctr("green", "172.18.0.5", claims("redis")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", `malformed ambassador.port "http": not a decimal number`),
 				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
@@ -414,11 +418,11 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name: "no shared network: skipped, and cannot shadow a reachable claimer",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("blue", "10.1.0.4", claims("redis"), labels(LabelPriority, "10"), nets(on(back, "10.1.0.4"), on(front, "10.2.0.4"))),
 				ctr("green", "172.18.0.5", claims("redis")),
 			},
-			backends: []proxy.Backend{backend("172.18.0.5:6379", "id-green")},
+			backends: []source.Backend{backend("172.18.0.5:6379", "id-green")},
 			candidates: []Candidate{
 				skipped("blue", "no network shared with the ambassador: container on [back front], ambassador on [app]"),
 				chosen("green", "claims redis (claim scope network), priority 0, running, no healthcheck"),
@@ -427,81 +431,81 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name:       "shared network without an IPv4 address",
-			containers: []Container{ctr("redis", "", nets(app))},
+			containers: []source.Container{ctr("redis", "", nets(app))},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "no IPv4 address on the networks shared with the ambassador [app]")},
 		},
 		{
 			name:       "on no network at all, ambassador outside Docker",
 			noSelf:     true,
-			containers: []Container{ctr("redis", "", nets())},
+			containers: []source.Container{ctr("redis", "", nets())},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "on no network")},
 		},
 		{
 			name:       "one shared network among several: no choice to explain",
-			containers: []Container{ctr("redis", "", nets(on(app, "172.18.0.3"), on(back, "10.1.0.3")))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "", nets(on(app, "172.18.0.3"), on(back, "10.1.0.3")))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name: "several shared networks: lowest name",
 			self: amb(nets(on(front, "10.2.0.2"), on(back, "10.1.0.2"))),
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "", nets(on(front, "10.2.0.3"), on(back, "10.1.0.3"), on(other, "10.3.0.3"))),
 			},
-			backends:   []proxy.Backend{backend("10.1.0.3:6379", "id-redis")},
+			backends:   []source.Backend{backend("10.1.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, network back (lowest name of [back front]; set ambassador.network to choose)")},
 			warnings:   []string{"container redis: reached on network back (lowest name of [back front]; set ambassador.network to choose)"},
 		},
 		{
 			name: "several shared networks: Options.Network",
 			self: amb(nets(on(back, "10.1.0.2"), on(front, "10.2.0.2"))),
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "", nets(on(back, "10.1.0.3"), on(front, "10.2.0.3"))),
 			},
 			opts:       Options{Network: "front"},
-			backends:   []proxy.Backend{backend("10.2.0.3:6379", "id-redis")},
+			backends:   []source.Backend{backend("10.2.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, network front (the ambassador's preferred network)")},
 		},
 		{
 			name: "several shared networks: Options.Network by ID",
 			self: amb(nets(on(back, "10.1.0.2"), on(front, "10.2.0.2"))),
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "", nets(on(back, "10.1.0.3"), on(front, "10.2.0.3"))),
 			},
 			opts:       Options{Network: "n-front"},
-			backends:   []proxy.Backend{backend("10.2.0.3:6379", "id-redis")},
+			backends:   []source.Backend{backend("10.2.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, network front (the ambassador's preferred network)")},
 		},
 		{
 			name: "several shared networks: Options.Network not among them",
 			self: amb(nets(on(back, "10.1.0.2"), on(front, "10.2.0.2"))),
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "", nets(on(back, "10.1.0.3"), on(front, "10.2.0.3"))),
 			},
 			opts:       Options{Network: "other"},
-			backends:   []proxy.Backend{backend("10.1.0.3:6379", "id-redis")},
+			backends:   []source.Backend{backend("10.1.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, network back (lowest name of [back front]; set ambassador.network to choose)")},
 			warnings:   []string{"container redis: reached on network back (lowest name of [back front]; set ambassador.network to choose)"},
 		},
 		{
 			name: "several shared networks: the backend's label beats Options.Network",
 			self: amb(nets(on(back, "10.1.0.2"), on(front, "10.2.0.2"))),
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "", nets(on(back, "10.1.0.3"), on(front, "10.2.0.3")), labels(LabelNetwork, "front")),
 			},
 			opts:       Options{Network: "back"},
-			backends:   []proxy.Backend{backend("10.2.0.3:6379", "id-redis")},
+			backends:   []source.Backend{backend("10.2.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, network front (ambassador.network)")},
 		},
 		{
 			name: "ambassador.network naming an unshared network",
 			self: amb(nets(on(back, "10.1.0.2"), on(front, "10.2.0.2"))),
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "", nets(on(back, "10.1.0.3"), on(front, "10.2.0.3"), on(other, "10.3.0.3")), labels(LabelNetwork, "other")),
 			},
-			backends: []proxy.Backend{backend("10.1.0.3:6379", "id-redis")},
+			backends: []source.Backend{backend("10.1.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", `named redis, running, no healthcheck, ambassador.network="other" is not shared with the ambassador; `+
 				"network back (lowest name of [back front]; set ambassador.network to choose)")},
 			warnings: []string{
@@ -511,59 +515,59 @@ func TestResolveTarget(t *testing.T) {
 		},
 		{
 			name:       "ambassador.network naming the only shared network: no choice to explain",
-			containers: []Container{ctr("redis", "", nets(on(app, "172.18.0.3"), on(back, "10.1.0.3")), labels(LabelNetwork, "app"))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "", nets(on(app, "172.18.0.3"), on(back, "10.1.0.3")), labels(LabelNetwork, "app"))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name:       "ambassador.network naming an unshared network, one shared network",
-			containers: []Container{ctr("redis", "172.18.0.3", labels(LabelNetwork, "other"))},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "172.18.0.3", labels(LabelNetwork, "other"))},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", `named redis, running, no healthcheck, ambassador.network="other" is not shared with the ambassador; network app`)},
 			warnings:   []string{`container redis: label ambassador.network="other" names no network it shares with the ambassador ([app]); using another`},
 		},
 		{
 			name:       "networks shared by ID, whatever their names",
-			self:       amb(nets(Network{Name: "old-name", ID: "n-app", IP: "172.18.0.2"})),
-			containers: []Container{ctr("redis", "172.18.0.3")},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			self:       amb(nets(source.Network{Name: "old-name", ID: "n-app", IP: "172.18.0.2"})),
+			containers: []source.Container{ctr("redis", "172.18.0.3")},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name:       "a network recreated under the same name is another network",
-			self:       amb(nets(Network{Name: "app", ID: "n-app-2", IP: "172.18.0.2"})),
-			containers: []Container{ctr("redis", "172.18.0.3")},
+			self:       amb(nets(source.Network{Name: "app", ID: "n-app-2", IP: "172.18.0.2"})),
+			containers: []source.Container{ctr("redis", "172.18.0.3")},
 			backends:   fallback,
 			candidates: []Candidate{skipped("redis", "no network shared with the ambassador: container on [app], ambassador on [app]")},
 			warnings:   []string{"container redis: skipped: no network shared with the ambassador: container on [app], ambassador on [app]; connect them with docker network connect"},
 		},
 		{
 			name:       "networks shared by name when an ID is unknown",
-			self:       amb(nets(Network{Name: "app", IP: "172.18.0.2"})),
-			containers: []Container{ctr("redis", "172.18.0.3")},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			self:       amb(nets(source.Network{Name: "app", IP: "172.18.0.2"})),
+			containers: []source.Container{ctr("redis", "172.18.0.3")},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name:       "ambassador outside Docker: every network is shared",
 			noSelf:     true,
-			containers: []Container{ctr("redis", "", nets(on(other, "10.3.0.3")))},
-			backends:   []proxy.Backend{backend("10.3.0.3:6379", "id-redis")},
+			containers: []source.Container{ctr("redis", "", nets(on(other, "10.3.0.3")))},
+			backends:   []source.Backend{backend("10.3.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name:       "ambassador on the host network: every network is shared",
-			self:       amb(nets(Network{Name: "host", ID: "n-host"})),
-			containers: []Container{ctr("redis", "", nets(on(other, "10.3.0.3")))},
-			backends:   []proxy.Backend{backend("10.3.0.3:6379", "id-redis")},
+			self:       amb(nets(source.Network{Name: "host", ID: "n-host"})),
+			containers: []source.Container{ctr("redis", "", nets(on(other, "10.3.0.3")))},
+			backends:   []source.Backend{backend("10.3.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 		},
 		{
 			name: "claimer and named at once counts as a claimer",
-			containers: []Container{
+			containers: []source.Container{
 				ctr("redis", "172.18.0.3", claims("redis"), labels(LabelPriority, "5")),
 			},
-			backends:   []proxy.Backend{backend("172.18.0.3:6379", "id-redis")},
+			backends:   []source.Backend{backend("172.18.0.3:6379", "id-redis")},
 			candidates: []Candidate{chosen("redis", "claims redis (claim scope network), priority 5, running, no healthcheck")},
 		},
 	}
@@ -600,14 +604,14 @@ func TestResolveTarget(t *testing.T) {
 // TestResolveSources covers where routes come from and which source wins a
 // listen port.
 func TestResolveSources(t *testing.T) {
-	redis := ctr("redis", "172.18.0.3", ports(tcp(6379), Port{Port: 53, Proto: "udp"}))
+	redis := ctr("redis", "172.18.0.3", ports(tcp(6379), source.Port{Port: 53, Proto: "udp"}))
 	web := ctr("web", "172.18.0.4", ports(tcp(80), tcp(443)))
-	redisLinked := links(Link{Name: "redis", Alias: "redis"})
+	redisLinked := links(source.Link{Name: "redis", Alias: "redis"})
 
 	tests := []struct {
 		name     string
 		specs    func(t *testing.T) []Spec
-		snap     *Snapshot
+		snap     *source.Snapshot
 		want     []Route
 		warnings []string
 	}{
@@ -617,7 +621,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb(), redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: `--route "6379:172.18.0.3"`,
-				Backends: []proxy.Backend{{Addr: "172.18.0.3:6379"}},
+				Backends: []source.Backend{{Addr: "172.18.0.3:6379"}},
 			}},
 		},
 		{
@@ -626,7 +630,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb(), redis, web),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: `--route "6379:redis,web"`,
-				Backends: []proxy.Backend{{Addr: "redis:6379"}, {Addr: "web:6379"}},
+				Backends: []source.Backend{{Addr: "redis:6379"}, {Addr: "web:6379"}},
 			}},
 		},
 		{
@@ -635,7 +639,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb(), redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: `--route "6379:redis.:6379"`,
-				Backends: []proxy.Backend{{Addr: "redis.:6379"}},
+				Backends: []source.Backend{{Addr: "redis.:6379"}},
 			}},
 		},
 		{
@@ -644,7 +648,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb(), redis),
 			want: []Route{{
 				Name: "7000", Listen: 7000, Source: `--route "7000:redis:6379"`, Target: "redis", Port: 6379,
-				Backends:   []proxy.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
+				Backends:   []source.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
 				Candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 			}},
 		},
@@ -656,7 +660,7 @@ func TestResolveSources(t *testing.T) {
 			snap: snapshot(amb(redisLinked), redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP", Target: "redis", Port: 6379,
-				Backends:   []proxy.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
+				Backends:   []source.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
 				Candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 			}},
 		},
@@ -694,7 +698,7 @@ func TestResolveSources(t *testing.T) {
 			},
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP",
-				Backends: []proxy.Backend{{Addr: "172.17.0.9:6379"}},
+				Backends: []source.Backend{{Addr: "172.17.0.9:6379"}},
 			}},
 		},
 		{
@@ -713,7 +717,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb()),
 			want: []Route{{
 				Name: "7000", Listen: 7000, Source: `--route "7000:db.example.com:5432"`, Target: "db.example.com", Port: 5432,
-				Backends: []proxy.Backend{{Addr: "db.example.com:5432"}},
+				Backends: []source.Backend{{Addr: "db.example.com:5432"}},
 			}},
 		},
 		{
@@ -721,10 +725,10 @@ func TestResolveSources(t *testing.T) {
 			specs: func(t *testing.T) []Spec {
 				return mustParseClassicEnv(t, "MY_DB_1_PORT_5432_TCP=tcp://172.17.0.9:5432")
 			},
-			snap: snapshot(amb(links(Link{Name: "/pg", Alias: "/amb/my-db.1"})), ctr("pg", "172.18.0.5")),
+			snap: snapshot(amb(links(source.Link{Name: "/pg", Alias: "/amb/my-db.1"})), ctr("pg", "172.18.0.5")),
 			want: []Route{{
 				Name: "5432", Listen: 5432, Source: "env MY_DB_1_PORT_5432_TCP", Target: "pg", Port: 5432,
-				Backends:   []proxy.Backend{{Addr: "172.18.0.5:5432", ID: "id-pg"}},
+				Backends:   []source.Backend{{Addr: "172.18.0.5:5432", ID: "id-pg"}},
 				Candidates: []Candidate{chosen("pg", "named pg, running, no healthcheck")},
 			}},
 		},
@@ -736,7 +740,7 @@ func TestResolveSources(t *testing.T) {
 			snap: snapshot(amb(), redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP",
-				Backends: []proxy.Backend{{Addr: "10.0.0.9:6379"}},
+				Backends: []source.Backend{{Addr: "10.0.0.9:6379"}},
 			}},
 		},
 		{
@@ -747,22 +751,22 @@ func TestResolveSources(t *testing.T) {
 			snap: snapshot(amb(), redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP",
-				Backends: []proxy.Backend{{Addr: "redis:6379"}},
+				Backends: []source.Backend{{Addr: "redis:6379"}},
 			}},
 		},
 		{
 			name:  "link without variables (Docker 29): one route per exposed TCP port",
 			specs: func(t *testing.T) []Spec { return nil },
-			snap:  snapshot(amb(links(Link{Name: "web", Alias: "site"})), web),
+			snap:  snapshot(amb(links(source.Link{Name: "web", Alias: "site"})), web),
 			want: []Route{
 				{
 					Name: "80", Listen: 80, Source: "link web:site", Target: "web", Port: 80,
-					Backends:   []proxy.Backend{{Addr: "172.18.0.4:80", ID: "id-web"}},
+					Backends:   []source.Backend{{Addr: "172.18.0.4:80", ID: "id-web"}},
 					Candidates: []Candidate{chosen("web", "named web, running, no healthcheck")},
 				},
 				{
 					Name: "443", Listen: 443, Source: "link web:site", Target: "web", Port: 443,
-					Backends:   []proxy.Backend{{Addr: "172.18.0.4:443", ID: "id-web"}},
+					Backends:   []source.Backend{{Addr: "172.18.0.4:443", ID: "id-web"}},
 					Candidates: []Candidate{chosen("web", "named web, running, no healthcheck")},
 				},
 			},
@@ -773,7 +777,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb(redisLinked), redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "link redis:redis", Target: "redis", Port: 6379,
-				Backends:   []proxy.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
+				Backends:   []source.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
 				Candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 			}},
 			warnings: []string{"link redis:redis: port 53/udp skipped: only TCP is forwarded"},
@@ -783,10 +787,10 @@ func TestResolveSources(t *testing.T) {
 			specs: func(t *testing.T) []Spec {
 				return mustParseClassicEnv(t, "SITE_PORT_8080_TCP=tcp://172.17.0.9:80")
 			},
-			snap: snapshot(amb(links(Link{Name: "web", Alias: "site"})), web),
+			snap: snapshot(amb(links(source.Link{Name: "web", Alias: "site"})), web),
 			want: []Route{{
 				Name: "8080", Listen: 8080, Source: "env SITE_PORT_8080_TCP", Target: "web", Port: 80,
-				Backends:   []proxy.Backend{{Addr: "172.18.0.4:80", ID: "id-web"}},
+				Backends:   []source.Backend{{Addr: "172.18.0.4:80", ID: "id-web"}},
 				Candidates: []Candidate{chosen("web", "named web, running, no healthcheck")},
 			}},
 		},
@@ -796,7 +800,7 @@ func TestResolveSources(t *testing.T) {
 			snap:  snapshot(amb(redisLinked), ctr("redis", "172.18.0.3", ports(tcp(6379)))),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: `--route "6379:redis"`, Target: "redis", Port: 6379,
-				Backends:   []proxy.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
+				Backends:   []source.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
 				Candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 			}},
 		},
@@ -822,7 +826,7 @@ func TestResolveSources(t *testing.T) {
 			want: []Route{
 				{
 					Name: "443", Listen: 443, Source: "label ambassador.target=web", Target: "web", Port: 443,
-					Backends: []proxy.Backend{{Addr: "172.18.0.4:443", ID: "id-web-1"}, {Addr: "172.18.0.5:443", ID: "id-web-2"}},
+					Backends: []source.Backend{{Addr: "172.18.0.4:443", ID: "id-web-1"}, {Addr: "172.18.0.5:443", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
 						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
@@ -831,7 +835,7 @@ func TestResolveSources(t *testing.T) {
 				},
 				{
 					Name: "8080", Listen: 8080, Source: "label ambassador.target=web", Target: "web", Port: 80,
-					Backends: []proxy.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
+					Backends: []source.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
 						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
@@ -862,14 +866,14 @@ func TestResolveSources(t *testing.T) {
 			// ports are the ambassador's own (docker run --expose).
 			name:  "label target without ports: the ambassador's own exposed TCP ports, never the claimers'",
 			specs: func(t *testing.T) []Spec { return nil },
-			snap: snapshot(amb(claims("web"), ports(tcp(80), Port{Port: 53, Proto: "udp"}, tcp(8443))),
-				ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80), Port{Port: 53, Proto: "udp"})),
+			snap: snapshot(amb(claims("web"), ports(tcp(80), source.Port{Port: 53, Proto: "udp"}, tcp(8443))),
+				ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80), source.Port{Port: 53, Proto: "udp"})),
 				ctr("web-2", "172.18.0.5", claims("web"), ports(tcp(22), tcp(80))),
 				ctr("web-old", "172.18.0.6", claims("web"), labels(LabelPriority, "-1"), ports(tcp(9999)))),
 			want: []Route{
 				{
 					Name: "80", Listen: 80, Source: "label ambassador.target=web", Target: "web", Port: 80,
-					Backends: []proxy.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
+					Backends: []source.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
 						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
@@ -879,7 +883,7 @@ func TestResolveSources(t *testing.T) {
 				},
 				{
 					Name: "8443", Listen: 8443, Source: "label ambassador.target=web", Target: "web", Port: 8443,
-					Backends: []proxy.Backend{{Addr: "172.18.0.4:8443", ID: "id-web-1"}, {Addr: "172.18.0.5:8443", ID: "id-web-2"}},
+					Backends: []source.Backend{{Addr: "172.18.0.4:8443", ID: "id-web-1"}, {Addr: "172.18.0.5:8443", ID: "id-web-2"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
 						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
@@ -922,17 +926,17 @@ func TestResolveSources(t *testing.T) {
 				), mustParseRoute(t, "6379:10.0.0.1"))
 			},
 			snap: snapshot(amb(
-				links(Link{Name: "web", Alias: "site"}),
+				links(source.Link{Name: "web", Alias: "site"}),
 				claims("web"), labels(LabelPorts, "80,443,8080"),
 			), web),
 			want: []Route{
 				{
 					Name: "80", Listen: 80, Source: "env WEB_PORT_80_TCP",
-					Backends: []proxy.Backend{{Addr: "172.17.0.8:80"}},
+					Backends: []source.Backend{{Addr: "172.17.0.8:80"}},
 				},
 				{
 					Name: "443", Listen: 443, Source: "link web:site", Target: "web", Port: 443,
-					Backends: []proxy.Backend{{Addr: "172.18.0.4:443", ID: "id-web"}},
+					Backends: []source.Backend{{Addr: "172.18.0.4:443", ID: "id-web"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
 						chosen("web", "named web, running, no healthcheck"),
@@ -940,11 +944,11 @@ func TestResolveSources(t *testing.T) {
 				},
 				{
 					Name: "6379", Listen: 6379, Source: `--route "6379:10.0.0.1"`,
-					Backends: []proxy.Backend{{Addr: "10.0.0.1:6379"}},
+					Backends: []source.Backend{{Addr: "10.0.0.1:6379"}},
 				},
 				{
 					Name: "8080", Listen: 8080, Source: "label ambassador.target=web", Target: "web", Port: 8080,
-					Backends: []proxy.Backend{{Addr: "172.18.0.4:8080", ID: "id-web"}},
+					Backends: []source.Backend{{Addr: "172.18.0.4:8080", ID: "id-web"}},
 					Candidates: []Candidate{
 						skipped("amb", "the ambassador itself"),
 						chosen("web", "named web, running, no healthcheck"),
@@ -965,7 +969,7 @@ func TestResolveSources(t *testing.T) {
 			},
 			want: []Route{{
 				Name: "80", Listen: 80, Source: `--route "80:10.0.0.1"`,
-				Backends: []proxy.Backend{{Addr: "10.0.0.1:80"}},
+				Backends: []source.Backend{{Addr: "10.0.0.1:80"}},
 			}},
 			warnings: []string{`--route "80:10.0.0.2": listen port 80 skipped: already taken by --route "80:10.0.0.1"`},
 		},
@@ -975,9 +979,9 @@ func TestResolveSources(t *testing.T) {
 				return []Spec{mustParseRoute(t, "9000:10.0.0.1"), mustParseRoute(t, "80:10.0.0.2"), mustParseRoute(t, "443:10.0.0.3")}
 			},
 			want: []Route{
-				{Name: "80", Listen: 80, Source: `--route "80:10.0.0.2"`, Backends: []proxy.Backend{{Addr: "10.0.0.2:80"}}},
-				{Name: "443", Listen: 443, Source: `--route "443:10.0.0.3"`, Backends: []proxy.Backend{{Addr: "10.0.0.3:443"}}},
-				{Name: "9000", Listen: 9000, Source: `--route "9000:10.0.0.1"`, Backends: []proxy.Backend{{Addr: "10.0.0.1:9000"}}},
+				{Name: "80", Listen: 80, Source: `--route "80:10.0.0.2"`, Backends: []source.Backend{{Addr: "10.0.0.2:80"}}},
+				{Name: "443", Listen: 443, Source: `--route "443:10.0.0.3"`, Backends: []source.Backend{{Addr: "10.0.0.3:443"}}},
+				{Name: "9000", Listen: 9000, Source: `--route "9000:10.0.0.1"`, Backends: []source.Backend{{Addr: "10.0.0.1:9000"}}},
 			},
 		},
 		{
@@ -988,14 +992,14 @@ func TestResolveSources(t *testing.T) {
 			snap: snapshot(nil, redis),
 			want: []Route{{
 				Name: "6379", Listen: 6379, Source: "env REDIS_PORT_6379_TCP",
-				Backends: []proxy.Backend{{Addr: "172.17.0.9:6379"}},
+				Backends: []source.Backend{{Addr: "172.17.0.9:6379"}},
 			}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := Resolve(tt.specs(t), tt.snap, Options{})
-			assert.Equal(t, tt.want, res.Routes)
+			assert.Equal(t, tcpRoutes(tt.want), res.Routes)
 			assert.Equal(t, tt.warnings, res.Warnings)
 		})
 	}
@@ -1013,21 +1017,21 @@ func TestResolveWithoutSnapshot(t *testing.T) {
 	}
 	specs = append(specs, mustParseClassicEnv(t, "DB_PORT_5432_TCP=tcp://172.17.0.9:5432")...)
 	want := []Route{
-		{Name: "80", Listen: 80, Source: `--route "80:10.0.0.1"`, Backends: []proxy.Backend{{Addr: "10.0.0.1:80"}}},
-		{Name: "5432", Listen: 5432, Source: "env DB_PORT_5432_TCP", Backends: []proxy.Backend{{Addr: "172.17.0.9:5432"}}},
-		{Name: "6379", Listen: 6379, Source: `--route "6379:redis"`, Target: "redis", Port: 6379, Backends: []proxy.Backend{{Addr: "redis:6379"}}},
+		{Name: "80", Listen: 80, Source: `--route "80:10.0.0.1"`, Backends: []source.Backend{{Addr: "10.0.0.1:80"}}},
+		{Name: "5432", Listen: 5432, Source: "env DB_PORT_5432_TCP", Backends: []source.Backend{{Addr: "172.17.0.9:5432"}}},
+		{Name: "6379", Listen: 6379, Source: `--route "6379:redis"`, Target: "redis", Port: 6379, Backends: []source.Backend{{Addr: "redis:6379"}}},
 		{Name: "7000", Listen: 7000, Source: "test", Target: "cache", Port: 7000, NoBackend: "docker engine not reached"},
 		{Name: "7001", Listen: 7001, Source: "test", NoBackend: "no backend given"},
 	}
 	res := Resolve(specs, nil, Options{})
-	assert.Equal(t, want, res.Routes)
+	assert.Equal(t, tcpRoutes(want), res.Routes)
 	assert.Empty(t, res.Warnings)
 }
 
 // TestResolveDeterministic checks that the order of the snapshot's
 // containers does not matter and that repeated calls agree.
 func TestResolveDeterministic(t *testing.T) {
-	containers := []Container{
+	containers := []source.Container{
 		ctr("c", "172.18.0.5", claims("redis")),
 		ctr("a", "172.18.0.3", claims("redis"), labels(LabelPriority, "x")),
 		ctr("b", "172.18.0.4", claims("redis"), labels(LabelPort, "y")),
@@ -1035,14 +1039,14 @@ func TestResolveDeterministic(t *testing.T) {
 	}
 	specs := []Spec{mustParseRoute(t, "6379:redis"), mustParseRoute(t, "6380:redis")}
 	opts := Options{Claims: Claims{Routes: true}}
-	want := Resolve(specs, &Snapshot{Self: amb(), Containers: containers}, opts)
+	want := Resolve(specs, &source.Snapshot{Self: amb(), Containers: containers}, opts)
 	require.Len(t, want.Routes, 2)
 	require.Len(t, want.Routes[0].Backends, 2)
 	for range 20 {
 		shuffled := slices.Clone(containers)
 		slices.Reverse(shuffled)
 		shuffled[0], shuffled[2] = shuffled[2], shuffled[0]
-		got := Resolve(specs, &Snapshot{Self: amb(), Containers: shuffled}, opts)
+		got := Resolve(specs, &source.Snapshot{Self: amb(), Containers: shuffled}, opts)
 		assert.Equal(t, want, got)
 		containers = shuffled
 	}
@@ -1064,15 +1068,15 @@ func TestResolvePinsBackendsToContainers(t *testing.T) {
 
 	r1 := Resolve([]Spec{spec}, snapshot(amb(), before), Options{}).Routes
 	r2 := Resolve([]Spec{spec}, snapshot(amb(), after), Options{}).Routes
-	assert.Equal(t, []proxy.Backend{{Addr: "172.18.0.3:6379", ID: oldID}}, r1[0].Backends)
-	assert.Equal(t, []proxy.Backend{{Addr: "172.18.0.3:6379", ID: newID}}, r2[0].Backends)
+	assert.Equal(t, []source.Backend{{Addr: "172.18.0.3:6379", ID: oldID}}, r1[0].Backends)
+	assert.Equal(t, []source.Backend{{Addr: "172.18.0.3:6379", ID: newID}}, r2[0].Backends)
 	assert.False(t, r1[0].Equal(r2[0]), "a new container behind the same address is a change")
 }
 
 func TestRouteEqual(t *testing.T) {
 	base := Route{
 		Name: "6379", Listen: 6379, Source: "s", Target: "redis", Port: 6379,
-		Backends:   []proxy.Backend{{Addr: "172.18.0.3:6379", ID: "a"}, {Addr: "172.18.0.4:6379", ID: "b"}},
+		Backends:   []source.Backend{{Addr: "172.18.0.3:6379", ID: "a"}, {Addr: "172.18.0.4:6379", ID: "b"}},
 		Candidates: []Candidate{{ID: "a", Name: "redis", Chosen: true, Reason: "x"}},
 	}
 	tests := []struct {
@@ -1089,8 +1093,8 @@ func TestRouteEqual(t *testing.T) {
 		{"target", func(r *Route) { r.Target = "" }, false},
 		{"port", func(r *Route) { r.Port = 1 }, false},
 		{"no backend", func(r *Route) { r.NoBackend = "x" }, false},
-		{"backend order", func(r *Route) { r.Backends = []proxy.Backend{r.Backends[1], r.Backends[0]} }, false},
-		{"backend ID", func(r *Route) { r.Backends = []proxy.Backend{{Addr: "172.18.0.3:6379"}, r.Backends[1]} }, false},
+		{"backend order", func(r *Route) { r.Backends = []source.Backend{r.Backends[1], r.Backends[0]} }, false},
+		{"backend ID", func(r *Route) { r.Backends = []source.Backend{{Addr: "172.18.0.3:6379"}, r.Backends[1]} }, false},
 		{"fewer backends", func(r *Route) { r.Backends = r.Backends[:1] }, false},
 		{"no backends", func(r *Route) { r.Backends = nil }, false},
 	}
@@ -1103,7 +1107,7 @@ func TestRouteEqual(t *testing.T) {
 			assert.Equal(t, tt.equal, o.Equal(base))
 		})
 	}
-	assert.True(t, Route{}.Equal(Route{Backends: []proxy.Backend{}}), "nil and empty backends are the same")
+	assert.True(t, Route{}.Equal(Route{Backends: []source.Backend{}}), "nil and empty backends are the same")
 }
 
 func TestResolveOverrides(t *testing.T) {
@@ -1116,13 +1120,13 @@ func TestResolveOverrides(t *testing.T) {
 	tests := []struct {
 		name      string
 		overrides map[string]string
-		want      map[string][]proxy.Backend // by route name
-		override  map[string]string          // Route.Override by route name
+		want      map[string][]source.Backend // by route name
+		override  map[string]string           // Route.Override by route name
 	}{
 		{
 			name:      "a target moves every route to it",
 			overrides: map[string]string{"redis": "cache"},
-			want: map[string][]proxy.Backend{
+			want: map[string][]source.Backend{
 				"6379": {backend("172.18.0.5:6379", "id-spare")}, // cache's claimer wins over the container named cache
 				"7000": {backend("172.18.0.5:6379", "id-spare")},
 				"8080": {backend("10.0.0.1:80", "")},
@@ -1132,7 +1136,7 @@ func TestResolveOverrides(t *testing.T) {
 		{
 			name:      "a route name moves that route only, and beats its target's override",
 			overrides: map[string]string{"7000": "cache", "redis": "spare"},
-			want: map[string][]proxy.Backend{
+			want: map[string][]source.Backend{
 				"6379": {backend("172.18.0.5:6379", "id-spare")},
 				"7000": {backend("172.18.0.5:6379", "id-spare")},
 				"8080": {backend("10.0.0.1:80", "")},
@@ -1142,7 +1146,7 @@ func TestResolveOverrides(t *testing.T) {
 		{
 			name:      "a static route rewired to a target, and a target route to an address",
 			overrides: map[string]string{"8080": "redis", "6379": "10.9.9.9:6380", "7000": "10.9.9.8"},
-			want: map[string][]proxy.Backend{
+			want: map[string][]source.Backend{
 				"6379": {backend("10.9.9.9:6380", "")},
 				"7000": {backend("10.9.9.8:6379", "")},
 				"8080": {backend("172.18.0.3:80", "id-redis")},
@@ -1152,7 +1156,7 @@ func TestResolveOverrides(t *testing.T) {
 		{
 			name:      "a target that does not exist leaves no backend, not the old one",
 			overrides: map[string]string{"6379": "ghost"},
-			want: map[string][]proxy.Backend{
+			want: map[string][]source.Backend{
 				"6379": nil,
 				"7000": {backend("172.18.0.3:6379", "id-redis")},
 				"8080": {backend("10.0.0.1:80", "")},
@@ -1165,7 +1169,7 @@ func TestResolveOverrides(t *testing.T) {
 			// Claims count on these routes (--claims routes): a rewire
 			// keeps the claim policy of its route.
 			res := Resolve(specs, snap, Options{Overrides: tt.overrides, Claims: Claims{Routes: true}})
-			got := map[string][]proxy.Backend{}
+			got := map[string][]source.Backend{}
 			overrides := map[string]string{}
 			for _, rt := range res.Routes {
 				got[rt.Name] = rt.Backends

@@ -3,7 +3,7 @@ package resolver
 import (
 	"slices"
 
-	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // Route is what the proxy serves on one listening port: the backends a new
@@ -13,6 +13,9 @@ type Route struct {
 	// Name is stable across resolutions and meant for humans (logs,
 	// metrics); for now it is the decimal listen port, e.g. "6379".
 	Name string
+	// Protocol is the transport: TCP, the only one so far. Routes are
+	// keyed by Protocol and Listen.
+	Protocol string
 	// Listen is the port to listen on, 1..65535.
 	Listen int
 	// Backends are the places to forward to, in order. A container backend
@@ -20,7 +23,7 @@ type Route struct {
 	// pinned to that container even if another one later gets its IP. A
 	// static backend, or a fallback, has Addr Endpoint.String() and no ID.
 	// Empty when nothing can serve the route; NoBackend says why.
-	Backends []proxy.Backend
+	Backends []source.Backend
 	// Source says where the route came from: the Source of its Spec,
 	// "link NAME:ALIAS" for a link of the ambassador, or
 	// "label ambassador.target=NAME" for the ambassador's own label.
@@ -62,7 +65,7 @@ type Candidate struct {
 // unchanged snapshot yields Equal routes. Compare route sets with
 // slices.EqualFunc(a, b, Route.Equal).
 func (r Route) Equal(o Route) bool {
-	return r.Name == o.Name && r.Listen == o.Listen && r.Source == o.Source &&
+	return r.Name == o.Name && r.Protocol == o.Protocol && r.Listen == o.Listen && r.Source == o.Source &&
 		r.Target == o.Target && r.Port == o.Port && r.NoBackend == o.NoBackend &&
 		r.Override == o.Override && slices.Equal(r.Backends, o.Backends)
 }

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 func TestStatic(t *testing.T) {
@@ -22,14 +22,14 @@ func TestStatic(t *testing.T) {
 				{Listen: 80, Backends: []Endpoint{{"web", 8080}}, Source: `--route "80:web:8080"`, Target: "web"},
 			},
 			[]Route{
-				{Name: "80", Listen: 80, Backends: []proxy.Backend{{Addr: "web:8080"}}, Source: `--route "80:web:8080"`, Target: "web", Port: 8080},
-				{Name: "6379", Listen: 6379, Backends: []proxy.Backend{{Addr: "10.0.0.5:6379"}, {Addr: "[::1]:6380"}}, Source: "AMBASSADORD_ROUTES"},
+				{Name: "80", Listen: 80, Backends: []source.Backend{{Addr: "web:8080"}}, Source: `--route "80:web:8080"`, Target: "web", Port: 8080},
+				{Name: "6379", Listen: 6379, Backends: []source.Backend{{Addr: "10.0.0.5:6379"}, {Addr: "[::1]:6380"}}, Source: "AMBASSADORD_ROUTES"},
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, Static(tt.specs))
+			assert.Equal(t, tcpRoutes(tt.want), Static(tt.specs))
 		})
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // LabelComposeProject is the label docker compose puts on every container of
@@ -58,7 +60,7 @@ func (s ClaimScope) String() string {
 
 // admits says whether c may claim a target, and if not, why. self is the
 // ambassador's container, nil when unknown.
-func (s ClaimScope) admits(c, self *Container) (bool, string) {
+func (s ClaimScope) admits(c, self *source.Container) (bool, string) {
 	switch {
 	case s.Project:
 		project := ""

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,9 @@ func (e Endpoint) String() string {
 // that Resolve looks up among the containers, with the static backends as
 // the fallback.
 type Spec struct {
+	// Protocol is the transport the route forwards: TCP, the only one so
+	// far. Routes are keyed by protocol and listen port; "" means TCP.
+	Protocol string
 	// Listen is the port the ambassador listens on, 1..65535.
 	Listen int
 	// Backends are the static backends, in the order given; the parsers
@@ -73,6 +77,17 @@ func (s Spec) String() string {
 		b.WriteString(e.String())
 	}
 	return b.String()
+}
+
+// TCP is the Protocol of a TCP route.
+const TCP = "tcp"
+
+// proto returns the spec's protocol, TCP when unset.
+func (s Spec) proto() string {
+	if s.Protocol == "" {
+		return TCP
+	}
+	return s.Protocol
 }
 
 // routeListSource is the Source of every spec from AMBASSADORD_ROUTES.
@@ -157,16 +172,17 @@ func Merge(lists ...[]Spec) ([]Spec, error) {
 		all = append(all, l...)
 	}
 	// Stable, so that of two claimants the one given first is named first.
-	slices.SortStableFunc(all, func(a, b Spec) int { return a.Listen - b.Listen })
+	slices.SortStableFunc(all, func(a, b Spec) int { return cmp.Or(a.Listen-b.Listen, strings.Compare(a.proto(), b.proto())) })
+	same := func(a, b Spec) bool { return a.Listen == b.Listen && a.proto() == b.proto() }
 	var errs []error
 	for i := 1; i < len(all); i++ {
-		if all[i].Listen != all[i-1].Listen {
+		if !same(all[i], all[i-1]) {
 			continue
 		}
 		// Name the first claimant of the port, not merely the previous one,
 		// when three or more specs claim it.
 		first := i - 1
-		for first > 0 && all[first-1].Listen == all[i].Listen {
+		for first > 0 && same(all[first-1], all[i]) {
 			first--
 		}
 		errs = append(errs, fmt.Errorf("listen port %d is claimed twice: %s and %s (%s)", all[i].Listen, all[first].Source, all[i].Source, conflictFix))
@@ -191,7 +207,7 @@ func parseRoute(s string) (Spec, error) {
 	if err != nil {
 		return Spec{}, fmt.Errorf("listen port %q: %w", listen, err)
 	}
-	spec := Spec{Listen: port}
+	spec := Spec{Protocol: TCP, Listen: port}
 	for b := range strings.SplitSeq(rest, ",") {
 		e, err := parseEndpoint(b, port)
 		if err != nil {

@@ -37,7 +37,7 @@ func TestParseRoute(t *testing.T) {
 		t.Run(tt.in, func(t *testing.T) {
 			got, err := ParseRoute(tt.in)
 			require.NoError(t, err)
-			assert.Equal(t, Spec{Listen: tt.port, Backends: tt.want, Source: `--route "` + tt.in + `"`, Target: tt.target}, got)
+			assert.Equal(t, Spec{Protocol: TCP, Listen: tt.port, Backends: tt.want, Source: `--route "` + tt.in + `"`, Target: tt.target}, got)
 		})
 	}
 }
@@ -156,7 +156,7 @@ func TestParseRouteList(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseRouteList(tt.in)
 			require.NoError(t, err)
-			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tcpSpecs(tt.want), got)
 		})
 	}
 }
@@ -251,4 +251,41 @@ func TestMergeConflicts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tcpSpecs returns specs with Protocol TCP where it is unset: every route
+// the parsers make is a TCP one.
+func tcpSpecs(specs []Spec) []Spec {
+	for i := range specs {
+		if specs[i].Protocol == "" {
+			specs[i].Protocol = TCP
+		}
+	}
+	return specs
+}
+
+// tcpRoutes is tcpSpecs for routes.
+func tcpRoutes(routes []Route) []Route {
+	for i := range routes {
+		if routes[i].Protocol == "" {
+			routes[i].Protocol = TCP
+		}
+	}
+	return routes
+}
+
+// TestProtocolKeys: routes are keyed by protocol and listen port, so that
+// the same port can carry two protocols; two routes of one protocol on
+// one port are a conflict.
+func TestProtocolKeys(t *testing.T) {
+	tcp := Spec{Protocol: TCP, Listen: 53, Backends: []Endpoint{{"dns", 53}}, Source: "a"}
+	other := Spec{Protocol: "udp", Listen: 53, Backends: []Endpoint{{"dns", 53}}, Source: "b"}
+	merged, err := Merge([]Spec{tcp}, []Spec{other})
+	require.NoError(t, err)
+	assert.Len(t, merged, 2)
+	_, err = Merge([]Spec{tcp}, []Spec{{Listen: 53, Backends: []Endpoint{{"x", 1}}, Source: "c"}})
+	assert.ErrorContains(t, err, "listen port 53 is claimed twice: a and c", "an unset protocol is TCP")
+	routes := Resolve(merged, nil, Options{}).Routes
+	require.Len(t, routes, 2)
+	assert.Equal(t, []string{"tcp", "udp"}, []string{routes[0].Protocol, routes[1].Protocol})
 }

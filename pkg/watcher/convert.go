@@ -9,38 +9,38 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
-// This file converts the Docker API's types to the resolver's at the edge,
+// This file converts the Docker API's types to the source package's at the edge,
 // and derives new snapshots from old ones for the fast paths. Converted
 // values are normalised (sorted, empty collections nil) so that two
 // listings of the same state compare equal.
 
 // convertContainers converts a listing, sorted by name then ID.
-func convertContainers(items []container.Summary) []resolver.Container {
+func convertContainers(items []container.Summary) []source.Container {
 	if len(items) == 0 {
 		return nil
 	}
-	cs := make([]resolver.Container, 0, len(items))
+	cs := make([]source.Container, 0, len(items))
 	for _, s := range items {
 		if s.ID == "" {
 			continue
 		}
 		cs = append(cs, convertContainer(s))
 	}
-	slices.SortFunc(cs, func(a, b resolver.Container) int {
+	slices.SortFunc(cs, func(a, b source.Container) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	return cs
 }
 
-func convertContainer(s container.Summary) resolver.Container {
+func convertContainer(s container.Summary) source.Container {
 	var labels map[string]string
 	if len(s.Labels) > 0 {
 		labels = maps.Clone(s.Labels)
 	}
-	return resolver.Container{
+	return source.Container{
 		ID:       s.ID,
 		Name:     containerName(s.Names),
 		Labels:   labels,
@@ -100,11 +100,11 @@ func parseHealth(status string) string {
 
 // convertNetworks returns the container's attachments sorted by name, with
 // the IPv4 address on each ("" when it has none).
-func convertNetworks(ns *container.NetworkSettingsSummary) []resolver.Network {
+func convertNetworks(ns *container.NetworkSettingsSummary) []source.Network {
 	if ns == nil || len(ns.Networks) == 0 {
 		return nil
 	}
-	out := make([]resolver.Network, 0, len(ns.Networks))
+	out := make([]source.Network, 0, len(ns.Networks))
 	for name, ep := range ns.Networks {
 		if ep == nil {
 			continue
@@ -113,9 +113,9 @@ func convertNetworks(ns *container.NetworkSettingsSummary) []resolver.Network {
 		if a := ep.IPAddress.Unmap(); a.Is4() {
 			ip = a.String()
 		}
-		out = append(out, resolver.Network{Name: name, ID: ep.NetworkID, IP: ip})
+		out = append(out, source.Network{Name: name, ID: ep.NetworkID, IP: ip})
 	}
-	slices.SortFunc(out, func(a, b resolver.Network) int {
+	slices.SortFunc(out, func(a, b source.Network) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	return nilIfEmpty(out)
@@ -125,8 +125,8 @@ func convertNetworks(ns *container.NetworkSettingsSummary) []resolver.Network {
 // listing repeats a published port once per host address (0.0.0.0 and ::);
 // only the container side counts here. Protocols other than TCP and UDP
 // (SCTP) cannot be proxied and are left out.
-func convertPorts(ports []container.PortSummary) []resolver.Port {
-	var out []resolver.Port
+func convertPorts(ports []container.PortSummary) []source.Port {
+	var out []source.Port
 	for _, p := range ports {
 		proto := strings.ToLower(p.Type)
 		if proto == "" {
@@ -135,12 +135,12 @@ func convertPorts(ports []container.PortSummary) []resolver.Port {
 		if p.PrivatePort == 0 || proto != "tcp" && proto != "udp" {
 			continue
 		}
-		port := resolver.Port{Port: int(p.PrivatePort), Proto: proto}
+		port := source.Port{Port: int(p.PrivatePort), Proto: proto}
 		if !slices.Contains(out, port) {
 			out = append(out, port)
 		}
 	}
-	slices.SortFunc(out, func(a, b resolver.Port) int {
+	slices.SortFunc(out, func(a, b source.Port) int {
 		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
 	})
 	return out
@@ -148,14 +148,14 @@ func convertPorts(ports []container.PortSummary) []resolver.Port {
 
 // parseLinks converts a container's HostConfig.Links, sorted by alias then
 // name, skipping entries that make no sense.
-func parseLinks(links []string) []resolver.Link {
-	var out []resolver.Link
+func parseLinks(links []string) []source.Link {
+	var out []source.Link
 	for _, s := range links {
 		if l, ok := parseLink(s); ok && !slices.Contains(out, l) {
 			out = append(out, l)
 		}
 	}
-	slices.SortFunc(out, func(a, b resolver.Link) int {
+	slices.SortFunc(out, func(a, b source.Link) int {
 		return cmp.Or(cmp.Compare(a.Alias, b.Alias), cmp.Compare(a.Name, b.Name))
 	})
 	return out
@@ -166,16 +166,16 @@ func parseLinks(links []string) []resolver.Link {
 // path under the linking container, whose last element is the alias. The
 // "redis:db" and "redis" forms of docker run --link are accepted too; a
 // link without an alias is aliased by the name.
-func parseLink(s string) (resolver.Link, bool) {
+func parseLink(s string) (source.Link, bool) {
 	name, alias, _ := strings.Cut(strings.TrimSpace(s), ":")
 	name, alias = lastElem(name), lastElem(alias)
 	if alias == "" {
 		alias = name
 	}
 	if !validName(name) || !validName(alias) {
-		return resolver.Link{}, false
+		return source.Link{}, false
 	}
-	return resolver.Link{Name: name, Alias: alias}, true
+	return source.Link{Name: name, Alias: alias}, true
 }
 
 // lastElem returns the last non-empty element of a slash-separated path.
@@ -202,25 +202,25 @@ func validName(s string) bool {
 }
 
 // equalSnapshots reports whether a and b describe the same state.
-func equalSnapshots(a, b *resolver.Snapshot) bool {
+func equalSnapshots(a, b *source.Snapshot) bool {
 	return reflect.DeepEqual(a, b)
 }
 
 // goneIDs returns the IDs of the containers of prev that next lacks, or
 // whose attachment to one of their networks next lacks or gives another
 // address.
-func goneIDs(prev, next *resolver.Snapshot) []string {
+func goneIDs(prev, next *source.Snapshot) []string {
 	if prev == nil {
 		return nil
 	}
-	byID := make(map[string]*resolver.Container, len(next.Containers))
+	byID := make(map[string]*source.Container, len(next.Containers))
 	for i := range next.Containers {
 		byID[next.Containers[i].ID] = &next.Containers[i]
 	}
 	var gone []string
 	for _, c := range prev.Containers {
 		n, ok := byID[c.ID]
-		if !ok || slices.ContainsFunc(c.Networks, func(nw resolver.Network) bool {
+		if !ok || slices.ContainsFunc(c.Networks, func(nw source.Network) bool {
 			return !slices.Contains(n.Networks, nw)
 		}) {
 			gone = append(gone, c.ID)
@@ -231,15 +231,15 @@ func goneIDs(prev, next *resolver.Snapshot) []string {
 
 // withoutContainer returns a copy of s without the container id, and false
 // if s has no such container.
-func withoutContainer(s *resolver.Snapshot, id string) (*resolver.Snapshot, bool) {
+func withoutContainer(s *source.Snapshot, id string) (*source.Snapshot, bool) {
 	if s == nil || id == "" {
 		return nil, false
 	}
-	i := slices.IndexFunc(s.Containers, func(c resolver.Container) bool { return c.ID == id })
+	i := slices.IndexFunc(s.Containers, func(c source.Container) bool { return c.ID == id })
 	if i < 0 {
 		return nil, false
 	}
-	next := &resolver.Snapshot{Self: s.Self, Containers: nilIfEmpty(slices.Delete(slices.Clone(s.Containers), i, i+1))}
+	next := &source.Snapshot{Self: s.Self, Containers: nilIfEmpty(slices.Delete(slices.Clone(s.Containers), i, i+1))}
 	if s.Self != nil && s.Self.ID == id {
 		next.Self = nil
 	}
@@ -247,17 +247,17 @@ func withoutContainer(s *resolver.Snapshot, id string) (*resolver.Snapshot, bool
 }
 
 // withStopping returns a copy of s in which the container id has the state
-// StateStopping, and false if s has no such running container.
-func withStopping(s *resolver.Snapshot, id string) (*resolver.Snapshot, bool) {
+// source.StateStopping, and false if s has no such running container.
+func withStopping(s *source.Snapshot, id string) (*source.Snapshot, bool) {
 	if s == nil || id == "" {
 		return nil, false
 	}
-	i := slices.IndexFunc(s.Containers, func(c resolver.Container) bool { return c.ID == id })
+	i := slices.IndexFunc(s.Containers, func(c source.Container) bool { return c.ID == id })
 	if i < 0 || s.Containers[i].State != string(container.StateRunning) {
 		return nil, false
 	}
-	next := &resolver.Snapshot{Self: s.Self, Containers: slices.Clone(s.Containers)}
-	next.Containers[i].State = StateStopping
+	next := &source.Snapshot{Self: s.Self, Containers: slices.Clone(s.Containers)}
+	next.Containers[i].State = source.StateStopping
 	if s.Self != nil && s.Self.ID == id {
 		self := next.Containers[i]
 		next.Self = &self
@@ -267,21 +267,21 @@ func withStopping(s *resolver.Snapshot, id string) (*resolver.Snapshot, bool) {
 
 // withoutAttachment returns a copy of s in which the container containerID
 // is no longer attached to the network networkID, and false if it was not.
-func withoutAttachment(s *resolver.Snapshot, containerID, networkID string) (*resolver.Snapshot, bool) {
+func withoutAttachment(s *source.Snapshot, containerID, networkID string) (*source.Snapshot, bool) {
 	if s == nil || containerID == "" || networkID == "" {
 		return nil, false
 	}
-	i := slices.IndexFunc(s.Containers, func(c resolver.Container) bool { return c.ID == containerID })
+	i := slices.IndexFunc(s.Containers, func(c source.Container) bool { return c.ID == containerID })
 	if i < 0 {
 		return nil, false
 	}
-	onNet := func(n resolver.Network) bool { return n.ID == networkID }
+	onNet := func(n source.Network) bool { return n.ID == networkID }
 	if !slices.ContainsFunc(s.Containers[i].Networks, onNet) {
 		return nil, false
 	}
 	c := s.Containers[i]
 	c.Networks = nilIfEmpty(slices.DeleteFunc(slices.Clone(c.Networks), onNet))
-	next := &resolver.Snapshot{Self: s.Self, Containers: slices.Clone(s.Containers)}
+	next := &source.Snapshot{Self: s.Self, Containers: slices.Clone(s.Containers)}
 	next.Containers[i] = c
 	if s.Self != nil && s.Self.ID == containerID {
 		self := c

@@ -9,7 +9,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/stretchr/testify/assert"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 func TestConvertContainer(t *testing.T) {
@@ -17,17 +17,17 @@ func TestConvertContainer(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		in   container.Summary
-		want resolver.Container
+		want source.Container
 	}{
 		{
 			name: "plain running container",
 			in:   ctr(id, "redis"),
-			want: resolver.Container{ID: id, Name: "redis", State: "running"},
+			want: source.Container{ID: id, Name: "redis", State: "running"},
 		},
 		{
 			name: "labels are copied",
 			in:   ctr(id, "redis", withLabels("ambassador.target", "cache", "ambassador.priority", "3")),
-			want: resolver.Container{ID: id, Name: "redis", State: "running",
+			want: source.Container{ID: id, Name: "redis", State: "running",
 				Labels: map[string]string{"ambassador.target": "cache", "ambassador.priority": "3"}},
 		},
 		{
@@ -39,7 +39,7 @@ func TestConvertContainer(t *testing.T) {
 				withNet("mapped", "n2", "::ffff:10.0.2.2"),
 				withNet("v6only", "n4", "fd00::2"),
 			),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Networks: []resolver.Network{
+			want: source.Container{ID: id, Name: "redis", State: "running", Networks: []source.Network{
 				{Name: "alpha", ID: "n1", IP: "10.0.1.2"},
 				{Name: "host", ID: "n0"},
 				{Name: "mapped", ID: "n2", IP: "10.0.2.2"},
@@ -57,61 +57,61 @@ func TestConvertContainer(t *testing.T) {
 				container.PortSummary{PrivatePort: 80},
 				container.PortSummary{PrivatePort: 9, Type: "sctp"},
 			)),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Ports: []resolver.Port{
+			want: source.Container{ID: id, Name: "redis", State: "running", Ports: []source.Port{
 				{Port: 53, Proto: "tcp"}, {Port: 53, Proto: "udp"}, {Port: 80, Proto: "tcp"}, {Port: 6379, Proto: "tcp"},
 			}},
 		},
 		{
 			name: "own name chosen over legacy link names",
 			in:   container.Summary{ID: id, Names: []string{"/amb/db", "/other/cache", "/redis"}, State: "running"},
-			want: resolver.Container{ID: id, Name: "redis", State: "running"},
+			want: source.Container{ID: id, Name: "redis", State: "running"},
 		},
 		{
 			name: "paused",
 			in:   ctr(id, "redis", withStatus(container.StatePaused, "Up 2 hours (Paused)")),
-			want: resolver.Container{ID: id, Name: "redis", State: "paused"},
+			want: source.Container{ID: id, Name: "redis", State: "paused"},
 		},
 		{
 			name: "health from status: healthy",
 			in:   ctr(id, "redis", withStatus(container.StateRunning, "Up 5 minutes (healthy)")),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Health: "healthy"},
+			want: source.Container{ID: id, Name: "redis", State: "running", Health: "healthy"},
 		},
 		{
 			name: "health from status: unhealthy",
 			in:   ctr(id, "redis", withStatus(container.StateRunning, "Up 5 minutes (unhealthy)")),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Health: "unhealthy"},
+			want: source.Container{ID: id, Name: "redis", State: "running", Health: "unhealthy"},
 		},
 		{
 			name: "health from status: starting",
 			in:   ctr(id, "redis", withStatus(container.StateRunning, "Up 2 seconds (health: starting)")),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Health: "starting"},
+			want: source.Container{ID: id, Name: "redis", State: "running", Health: "starting"},
 		},
 		{
 			name: "structured health wins over status",
 			in: ctr(id, "redis", withStatus(container.StateRunning, "Up 5 minutes (healthy)"), func(s *container.Summary) {
 				s.Health = &container.HealthSummary{Status: container.Unhealthy, FailingStreak: 3}
 			}),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Health: "unhealthy"},
+			want: source.Container{ID: id, Name: "redis", State: "running", Health: "unhealthy"},
 		},
 		{
 			name: "structured none means no healthcheck",
 			in: ctr(id, "redis", withStatus(container.StateRunning, "Up 5 minutes (healthy)"), func(s *container.Summary) {
 				s.Health = &container.HealthSummary{Status: container.NoHealthcheck}
 			}),
-			want: resolver.Container{ID: id, Name: "redis", State: "running"},
+			want: source.Container{ID: id, Name: "redis", State: "running"},
 		},
 		{
 			name: "empty structured health falls back to status",
 			in: ctr(id, "redis", withStatus(container.StateRunning, "Up 5 minutes (health: starting)"), func(s *container.Summary) {
 				s.Health = &container.HealthSummary{}
 			}),
-			want: resolver.Container{ID: id, Name: "redis", State: "running", Health: "starting"},
+			want: source.Container{ID: id, Name: "redis", State: "running", Health: "starting"},
 		},
 		{
 			name: "nil network settings and nil endpoints",
 			in: container.Summary{ID: id, Names: []string{"/redis"}, State: "running",
 				NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{"x": nil}}},
-			want: resolver.Container{ID: id, Name: "redis", State: "running"},
+			want: source.Container{ID: id, Name: "redis", State: "running"},
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,23 +137,23 @@ func TestConvertContainersSortedAndDetached(t *testing.T) {
 func TestParseLink(t *testing.T) {
 	for _, tt := range []struct {
 		in   string
-		want resolver.Link
+		want source.Link
 		ok   bool
 	}{
-		{"/redis:/amb/redis", resolver.Link{Name: "redis", Alias: "redis"}, true},
-		{"/redis-1:/ambassador/cache", resolver.Link{Name: "redis-1", Alias: "cache"}, true},
-		{"redis:db", resolver.Link{Name: "redis", Alias: "db"}, true},
-		{"redis", resolver.Link{Name: "redis", Alias: "redis"}, true},
-		{"/redis", resolver.Link{Name: "redis", Alias: "redis"}, true},
-		{" /redis : /amb/DB ", resolver.Link{Name: "redis", Alias: "DB"}, true},
-		{"/redis:/amb/", resolver.Link{Name: "redis", Alias: "amb"}, true},
-		{"/redis:", resolver.Link{Name: "redis", Alias: "redis"}, true},
-		{"", resolver.Link{}, false},
-		{":/amb/db", resolver.Link{}, false},
-		{"/", resolver.Link{}, false},
-		{"/re dis:/amb/db", resolver.Link{}, false},
-		{"/redis:/amb/d$b", resolver.Link{}, false},
-		{"/-redis:/amb/db", resolver.Link{}, false},
+		{"/redis:/amb/redis", source.Link{Name: "redis", Alias: "redis"}, true},
+		{"/redis-1:/ambassador/cache", source.Link{Name: "redis-1", Alias: "cache"}, true},
+		{"redis:db", source.Link{Name: "redis", Alias: "db"}, true},
+		{"redis", source.Link{Name: "redis", Alias: "redis"}, true},
+		{"/redis", source.Link{Name: "redis", Alias: "redis"}, true},
+		{" /redis : /amb/DB ", source.Link{Name: "redis", Alias: "DB"}, true},
+		{"/redis:/amb/", source.Link{Name: "redis", Alias: "amb"}, true},
+		{"/redis:", source.Link{Name: "redis", Alias: "redis"}, true},
+		{"", source.Link{}, false},
+		{":/amb/db", source.Link{}, false},
+		{"/", source.Link{}, false},
+		{"/re dis:/amb/db", source.Link{}, false},
+		{"/redis:/amb/d$b", source.Link{}, false},
+		{"/-redis:/amb/db", source.Link{}, false},
 	} {
 		t.Run(tt.in, func(t *testing.T) {
 			got, ok := parseLink(tt.in)
@@ -165,7 +165,7 @@ func TestParseLink(t *testing.T) {
 
 func TestParseLinksSortedAndDeduplicated(t *testing.T) {
 	got := parseLinks([]string{"/web:/amb/web", "/redis:/amb/cache", "bad link", "/redis:/amb/cache"})
-	assert.Equal(t, []resolver.Link{{Name: "redis", Alias: "cache"}, {Name: "web", Alias: "web"}}, got)
+	assert.Equal(t, []source.Link{{Name: "redis", Alias: "cache"}, {Name: "web", Alias: "web"}}, got)
 	assert.Nil(t, parseLinks(nil))
 }
 
@@ -188,28 +188,28 @@ func FuzzParseLink(f *testing.F) {
 
 func TestGoneIDs(t *testing.T) {
 	a, b, c := id64("a"), id64("b"), id64("c")
-	net := func(name, ip string) resolver.Network { return resolver.Network{Name: name, ID: "id-" + name, IP: ip} }
-	prev := &resolver.Snapshot{Containers: []resolver.Container{
-		{ID: a, Networks: []resolver.Network{net("n1", "10.0.0.2")}},
-		{ID: b, Networks: []resolver.Network{net("n1", "10.0.0.3"), net("n2", "10.1.0.3")}},
-		{ID: c, Networks: []resolver.Network{net("n1", "10.0.0.4")}},
+	net := func(name, ip string) source.Network { return source.Network{Name: name, ID: "id-" + name, IP: ip} }
+	prev := &source.Snapshot{Containers: []source.Container{
+		{ID: a, Networks: []source.Network{net("n1", "10.0.0.2")}},
+		{ID: b, Networks: []source.Network{net("n1", "10.0.0.3"), net("n2", "10.1.0.3")}},
+		{ID: c, Networks: []source.Network{net("n1", "10.0.0.4")}},
 	}}
 	for _, tt := range []struct {
 		name string
-		prev *resolver.Snapshot
-		next *resolver.Snapshot
+		prev *source.Snapshot
+		next *source.Snapshot
 		want []string
 	}{
 		{"first snapshot", nil, prev, nil},
 		{"unchanged", prev, prev, nil},
-		{"removed, disconnected, readdressed", prev, &resolver.Snapshot{Containers: []resolver.Container{
-			{ID: b, Networks: []resolver.Network{net("n1", "10.0.0.3")}},
-			{ID: c, Networks: []resolver.Network{net("n1", "10.0.0.9")}},
+		{"removed, disconnected, readdressed", prev, &source.Snapshot{Containers: []source.Container{
+			{ID: b, Networks: []source.Network{net("n1", "10.0.0.3")}},
+			{ID: c, Networks: []source.Network{net("n1", "10.0.0.9")}},
 		}}, []string{a, b, c}},
-		{"new network, paused and stopping are not gone", prev, &resolver.Snapshot{Containers: []resolver.Container{
-			{ID: a, State: "paused", Networks: []resolver.Network{net("n1", "10.0.0.2"), net("n3", "10.3.0.2")}},
+		{"new network, paused and stopping are not gone", prev, &source.Snapshot{Containers: []source.Container{
+			{ID: a, State: "paused", Networks: []source.Network{net("n1", "10.0.0.2"), net("n3", "10.3.0.2")}},
 			prev.Containers[1],
-			{ID: c, State: StateStopping, Networks: []resolver.Network{net("n1", "10.0.0.4")}},
+			{ID: c, State: source.StateStopping, Networks: []source.Network{net("n1", "10.0.0.4")}},
 		}}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,18 +220,18 @@ func TestGoneIDs(t *testing.T) {
 
 func TestFastPathSnapshotsLeaveTheOriginalAlone(t *testing.T) {
 	a, b := id64("a"), id64("b")
-	mk := func() *resolver.Snapshot {
-		self := resolver.Container{ID: a, Name: "amb", State: "running", Networks: []resolver.Network{{Name: "n1", ID: "i1"}, {Name: "n2", ID: "i2"}}}
-		return &resolver.Snapshot{Self: &self, Containers: []resolver.Container{
+	mk := func() *source.Snapshot {
+		self := source.Container{ID: a, Name: "amb", State: "running", Networks: []source.Network{{Name: "n1", ID: "i1"}, {Name: "n2", ID: "i2"}}}
+		return &source.Snapshot{Self: &self, Containers: []source.Container{
 			self,
-			{ID: b, Name: "db", State: "running", Networks: []resolver.Network{{Name: "n1", ID: "i1"}}},
+			{ID: b, Name: "db", State: "running", Networks: []source.Network{{Name: "n1", ID: "i1"}}},
 		}}
 	}
 	orig := mk()
 
 	next, ok := withoutContainer(orig, b)
 	assert.True(t, ok)
-	assert.Equal(t, []resolver.Container{*orig.Self}, next.Containers)
+	assert.Equal(t, []source.Container{*orig.Self}, next.Containers)
 	assert.Same(t, orig.Self, next.Self)
 
 	next, ok = withoutContainer(orig, a)
@@ -245,8 +245,8 @@ func TestFastPathSnapshotsLeaveTheOriginalAlone(t *testing.T) {
 
 	next, ok = withoutAttachment(orig, a, "i2")
 	assert.True(t, ok)
-	assert.Equal(t, []resolver.Network{{Name: "n1", ID: "i1"}}, next.Self.Networks)
-	assert.Equal(t, []resolver.Network{{Name: "n1", ID: "i1"}}, next.Containers[0].Networks)
+	assert.Equal(t, []source.Network{{Name: "n1", ID: "i1"}}, next.Self.Networks)
+	assert.Equal(t, []source.Network{{Name: "n1", ID: "i1"}}, next.Containers[0].Networks)
 
 	next, ok = withoutAttachment(orig, b, "i1")
 	assert.True(t, ok)
@@ -259,12 +259,12 @@ func TestFastPathSnapshotsLeaveTheOriginalAlone(t *testing.T) {
 
 	next, ok = withStopping(orig, b)
 	assert.True(t, ok)
-	assert.Equal(t, StateStopping, next.Containers[1].State)
+	assert.Equal(t, source.StateStopping, next.Containers[1].State)
 	assert.Same(t, orig.Self, next.Self)
 
 	next, ok = withStopping(orig, a)
 	assert.True(t, ok)
-	assert.Equal(t, StateStopping, next.Self.State, "Self follows")
+	assert.Equal(t, source.StateStopping, next.Self.State, "Self follows")
 	assert.Equal(t, next.Containers[0], *next.Self)
 
 	_, ok = withStopping(next, a)

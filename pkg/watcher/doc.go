@@ -1,7 +1,7 @@
 // Package watcher follows the Docker engine and publishes snapshots of the
-// containers the resolver needs. It is the only package that imports the
-// Docker client; Docker API types never leave it: they are converted to
-// [resolver.Snapshot] at the edge.
+// containers the resolver needs: a Watcher is a [source.Source]. It is the
+// only package that imports the Docker client; Docker API types never leave
+// it: they are converted to [source.Snapshot] at the edge.
 //
 // The listing is the truth and events are hints. The watcher subscribes to
 // container and network events with a since= time taken before it lists, so
@@ -26,7 +26,7 @@
 // a few seconds pass.
 //
 // A third one prepares the first: when a container is sent a stop signal
-// (docker stop), an update with its state [StateStopping] is published at
+// (docker stop), an update with its state [source.StateStopping] is published at
 // once, so that new connections go elsewhere while the app drains, without
 // naming it in Gone: its established connections are the app's to finish.
 // Later listings, which show it running until it dies, keep that state for
@@ -47,7 +47,7 @@
 // may differ because of the expiry. A subscription that the engine does not
 // answer within 10s (a proxy that black-holes /events) is no outage either
 // when the engine still answers a ping: the watcher then follows the engine
-// by listing at every resync, says so in [Update].StreamErr while
+// by listing at every resync, says so in [source.Update].StreamErr while
 // Connected, and subscribes again in the background with capped backoff
 // until one answers. Subscribing never blocks the loop, and the first
 // listing of a session does not wait for it.

@@ -17,7 +17,7 @@ import (
 	"github.com/moby/moby/client"
 	"go.uber.org/zap"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // errStreamEnded marks a session that ended because its event stream did,
@@ -38,10 +38,10 @@ type loop struct {
 	w    *Watcher
 	log  *zap.Logger
 	cli  Client
-	out  chan Update // the mailbox; this loop is its only writer
-	host string      // the engine's address, for Explain
+	out  chan source.Update // the mailbox; this loop is its only writer
+	host string             // the engine's address, for Explain
 
-	snap  *resolver.Snapshot // the current view, as last published
+	snap  *source.Snapshot // the current view, as last published
 	state connState
 	err   error     // the published connection error, while disconnected
 	stats *counters // the Watcher's; this loop is their only writer
@@ -248,7 +248,7 @@ func (l *loop) removeAttachment(containerID, networkID string) {
 // leaves out what the tombstones say is gone, and inspects the ambassador's
 // own container for its links. It also returns when a tombstone that hid
 // something expires, or the zero time.
-func (l *loop) list(ctx context.Context) (*resolver.Snapshot, time.Time, error) {
+func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	res, err := l.cli.ContainerList(ctx, client.ContainerListOptions{})
@@ -256,7 +256,7 @@ func (l *loop) list(ctx context.Context) (*resolver.Snapshot, time.Time, error) 
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
 	cs, expiry := l.graves.apply(convertContainers(res.Items), time.Now())
-	snap := &resolver.Snapshot{Containers: cs}
+	snap := &source.Snapshot{Containers: cs}
 	i := l.findSelf(cs)
 	if i < 0 {
 		return snap, expiry, nil
@@ -276,7 +276,7 @@ func (l *loop) list(ctx context.Context) (*resolver.Snapshot, time.Time, error) 
 
 // findSelf returns the index of the ambassador's own container in cs, or
 // -1, and logs the outcome when it changes.
-func (l *loop) findSelf(cs []resolver.Container) int {
+func (l *loop) findSelf(cs []source.Container) int {
 	i := matchSelf(l.w.SelfIDs, cs)
 	id := ""
 	if i >= 0 {
@@ -300,7 +300,7 @@ func (l *loop) findSelf(cs []resolver.Container) int {
 // Containers that vanished or lost an attachment since the current view are
 // named in Gone: the fast path may have missed them (events dropped, or
 // lost with the stream).
-func (l *loop) update(snap *resolver.Snapshot) {
+func (l *loop) update(snap *source.Snapshot) {
 	switch l.state {
 	case stateNew:
 		l.log.Info("connected to docker engine", zap.Int("containers", len(snap.Containers)))
@@ -363,7 +363,8 @@ func expectedStreamEnd(err error) bool {
 // and inherits its Gone: an ID in Gone must reach the consumer even if the
 // snapshot that dropped it does not.
 func (l *loop) publish(gone []string) {
-	u := Update{
+	u := source.Update{
+		Source:    l.w.Name(),
 		Snapshot:  l.snap,
 		Connected: l.state == stateConnected,
 		Err:       l.err,

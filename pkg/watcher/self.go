@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // minSelfPrefix is the shortest ID prefix matched against the listing:
@@ -133,7 +133,7 @@ func cgroupPathID(path string) string {
 // matchSelf returns the index in cs of the container the first candidate
 // names, by full ID or by a prefix of at least 12 digits that only one
 // container has, or -1.
-func matchSelf(candidates []string, cs []resolver.Container) int {
+func matchSelf(candidates []string, cs []source.Container) int {
 	for _, cand := range candidates {
 		cand = strings.ToLower(strings.TrimSpace(cand))
 		if len(cand) < minSelfPrefix {

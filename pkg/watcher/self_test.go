@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 const (
@@ -142,7 +142,7 @@ func TestSelfCandidatesOfThisProcess(t *testing.T) {
 }
 
 func TestMatchSelf(t *testing.T) {
-	cs := []resolver.Container{{ID: selfA}, {ID: selfB}, {ID: "aa11bb22cc33ffffffffffffffffffffffffffffffffffffffffffffffffffff"}}
+	cs := []source.Container{{ID: selfA}, {ID: selfB}, {ID: "aa11bb22cc33ffffffffffffffffffffffffffffffffffffffffffffffffffff"}}
 	for _, tt := range []struct {
 		name       string
 		candidates []string

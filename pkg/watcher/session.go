@@ -10,7 +10,7 @@ import (
 	"github.com/moby/moby/client"
 	"go.uber.org/zap"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // silenceGrace is how long an event stream has, after a resync found
@@ -291,7 +291,7 @@ func (s *session) delivered() {
 
 // list lists, after noting that the current subscription's since is
 // covered by a listing, and sets the recheck timer.
-func (s *session) list() (*resolver.Snapshot, error) {
+func (s *session) list() (*source.Snapshot, error) {
 	if s.sub != nil {
 		s.sub.covered = true
 	}

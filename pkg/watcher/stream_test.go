@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // The tests of this file are about the event stream itself: one that goes
@@ -44,7 +46,7 @@ func TestSilentStreamIsReplaced(t *testing.T) {
 		time.Sleep(w.resync())
 		u := take(t, w)
 		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
-		assert.Equal(t, Stats{Resyncs: 1, Drift: 1}, u.Stats)
+		assert.Equal(t, source.Stats{Resyncs: 1, Drift: 1}, u.Stats)
 		assert.Equal(t, 1, f.count("events"), "one resync's drift alone proves nothing")
 
 		lists := f.count("list")
@@ -67,7 +69,7 @@ func TestSilentStreamIsReplaced(t *testing.T) {
 		assert.Equal(t, t0, time.Now())
 		assert.Equal(t, []string{"web"}, names(u.Snapshot))
 		assert.Equal(t, []string{idRedis}, u.Gone)
-		assert.Equal(t, Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1}, u.Stats)
+		assert.Equal(t, source.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1}, u.Stats)
 
 		// And a start, with its re-list (after the quiet period: it
 		// comes in the same burst).
@@ -210,7 +212,7 @@ func TestHungSubscriptionIsFollowedByListing(t *testing.T) {
 		// The listing does not wait for the subscription.
 		u := take(t, w)
 		assert.Equal(t, t0, time.Now())
-		assert.Equal(t, Update{Snapshot: u.Snapshot, Connected: true}, u)
+		assert.Equal(t, source.Update{Source: "docker", Snapshot: u.Snapshot, Connected: true}, u)
 		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
 
 		time.Sleep(subscribeTimeout)
@@ -233,7 +235,7 @@ func TestHungSubscriptionIsFollowedByListing(t *testing.T) {
 		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
 		assert.True(t, u.Connected)
 		assert.Error(t, u.StreamErr)
-		assert.Equal(t, Stats{Resyncs: 1}, u.Stats)
+		assert.Equal(t, source.Stats{Resyncs: 1}, u.Stats)
 
 		// Another, and a removal, named in Gone.
 		f.set(ctr(idWeb, "web"))
@@ -242,7 +244,7 @@ func TestHungSubscriptionIsFollowedByListing(t *testing.T) {
 		assert.Equal(t, []string{"web"}, names(u.Snapshot))
 		assert.Equal(t, []string{idRedis}, u.Gone)
 		assert.True(t, u.Connected)
-		assert.Equal(t, Stats{Resyncs: 2}, u.Stats)
+		assert.Equal(t, source.Stats{Resyncs: 2}, u.Stats)
 
 		// Meanwhile: subscriptions retried, each after the last one's
 		// timeout and a backoff; pings; never an outage.
@@ -323,7 +325,7 @@ func TestReplacementThatHangs(t *testing.T) {
 		assert.Equal(t, []string{"web"}, names(u.Snapshot))
 		assert.Equal(t, []string{idRedis}, u.Gone)
 		assert.True(t, u.Connected)
-		assert.Equal(t, Stats{Resyncs: 2, Drift: 1}, u.Stats, "no drift without a stream")
+		assert.Equal(t, source.Stats{Resyncs: 2, Drift: 1}, u.Stats, "no drift without a stream")
 		assert.Equal(t, 1, logs.FilterMessage(msgSilent).Len())
 		assert.Equal(t, 1, logs.FilterMessage(msgUnavailable).Len())
 		assert.Zero(t, logs.FilterMessage(msgUnreachable).Len())

@@ -6,7 +6,7 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // tombstoneTTL bounds how long an event's word that something is gone
@@ -41,7 +41,7 @@ const stoppingTTL = 30 * time.Second
 // They also remember which containers were sent a stop signal: such a
 // container stays listed as running, with its address, for as long as it
 // drains (seconds), and the listing has no way to tell. A listed container
-// under such a mark gets the state [StateStopping], which takes it out of
+// under such a mark gets the state [source.StateStopping], which takes it out of
 // new connections but, unlike a tombstone, keeps its established ones. The
 // mark ends when the listing no longer shows the container, when it dies or
 // starts again, or after stoppingTTL; a new session keeps it, since the
@@ -126,7 +126,7 @@ func (t *tombstones) reset() {
 // or that expired. It returns the filtered listing, and when the oldest
 // tombstone or mark that changed something expires (zero if none did): a
 // re-list then lets the listing win if it still disagrees.
-func (t *tombstones) apply(cs []resolver.Container, now time.Time) ([]resolver.Container, time.Time) {
+func (t *tombstones) apply(cs []source.Container, now time.Time) ([]source.Container, time.Time) {
 	listed := make(map[string]int, len(cs))
 	for i, c := range cs {
 		listed[c.ID] = i
@@ -149,7 +149,7 @@ func (t *tombstones) apply(cs []resolver.Container, now time.Time) ([]resolver.C
 	}
 	for a, at := range t.detached {
 		i, ok := listed[a.container]
-		if !ok || !slices.ContainsFunc(cs[i].Networks, func(n resolver.Network) bool { return n.ID == a.network }) || !keep(at) {
+		if !ok || !slices.ContainsFunc(cs[i].Networks, func(n source.Network) bool { return n.ID == a.network }) || !keep(at) {
 			delete(t.detached, a)
 		}
 	}
@@ -161,7 +161,7 @@ func (t *tombstones) apply(cs []resolver.Container, now time.Time) ([]resolver.C
 		case cs[i].State == string(container.StateRunning) && keepFor(at, stoppingTTL):
 			// Paused, restarting: not taking new connections
 			// anyway, and the state says more.
-			cs[i].State = StateStopping
+			cs[i].State = source.StateStopping
 		}
 	}
 	if len(t.dead) == 0 && len(t.detached) == 0 {
@@ -172,7 +172,7 @@ func (t *tombstones) apply(cs []resolver.Container, now time.Time) ([]resolver.C
 		if _, ok := t.dead[c.ID]; ok {
 			continue
 		}
-		c.Networks = nilIfEmpty(slices.DeleteFunc(c.Networks, func(n resolver.Network) bool {
+		c.Networks = nilIfEmpty(slices.DeleteFunc(c.Networks, func(n source.Network) bool {
 			_, ok := t.detached[attachment{c.ID, n.ID}]
 			return ok
 		}))

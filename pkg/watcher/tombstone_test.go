@@ -6,26 +6,26 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 func TestTombstones(t *testing.T) {
 	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 	a, b := id64("a"), id64("b")
-	n1 := resolver.Network{Name: "n1", ID: "i1", IP: "10.0.0.2"}
-	n2 := resolver.Network{Name: "n2", ID: "i2", IP: "10.1.0.2"}
-	listing := func() []resolver.Container {
-		return []resolver.Container{
-			{ID: a, Name: "a", Networks: []resolver.Network{n1, n2}},
-			{ID: b, Name: "b", Networks: []resolver.Network{n1}},
+	n1 := source.Network{Name: "n1", ID: "i1", IP: "10.0.0.2"}
+	n2 := source.Network{Name: "n2", ID: "i2", IP: "10.1.0.2"}
+	listing := func() []source.Container {
+		return []source.Container{
+			{ID: a, Name: "a", Networks: []source.Network{n1, n2}},
+			{ID: b, Name: "b", Networks: []source.Network{n1}},
 		}
 	}
 	for _, tt := range []struct {
 		name       string
 		setup      func(*tombstones)
-		listing    []resolver.Container
+		listing    []source.Container
 		now        time.Time
-		want       []resolver.Container
+		want       []source.Container
 		wantExpiry time.Time
 		wantLeft   int // tombstones left
 	}{
@@ -71,16 +71,16 @@ func TestTombstones(t *testing.T) {
 			setup:      func(g *tombstones) { g.detach(a, "i1", t0); g.detach(b, "i1", t0.Add(time.Second)) },
 			listing:    listing(),
 			now:        t0.Add(time.Second),
-			want:       []resolver.Container{{ID: a, Name: "a", Networks: []resolver.Network{n2}}, {ID: b, Name: "b"}},
+			want:       []source.Container{{ID: a, Name: "a", Networks: []source.Network{n2}}, {ID: b, Name: "b"}},
 			wantExpiry: t0.Add(tombstoneTTL),
 			wantLeft:   2,
 		},
 		{
 			name:    "detached and confirmed",
 			setup:   func(g *tombstones) { g.detach(a, "i2", t0) },
-			listing: []resolver.Container{{ID: a, Name: "a", Networks: []resolver.Network{n1}}},
+			listing: []source.Container{{ID: a, Name: "a", Networks: []source.Network{n1}}},
 			now:     t0,
-			want:    []resolver.Container{{ID: a, Name: "a", Networks: []resolver.Network{n1}}},
+			want:    []source.Container{{ID: a, Name: "a", Networks: []source.Network{n1}}},
 		},
 		{
 			name:    "detached, then connected",
@@ -127,15 +127,15 @@ func TestTombstones(t *testing.T) {
 func TestStoppingMarks(t *testing.T) {
 	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 	a, b := id64("a"), id64("b")
-	listing := func(stateA string) []resolver.Container {
-		return []resolver.Container{{ID: a, Name: "a", State: stateA}, {ID: b, Name: "b", State: "running"}}
+	listing := func(stateA string) []source.Container {
+		return []source.Container{{ID: a, Name: "a", State: stateA}, {ID: b, Name: "b", State: "running"}}
 	}
 	for _, tt := range []struct {
 		name       string
 		setup      func(*tombstones)
-		listing    []resolver.Container
+		listing    []source.Container
 		now        time.Time
-		want       []resolver.Container
+		want       []source.Container
 		wantExpiry time.Time
 		wantLeft   int // marks left
 	}{
@@ -144,7 +144,7 @@ func TestStoppingMarks(t *testing.T) {
 			setup:      func(g *tombstones) { g.condemn(a, t0) },
 			listing:    listing("running"),
 			now:        t0.Add(10 * time.Second),
-			want:       listing(StateStopping),
+			want:       listing(source.StateStopping),
 			wantExpiry: t0.Add(stoppingTTL),
 			wantLeft:   1,
 		},
@@ -190,7 +190,7 @@ func TestStoppingMarks(t *testing.T) {
 			setup:      func(g *tombstones) { g.condemn(a, t0); g.reset() },
 			listing:    listing("running"),
 			now:        t0,
-			want:       listing(StateStopping),
+			want:       listing(source.StateStopping),
 			wantExpiry: t0.Add(stoppingTTL),
 			wantLeft:   1,
 		},
@@ -199,7 +199,7 @@ func TestStoppingMarks(t *testing.T) {
 			setup:      func(g *tombstones) { g.condemn(a, t0); g.bury(b, t0.Add(time.Second)) },
 			listing:    listing("running"),
 			now:        t0.Add(time.Second),
-			want:       []resolver.Container{{ID: a, Name: "a", State: StateStopping}},
+			want:       []source.Container{{ID: a, Name: "a", State: source.StateStopping}},
 			wantExpiry: t0.Add(time.Second + tombstoneTTL),
 			wantLeft:   1,
 		},

@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 const (
@@ -47,22 +47,17 @@ const (
 	eventBuffer = 256
 )
 
-// StateStopping is the [resolver.Container].State the watcher gives a
-// running container that was sent a stop signal (a kill event with TERM,
-// KILL, INT or QUIT, as docker stop sends): it is draining and about to
-// die. It is not running for the resolver, so it gets no new connections,
-// but it is not gone either: its established connections are kept, for the
-// app to finish. It lasts until the container dies (then it is gone) or
-// starts again, and at most 30s, after which a container still running is
-// taken to have handled the signal and gets new connections again.
-const StateStopping = "stopping"
-
-// Watcher follows one Docker engine and publishes [Update]s.
+// Watcher follows one Docker engine and publishes [source.Update]s.
 //
 // Set the fields, then call [Watcher.Run] once; the fields must not change
 // afterwards. Only Client is required: the other fields' zero values select
 // the documented defaults.
 type Watcher struct {
+	// Engine names the engine, to tell this source apart from others
+	// (source.Update.Source, logs, metrics): Name returns it. Empty means
+	// "docker".
+	Engine string
+
 	// Client talks to the engine. Nil means a client that Run creates with
 	// [NewClient](Host) and closes when it returns.
 	Client Client
@@ -74,7 +69,7 @@ type Watcher struct {
 	// SelfIDs are candidate IDs, or ID prefixes of at least 12 hex digits,
 	// of the ambassador's own container, strongest first: see
 	// [SelfCandidates]. The first one that matches exactly one listed
-	// container (by full ID or unique prefix) becomes [resolver.Snapshot].Self.
+	// container (by full ID or unique prefix) becomes [source.Snapshot].Self.
 	// Empty, or no match, means the ambassador runs outside a container
 	// the engine knows, and Self is nil.
 	SelfIDs []string
@@ -84,7 +79,7 @@ type Watcher struct {
 	Logger *zap.Logger
 
 	// Resync is the period of the full resync that catches changes the
-	// events did not deliver (counted as [Stats].Drift); a resync that
+	// events did not deliver (counted as [source.Stats].Drift); a resync that
 	// finds some on a stream that then stays silent for a second has the
 	// stream replaced. Without an event stream, it is how often the
 	// watcher lists. Zero means 30s.
@@ -113,88 +108,10 @@ type Watcher struct {
 	stats counters
 
 	mailboxOnce sync.Once
-	mailbox     chan Update // capacity 1; written only by Run's loop
+	mailbox     chan source.Update // capacity 1; written only by Run's loop
 }
 
-// Update is what the watcher knows of the engine at one moment. Updates are
-// plain values: their snapshots and slices are never mutated after
-// publication.
-type Update struct {
-	// Snapshot is the newest view of the engine's containers, or the last
-	// known one while the engine is unreachable; nil when the engine has
-	// never been reached.
-	Snapshot *resolver.Snapshot
-
-	// Connected is false while the engine is unreachable. Consumers should
-	// keep serving the routes of the last snapshot meanwhile.
-	Connected bool
-
-	// Err is the connection error that made the engine unreachable, with
-	// advice where [Explain] has some (for logs and status). Nil while
-	// Connected.
-	Err error
-
-	// StreamErr says why the watcher has no event stream while the engine
-	// answers everything else (Connected is true): the last subscription
-	// got no answer within 10s, as through a proxy that black-holes
-	// /events. Meanwhile the watcher follows the engine by listing at
-	// every resync (the snapshots stay current, up to the resync period
-	// late, and Gone still names what disappeared) and subscribes again
-	// with capped backoff; StreamErr is nil again, in an update of its
-	// own, once a subscription answers. Always nil while not Connected.
-	// It is not Err: the engine is reachable, and nothing that acts on
-	// an outage should.
-	StreamErr error
-
-	// Gone are the IDs of containers that disappeared since the previous
-	// update: they stopped, died or were removed, or lost a network
-	// attachment (disconnected, or reconnected with another address).
-	// Consumers should close established connections to them at once:
-	// Docker may already have given their address to another container.
-	// A paused container is not gone: it keeps its address and its
-	// connections; its State says "paused". Nor is a container that was
-	// sent a stop signal, until it dies: its State says [StateStopping].
-	// The fast path names a container here as soon as its event arrives,
-	// before the re-list; a re-list names those whose disappearance no
-	// event reported. An ID is never lost with an update the mailbox
-	// replaced: it is carried over into the next one.
-	Gone []string
-
-	// Stats are the watcher's counters as of this update. They move on
-	// without an update too (events and resyncs that change nothing
-	// publish none): [Watcher.Stats] has the current ones.
-	Stats Stats
-
-	// EventTime is when the watcher received the oldest event whose effect
-	// this update is the first to publish, so that the consumer can measure
-	// how long an event takes to reach its routes. It is the zero time for
-	// an update no event led to: the first listing, a reconnect, a
-	// periodic resync, an outage. An update that replaces one the consumer
-	// had not taken keeps the older time.
-	EventTime time.Time
-}
-
-// Stats count what the watcher has done since Run started.
-type Stats struct {
-	// Events is the number of events received, relevant or not.
-	Events uint64
-	// Reconnects is the number of times the watcher subscribed again, and
-	// resynced, after losing the event stream or the engine: a stream
-	// that ended, an engine unreachable, a silent stream it replaced, a
-	// subscription that answered after some did not.
-	Reconnects uint64
-	// Resyncs is the number of periodic resyncs done.
-	Resyncs uint64
-	// Drift is the number of periodic resyncs whose listing differed from
-	// the view maintained from events: changes the events did not deliver.
-	// An event racing with the resync can be counted too, so it is an
-	// upper bound. Resyncs without an event stream (see
-	// [Update].StreamErr) are how the watcher follows the engine then, and
-	// count no drift.
-	Drift uint64
-}
-
-// counters are the live [Stats]. Only Run's loop adds to them, so the
+// counters are the live [source.Stats]. Only Run's loop adds to them, so the
 // values it loads when it publishes are consistent with one another.
 type counters struct {
 	events, reconnects, resyncs, drift atomic.Uint64
@@ -203,8 +120,8 @@ type counters struct {
 // load reads the counters. Drift is read before Resyncs, which the loop
 // adds to first, so that a concurrent reader never sees more drift than
 // resyncs.
-func (c *counters) load() Stats {
-	var s Stats
+func (c *counters) load() source.Stats {
+	var s source.Stats
 	s.Drift = c.drift.Load()
 	s.Resyncs = c.resyncs.Load()
 	s.Reconnects = c.reconnects.Load()
@@ -218,7 +135,7 @@ func (c *counters) load() Stats {
 // Each counter is read atomically, but not all four at one instant: read
 // while the loop counts, they may be from moments a few instructions apart,
 // though never with more Drift than Resyncs.
-func (w *Watcher) Stats() Stats {
+func (w *Watcher) Stats() source.Stats {
 	return w.stats.load()
 }
 
@@ -226,12 +143,12 @@ func (w *Watcher) Stats() Stats {
 // newest: the watcher replaces an update the consumer has not taken yet
 // instead of waiting for it, merging the replaced update's Gone into the
 // new one. The channel is closed when Run returns after having started.
-func (w *Watcher) Updates() <-chan Update {
+func (w *Watcher) Updates() <-chan source.Update {
 	return w.updates()
 }
 
-func (w *Watcher) updates() chan Update {
-	w.mailboxOnce.Do(func() { w.mailbox = make(chan Update, 1) })
+func (w *Watcher) updates() chan source.Update {
+	w.mailboxOnce.Do(func() { w.mailbox = make(chan source.Update, 1) })
 	return w.mailbox
 }
 
@@ -304,6 +221,17 @@ func daemonHost(c Client) string {
 	return ""
 }
 
+// defaultName is the name of a Watcher without one.
+const defaultName = "docker"
+
+// Name returns the source's name: Engine, or "docker".
+func (w *Watcher) Name() string {
+	if w.Engine != "" {
+		return w.Engine
+	}
+	return defaultName
+}
+
 func (w *Watcher) logger() *zap.Logger {
 	if w.Logger != nil {
 		return w.Logger
@@ -342,3 +270,6 @@ func (w *Watcher) pingInterval() time.Duration {
 func (w *Watcher) pingTimeout() time.Duration {
 	return min(w.pingInterval(), maxPingTimeout)
 }
+
+// A Watcher is a source of engine updates.
+var _ source.Source = (*Watcher)(nil)

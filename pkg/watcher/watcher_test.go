@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 func TestMain(m *testing.M) {
@@ -47,7 +47,7 @@ func start(t *testing.T, w *Watcher) {
 
 // take returns the update waiting in the mailbox once everything in the
 // bubble has settled, without advancing the clock.
-func take(t *testing.T, w *Watcher) Update {
+func take(t *testing.T, w *Watcher) source.Update {
 	t.Helper()
 	synctest.Wait()
 	select {
@@ -56,7 +56,7 @@ func take(t *testing.T, w *Watcher) Update {
 		return u
 	default:
 		require.FailNow(t, "no update")
-		return Update{}
+		return source.Update{}
 	}
 }
 
@@ -73,7 +73,7 @@ func none(t *testing.T, w *Watcher) {
 }
 
 // names returns the names of a snapshot's containers.
-func names(s *resolver.Snapshot) []string {
+func names(s *source.Snapshot) []string {
 	var ns []string
 	for _, c := range s.Containers {
 		ns = append(ns, c.Name)
@@ -92,10 +92,10 @@ func TestInitialSync(t *testing.T) {
 		f := newFake(
 			ctr(idWeb, "web", withStatus(container.StateRunning, "Up 3 seconds (health: starting)"),
 				withNet("app", "n-app", "172.18.0.4"), withPorts(container.PortSummary{PrivatePort: 80, Type: "tcp"})),
-			ctr(idAmb, "amb", withLabels(resolver.LabelRole, "ambassador", resolver.LabelTarget, "redis"),
+			ctr(idAmb, "amb", withLabels("ambassador.role", "ambassador", "ambassador.target", "redis"),
 				withNet("bridge", "n-bridge", "172.17.0.2"), withNet("app", "n-app", "172.18.0.2")),
 			ctr(idRedis, "redis", withStatus(container.StateRunning, "Up 2 hours (healthy)"),
-				withLabels(resolver.LabelTarget, "redis"), withNet("bridge", "n-bridge", "172.17.0.3"),
+				withLabels("ambassador.target", "redis"), withNet("bridge", "n-bridge", "172.17.0.3"),
 				withPorts(
 					container.PortSummary{PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
 					container.PortSummary{PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
@@ -108,34 +108,34 @@ func TestInitialSync(t *testing.T) {
 		w := &Watcher{Client: f, SelfIDs: []string{"0123456789ab", idAmb[:12]}}
 		start(t, w)
 
-		self := resolver.Container{
+		self := source.Container{
 			ID: idAmb, Name: "amb", State: "running",
-			Labels: map[string]string{resolver.LabelRole: "ambassador", resolver.LabelTarget: "redis"},
-			Networks: []resolver.Network{
+			Labels: map[string]string{"ambassador.role": "ambassador", "ambassador.target": "redis"},
+			Networks: []source.Network{
 				{Name: "app", ID: "n-app", IP: "172.18.0.2"},
 				{Name: "bridge", ID: "n-bridge", IP: "172.17.0.2"},
 			},
-			Links: []resolver.Link{{Name: "redis", Alias: "redis"}, {Name: "web", Alias: "www"}},
+			Links: []source.Link{{Name: "redis", Alias: "redis"}, {Name: "web", Alias: "www"}},
 		}
-		want := &resolver.Snapshot{
+		want := &source.Snapshot{
 			Self: &self,
-			Containers: []resolver.Container{
+			Containers: []source.Container{
 				self,
 				{
 					ID: idRedis, Name: "redis", State: "running", Health: "healthy",
-					Labels:   map[string]string{resolver.LabelTarget: "redis"},
-					Networks: []resolver.Network{{Name: "bridge", ID: "n-bridge", IP: "172.17.0.3"}},
-					Ports:    []resolver.Port{{Port: 6379, Proto: "tcp"}},
+					Labels:   map[string]string{"ambassador.target": "redis"},
+					Networks: []source.Network{{Name: "bridge", ID: "n-bridge", IP: "172.17.0.3"}},
+					Ports:    []source.Port{{Port: 6379, Proto: "tcp"}},
 				},
 				{
 					ID: idWeb, Name: "web", State: "running", Health: "starting",
-					Networks: []resolver.Network{{Name: "app", ID: "n-app", IP: "172.18.0.4"}},
-					Ports:    []resolver.Port{{Port: 80, Proto: "tcp"}},
+					Networks: []source.Network{{Name: "app", ID: "n-app", IP: "172.18.0.4"}},
+					Ports:    []source.Port{{Port: 80, Proto: "tcp"}},
 				},
 			},
 		}
 		u := take(t, w)
-		assert.Equal(t, Update{Snapshot: want, Connected: true}, u)
+		assert.Equal(t, source.Update{Source: "docker", Snapshot: want, Connected: true}, u)
 		none(t, w)
 	})
 }
@@ -207,7 +207,7 @@ func TestEventsConvergeToTheListing(t *testing.T) {
 		time.Sleep(w.maxDelay())
 		u := take(t, w)
 		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
-		assert.Equal(t, []resolver.Network{{Name: "app", ID: "n-app", IP: "172.18.0.9"}}, u.Snapshot.Containers[0].Networks)
+		assert.Equal(t, []source.Network{{Name: "app", ID: "n-app", IP: "172.18.0.9"}}, u.Snapshot.Containers[0].Networks)
 		assert.Equal(t, []string{idRedis}, u.Gone)
 		assert.Equal(t, uint64(7), u.Stats.Events)
 		none(t, w)
@@ -318,7 +318,7 @@ func TestListingThatLagsADisconnectDoesNotReattach(t *testing.T) {
 
 		f.send(t, networkEvent(events.ActionDisconnect, "n-app", idRedis))
 		u := take(t, w)
-		assert.Equal(t, []resolver.Network{{Name: "db", ID: "n-db", IP: "172.19.0.3"}}, u.Snapshot.Containers[0].Networks)
+		assert.Equal(t, []source.Network{{Name: "db", ID: "n-db", IP: "172.19.0.3"}}, u.Snapshot.Containers[0].Networks)
 		time.Sleep(w.quiet()) // the re-list still shows the attachment
 		none(t, w)
 
@@ -327,7 +327,7 @@ func TestListingThatLagsADisconnectDoesNotReattach(t *testing.T) {
 		f.send(t, networkEvent(events.ActionConnect, "n-app", idRedis))
 		time.Sleep(w.quiet())
 		u = take(t, w)
-		assert.Equal(t, []resolver.Network{
+		assert.Equal(t, []source.Network{
 			{Name: "app", ID: "n-app", IP: "172.18.0.7"},
 			{Name: "db", ID: "n-db", IP: "172.19.0.3"},
 		}, u.Snapshot.Containers[0].Networks)
@@ -401,7 +401,7 @@ func TestStopSignalMarksStoppingAtOnce(t *testing.T) {
 		// nothing was listed for the quiet period; it may come first.)
 		assert.Equal(t, t0, time.Now(), "the fast path does not wait")
 		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
-		assert.Equal(t, StateStopping, u.Snapshot.Containers[0].State)
+		assert.Equal(t, source.StateStopping, u.Snapshot.Containers[0].State)
 		assert.Equal(t, first.Snapshot.Containers[0].Networks, u.Snapshot.Containers[0].Networks)
 		assert.Empty(t, u.Gone, "established connections are the app's to drain")
 		assert.Equal(t, "running", first.Snapshot.Containers[0].State, "published snapshots are not mutated")
@@ -478,7 +478,7 @@ func TestStoppingExpires(t *testing.T) {
 		time.Sleep(time.Second) // so that the resync falls inside the mark
 		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
 		t0 := time.Now()
-		assert.Equal(t, StateStopping, take(t, w).Snapshot.Containers[0].State)
+		assert.Equal(t, source.StateStopping, take(t, w).Snapshot.Containers[0].State)
 		time.Sleep(stoppingTTL - time.Millisecond)
 		none(t, w)
 		time.Sleep(time.Millisecond)
@@ -500,7 +500,7 @@ func TestStartClearsStopping(t *testing.T) {
 				take(t, w)
 
 				f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
-				assert.Equal(t, StateStopping, take(t, w).Snapshot.Containers[0].State)
+				assert.Equal(t, source.StateStopping, take(t, w).Snapshot.Containers[0].State)
 				time.Sleep(w.quiet())
 				none(t, w)
 
@@ -531,7 +531,7 @@ func TestStopSignalToAPausedContainer(t *testing.T) {
 		f.send(t, containerEvent(events.ActionUnPause, idRedis, nil))
 		time.Sleep(w.quiet())
 		u := take(t, w)
-		assert.Equal(t, StateStopping, u.Snapshot.Containers[0].State)
+		assert.Equal(t, source.StateStopping, u.Snapshot.Containers[0].State)
 		assert.Empty(t, u.Gone)
 	})
 }
@@ -550,7 +550,7 @@ func TestForgedSignalConcernsOnlyItsContainer(t *testing.T) {
 		f.send(t, containerEvent(events.ActionKill, idWeb, map[string]string{"signal": "15", "container": idRedis, "name": "redis"}))
 		u := take(t, w)
 		assert.Equal(t, "running", u.Snapshot.Containers[0].State, "redis")
-		assert.Equal(t, StateStopping, u.Snapshot.Containers[1].State, "web")
+		assert.Equal(t, source.StateStopping, u.Snapshot.Containers[1].State, "web")
 		assert.Empty(t, u.Gone)
 	})
 }
@@ -570,9 +570,9 @@ func TestNetworkDisconnectIsGoneAtOnce(t *testing.T) {
 			ctr(idRedis, "redis", withNet("db", "n-db", "172.19.0.3")))
 		f.send(t, networkEvent(events.ActionDisconnect, "n-app", idRedis))
 		u := take(t, w)
-		assert.Equal(t, []resolver.Network{{Name: "db", ID: "n-db", IP: "172.19.0.3"}}, u.Snapshot.Containers[1].Networks)
+		assert.Equal(t, []source.Network{{Name: "db", ID: "n-db", IP: "172.19.0.3"}}, u.Snapshot.Containers[1].Networks)
 		assert.Equal(t, []string{idRedis}, u.Gone)
-		assert.Equal(t, []resolver.Network{{Name: "app", ID: "n-app", IP: "172.18.0.2"}}, u.Snapshot.Self.Networks)
+		assert.Equal(t, []source.Network{{Name: "app", ID: "n-app", IP: "172.18.0.2"}}, u.Snapshot.Self.Networks)
 
 		// The ambassador itself is disconnected: Self follows.
 		f.set(ctr(idAmb, "amb"), ctr(idRedis, "redis", withNet("db", "n-db", "172.19.0.3")))
@@ -801,7 +801,7 @@ func TestUnreachableAtStart(t *testing.T) {
 		start(t, w)
 
 		u := take(t, w)
-		assert.Equal(t, Update{Err: u.Err}, u)
+		assert.Equal(t, source.Update{Source: "docker", Err: u.Err}, u)
 		assert.EqualError(t, u.Err,
 			"permission denied on /var/run/docker.sock: run the container with --group-add $(stat -c %g /var/run/docker.sock), or as root")
 
@@ -925,7 +925,7 @@ func TestPeriodicResyncCountsDrift(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		u := take(t, w)
 		assert.Equal(t, []string{"redis", "web"}, names(u.Snapshot))
-		assert.Equal(t, Stats{Resyncs: 1, Drift: 1}, u.Stats)
+		assert.Equal(t, source.Stats{Resyncs: 1, Drift: 1}, u.Stats)
 
 		// A resync that finds nothing publishes nothing.
 		time.Sleep(w.resync())
@@ -936,7 +936,7 @@ func TestPeriodicResyncCountsDrift(t *testing.T) {
 		f.set(ctr(idWeb, "web"))
 		f.send(t, containerEvent(events.ActionDie, idRedis, nil))
 		u = take(t, w)
-		assert.Equal(t, Stats{Events: 1, Reconnects: 1, Resyncs: 2, Drift: 1}, u.Stats)
+		assert.Equal(t, source.Stats{Events: 1, Reconnects: 1, Resyncs: 2, Drift: 1}, u.Stats)
 	})
 }
 
@@ -947,12 +947,12 @@ func TestStatsCountWhatPublishesNothing(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		do   func(t *testing.T, f *fakeClient, w *Watcher)
-		want Stats
+		want source.Stats
 	}{
 		{
 			name: "resync that finds nothing new",
 			do:   func(t *testing.T, f *fakeClient, w *Watcher) { time.Sleep(w.resync()) },
-			want: Stats{Resyncs: 1},
+			want: source.Stats{Resyncs: 1},
 		},
 		{
 			name: "relevant event that changes nothing",
@@ -960,21 +960,21 @@ func TestStatsCountWhatPublishesNothing(t *testing.T) {
 				f.send(t, containerEvent(events.ActionStart, idRedis, nil))
 				time.Sleep(w.quiet())
 			},
-			want: Stats{Events: 1},
+			want: source.Stats{Events: 1},
 		},
 		{
 			name: "irrelevant event",
 			do: func(t *testing.T, f *fakeClient, w *Watcher) {
 				f.send(t, containerEvent(events.ActionExecStart+": sh", idRedis, nil))
 			},
-			want: Stats{Events: 1},
+			want: source.Stats{Events: 1},
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				f := newFake(ctr(idRedis, "redis"), ctr(idWeb, "web"))
 				w := &Watcher{Client: f}
-				assert.Equal(t, Stats{}, w.Stats(), "before Run")
+				assert.Equal(t, source.Stats{}, w.Stats(), "before Run")
 				start(t, w)
 				take(t, w)
 

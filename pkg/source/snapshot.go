@@ -1,7 +1,7 @@
-package resolver
+package source
 
-// Snapshot is the watcher's view of the Docker engine at one moment. It is
-// immutable once published: the watcher builds a new one for every change and
+// Snapshot is a source's view of its engine at one moment. It is
+// immutable once published: a source builds a new one for every change and
 // never mutates one it has handed out.
 type Snapshot struct {
 	// Self is the ambassador's own container, or nil when the ambassador
@@ -15,17 +15,19 @@ type Snapshot struct {
 }
 
 // Container is what the resolver needs to know of one container: plain data
-// converted from the Docker API at the watcher's edge.
+// converted from the engine's API at the source's edge.
 type Container struct {
 	ID   string // full 64-hex ID
 	Name string // without Docker's leading "/"
 
 	// Labels are the container's labels, including those of its image
-	// (Docker merges them), such as ambassador.role=ambassador.
+	// (Docker merges them), such as ambassador.role=ambassador. Whoever
+	// creates the container sets them: never trust them further than the
+	// resolver's policy does, nor log them whole.
 	Labels map[string]string
 
 	// State is Docker's state: "running", "paused", "restarting", ...; or
-	// "stopping", which the watcher gives a running container that was
+	// StateStopping, which a source gives a running container that was
 	// sent a stop signal and is draining. Only "running" takes new
 	// connections.
 	State string
@@ -41,7 +43,7 @@ type Container struct {
 	// Ports are the container's exposed ports, sorted by Port then Proto.
 	Ports []Port
 
-	// Links are the container's legacy links (HostConfig.Links). The watcher
+	// Links are the container's legacy links (HostConfig.Links). A source
 	// fills them for Self only.
 	Links []Link
 }
@@ -66,24 +68,9 @@ type Link struct {
 	Alias string // the alias, as given (Docker upper-cases it in variables)
 }
 
-// Labels that drive resolution. They are set on backend containers, except
-// LabelRole, which the ambassadord image carries, and LabelTarget and
-// LabelPorts, which are also read from the ambassador's own container.
-const (
-	// LabelTarget on a backend claims a target name; on the ambassador it
-	// names the target to serve.
-	LabelTarget = "ambassador.target"
-	// LabelPriority is a claimer's integer priority; the highest wins.
-	// Default 0.
-	LabelPriority = "ambassador.priority"
-	// LabelNetwork on a backend names the network to reach it on.
-	LabelNetwork = "ambassador.network"
-	// LabelPort on a claimer overrides the route's backend port.
-	LabelPort = "ambassador.port"
-	// LabelPorts on the ambassador lists the ports to serve for its
-	// target: "6379" or "6379,8080:80" (LISTEN:BACKEND).
-	LabelPorts = "ambassador.ports"
-	// LabelRole=ambassador marks an ambassador; ambassadors never count as
-	// claimers.
-	LabelRole = "ambassador.role"
-)
+// StateStopping is the Container.State a source gives a running container
+// that was sent a stop signal (docker stop's TERM, or KILL, INT, QUIT): it
+// is draining and about to die. It is not running for the resolver, so it
+// gets no new connections, but it is not gone either: its established
+// connections are kept, for the app to finish.
+const StateStopping = "stopping"
