@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/ambassadord/ambassadord/pkg/resolver"
 )
 
 func env(kv ...string) func(string) string {
@@ -77,6 +79,42 @@ func TestParseConfigEnvironment(t *testing.T) {
 				assert.Equal(t, []string{"5432:db:5432", "6379:redis:6379", "8080:10.0.0.1:80", "9000:[::1]:9001"}, got)
 			},
 		},
+		{
+			name: "replay is off by default, on for the routes named",
+			args: []string{"--replay", "6379,8080"},
+			check: func(t *testing.T, cfg *config) {
+				assert.True(t, cfg.replay.covers(6379))
+				assert.True(t, cfg.replay.covers(8080))
+				assert.False(t, cfg.replay.covers(5432))
+				def, err := parseConfig(nil, env())
+				require.NoError(t, err)
+				assert.False(t, def.replay.covers(6379), "off by default")
+			},
+		},
+		{
+			name: "replay all, from the environment",
+			env:  env("AMBASSADORD_REPLAY", "all"),
+			check: func(t *testing.T, cfg *config) {
+				assert.True(t, cfg.replay.covers(1))
+				assert.Equal(t, "all", cfg.replay.String())
+			},
+		},
+		{
+			name: "claims",
+			args: []string{"--claims", "label,links"},
+			check: func(t *testing.T, cfg *config) {
+				assert.Equal(t, resolver.Claims{Links: true}, cfg.claims)
+				def, err := parseConfig(nil, env())
+				require.NoError(t, err)
+				assert.Equal(t, resolver.Claims{}, def.claims, "label only by default")
+			},
+		},
+		{name: "bad replay", args: []string{"--replay", "6379,redis"}, wantErr: `"redis": want all, or listen ports separated by commas`},
+		{name: "replay with idle timeout", args: []string{"--replay", "all", "--idle-timeout", "1m"}, wantErr: "--replay does not work with --idle-timeout"},
+		{name: "replay with nothing to keep", args: []string{"--replay", "all", "--replay-bytes", "0"}, wantErr: "--replay needs --replay-bytes above 0"},
+		{name: "bad claims", args: []string{"--claims", "everyone"}, wantErr: `"everyone" is not one of label, links, routes`},
+		{name: "writable admin without a token", args: []string{"--admin-writable"}, wantErr: "--admin-writable needs --admin-token-file"},
+		{name: "bad admin host", args: []string{"--admin-hosts", "a.example:9191"}, wantErr: "want host names without port"},
 		{name: "bad env value names the variable", env: env("AMBASSADORD_DIAL_TIMEOUT", "soon"), wantErr: `AMBASSADORD_DIAL_TIMEOUT="soon"`},
 		{name: "bad route flag", args: []string{"--route", "6379"}, wantErr: `invalid value "6379" for flag -route`},
 		{name: "bad routes env", env: env("AMBASSADORD_ROUTES", "6379:redis:99999"), wantErr: "AMBASSADORD_ROUTES"},
