@@ -1008,11 +1008,15 @@ const maxShown = 64
 
 // clip returns s, or its first maxShown bytes (cut at a rune boundary)
 // and how long it was.
-func clip(s string) string {
-	if len(s) <= maxShown {
+func clip(s string) string { return clipTo(s, maxShown) }
+
+// clipTo returns s, or its first max bytes, cut at a rune boundary, and
+// how long it was.
+func clipTo(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
-	cut := maxShown
+	cut := max
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
@@ -1025,16 +1029,7 @@ func clip(s string) string {
 const maxMessage = 1024
 
 // clipMessage returns s, or its first maxMessage bytes and its length.
-func clipMessage(s string) string {
-	if len(s) <= maxMessage {
-		return s
-	}
-	cut := maxMessage
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
-}
+func clipMessage(s string) string { return clipTo(s, maxMessage) }
 
 // quote returns s quoted, clipped to maxShown bytes.
 func quote(s string) string {
