@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/dataproto"
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/dataproto"
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // payload is the size sent in each direction; rounds is how many

@@ -39,7 +39,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // deployComposeTimeout bounds one docker-compose command; `up` waits for
@@ -546,50 +546,13 @@ func deployBuildImages(ctx context.Context) (*deployImages, error) {
 	if _, err := os.Stat(deployHAProxy); err != nil {
 		return &imgs, nil
 	}
-	files, err := deployRootfs(ctx, deployHAProxy)
+	files, err := harness.Rootfs(ctx, deployHAProxy)
 	if err != nil {
 		return nil, err
 	}
 	imgs.haproxy = eng.ImageTag("haproxy")
 	files = append(files, harness.File{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"" + deployHAProxy + "\"]\n")})
 	return &imgs, eng.BuildImage(ctx, imgs.haproxy, files, nil)
-}
-
-// deployRootfs collects bins and the libraries ldd lists for them under
-// rootfs/, at their paths, as the harness does for redis.
-func deployRootfs(ctx context.Context, bins ...string) ([]harness.File, error) {
-	paths := map[string]bool{}
-	for _, bin := range bins {
-		paths[bin] = true
-		out, err := exec.CommandContext(ctx, "ldd", bin).Output()
-		if err != nil {
-			return nil, fmt.Errorf("ldd %s: %w", bin, err)
-		}
-		for line := range strings.Lines(string(out)) {
-			f := strings.Fields(line)
-			switch {
-			case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-				paths[f[2]] = true
-			case len(f) >= 3 && f[1] == "=>":
-				return nil, fmt.Errorf("ldd %s: library %s not found", bin, f[0])
-			case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-				paths[f[0]] = true
-			}
-		}
-	}
-	var files []harness.File
-	for _, p := range slices.Sorted(maps.Keys(paths)) {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", p, err)
-		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			return nil, fmt.Errorf("stat %s: %w", p, err)
-		}
-		files = append(files, harness.File{Name: "rootfs" + p, Mode: int64(fi.Mode().Perm()), Data: data})
-	}
-	return files, nil
 }
 
 // deployProject is one recipe brought up as a compose project of its own.

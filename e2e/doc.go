@@ -6,6 +6,9 @@
 // by that label. Without an engine the tests skip with the reason, unless
 // AMBASSADORD_E2E_REQUIRE_ENGINE=1 (set by CI), which makes them fail.
 //
-// The harness lives in e2e/internal/harness; the data fixture's protocol in
-// e2e/internal/dataproto.
+// The tests' tools are packages of their own at the module root, shared
+// with the benchmark and the demo: the engine harness (internal/harness),
+// the data fixture (internal/dataserver) and its protocol
+// (internal/dataproto), the load generator (internal/load), and the soak's
+// chaos model, clients and judge (internal/soak).
 package e2e

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/dataproto"
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/dataproto"
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // The load a dynamic test runs while it changes the engine: a fresh

@@ -36,7 +36,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // Bounds of the watcher that the tests' limits are built from (see

@@ -36,8 +36,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/dataproto"
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/dataproto"
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // The soak's length and seed come from the environment: AMBASSADORD_SOAK is

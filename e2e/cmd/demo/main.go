@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/harness"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 )
 

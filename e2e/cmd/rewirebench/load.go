@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/dataproto"
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/dataproto"
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // attempt is one fresh connection of the load.

@@ -42,8 +42,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ambassadord/ambassadord/e2e/internal/dataproto"
-	"github.com/ambassadord/ambassadord/e2e/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/dataproto"
+	"github.com/ambassadord/ambassadord/internal/harness"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 )
 

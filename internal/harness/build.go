@@ -111,11 +111,11 @@ func (e *Engine) BuildAmbassadorImage(ctx context.Context, root, binary, version
 }
 
 // BuildDataServerImage builds the dataproto fixture server
-// (e2e/fixtures/dataserver) statically into dir and packs it FROM scratch,
+// (internal/dataserver) statically into dir and packs it FROM scratch,
 // listening on 9000. It returns the tag.
 func (e *Engine) BuildDataServerImage(ctx context.Context, root, dir string) (string, error) {
 	out := filepath.Join(dir, "dataserver")
-	if err := GoBuild(ctx, root, "./e2e/fixtures/dataserver", out, "-s -w"); err != nil {
+	if err := GoBuild(ctx, root, "./internal/dataserver", out, "-s -w"); err != nil {
 		return "", err
 	}
 	bin, err := os.ReadFile(out)
@@ -160,15 +160,26 @@ func (e *Engine) BuildRedisImage(ctx context.Context) (string, error) {
 }
 
 // redisRootfs collects the redis binaries and their shared libraries under
-// rootfs/. Symlinks are stored as the files they point to, under the name
-// ldd printed: redis-server in particular is a symlink to redis-check-rdb
-// and picks its mode from argv[0], so it must keep its own name.
+// rootfs/ (see Rootfs).
 func redisRootfs(ctx context.Context) ([]File, error) {
-	paths := map[string]bool{}
 	for _, bin := range []string{RedisServer, RedisCLI} {
 		if _, err := os.Stat(bin); err != nil {
 			return nil, fmt.Errorf("redis fixture needs %s (apt-get install redis-server redis-tools): %w", bin, err)
 		}
+	}
+	return Rootfs(ctx, RedisServer, RedisCLI)
+}
+
+// Rootfs collects this machine's binaries bins, every library ldd lists for
+// them and the dynamic loader, at their original paths under rootfs/ of a
+// build context, for a FROM-scratch image whose Dockerfile says
+// `COPY rootfs/ /`. Symlinks are stored as the files they point to, under
+// the name given or printed by ldd: redis-server in particular is a
+// symlink to redis-check-rdb and picks its mode from argv[0], so it must
+// keep its own name.
+func Rootfs(ctx context.Context, bins ...string) ([]File, error) {
+	paths := map[string]bool{}
+	for _, bin := range bins {
 		paths[bin] = true
 		out, err := exec.CommandContext(ctx, "ldd", bin).Output()
 		if err != nil {

@@ -1,6 +1,7 @@
-// Package dataproto is the wire protocol spoken by the e2e data fixture
-// (e2e/fixtures/dataserver) and the tests that drive it through an
-// ambassador. It is stateless; every function is safe for concurrent use.
+// Package dataproto is the wire protocol spoken by the data fixture
+// (internal/dataserver) and by the e2e tests, the load generator
+// (internal/load), the soak's clients (internal/soak) and the benchmark
+// that drive it through an ambassador. It is stateless; every function is safe for concurrent use.
 //
 // A connection starts with a fixed 21-byte header written by the client:
 //

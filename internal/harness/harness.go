@@ -1,5 +1,6 @@
 // Package harness drives a real Docker Engine for ambassadord's end-to-end
-// tests (e2e/) and demo (e2e/cmd/demo): it builds FROM-scratch images from
+// tests (e2e/, the deploy recipes' tests among them), its demo
+// (e2e/cmd/demo) and the benchmark's rewires (bench/): it builds FROM-scratch images from
 // in-memory tar contexts, runs containers on the default bridge or on
 // networks of its own, changes them as a test needs (stop, rename,
 // disconnect, ...), records the engine's events, waits by polling with
@@ -32,10 +33,12 @@ import (
 	"github.com/moby/moby/client"
 )
 
-// Label keys: the e2e tests and the demo clean up independently.
+// Label keys: the e2e tests, the demo and the benchmark clean up
+// independently (`make clean` removes all three).
 const (
-	E2ELabel  = "ambassadord.e2e"
-	DemoLabel = "ambassadord.demo"
+	E2ELabel   = "ambassadord.e2e"
+	DemoLabel  = "ambassadord.demo"
+	BenchLabel = "ambassadord.bench"
 )
 
 // Engine is a Docker Engine client bound to one run.

@@ -2,6 +2,9 @@ package harness
 
 import (
 	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,4 +102,27 @@ func TestNetworkAddr(t *testing.T) {
 	n := &Network{Name: "n", Subnet: netip.MustParsePrefix("10.200.3.0/24")}
 	assert.Equal(t, netip.MustParseAddr("10.200.3.10"), n.Addr(10))
 	assert.Panics(t, func() { (&Network{Name: "auto"}).Addr(10) })
+}
+
+// TestRootfs packs a dynamically linked binary of this machine: the binary
+// at its path, its libraries and the loader, all under rootfs/.
+func TestRootfs(t *testing.T) {
+	bin, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true binary")
+	}
+	if _, err := exec.LookPath("ldd"); err != nil {
+		t.Skip("no ldd")
+	}
+	files, err := Rootfs(t.Context(), bin)
+	require.NoError(t, err)
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+		assert.NotEmpty(t, f.Data, f.Name)
+	}
+	assert.Contains(t, names, "rootfs"+bin)
+	if len(files) > 1 { // a static true has no libraries
+		assert.True(t, slices.ContainsFunc(names, func(n string) bool { return strings.Contains(n, "/libc.so") }), "libc in %v", names)
+	}
 }
