@@ -105,9 +105,7 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		return
 	}
-	log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
-	obs.ConnOpened(b)
-	c.start = time.Now()
+	c.established(b)
 	if c.route.IdleTimeout > 0 {
 		c.lastActive.Store(c.start.UnixNano())
 	}
@@ -119,6 +117,31 @@ func (c *conn) serve(ctx context.Context) {
 	c.halves.Store(2)
 	go c.copyClientToBackend(bc)
 	go c.copyBackendToClient(bc)
+}
+
+// established is the one step where a connection becomes established
+// with its backend b, whatever connected it and whatever then carries its
+// bytes: a goroutine's connect (serve, before it hands the connection to
+// an event loop or to goroutines of its own), an event loop's connect
+// (startConn), and a replay resumed on a new backend (resume). It runs
+// once per backend the connection reaches, after the connect and before
+// any byte of the client's goes to b: nothing is forwarded yet on any
+// path. It starts the connection's clock, logs, and reports ConnOpened.
+//
+// A per-connection step goes here and nowhere else: a PROXY protocol
+// header to send to b ahead of the client's bytes, a TLS wrap, a metric.
+// Like tcpproxy's sendProxyHeader, it is one call between the connect and
+// the copy.
+func (c *conn) established(b Backend) {
+	r := c.route
+	c.start = time.Now()
+	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
+		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
+	}
+	r.observer().ConnOpened(b)
+	if r.onEstablished != nil {
+		r.onEstablished(c, b)
+	}
 }
 
 // copyClientToBackend and copyBackendToClient are named functions so that

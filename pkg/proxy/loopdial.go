@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -206,12 +205,7 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	lc.setHalves(cfd, lc.fds[1])
 	lc.up.outWatched = true // registered for output to connect
 	ld.set.confirmed.Store(true)
-	c.start = time.Now()
-	log := r.logger()
-	if log.Core().Enabled(zap.DebugLevel) {
-		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", ld.d.backend))
-	}
-	r.observer().ConnOpened(ld.d.backend)
+	c.established(ld.d.backend)
 	if err := l.watchOut(&lc.up, false); err != nil {
 		lc.end(l, err)
 		return

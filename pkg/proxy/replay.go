@@ -188,11 +188,7 @@ func (l *eventLoop) resume(res resumption) {
 	// the backend that reset it.
 	lc.up.dropReplay()
 	lc.up.held, lc.up.eof = res.sent, res.fin
-	c.start = time.Now()
-	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
-		log.Debug("connection replayed", zap.Stringer("remote", c.remote), zap.Stringer("backend", res.b))
-	}
-	r.observer().ConnOpened(res.b)
+	c.established(res.b)
 	r.observer().Replayed(res.b)
 	if err := l.register(res.fd); err != nil {
 		lc.end(l, err)

@@ -75,6 +75,10 @@ type Route struct {
 	// DialTimeout. It is a hook for tests.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// onEstablished, if set, is called by conn.established for every
+	// connection that reaches a backend: a hook for tests.
+	onEstablished func(c *conn, b Backend)
+
 	backends atomic.Pointer[backendSet] // replaced whole under mu, read without it
 	active   atomic.Int64               // connections being served
 
