@@ -35,6 +35,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // ambAdminPort is the port of the ambassador's admin endpoint
@@ -397,7 +398,7 @@ func TestRewireCommand(t *testing.T) {
 	require.Equal(t, 0, code, "rewire: %s%s", stdout, stderr)
 	assert.Contains(t, stdout+stderr, "route "+route+" → "+addr(b, dataPort))
 	// The rewire is applied before the command returns.
-	id, err := whoami(ctx, target)
+	id, err := load.Whoami(ctx, target)
 	require.NoError(t, err)
 	assert.Equal(t, "b", id.Name, "the first connection after the rewire")
 
@@ -437,14 +438,14 @@ func TestRewireCommand(t *testing.T) {
 	stdout, stderr, code = dockerExec(t, ctx, amb, "/ambassadord", "rewire", route, fullName(t, "nosuch"))
 	assert.NotEqual(t, 0, code)
 	assert.Contains(t, stdout+stderr, "no usable backend")
-	id, err = whoami(ctx, target)
+	id, err = load.Whoami(ctx, target)
 	require.NoError(t, err)
 	assert.Equal(t, "b", id.Name)
 
 	// Reset: back to the label's target at once.
 	stdout, stderr, code = dockerExec(t, ctx, amb, "/ambassadord", "rewire", "--reset", route)
 	require.Equal(t, 0, code, "rewire --reset: %s%s", stdout, stderr)
-	id, err = whoami(ctx, target)
+	id, err = load.Whoami(ctx, target)
 	require.NoError(t, err)
 	assert.Equal(t, "a", id.Name, "the first connection after the reset")
 	st = statusOf(t, ctx, amb)
@@ -585,7 +586,7 @@ func TestAdminUnderIdleConnections(t *testing.T) {
 	closed := 0
 	for _, c := range idle {
 		c.SetReadDeadline(time.Now().Add(time.Millisecond))
-		if _, err := c.Read(make([]byte, 1)); faultClosed(err) {
+		if _, err := c.Read(make([]byte, 1)); load.Closed(err) {
 			closed++
 		}
 	}
@@ -671,13 +672,13 @@ func TestAdminWritable(t *testing.T) {
 		assert.Equal(t, tt.want, code, "%s: %s", tt.name, body)
 		assert.Contains(t, body, tt.bodyHas, tt.name)
 	}
-	id, err := whoami(ctx, target)
+	id, err := load.Whoami(ctx, target)
 	require.NoError(t, err)
 	assert.Equal(t, "a", id.Name, "after the refused rewires")
 
 	code, body := do("POST", "/rewire", "", "Bearer "+token, "application/json", rewire)
 	require.Equal(t, http.StatusOK, code, body)
-	id, err = whoami(ctx, target)
+	id, err = load.Whoami(ctx, target)
 	require.NoError(t, err)
 	assert.Equal(t, "b", id.Name, "the first connection after the rewire with the token")
 }

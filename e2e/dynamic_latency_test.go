@@ -48,7 +48,7 @@ func TestRewireLatency(t *testing.T) {
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "b", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "b", time.Now(), 20)
 	require.NoError(t, err)
 
 	type change struct {
@@ -66,17 +66,17 @@ func TestRewireLatency(t *testing.T) {
 		killed := waitEvent(t, ctx, evs, b.ID, "kill", before)
 		deaths = append(deaths, waitEvent(t, ctx, evs, b.ID, "die", before))
 		changes = append(changes, change{"b", "a", "kill", killed})
-		_, err = l.waitLanded(ctx, "a", time.Now(), 10)
+		_, err = l.WaitLanded(ctx, "a", time.Now(), 10)
 		require.NoError(t, err)
 
 		before = time.Now()
 		require.NoError(t, eng.Restart(ctx, b.ID))
 		started := waitEvent(t, ctx, evs, b.ID, "start", before)
 		changes = append(changes, change{"a", "b", "start", started})
-		_, err = l.waitLanded(ctx, "b", time.Now(), 10)
+		_, err = l.WaitLanded(ctx, "b", time.Now(), 10)
 		require.NoError(t, err)
 	}
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 
 	// Each change is checked up to the next one, which brings the old
@@ -97,7 +97,7 @@ func TestRewireLatency(t *testing.T) {
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
 	}
 	t.Logf("rewires=%d median=%sms p99=%sms failed=%d (of %d connections; cut by b's own stop, not counted: %d)",
-		len(latencies), ms(percentile(latencies, 50)), ms(percentile(latencies, 99)), failed, len(res.attempts), cut)
+		len(latencies), ms(percentile(latencies, 50)), ms(percentile(latencies, 99)), failed, len(res.Attempts), cut)
 }
 
 // percentile returns the nearest-rank percentile p of sorted durations.

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // TestBackendNetworks: a backend is reached on a network it shares with
@@ -39,7 +40,7 @@ func TestBackendNetworks(t *testing.T) {
 		check := func(ctx context.Context) error {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			id, err := whoami(actx, addr)
+			id, err := load.Whoami(actx, addr)
 			switch {
 			case err != nil:
 				return err
@@ -140,7 +141,7 @@ func TestNetworkDisconnect(t *testing.T) {
 	// And a new connection finds no backend.
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	id, err := whoami(actx, target)
+	id, err := load.Whoami(actx, target)
 	assert.Error(t, err, "a new connection after the disconnect was served by %s", id.Name)
 }
 
@@ -188,7 +189,7 @@ func TestIPReuse(t *testing.T) {
 			b := createServer(t, ctx, on("other"), "b")
 
 			l := startLoad(t, target)
-			_, err := l.waitLanded(ctx, "a", time.Now(), 20)
+			_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 			require.NoError(t, err)
 			removing := time.Now()
 			require.NoError(t, eng.Remove(ctx, a.ID))
@@ -203,23 +204,25 @@ func TestIPReuse(t *testing.T) {
 			wctx, cancel := context.WithTimeout(ctx, readyTimeout)
 			defer cancel()
 			err = harness.Poll(wctx, func(context.Context) error {
-				if time.Since(up) < time.Second || len(l.result().startedAfter(up).attempts) < 100 {
+				if time.Since(up) < time.Second || len(l.Result().StartedAfter(up).Attempts) < 100 {
 					return errors.New("not enough load yet")
 				}
 				return nil
 			})
 			require.NoError(t, err)
-			res := l.stop()
+			res := l.Stop()
 			t.Logf("load: %s", res)
 
 			st, err := stats(ctx, b)
 			require.NoError(t, err)
 			assert.Zero(t, st.Conns, "connections b accepted")
 			assert.Zero(t, st.Bytes, "bytes b received")
-			none(t, res.on("b"), "connections through the ambassador answered by b")
-			after := res.startedAfter(removed)
-			none(t, after.on("a"), "connections answered by a after it was removed")
-			slow := after.filter(func(a attempt) bool { return !a.ok() && (!isNoBackend(a.err) || a.end.Sub(a.start) > 2*time.Second) })
+			none(t, res.On("b"), "connections through the ambassador answered by b")
+			after := res.StartedAfter(removed)
+			none(t, after.On("a"), "connections answered by a after it was removed")
+			slow := after.Filter(func(a load.Attempt) bool {
+				return !a.OK() && (!load.IsNoBackend(a.Err) || a.End.Sub(a.Start) > 2*time.Second)
+			})
 			none(t, slow, "connections after the removal that were not closed within --backend-wait (200ms) for want of a backend")
 			stdout, stderr, err := eng.Logs(ctx, amb.ID)
 			require.NoError(t, err)
@@ -229,7 +232,7 @@ func TestIPReuse(t *testing.T) {
 			// not to use it.
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			id, err := whoami(actx, addr(b, dataPort))
+			id, err := load.Whoami(actx, addr(b, dataPort))
 			require.NoError(t, err)
 			require.Equal(t, "b", id.Name)
 		})

@@ -28,6 +28,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // Labels read by ambassadord (see the README's label table).
@@ -147,7 +148,7 @@ func waitServedBy(t *testing.T, ctx context.Context, addr, ident string) datapro
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var err error
-		if id, err = whoami(actx, addr); err != nil {
+		if id, err = load.Whoami(actx, addr); err != nil {
 			return err
 		}
 		if id.Name != ident {
@@ -259,48 +260,48 @@ func (s *session) echo(t *testing.T, msg string) {
 // rewire is one change of backend seen by a load.
 type rewire struct {
 	from, to string
-	change   time.Time // the engine's time of the event that made it
-	first    attempt   // the first connection the new backend accepted
+	change   time.Time    // the engine's time of the event that made it
+	first    load.Attempt // the first connection the new backend accepted
 }
 
 // latency is the time from the change to the new backend accepting its
 // first connection.
-func (r rewire) latency() time.Duration { return max(r.first.id.Accepted.Sub(r.change), 0) }
+func (r rewire) latency() time.Duration { return max(r.first.ID.Accepted.Sub(r.change), 0) }
 
 // checkRewire finds, in res, the first connection to land on to at or
 // after change, and checks that no connection started after that one had
 // been answered landed on from: once a new backend has served, the previous
 // one is done with. A zero until considers the whole load; otherwise only
 // connections that ended before until, when the next change began.
-func checkRewire(t *testing.T, res loadResult, from, to string, change, until time.Time) rewire {
+func checkRewire(t *testing.T, res load.Result, from, to string, change, until time.Time) rewire {
 	t.Helper()
 	if !until.IsZero() {
-		res = loadResult{attempts: res.filter(func(a attempt) bool { return a.end.Before(until) })}
+		res = load.Result{Attempts: res.Filter(func(a load.Attempt) bool { return a.End.Before(until) })}
 	}
-	first, ok := res.first(to, change)
+	first, ok := res.First(to, change)
 	if !ok {
 		t.Fatalf("no connection landed on %s after the change at %s; %s", to, change.Format("15:04:05.000"), res)
 	}
-	late := res.startedAfter(first.end).on(from)
+	late := res.StartedAfter(first.End).On(from)
 	none(t, late, "connections that landed on %s after %s had served", from, to)
 	return rewire{from: from, to: to, change: change, first: first}
 }
 
 // none reports the attempts as an error, if there are any, with what and a
 // short list of them.
-func none(t *testing.T, as []attempt, what string, args ...any) bool {
+func none(t *testing.T, as []load.Attempt, what string, args ...any) bool {
 	t.Helper()
 	if len(as) == 0 {
 		return true
 	}
-	t.Errorf("%d %s:\n%s", len(as), fmt.Sprintf(what, args...), describe(as))
+	t.Errorf("%d %s:\n%s", len(as), fmt.Sprintf(what, args...), load.Describe(as))
 	return false
 }
 
 // requireNoFailures fails the test if any attempt of the load failed.
-func requireNoFailures(t *testing.T, res loadResult) {
+func requireNoFailures(t *testing.T, res load.Result) {
 	t.Helper()
-	if !none(t, res.failed(), "failed connections (%s)", res) {
+	if !none(t, res.Failed(), "failed connections (%s)", res) {
 		t.FailNow()
 	}
 }
@@ -310,13 +311,13 @@ func requireNoFailures(t *testing.T, res loadResult) {
 // stopped, which closes its listener and resets the connections still in
 // its accept queue. It started before and failed within a second after.
 // No proxy can save such a connection: its bytes had been forwarded.
-func cutBy(gone ...time.Time) func(attempt) bool {
-	return func(a attempt) bool {
-		if a.ok() {
+func cutBy(gone ...time.Time) func(load.Attempt) bool {
+	return func(a load.Attempt) bool {
+		if a.OK() {
 			return false
 		}
 		for _, g := range gone {
-			if !a.start.After(g) && a.end.Before(g.Add(time.Second)) {
+			if !a.Start.After(g) && a.End.Before(g.Add(time.Second)) {
 				return true
 			}
 		}
@@ -327,12 +328,12 @@ func cutBy(gone ...time.Time) func(attempt) bool {
 // checkFailures fails the test if any attempt failed other than those cut
 // by their backend going away at one of the gone times, and returns how
 // many were cut, and how many failed otherwise.
-func checkFailures(t *testing.T, res loadResult, gone ...time.Time) (cut, failed int) {
+func checkFailures(t *testing.T, res load.Result, gone ...time.Time) (cut, failed int) {
 	t.Helper()
 	isCut := cutBy(gone...)
-	cut = len(res.filter(isCut))
-	others := res.filter(func(a attempt) bool { return !a.ok() && !isCut(a) })
-	t.Logf("connections cut by their backend going away: %d; other failures: %d\n%s", cut, len(others), describe(res.filter(isCut)))
+	cut = len(res.Filter(isCut))
+	others := res.Filter(func(a load.Attempt) bool { return !a.OK() && !isCut(a) })
+	t.Logf("connections cut by their backend going away: %d; other failures: %d\n%s", cut, len(others), load.Describe(res.Filter(isCut)))
 	none(t, others, "failed connections (%s)", res)
 	return cut, len(others)
 }
@@ -389,11 +390,11 @@ const recreateWait = "AMBASSADORD_BACKEND_WAIT=8s"
 // followRecreate runs a load against target, removes web1 (docker rm -f)
 // and starts web-2 with recreate, and checks that the load moves to it
 // without a failure.
-func followRecreate(t *testing.T, ctx context.Context, target string, web1 *harness.Container, recreate func() *harness.Container) loadResult {
+func followRecreate(t *testing.T, ctx context.Context, target string, web1 *harness.Container, recreate func() *harness.Container) load.Result {
 	t.Helper()
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "web-1", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "web-1", time.Now(), 20)
 	require.NoError(t, err)
 
 	removing := time.Now()
@@ -401,25 +402,25 @@ func followRecreate(t *testing.T, ctx context.Context, target string, web1 *harn
 	removed := time.Now()
 	web2 := recreate()
 	require.NotEqual(t, web1.IP, web2.IP, "the new web has a new address")
-	_, err = l.waitLanded(ctx, "web-2", time.Now(), 50)
+	_, err = l.WaitLanded(ctx, "web-2", time.Now(), 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 
 	died := waitEvent(t, ctx, evs, web1.ID, "die", removing)
 	started := waitEvent(t, ctx, evs, web2.ID, "start", removing)
 	rw := checkRewire(t, res, "web-1", "web-2", started, time.Time{})
 	var last time.Time // web-1's last accepted connection
-	for _, a := range res.on("web-1") {
-		if a.id.Accepted.After(last) {
-			last = a.id.Accepted
+	for _, a := range res.On("web-1") {
+		if a.ID.Accepted.After(last) {
+			last = a.ID.Accepted
 		}
 	}
 	t.Logf("rm -f took %s; web-1 died %s after the call; web-2 started %s after that and accepted its first connection %s after its start event",
 		removed.Sub(removing).Round(time.Millisecond), died.Sub(removing).Round(time.Millisecond),
 		started.Sub(died).Round(time.Millisecond), rw.latency().Round(time.Millisecond))
 	t.Logf("gap between web-1's last and web-2's first accepted connection: %s; longest connection: %s",
-		rw.first.id.Accepted.Sub(last).Round(time.Millisecond), res.longest().Round(time.Millisecond))
+		rw.first.ID.Accepted.Sub(last).Round(time.Millisecond), res.Longest().Round(time.Millisecond))
 	// docker rm -f kills web-1 with connections in progress: those are
 	// lost whatever the ambassador does.
 	checkFailures(t, res, died)
@@ -448,16 +449,16 @@ func TestClaimRewire(t *testing.T) {
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "redis", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "redis", time.Now(), 20)
 	require.NoError(t, err)
 	claiming := time.Now()
 	redis2 := startServer(t, ctx, harness.Spec{
 		Name: "redis2", Networks: []string{n.Name},
 		Labels: map[string]string{labelTarget: fullName(t, "redis")},
 	}, "redis2")
-	_, err = l.waitLanded(ctx, "redis2", time.Now(), 50)
+	_, err = l.WaitLanded(ctx, "redis2", time.Now(), 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 
 	started := waitEvent(t, ctx, evs, redis2.ID, "start", claiming)
@@ -488,20 +489,20 @@ func TestClaimPriority(t *testing.T) {
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "a", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
 
 	before := time.Now()
 	b := startServer(t, ctx, claimer("b", "10"), "b")
-	_, err = l.waitLanded(ctx, "b", time.Now(), 50)
+	_, err = l.WaitLanded(ctx, "b", time.Now(), 50)
 	require.NoError(t, err)
 	started := waitEvent(t, ctx, evs, b.ID, "start", before)
 
 	stopping := time.Now()
 	require.NoError(t, eng.Stop(ctx, b.ID, 5*time.Second))
-	_, err = l.waitLanded(ctx, "a", time.Now(), 50)
+	_, err = l.WaitLanded(ctx, "a", time.Now(), 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 	// The stop signal (the kill event) takes b out of new connections
 	// while it drains; its death follows.
@@ -542,7 +543,7 @@ func TestHealthGatedClaim(t *testing.T) {
 	waitHealth(t, ctx, claimer, container.Unhealthy)
 	// A second of load while it is unhealthy: the ambassador has seen
 	// the claimer's start and health events long before.
-	_, err := l.waitLanded(ctx, "named", time.Now().Add(time.Second), 20)
+	_, err := l.WaitLanded(ctx, "named", time.Now().Add(time.Second), 20)
 	require.NoError(t, err)
 	st, err := stats(ctx, claimer)
 	require.NoError(t, err)
@@ -551,19 +552,19 @@ func TestHealthGatedClaim(t *testing.T) {
 	healing := time.Now()
 	setHealthy(t, ctx, claimer, true)
 	healthy := waitEvent(t, ctx, evs, claimer.ID, "health_status: healthy", healing)
-	_, err = l.waitLanded(ctx, "claimer", healthy, 50)
+	_, err = l.WaitLanded(ctx, "claimer", healthy, 50)
 	require.NoError(t, err)
 
 	failing := time.Now()
 	setHealthy(t, ctx, claimer, false)
 	unhealthy := waitEvent(t, ctx, evs, claimer.ID, "health_status: unhealthy", failing)
-	_, err = l.waitLanded(ctx, "named", unhealthy, 50)
+	_, err = l.WaitLanded(ctx, "named", unhealthy, 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 
-	before := res.filter(func(a attempt) bool { return a.id.Accepted.Before(healthy) })
-	none(t, loadResult{attempts: before}.on("claimer"), "connections the claimer accepted before it was healthy")
+	before := res.Filter(func(a load.Attempt) bool { return a.ID.Accepted.Before(healthy) })
+	none(t, load.Result{Attempts: before}.On("claimer"), "connections the claimer accepted before it was healthy")
 	up := checkRewire(t, res, "named", "claimer", healthy, unhealthy)
 	down := checkRewire(t, res, "claimer", "named", unhealthy, time.Time{})
 	t.Logf("the claimer took the target %s after its healthy event, and gave it back %s after its unhealthy event",
@@ -587,7 +588,7 @@ func TestRename(t *testing.T) {
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "db-1", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "db-1", time.Now(), 20)
 	require.NoError(t, err)
 
 	renaming := time.Now()
@@ -598,19 +599,19 @@ func TestRename(t *testing.T) {
 	settled := renamed.Add(100 * time.Millisecond)
 	wctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	err = harness.Poll(wctx, func(context.Context) error {
-		if n := len(l.result().startedAfter(settled).attempts); n < 20 {
+		if n := len(l.Result().StartedAfter(settled).Attempts); n < 20 {
 			return fmt.Errorf("%d attempts so far", n)
 		}
 		return nil
 	})
 	cancel()
 	require.NoError(t, err)
-	t.Logf("while no container is named db: %s", l.result().startedAfter(settled))
+	t.Logf("while no container is named db: %s", l.Result().StartedAfter(settled))
 
 	db2 := startServer(t, ctx, harness.Spec{Name: "db", Networks: []string{n.Name}}, "db-2")
-	_, err = l.waitLanded(ctx, "db-2", time.Now(), 50)
+	_, err = l.WaitLanded(ctx, "db-2", time.Now(), 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 	started := waitEvent(t, ctx, evs, db2.ID, "start", renaming)
 	rw := checkRewire(t, res, "db-1", "db-2", started, time.Time{})
@@ -653,6 +654,6 @@ func TestClassicLinkFollowsName(t *testing.T) {
 		t.Logf("web-2 is %s", web2.IP)
 		return web2
 	})
-	none(t, res.on("filler"), "connections that reached the filler")
-	none(t, res.on("filler2"), "connections that reached the second filler")
+	none(t, res.On("filler"), "connections that reached the filler")
+	none(t, res.On("filler2"), "connections that reached the second filler")
 }

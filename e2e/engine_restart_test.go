@@ -41,6 +41,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // engineRestartHold is how long the engine stays down in the live-restore
@@ -93,7 +94,7 @@ func engineRestartLive(t *testing.T, ctx context.Context) {
 	aStarted := engineRestartStartedAt(t, ctx, priv, a)
 
 	l := startLoad(t, amb.route)
-	_, err := l.waitLanded(ctx, "a", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
 	s := openSession(t, ctx, amb.route)
 	require.Equal(t, "a", s.id.Name, "the established connection")
@@ -168,20 +169,20 @@ func engineRestartLive(t *testing.T, ctx context.Context) {
 	started := waitEvent(t, ctx, evs, b.ID, "start", changing)
 	amb.waitRoute(t, ctx, dockerFaultResync+dockerFaultSlack, b)
 	routed := time.Since(started)
-	_, err = l.waitLanded(ctx, "b", changing, 50)
+	_, err = l.WaitLanded(ctx, "b", changing, 50)
 	require.NoError(t, err)
 	echo("after b took over")
-	res := l.stop()
+	res := l.Stop()
 	after := amb.metrics(t, ctx)
 
 	t.Logf("engine metrics before the stop: %s; after the reconnect: %s; at the end: %s", before, reconnected, after)
-	t.Logf("load: %s; longest attempt %s", res, res.longest().Round(time.Millisecond))
+	t.Logf("load: %s; longest attempt %s", res, res.Longest().Round(time.Millisecond))
 	requireNoFailures(t, res)
-	none(t, res.filter(func(x attempt) bool { return x.id.Name != "a" && x.id.Name != "b" }), "connections answered by neither a nor b")
-	duringDown := func(x attempt) bool { return !x.start.Before(stopping) && x.end.Before(answered) }
-	whileDown := res.filter(duringDown)
+	none(t, res.Filter(func(x load.Attempt) bool { return x.ID.Name != "a" && x.ID.Name != "b" }), "connections answered by neither a nor b")
+	duringDown := func(x load.Attempt) bool { return !x.Start.Before(stopping) && x.End.Before(answered) }
+	whileDown := res.Filter(duringDown)
 	assert.NotEmpty(t, whileDown, "no connection of the load ran while the engine was down")
-	none(t, res.filter(func(x attempt) bool { return duringDown(x) && x.id.Name != "a" }), "connections not served by a while the engine was down")
+	none(t, res.Filter(func(x load.Attempt) bool { return duringDown(x) && x.ID.Name != "a" }), "connections not served by a while the engine was down")
 	rw := checkRewire(t, res, "a", "b", started, time.Time{})
 	t.Logf("while the engine was down (%s): %d fresh connections, all served by a, 0 failed", answered.Sub(stopping).Round(time.Millisecond), len(whileDown))
 	t.Logf("b took over: /routes served b within %s of its start event, b accepted its first connection %s after it; the established connection to a echoed %d bytes across the restart",
@@ -189,7 +190,7 @@ func engineRestartLive(t *testing.T, ctx context.Context) {
 
 	// Nothing reached a server that the test did not send: a saw the load's
 	// connections it answered and the established one, b the load's.
-	onA, onB := len(res.on("a")), len(res.on("b"))
+	onA, onB := len(res.On("a")), len(res.On("b"))
 	engineRestartCheckStats(t, ctx, a, onA+1, (onA+1)*dataproto.HeaderSize+echoed)
 	engineRestartCheckStats(t, ctx, b, onB, onB*dataproto.HeaderSize)
 }
@@ -210,7 +211,7 @@ func engineRestartAlways(t *testing.T, ctx context.Context) {
 	amb.waitRoute(t, ctx, readyTimeout, a)
 
 	l := startLoad(t, amb.route)
-	_, err = l.waitLanded(ctx, "a", time.Now(), 20)
+	_, err = l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
 	before := amb.metrics(t, ctx)
 
@@ -254,34 +255,34 @@ func engineRestartAlways(t *testing.T, ctx context.Context) {
 	})
 	amb.waitRoute(t, ctx, dockerFaultSlack, a)
 	converged := time.Now()
-	_, err = l.waitLanded(ctx, "a", converged, 50)
+	_, err = l.WaitLanded(ctx, "a", converged, 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	after := amb.metrics(t, ctx)
 
 	t.Logf("engine stopped in %s (it stops its containers); the route's backends while it was down: %v; the engine answered %s after its start, a ran again %s after its start, the ambassador reconnected %s after the engine answered (bound %s)",
 		stopTook.Round(time.Millisecond), kept, answered.Sub(restarting).Round(time.Millisecond),
 		backAt.Sub(restarting).Round(time.Millisecond), took.Round(time.Millisecond), bound)
 	t.Logf("engine metrics before the stop: %s; at the end: %s", before, after)
-	t.Logf("load: %s; longest attempt %s", res, res.longest().Round(time.Millisecond))
+	t.Logf("load: %s; longest attempt %s", res, res.Longest().Round(time.Millisecond))
 	// No backend ran from the moment the engine began stopping a until
 	// the ambassador converged on the restarted a: only connections that
 	// overlapped that window may fail.
-	inGap := func(x attempt) bool { return !x.end.Before(stopping) && !x.start.After(converged) }
-	none(t, res.filter(func(x attempt) bool { return !inGap(x) && (!x.ok() || x.id.Name != "a") }),
+	inGap := func(x load.Attempt) bool { return !x.End.Before(stopping) && !x.Start.After(converged) }
+	none(t, res.Filter(func(x load.Attempt) bool { return !inGap(x) && (!x.OK() || x.ID.Name != "a") }),
 		"connections outside the engine's downtime that failed or were answered by another than a")
 	// A connection with no backend waits --backend-wait for one: those
 	// that started less than that before the convergence (less a second
 	// for the dial) must have been served.
 	waited := converged.Add(-engineRestartBackendWait + time.Second)
-	none(t, res.filter(func(x attempt) bool { return !x.ok() && x.start.After(waited) }),
+	none(t, res.Filter(func(x load.Attempt) bool { return !x.OK() && x.Start.After(waited) }),
 		"failed connections started less than --backend-wait (%s) before the convergence", engineRestartBackendWait)
-	gap := res.filter(inGap)
-	failed := len(res.filter(func(x attempt) bool { return inGap(x) && !x.ok() }))
+	gap := res.Filter(inGap)
+	failed := len(res.Filter(func(x load.Attempt) bool { return inGap(x) && !x.OK() }))
 	t.Logf("connections overlapping the downtime (%s from the stop to the convergence): %d, of which %d failed (no backend ran, for longer than --backend-wait)",
 		converged.Sub(stopping).Round(time.Millisecond), len(gap), failed)
-	if first, ok := res.first("a", backAt); ok {
-		t.Logf("the restarted a accepted its first connection through the ambassador %s after it started", first.id.Accepted.Sub(backAt).Round(time.Millisecond))
+	if first, ok := res.First("a", backAt); ok {
+		t.Logf("the restarted a accepted its first connection through the ambassador %s after it started", first.ID.Accepted.Sub(backAt).Round(time.Millisecond))
 	}
 	assert.Greater(t, after.reconnects, before.reconnects, "ambassadord_docker_reconnects_total")
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // Bounds of the watcher that the tests' limits are built from (see
@@ -507,7 +508,7 @@ func TestFaultDockerStreamCut(t *testing.T) {
 	before := dockerFaultMetrics(t, ctx, amb)
 
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "a", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
 
 	const cutFor, cutEvery = 4 * time.Second, 300 * time.Millisecond
@@ -547,23 +548,23 @@ func TestFaultDockerStreamCut(t *testing.T) {
 	bound := time.Since(moving) + dockerFaultMaxBackoff + dockerFaultResync + dockerFaultSlack
 	took := dockerFaultWaitRoute(t, ctx, amb, dataPort, bound-time.Since(moving), b)
 	converged := time.Now()
-	res, err := l.waitLanded(ctx, "b", converged, 50)
+	res, err := l.WaitLanded(ctx, "b", converged, 50)
 	require.NoError(t, err)
-	res = l.stop()
+	res = l.Stop()
 	after := dockerFaultMetrics(t, ctx, amb)
 
 	t.Logf("move (start b, rm -f a) took %s; %d cuts (%d connections) over %s; route converged on b %s after the move (%s after the cuts stopped; bound %s)",
 		moved.Round(time.Millisecond), cuts, p.cuts.Load(), cutFor, converged.Sub(moving).Round(time.Millisecond),
 		took.Round(time.Millisecond), bound.Round(time.Millisecond))
-	if first, ok := res.first("b", moving); ok {
+	if first, ok := res.First("b", moving); ok {
 		t.Logf("b accepted its first connection through the ambassador %s after the move began, while the stream was being cut",
-			first.id.Accepted.Sub(moving).Round(time.Millisecond))
+			first.ID.Accepted.Sub(moving).Round(time.Millisecond))
 	}
 	t.Logf("engine metrics before: %s; after: %s", before, after)
 	t.Logf("load: %s", res)
 	assert.Greater(t, after.reconnects, before.reconnects, "ambassadord_docker_reconnects_total did not grow over %d cuts", cuts)
 	assert.Equal(t, 1.0, after.connected, "ambassadord_docker_connected after the cuts")
-	none(t, res.startedAfter(converged).filter(func(x attempt) bool { return x.ok() && x.id.Name != "b" }),
+	none(t, res.StartedAfter(converged).Filter(func(x load.Attempt) bool { return x.OK() && x.ID.Name != "b" }),
 		"connections started after the convergence served by another than b")
 	checkFailures(t, res, gone)
 }
@@ -632,7 +633,7 @@ func TestFaultDockerUnreachableAtStart(t *testing.T) {
 	started := time.Now()
 	amb := dockerFaultAmbassador(t, ctx, p, n, fullName(t, "dyn"), "--route", route)
 	staticAddr := addr(amb, staticPort)
-	id, err := whoami(ctx, staticAddr)
+	id, err := load.Whoami(ctx, staticAddr)
 	require.NoError(t, err, "the static route %s with the engine unreachable", route)
 	require.Equal(t, "static", id.Name)
 	t.Logf("static route served by %s %s after the ambassador was started, with the engine refusing", id.Name, time.Since(started).Round(time.Millisecond))
@@ -682,7 +683,7 @@ func TestFaultDockerUnreachableAtStart(t *testing.T) {
 	st = statusOf(t, ctx, amb)
 	assert.True(t, st.Ready, "ambassadord status: not ready once the engine answers")
 	assert.True(t, st.Docker.Connected, "ambassadord status: not connected once the engine answers")
-	id, err = whoami(ctx, staticAddr)
+	id, err = load.Whoami(ctx, staticAddr)
 	require.NoError(t, err)
 	assert.Equal(t, "static", id.Name)
 	t.Logf("%d connections refused; the label route served by dyn %s after the engine became reachable (bound %s); metrics before: %s; after: %s",

@@ -26,6 +26,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // faultNoFile is the ambassador's descriptor limit (soft and hard), and
@@ -158,7 +159,7 @@ func faultCount(cs []faultClient) (served int, others map[string]int) {
 		if c.served {
 			served++
 		} else {
-			others[faultHow(c.err)]++
+			others[load.How(c.err)]++
 		}
 	}
 	return served, others
@@ -283,7 +284,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 		for _, c := range cs {
 			if !c.served {
 				slowest = max(slowest, c.ended)
-				assert.Truef(t, faultClosed(c.err), "a client beyond the limit ended by %v (%s), want it closed", c.err, faultHow(c.err))
+				assert.Truef(t, load.Closed(c.err), "a client beyond the limit ended by %v (%s), want it closed", c.err, load.How(c.err))
 			}
 		}
 		t.Logf("%d clients at once, --max-conns %d, %d descriptors: %d served, the others %v, the slowest closed %s after connecting, in %s",

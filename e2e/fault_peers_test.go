@@ -24,6 +24,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // faultSysctlMax returns the maximum (third) value of a TCP buffer sysctl
@@ -258,8 +259,8 @@ func TestFaultIdleTimeout(t *testing.T) {
 		ctx := setup(t)
 		s := openSession(t, ctx, target)
 		after, err := idleCut(s, time.Now())
-		t.Logf("an idle connection was closed (%s) %s after its last byte", faultHow(err), after.Round(time.Millisecond))
-		assert.True(t, faultClosed(err), "an idle connection ended by %v, want it closed", err)
+		t.Logf("an idle connection was closed (%s) %s after its last byte", load.How(err), after.Round(time.Millisecond))
+		assert.True(t, load.Closed(err), "an idle connection ended by %v, want it closed", err)
 		assert.GreaterOrEqual(t, after, timeout-50*time.Millisecond, "closed before the idle timeout")
 		assert.Less(t, after, 2500*time.Millisecond, "closed long after the idle timeout")
 	})
@@ -287,8 +288,8 @@ func TestFaultIdleTimeout(t *testing.T) {
 		last := time.Now()
 		t.Logf("a connection trickling a byte every %s each way lived %s (%d bytes echoed) with --idle-timeout %s", trickle, last.Sub(start).Round(time.Millisecond), sent, timeout)
 		after, err := idleCut(s, last)
-		t.Logf("then idle, it was closed (%s) %s after its last byte", faultHow(err), after.Round(time.Millisecond))
-		assert.True(t, faultClosed(err))
+		t.Logf("then idle, it was closed (%s) %s after its last byte", load.How(err), after.Round(time.Millisecond))
+		assert.True(t, load.Closed(err))
 		assert.Less(t, after, 2500*time.Millisecond)
 	})
 

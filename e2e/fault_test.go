@@ -17,11 +17,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +29,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // faultRoute is the route every fault ambassador serves: its listen port.
@@ -100,30 +99,6 @@ func faultMetric(t *testing.T, ctx context.Context, amb *harness.Container, name
 	require.NoError(t, err)
 	v, _ := f.value(name, labels)
 	return v
-}
-
-// faultClosed reports whether err is a connection ending, cleanly (EOF) or
-// not (reset, broken pipe), as opposed to a deadline: a client that hangs.
-func faultClosed(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-// faultHow names how a connection ended, for the logs.
-func faultHow(err error) string {
-	switch {
-	case err == nil:
-		return "open"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "EOF"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, syscall.EPIPE):
-		return "broken pipe"
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "hung (deadline)"
-	}
-	return err.Error()
 }
 
 // faultKill kills a container like `docker kill` (SIGKILL) and returns
@@ -334,14 +309,14 @@ func faultCheckCut(t *testing.T, ds []faultDownload, size int64, gone time.Time,
 		latest = max(latest, after)
 		total += d.received
 		least, most = min(least, d.received), max(most, d.received)
-		assert.Truef(t, faultClosed(d.err), "download %d: ended by %v (%s), want EOF or reset", d.seed, d.err, faultHow(d.err))
+		assert.Truef(t, load.Closed(d.err), "download %d: ended by %v (%s), want EOF or reset", d.seed, d.err, load.How(d.err))
 		assert.LessOrEqualf(t, after, limit, "download %d ended %s after %s", d.seed, after.Round(time.Millisecond), since)
 		assert.Equalf(t, int64(-1), d.mismatch, "download %d: byte %d differs from the stream", d.seed, d.mismatch)
 		assert.Lessf(t, d.received, size, "download %d was not cut midway", d.seed)
 	}
 	hows := map[string]int{}
 	for _, d := range ds {
-		hows[faultHow(d.err)]++
+		hows[load.How(d.err)]++
 	}
 	t.Logf("%d downloads of %d MiB cut: ended %v, the last %s after %s; received %.1f MiB in all (%.2f to %.2f MiB each), every byte a correct prefix",
 		len(ds), size>>20, hows, latest.Round(time.Millisecond), since, float64(total)/(1<<20), float64(least)/(1<<20), float64(most)/(1<<20))
@@ -434,9 +409,9 @@ func TestFaultBackendPaused(t *testing.T) {
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "a", time.Now(), 10)
+	_, err := l.WaitLanded(ctx, "a", time.Now(), 10)
 	require.NoError(t, err)
-	_, err = l.waitLanded(ctx, "b", time.Now(), 10)
+	_, err = l.WaitLanded(ctx, "b", time.Now(), 10)
 	require.NoError(t, err)
 
 	pausing := time.Now()
@@ -450,7 +425,7 @@ func TestFaultBackendPaused(t *testing.T) {
 	go func() { echoed <- faultEcho(onA, 7, echoSize) }()
 
 	settled := paused.Add(time.Second)
-	_, err = l.waitLanded(ctx, "b", settled, 100)
+	_, err = l.WaitLanded(ctx, "b", settled, 100)
 	require.NoError(t, err)
 	select {
 	case err := <-echoed:
@@ -461,9 +436,9 @@ func TestFaultBackendPaused(t *testing.T) {
 	unpausing := time.Now()
 	faultUnpause(t, ctx, a)
 	unpaused := waitEvent(t, ctx, evs, a.ID, "unpause", unpausing)
-	_, err = l.waitLanded(ctx, "a", unpaused, 10)
+	_, err = l.WaitLanded(ctx, "a", unpaused, 10)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s; a paused %s, unpaused %s later", res, paused.Format("15:04:05.000"), unpaused.Sub(paused).Round(time.Millisecond))
 
 	select {
@@ -476,19 +451,19 @@ func TestFaultBackendPaused(t *testing.T) {
 	t.Logf("the established connection to a echoed %d MiB sent while a was paused, SHA-256 equal", echoSize>>20)
 
 	requireNoFailures(t, res)
-	during := res.filter(func(x attempt) bool { return x.start.After(settled) && x.end.Before(unpaused) })
-	none(t, loadResult{attempts: during}.on("a"), "connections started 1 s after the pause event landed on the paused a")
+	during := res.Filter(func(x load.Attempt) bool { return x.Start.After(settled) && x.End.Before(unpaused) })
+	none(t, load.Result{Attempts: during}.On("a"), "connections started 1 s after the pause event landed on the paused a")
 	t.Logf("%d connections started between 1 s after the pause and the unpause: all on b", len(during))
 
 	// Connections that reached a before the ambassador knew of the pause
 	// waited for the unpause: the only ones that could.
-	var held []attempt
+	var held []load.Attempt
 	var lastStart time.Time
-	for _, x := range res.on("a") {
-		if x.end.After(paused) && x.start.Before(unpaused) {
+	for _, x := range res.On("a") {
+		if x.End.After(paused) && x.Start.Before(unpaused) {
 			held = append(held, x)
-			if x.start.After(lastStart) {
-				lastStart = x.start
+			if x.Start.After(lastStart) {
+				lastStart = x.Start
 			}
 		}
 	}
@@ -598,21 +573,21 @@ func TestFaultBackendDisconnected(t *testing.T) {
 		after := e.at.Sub(gone)
 		latest = max(latest, after)
 		kind := map[bool]string{true: "idle", false: "talking"}[e.i < idle]
-		assert.Truef(t, faultClosed(e.err), "%s session %d: ended by %v (%s), want EOF or reset", kind, e.i, e.err, faultHow(e.err))
+		assert.Truef(t, load.Closed(e.err), "%s session %d: ended by %v (%s), want EOF or reset", kind, e.i, e.err, load.How(e.err))
 		assert.LessOrEqualf(t, after, 2*time.Second, "%s session %d ended %s after the disconnect", kind, e.i, after.Round(time.Millisecond))
-		t.Logf("%s session %d: %s %s after the disconnect event", kind, e.i, faultHow(e.err), after.Round(time.Millisecond))
+		t.Logf("%s session %d: %s %s after the disconnect event", kind, e.i, load.How(e.err), after.Round(time.Millisecond))
 	}
 
 	// No backend now: a new connection waits --backend-wait (2s) for one,
 	// then is closed.
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := whoami(wctx, target)
+	_, err := load.Whoami(wctx, target)
 	cancel()
 	took := time.Since(start)
-	assert.Truef(t, err != nil && faultClosed(err), "a new connection with no backend: %v, want it closed", err)
+	assert.Truef(t, err != nil && load.Closed(err), "a new connection with no backend: %v, want it closed", err)
 	assert.Less(t, took, 5*time.Second, "a new connection with no backend was held too long")
-	t.Logf("a new connection with no backend was closed (%s) after %s", faultHow(err), took.Round(time.Millisecond))
+	t.Logf("a new connection with no backend was closed (%s) after %s", load.How(err), took.Round(time.Millisecond))
 
 	faultWaitActive(t, ctx, amb, 0, 10*time.Second)
 }

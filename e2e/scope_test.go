@@ -41,14 +41,14 @@ func TestClaimScope(t *testing.T) {
 	waitServedBy(t, ctx, target, "good")
 
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "good", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "good", time.Now(), 20)
 	require.NoError(t, err)
 	late := startServer(t, ctx, claimer("late", map[string]string{labelPriority: "100"}), "late")
 	// Long enough after the late claimer started for the ambassador to
 	// have seen it (tens of milliseconds) many times over.
-	_, err = l.waitLanded(ctx, "good", time.Now().Add(time.Second), 50)
+	_, err = l.WaitLanded(ctx, "good", time.Now().Add(time.Second), 50)
 	require.NoError(t, err)
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 	requireNoFailures(t, res)
 
@@ -58,7 +58,7 @@ func TestClaimScope(t *testing.T) {
 		assert.Zero(t, st.Conns, "connections %s accepted", c.Name)
 		assert.Zero(t, st.Bytes, "bytes %s received", c.Name)
 	}
-	assert.Len(t, res.on("good"), len(res.attempts), "every connection reached the trusted claimer")
+	assert.Len(t, res.On("good"), len(res.Attempts), "every connection reached the trusted claimer")
 
 	// explain says why the others are skipped.
 	stdout, stderr, code := dockerExec(t, ctx, amb, "/ambassadord", "explain", strconv.Itoa(dataPort))

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // maxPriority is the highest ambassador.priority a claimer can set.
@@ -44,22 +45,22 @@ func TestLinkNotClaimable(t *testing.T) {
 	waitServedBy(t, ctx, routeAddr, "web")
 
 	viaLink, viaRoute := startLoad(t, linkAddr), startLoad(t, routeAddr)
-	for _, l := range []*load{viaLink, viaRoute} {
-		_, err := l.waitLanded(ctx, "web", time.Now(), 20)
+	for _, l := range []*load.Load{viaLink, viaRoute} {
+		_, err := l.WaitLanded(ctx, "web", time.Now(), 20)
 		require.NoError(t, err)
 	}
 	late := startServer(t, ctx, hostile("late"), "late")
 	// Long after the ambassador has seen the late claimer (tens of
 	// milliseconds), many connections later.
-	for _, l := range []*load{viaLink, viaRoute} {
-		_, err := l.waitLanded(ctx, "web", time.Now().Add(time.Second), 50)
+	for _, l := range []*load.Load{viaLink, viaRoute} {
+		_, err := l.WaitLanded(ctx, "web", time.Now().Add(time.Second), 50)
 		require.NoError(t, err)
 	}
-	for name, l := range map[string]*load{"link": viaLink, "route": viaRoute} {
-		res := l.stop()
+	for name, l := range map[string]*load.Load{"link": viaLink, "route": viaRoute} {
+		res := l.Stop()
 		t.Logf("%s: %s", name, res)
 		requireNoFailures(t, res)
-		assert.Len(t, res.on("web"), len(res.attempts), "every %s connection reached web", name)
+		assert.Len(t, res.On("web"), len(res.Attempts), "every %s connection reached web", name)
 	}
 	for _, c := range []*harness.Container{early, late} {
 		st, err := stats(ctx, c)
@@ -114,16 +115,16 @@ func TestClaimerDecidesNoListener(t *testing.T) {
 	held := openSession(t, ctx, target)
 	require.Equal(t, "a", held.id.Name)
 	l := startLoad(t, target)
-	_, err := l.waitLanded(ctx, "a", time.Now(), 20)
+	_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
 	startServer(t, ctx, claimer("b", "10", 22, 53), "b")
-	_, err = l.waitLanded(ctx, "b", time.Now(), 50)
+	_, err = l.WaitLanded(ctx, "b", time.Now(), 50)
 	require.NoError(t, err)
 	// Past the shutdown grace (1s) a removed route's connections would
 	// have been cut.
 	time.Sleep(2 * time.Second)
 	held.echo(t, "still on a")
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 	requireNoFailures(t, res)
 

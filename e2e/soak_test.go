@@ -38,6 +38,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // The soak's length and seed come from the environment: AMBASSADORD_SOAK is
@@ -844,7 +845,7 @@ func soakReachAll(t *testing.T, ctx context.Context, ch *soakChaos, r int) {
 	err := harness.Poll(wctx, func(ctx context.Context) error {
 		for range 2 * len(want) {
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			id, err := whoami(actx, target)
+			id, err := load.Whoami(actx, target)
 			cancel()
 			if err != nil {
 				return harness.Permanent(fmt.Errorf("a fresh connection to %s failed: %w", target, err))
@@ -1034,7 +1035,7 @@ func (s soakSession) String() string {
 		out += ", CORRUPT: " + s.corrupt
 	}
 	if s.err != nil {
-		out += fmt.Sprintf(", %v (%s)", s.err, faultHow(s.err))
+		out += fmt.Sprintf(", %v (%s)", s.err, load.How(s.err))
 	}
 	return out
 }
@@ -1377,7 +1378,7 @@ func (ch *soakChaos) judge(sessions []soakSession) soakVerdict {
 // as opposed to a hang (a deadline) or an error of the client's own: the
 // faults fault_test.go knows, and a half-close refused because a reset
 // has already ended the connection.
-func soakClosed(err error) bool { return faultClosed(err) || errors.Is(err, syscall.ENOTCONN) }
+func soakClosed(err error) bool { return load.Closed(err) || errors.Is(err, syscall.ENOTCONN) }
 
 // soakLater returns the later of two times.
 func soakLater(a, b time.Time) time.Time {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/internal/dataproto"
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 const (
@@ -70,8 +71,8 @@ func TestStopping(t *testing.T) {
 	l := startLoad(t, target)
 	landed := func(name string, after time.Time) {
 		t.Helper()
-		res, err := l.waitLanded(ctx, name, after, 20)
-		require.NoError(t, err, "failed:\n%s", describe(res.failed()))
+		res, err := l.WaitLanded(ctx, name, after, 20)
+		require.NoError(t, err, "failed:\n%s", load.Describe(res.Failed()))
 	}
 	landed("b", time.Now())
 
@@ -118,18 +119,18 @@ func TestStopping(t *testing.T) {
 	}
 	died := waitEvent(t, ctx, evs, b.ID, "die", stopping)
 	landed("a", time.Now())
-	res := l.stop()
+	res := l.Stop()
 	t.Logf("load: %s", res)
 
 	rw := checkRewire(t, res, "b", "a", killed, time.Time{})
-	onB := len(res.startedAfter(killed).on("b"))
+	onB := len(res.StartedAfter(killed).On("b"))
 	t.Logf("b drained %s (kill to die); a accepted its first connection %s after the kill event; %d connections started after the kill landed on b",
 		died.Sub(killed).Round(time.Millisecond), rw.latency().Round(time.Millisecond), onB)
 	// The signal closes b's listener before the engine reports it: the
 	// connections already in b's accept queue then are reset. b never
 	// read them, and the ambassador replays them on a (--replay-bytes;
 	// TestStoppingReplaysQueued): none fails, not even those.
-	none(t, res.failed(), "failed connections (%s)", res)
+	none(t, res.Failed(), "failed connections (%s)", res)
 }
 
 // candidateReason returns what `ambassadord status` says of the container
@@ -213,7 +214,7 @@ func TestStoppingReplaysQueued(t *testing.T) {
 				go func() {
 					actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 					defer cancel()
-					id, err := whoami(actx, target)
+					id, err := load.Whoami(actx, target)
 					answers <- answer{id, err}
 				}()
 			}
