@@ -76,6 +76,43 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 }
 
+// BenchmarkConnect measures whole connections, one per op (connect, one
+// 100-byte exchange, close), directly and through a Route by each of its
+// data paths: what a connection costs to accept, dial, establish and end.
+// Its allocs/op count the client's and the backend's too.
+func BenchmarkConnect(b *testing.B) {
+	const size = 100
+	echoOnce := func(b *testing.B) string {
+		return benchServer(b, func(c net.Conn) {
+			buf := make([]byte, size)
+			if _, err := io.ReadFull(c, buf); err == nil {
+				c.Write(buf)
+			}
+		})
+	}
+	run := func(b *testing.B, addr string) {
+		msg, got := make([]byte, size), make([]byte, size)
+		b.ResetTimer()
+		for range b.N {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, echoOnce(b)) })
+	for _, path := range benchPaths {
+		b.Run(path, func(b *testing.B) { run(b, benchRoute(b, echoOnce(b), path)) })
+	}
+}
+
 // benchServer serves every connection on a loopback listener with handle,
 // closing it after, and returns the address.
 func benchServer(b *testing.B, handle func(net.Conn)) string {

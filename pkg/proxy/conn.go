@@ -15,15 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// copyBufferSize is the user-space buffer per direction when an idle timeout
-// forces copying without splice.
-const copyBufferSize = 32 << 10
-
-// errIdle ends a connection on which nothing moved for the idle timeout.
-var errIdle = errors.New("idle timeout")
-
-// conn is one proxied connection: the accepted client and, once dialled, the
-// backend.
+// conn is one proxied connection, from accept to close: the accepted
+// client and, once dialled, the backend. It holds what every path shares
+// (the route's tracking, abort, the lifecycle steps established and
+// report); what moves its bytes holds the rest: an event loop's loopConn
+// (loop.go) or the goroutines' copyConn (copy.go).
 type conn struct {
 	route *Route
 	// client is the accepted connection as a net.Conn: for the goroutine
@@ -49,35 +45,21 @@ type conn struct {
 	// abortRequested is aborted, for the event loop to read without mu.
 	abortRequested atomic.Bool
 
-	// lastActive is the unix-nano time of the last byte moved in either
-	// direction; only maintained with an idle timeout.
-	lastActive atomic.Int64
-
-	// Set by serve before the copy goroutines start.
+	// start is when the connection was established with its backend
+	// (established), written before its bytes start moving.
 	start time.Time
 
 	// loopTried is the connect an event loop tried and failed before it
 	// gave the connection to serve (failDial); the first dial goes on from
 	// there. Only serve's goroutine reads it.
 	loopTried *loopFailure
-
-	// Each written by its direction's goroutine before it decrements
-	// halves; read by finish, after both have.
-	up, down       int64
-	upErr, downErr error
-	halves         atomic.Int32
 }
 
-// closeWriter and closeReader are the half-close operations of *net.TCPConn
-// (and *net.UnixConn), declared here where they are used.
-type closeWriter interface{ CloseWrite() error }
-type closeReader interface{ CloseRead() error }
-
-// serve dials a backend and starts forwarding bytes both ways, in two
-// goroutines of their own, and returns: the goroutine that dialled, with
-// the deep stack that dialling grew, does not stay around for the life of
-// the connection. The direction that finishes last closes both connections
-// (finish).
+// serve dials a backend, and once the connection is established hands it
+// to an event loop or, with an idle timeout or when no loop can take it,
+// to two goroutines of its own (copyConn), and returns: the goroutine that
+// dialled, with the deep stack that dialling grew, does not stay around
+// for the life of the connection.
 func (c *conn) serve(ctx context.Context) {
 	log := c.route.logger()
 	obs := c.route.observer()
@@ -106,17 +88,12 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.established(b)
-	if c.route.IdleTimeout > 0 {
-		c.lastActive.Store(c.start.UnixNano())
-	}
 	if c.route.IdleTimeout == 0 {
 		if p := c.route.poller(); p != nil && p.add(c, c.client, bc) {
 			return
 		}
 	}
-	c.halves.Store(2)
-	go c.copyClientToBackend(bc)
-	go c.copyBackendToClient(bc)
+	startCopying(c, bc)
 }
 
 // established is the one step where a connection becomes established
@@ -144,119 +121,21 @@ func (c *conn) established(b Backend) {
 	}
 }
 
-// copyClientToBackend and copyBackendToClient are named functions so that
-// stack dumps show which direction a goroutine is moving. A direction that
-// ends cleanly (its source sent FIN) half-closes: FIN goes on to the
-// destination while the other direction keeps flowing. A direction that
-// fails closes both connections (fail), since the other direction may
-// otherwise wait forever on a peer that is gone.
-func (c *conn) copyClientToBackend(bc net.Conn) {
-	c.up, c.upErr = c.copyHalf(bc, c.client)
-	if c.upErr != nil {
-		c.fail(bc, c.client, c.upErr)
-	}
-	c.halfDone(bc)
-}
-
-func (c *conn) copyBackendToClient(bc net.Conn) {
-	c.down, c.downErr = c.copyHalf(c.client, bc)
-	if c.downErr != nil {
-		c.fail(c.client, bc, c.downErr)
-	}
-	c.halfDone(bc)
-}
-
-// fail ends the connection after the direction from src to dst failed
-// with err. The side that failed (a reset, or another socket error) is
-// passed on as a reset: the other side is closed with SO_LINGER 0
-// (reset.go), and the reset reported, once, whichever direction saw it
-// first. An idle timeout, and a failure that an abort caused (the route
-// closed the sockets under the copy), close both sides as abort does.
-func (c *conn) fail(dst, src net.Conn, err error) {
-	var ce *copyError
-	if errors.Is(err, errIdle) || !errors.As(err, &ce) {
-		c.abort()
-		return
-	}
-	failed, other := src, dst
-	if ce.dst {
-		failed, other = dst, src
-	}
-	c.mu.Lock()
-	if c.aborted {
-		c.mu.Unlock()
-		return // the route aborted it, or the other direction failed first
-	}
-	c.aborted = true
-	c.abortRequested.Store(true)
-	c.mu.Unlock()
-	closeReset(other)
-	failed.Close()
-	direction := DirectionDown
-	if failed == c.client {
-		direction = DirectionUp
-	}
-	c.route.observer().Reset(direction)
-}
-
-// copyError is a failed copy of one direction, on the side that failed:
-// its source (a read, or a splice from it) or its destination (a write, a
-// splice to it, or passing the FIN on). The other side is reset in turn
-// (conn.fail).
-type copyError struct {
-	dst bool // the destination failed; otherwise the source
-	err error
-}
-
-func (e *copyError) Error() string { return e.err.Error() }
-func (e *copyError) Unwrap() error { return e.err }
-
-// srcErr and dstErr tag err, unless nil, with the side of the copy that
-// failed.
-func srcErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &copyError{err: err}
-}
-
-func dstErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &copyError{dst: true, err: err}
-}
-
-// halfDone records that one direction finished; the second to finish
-// closes the connection. The atomic counter orders each direction's
-// results before finish reads them.
-func (c *conn) halfDone(bc net.Conn) {
-	if c.halves.Add(-1) == 0 {
-		c.finish(bc)
-	}
-}
-
-// finish closes both connections once both directions are done and
-// reports the connection.
-func (c *conn) finish(bc net.Conn) {
-	bc.Close()
-	c.client.Close()
-	c.report()
-}
-
-// report reports the totals of a closed connection and stops tracking it.
-func (c *conn) report() {
+// report reports a closed connection and stops tracking it: up and down
+// are the bytes written to the backend and to the client, upErr and
+// downErr how each direction ended, by whichever path carried them.
+func (c *conn) report(up, down int64, upErr, downErr error) {
 	defer c.route.untrack(c)
 	b, _ := c.backendInfo()
 	elapsed := time.Since(c.start)
-	c.route.observer().ConnClosed(b, c.up, c.down, elapsed)
+	c.route.observer().ConnClosed(b, up, down, elapsed)
 	log := c.route.logger()
 	if !log.Core().Enabled(zap.DebugLevel) {
 		return
 	}
 	fields := []zap.Field{zap.Stringer("remote", c.remote), zap.Stringer("backend", b),
-		zap.Int64("bytes_up", c.up), zap.Int64("bytes_down", c.down), zap.Duration("duration", elapsed)}
-	if err := errors.Join(c.upErr, c.downErr); err != nil && !isTeardown(err) {
+		zap.Int64("bytes_up", up), zap.Int64("bytes_down", down), zap.Duration("duration", elapsed)}
+	if err := errors.Join(upErr, downErr); err != nil && !isTeardown(err) {
 		log.Debug("connection ended with error", append(fields, zap.Error(err))...)
 		return
 	}
@@ -398,125 +277,6 @@ func (c *conn) closeHandedOver(fds [2]int) {
 			unix.Close(fd)
 		}
 	}
-}
-
-// copyHalf moves bytes from src to dst until src's EOF, then passes the FIN
-// on with CloseWrite and stops reading src with CloseRead. A failure is a
-// copyError, which says which side failed, or errIdle; the caller ends
-// the connection (fail).
-func (c *conn) copyHalf(dst, src net.Conn) (int64, error) {
-	var n int64
-	var err error
-	if c.route.IdleTimeout > 0 {
-		n, err = c.copyIdle(dst, src)
-	} else if d, s, ok := tcpPair(dst, src); ok {
-		// splice(2): the bytes never enter user space, and an idle
-		// connection holds no pipe.
-		n, err = spliceCopy(d, s)
-	} else {
-		n, err = copyBuffer(dst, src)
-	}
-	if err != nil {
-		return n, err
-	}
-	if cw, ok := dst.(closeWriter); ok {
-		if err := cw.CloseWrite(); err != nil && !isTeardown(err) {
-			return n, dstErr(err)
-		}
-	} else {
-		dst.Close()
-	}
-	if cr, ok := src.(closeReader); ok {
-		cr.CloseRead()
-	}
-	return n, nil
-}
-
-// copyBuffer copies from src to dst until src's EOF, as io.Copy does, but
-// says which side failed (copyError): for connections other than TCP.
-func copyBuffer(dst, src net.Conn) (int64, error) {
-	buf := make([]byte, copyBufferSize)
-	var written int64
-	for {
-		n, err := copyChunk(dst, src, buf)
-		written += n
-		if err != nil || n == 0 {
-			return written, err
-		}
-	}
-}
-
-// tcpPair returns dst and src as TCP connections, if both are.
-func tcpPair(dst, src net.Conn) (*net.TCPConn, *net.TCPConn, bool) {
-	d, ok1 := dst.(*net.TCPConn)
-	s, ok2 := src.(*net.TCPConn)
-	return d, s, ok1 && ok2
-}
-
-// copyIdle copies through a buffer, arming deadlines before every read and
-// write so that a connection with no traffic either way for IdleTimeout is
-// ended. A slow peer that still takes bytes, however few, is progress and is
-// never cut. Unlike splice, a timed-out write here keeps its unwritten bytes
-// in the buffer and retries them, so a deadline never loses data.
-func (c *conn) copyIdle(dst, src net.Conn) (int64, error) {
-	timeout := c.route.IdleTimeout
-	buf := make([]byte, copyBufferSize)
-	var written int64
-	for {
-		src.SetReadDeadline(c.idleDeadline(timeout))
-		nr, rerr := src.Read(buf)
-		if nr > 0 {
-			c.touch()
-			for off := 0; off < nr; {
-				dst.SetWriteDeadline(c.idleDeadline(timeout))
-				nw, werr := dst.Write(buf[off:nr])
-				off += nw
-				written += int64(nw)
-				if nw > 0 {
-					c.touch()
-				}
-				if werr != nil {
-					if !isTimeout(werr) || !c.stillActive(timeout) {
-						return written, idleErr(werr, dstErr)
-					}
-				}
-			}
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				return written, nil
-			}
-			if isTimeout(rerr) && c.stillActive(timeout) {
-				continue
-			}
-			return written, idleErr(rerr, srcErr)
-		}
-	}
-}
-
-func (c *conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
-
-func (c *conn) idleDeadline(timeout time.Duration) time.Time {
-	return time.Unix(0, c.lastActive.Load()).Add(timeout)
-}
-
-// stillActive reports whether the other direction moved bytes recently
-// enough that a timed-out read or write here is not yet idleness.
-func (c *conn) stillActive(timeout time.Duration) bool {
-	return time.Since(time.Unix(0, c.lastActive.Load())) < timeout
-}
-
-// idleErr is errIdle for a timed-out read or write of copyIdle, and
-// otherwise err tagged with its side.
-func idleErr(err error, side func(error) error) error {
-	if isTimeout(err) {
-		return errIdle
-	}
-	return side(err)
-}
-
-func isTimeout(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // isTeardown reports whether err is an ordinary way for a connection to end

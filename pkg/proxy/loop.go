@@ -47,7 +47,7 @@ import (
 // its two sockets and a few hundred bytes of state, and no goroutine.
 //
 // Connections with an idle timeout, and sockets other than TCP, keep the
-// goroutine path (conn.copyHalf).
+// goroutine path (copy.go).
 //
 // Two things keep Go's scheduler from fighting the loops. sysmon, the
 // runtime's monitor thread, takes the P of a thread waiting in a system
@@ -700,7 +700,5 @@ func (lc *loopConn) end(l *eventLoop, err error) {
 		lc.c.route.observer().Reset(direction)
 	}
 	lc.close(l)
-	lc.c.up, lc.c.down = lc.up.written, lc.down.written
-	lc.c.upErr = err
-	lc.c.report()
+	lc.c.report(lc.up.written, lc.down.written, err, nil)
 }
