@@ -12,13 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A TCP listener's connections are accepted with accept4(2) on its
-// socket, rather than with Accept, whether by the event loops
-// (loopaccept.go) or, when they cannot run, here by Serve's goroutine: a
-// connection that an event loop connects and serves (loopdial.go) then
-// never enters Go's poller, where
-// Accept would register it, and the loop would take it back out (a
-// duplicate, an unregistering and a close). Measured under
+// A TCP listener's connections are accepted with accept4(2) on its socket,
+// rather than with Accept, whether by the event loops (loopaccept_linux.go)
+// or, when they cannot run, here by Serve's goroutine: a connection that an
+// event loop connects and serves (loopdial_linux.go) then never enters Go's
+// poller, where Accept would register it, and the loop would take it back
+// out (a duplicate, an unregistering and a close). Measured under
 // redis-benchmark -k 0 -c 50: Go's accept and that hand-over were 6-7% of
 // the proxy's CPU; with accept4, two interleaved pairs of churn runs gave
 // 1.23-1.27× HAProxy's CPU per connection instead of 1.35-1.41×. The

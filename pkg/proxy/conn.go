@@ -5,42 +5,37 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // conn is one proxied connection, from accept to close: the accepted
 // client and, once dialled, the backend. It holds what every path shares
 // (the route's tracking, abort, the lifecycle steps established and
 // report); what moves its bytes holds the rest: an event loop's loopConn
-// (loop.go) or the goroutines' copyConn (copy.go).
+// (loop_linux.go) or the goroutines' copyConn (copy.go).
 type conn struct {
 	route *Route
 	// client is the accepted connection as a net.Conn: for the goroutine
-	// path, or when the listener was not a TCP listener. Nil while fd
-	// holds it.
+	// path, or when the listener was not a TCP listener. Nil while the
+	// raw socket of connLoop holds it (Linux).
 	client net.Conn
 	remote net.Addr // the client's address
 
 	mu sync.Mutex
 	// The fields below are guarded by mu: abort and CloseConns may run
 	// while serve is dialling.
-	backend net.Conn
-	// fd is the accepted client's socket as accept4 gave it (accept.go),
-	// until an event loop takes it or the goroutine path wraps it
-	// (wrapClient); -1 then, and when client was accepted as a net.Conn.
-	fd          int
+	backend     net.Conn
 	backendAddr Backend // what backend is connected to
 	connected   bool    // backendAddr is set: the connect succeeded
 	aborted     bool
-	loop        *loopConn // set once an event loop serves the connection
-	loopClosed  bool      // the loop has closed loop's descriptors
+	// connLoop is the event loops' part: the raw client socket and the
+	// loop serving the connection (conn_linux.go); empty elsewhere.
+	connLoop
 
 	// abortRequested is aborted, for the event loop to read without mu.
 	abortRequested atomic.Bool
@@ -88,10 +83,8 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.established(b)
-	if c.route.IdleTimeout == 0 {
-		if p := c.route.poller(); p != nil && p.add(c, c.client, bc) {
-			return
-		}
+	if c.route.IdleTimeout == 0 && c.toLoop(bc) {
+		return
 	}
 	startCopying(c, bc)
 }
@@ -182,26 +175,7 @@ func (c *conn) abort() {
 	c.aborted = true
 	c.abortRequested.Store(true)
 	reject := !c.connected
-	if c.fd >= 0 {
-		// Its owner, the accept or a dial goroutine, closes it.
-		if reject {
-			lingerZero(c.fd)
-		} else {
-			unix.Shutdown(c.fd, unix.SHUT_RDWR)
-		}
-	}
-	if c.loop != nil {
-		if !c.loopClosed {
-			for i, fd := range c.loop.fds {
-				switch {
-				case fd < 0: // the client is not the loop's while it connects
-				case i == 0 && reject:
-					lingerZero(fd) // replaying: the loop rejects it
-				default:
-					unix.Shutdown(fd, unix.SHUT_RDWR)
-				}
-			}
-		}
+	if c.abortLoopLocked(reject) {
 		return
 	}
 	if c.client != nil {
@@ -216,66 +190,14 @@ func (c *conn) abort() {
 	}
 }
 
-// wrapClient makes the raw client socket a net.Conn, for the goroutine
-// path. The socket is closed if that fails (out of descriptors).
-func (c *conn) wrapClient() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fd < 0 {
-		return nil
-	}
-	f := os.NewFile(uintptr(c.fd), "client")
-	nc, err := net.FileConn(f) // a duplicate, in Go's poller
-	if err != nil {
-		lingerZero(c.fd) // not served: reset (reset.go)
-	}
-	f.Close()
-	c.fd = -1
-	if err != nil {
-		return err
-	}
-	c.client = nc
-	return nil
-}
-
 // resetClient closes the client's socket, raw or wrapped, of a
 // connection that reached no backend: with a reset (reset.go).
 func (c *conn) resetClient() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.fd >= 0 {
-		lingerZero(c.fd)
-		unix.Close(c.fd)
-		c.fd = -1
-	}
+	c.resetRawLocked()
 	if c.client != nil {
 		closeReset(c.client) // closed already if an abort came first
-	}
-}
-
-// handOver records that lc serves the connection from now on, unless the
-// connection was aborted already.
-func (c *conn) handOver(lc *loopConn) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.aborted {
-		return false
-	}
-	c.loop = lc
-	return true
-}
-
-// closeHandedOver closes the descriptors of a connection an event loop
-// served, under mu, so that abort never shuts down a descriptor number
-// that has been closed and given to another socket.
-func (c *conn) closeHandedOver(fds [2]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.loopClosed = true
-	for _, fd := range fds {
-		if fd >= 0 { // a replay may have closed the backend's
-			unix.Close(fd)
-		}
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // The goroutine path: an established connection that no event loop
 // serves (it has an idle timeout, it is not TCP, or the loops cannot
 // run) has its bytes moved by one goroutine per direction, each copying
-// with splice(2) between TCP sockets (splice.go), through a buffer
+// with splice(2) between TCP sockets (splice_linux.go), through a buffer
 // otherwise or with an idle timeout. copyConn holds what only this path
 // needs, as loopConn does for the event loops.
 
@@ -168,12 +168,8 @@ func (cc *copyConn) copyHalf(dst, src net.Conn) (int64, error) {
 	var err error
 	if cc.c.route.IdleTimeout > 0 {
 		n, err = cc.copyIdle(dst, src)
-	} else if d, s, ok := tcpPair(dst, src); ok {
-		// splice(2): the bytes never enter user space, and an idle
-		// connection holds no pipe.
-		n, err = spliceCopy(d, s)
 	} else {
-		n, err = copyBuffer(dst, src)
+		n, err = copyStream(dst, src)
 	}
 	if err != nil {
 		return n, err
@@ -192,7 +188,7 @@ func (cc *copyConn) copyHalf(dst, src net.Conn) (int64, error) {
 }
 
 // copyBuffer copies from src to dst until src's EOF, as io.Copy does, but
-// says which side failed (copyError): for connections other than TCP.
+// says which side failed (copyError): between sockets that cannot splice.
 func copyBuffer(dst, src net.Conn) (int64, error) {
 	buf := make([]byte, copyBufferSize)
 	var written int64
@@ -205,11 +201,21 @@ func copyBuffer(dst, src net.Conn) (int64, error) {
 	}
 }
 
-// tcpPair returns dst and src as TCP connections, if both are.
-func tcpPair(dst, src net.Conn) (*net.TCPConn, *net.TCPConn, bool) {
-	d, ok1 := dst.(*net.TCPConn)
-	s, ok2 := src.(*net.TCPConn)
-	return d, s, ok1 && ok2
+// copyChunk moves one read's worth of bytes from src to dst through buf.
+// It returns 0 and no error at EOF. A failure is a copyError, which says
+// which side failed.
+func copyChunk(dst, src net.Conn, buf []byte) (int64, error) {
+	n, err := src.Read(buf)
+	if n > 0 {
+		w, werr := dst.Write(buf[:n])
+		if werr != nil {
+			return int64(w), dstErr(werr)
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return int64(n), srcErr(err)
 }
 
 // copyIdle copies through a buffer, arming deadlines before every read and

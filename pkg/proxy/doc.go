@@ -11,6 +11,12 @@
 // in turn, and a connection that reaches no backend is reset, never closed
 // cleanly: an answer cut short must not look complete (reset.go).
 //
+// Every connection goes through one lifecycle (conn.go): accepted, dialled,
+// established with a backend (conn.established, the one place for a
+// per-connection step, whichever path connected it), its bytes moved, and
+// reported closed. Two paths move the bytes: the event loops
+// (loop_linux.go), or one goroutine per direction (copy.go).
+//
 // Concurrency contract: a Route's exported methods are safe for concurrent
 // use. [Route.Serve] runs the accept loop in the caller's goroutine; every
 // accepted connection is dialled by a goroutine that the Route owns, and
@@ -19,4 +25,19 @@
 // stopped when the last route that used them closes), or, with an idle
 // timeout, by one goroutine per direction. [Route.Shutdown] or
 // [Route.Close] ends every connection and waits for them.
+//
+// # Systems other than Linux
+//
+// The event loops, and what makes the data path cheap (accept4, splice,
+// epoll, eventfd, socket options set once on the listener), are Linux's:
+// their files are named _linux.go. Elsewhere the package builds and
+// serves every connection by the path Linux takes when the event loops
+// cannot start: Go's Accept and dialer, and a buffer copied by one
+// goroutine per direction, with half-close, resets passed on, idle
+// timeouts and backend waits as on Linux. There is no replay there
+// (ReplayBytes has no effect): only an event loop keeps a client's first
+// bytes. loop_other.go declares what the Linux files give the rest of the
+// package, as it is without them. ambassadord itself runs on Linux; this
+// is so that the module builds, and its tests of the goroutine path run,
+// on a developer's machine.
 package proxy

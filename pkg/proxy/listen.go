@@ -7,9 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Listen opens a TCP listener on addr for a route.
@@ -29,55 +26,15 @@ import (
 // inherit them, rather than with setsockopt calls per connection
 // (measured under redis-benchmark -k 0, four pairs of runs: 3-15% more
 // connections per second, 3-17% less CPU per connection). Dialled backend
-// connections get the same (connOptions).
+// connections get the same (connOptions). Elsewhere than on Linux, Go
+// sets its defaults on each accepted connection.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1, Control: setConnOptions}
+	lc := listenConfig()
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return ln, nil
-}
-
-// The keep-alive of accepted connections: Go's defaults (net.Dialer and
-// net.ListenConfig with KeepAlive 0).
-const (
-	keepAliveIdle     = 15 // seconds
-	keepAliveInterval = 15 // seconds
-	keepAliveCount    = 9
-)
-
-// sockopt is an integer socket option and its value.
-type sockopt struct{ level, opt, v int }
-
-// connOptions are the options of every socket a route proxies: no delay,
-// and keep-alive with the timings above.
-var connOptions = []sockopt{
-	{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
-	{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
-	{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
-	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
-}
-
-// setsockopts sets opts on socket fd, stopping at the first that fails.
-func setsockopts(fd int, opts []sockopt) error {
-	for _, o := range opts {
-		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
-			return os.NewSyscallError("setsockopt", err)
-		}
-	}
-	return nil
-}
-
-// setConnOptions sets connOptions on a listening socket, for its accepted
-// sockets to inherit.
-func setConnOptions(_, _ string, rc syscall.RawConn) error {
-	var err error
-	if cerr := rc.Control(func(fd uintptr) { err = setsockopts(int(fd), connOptions) }); cerr != nil {
-		return cerr
-	}
-	return err
 }
 
 // Backlog returns the accept backlog that listeners get, as the kernel caps

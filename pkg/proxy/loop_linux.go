@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,17 +23,16 @@ import (
 // HAProxy does: one thread per core waits in epoll_wait for the sockets of
 // many connections and moves each message with one read and one write.
 //
-// The loops accept a TCP listener's connections too (loopaccept.go). A
-// connection's first connect is made from a loop when nothing calls for
-// more (loopdial.go); retries, waits for a backend and fallbacks are a
-// goroutine's (conn.serve), which hands the established connection's two
+// The loops accept a TCP listener's connections too (loopaccept_linux.go).
+// A connection's first connect is made from a loop when nothing calls for
+// more (loopdial_linux.go); retries, waits for a backend and fallbacks are
+// a goroutine's (conn.serve), which hands the established connection's two
 // sockets over. A socket Go's poller holds (the backend's when a goroutine
 // dialled it, the client's when the goroutine needed a net.Conn of it, or
-// its listener was not TCP) is taken from it by duplicating the
-// descriptor and closing the net.Conn (which unregisters it there). Every
-// socket is registered edge-triggered for input (and for output only
-// while a write is pending: socketEvents) in the epoll set of one loop,
-// round-robin.
+// its listener was not TCP) is taken from it by duplicating the descriptor
+// and closing the net.Conn (which unregisters it there). Every socket is
+// registered edge-triggered for input (and for output only while a write is
+// pending: socketEvents) in the epoll set of one loop, round-robin.
 //
 // A direction (half) moves small messages through the loop's shared
 // buffer: read once, write once; a short read means the socket was empty
@@ -128,6 +128,34 @@ func releasePoller() {
 	sharedPoller = nil
 }
 
+// poller returns the event loops to hand an established connection to,
+// acquiring them on first use, or nil if the route is closing or they
+// cannot run (the connection is then served with goroutines).
+func (r *Route) poller() *poller {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.loops == nil && !r.shutdown && !r.noLoops {
+		p, err := acquirePoller()
+		if err != nil {
+			r.noLoops = true
+			r.logger().Warn("event loops unavailable; serving connections with goroutines", zap.Error(err))
+			return nil
+		}
+		r.loops = p
+	}
+	return r.loops
+}
+
+// releaseLoopsLocked gives back the event loops r holds, once every
+// connection of r has ended: they stop if no other route holds them.
+// r.mu must be held.
+func (r *Route) releaseLoopsLocked() {
+	if r.loops != nil {
+		releasePoller()
+		r.loops = nil
+	}
+}
+
 func startPoller(n int) (*poller, error) {
 	p := &poller{procs: runtime.GOMAXPROCS(0)}
 	for range n {
@@ -159,8 +187,10 @@ func (p *poller) stop() {
 // eventLoop is one thread waiting in epoll_wait for the sockets of the
 // connections registered with it, and moving their bytes.
 type eventLoop struct {
-	epfd     int
-	wakefd   int // an eventfd, to wake the loop for stop and for connects (loopdial.go)
+	epfd int
+	// wakefd is an eventfd, to wake the loop for stop and for connects
+	// (loopdial_linux.go).
+	wakefd   int
 	stopping atomic.Bool
 
 	// buf is the shared read buffer; only the loop's thread uses it.
@@ -176,11 +206,11 @@ type eventLoop struct {
 	// dials counts them, for the loop to wait with a timeout while any is
 	// in flight, and check their deadlines.
 	dials atomic.Int32
-	// resumed holds the replays whose goroutine is done (replay.go);
+	// resumed holds the replays whose goroutine is done (replay_linux.go);
 	// guarded by mu.
 	resumed []resumption
 	// listeners maps the listening sockets in the set to their
-	// listeners (loopaccept.go); guarded by mu.
+	// listeners (loopaccept_linux.go); guarded by mu.
 	listeners map[int32]*loopListener
 }
 
@@ -320,7 +350,7 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 }
 
 // fail ends lc after err, unless the backend reset it before answering
-// and the connection is replayed on another backend (replay.go).
+// and the connection is replayed on another backend (replay_linux.go).
 func (l *eventLoop) fail(lc *loopConn, err error) {
 	if !l.replay(lc, err) {
 		lc.end(l, err)
@@ -328,7 +358,7 @@ func (l *eventLoop) fail(lc *loopConn, err error) {
 }
 
 // sockError is a failed system call on one socket of a loopConn, which
-// tells a backend's reset from a client's (replay.go).
+// tells a backend's reset from a client's (replay_linux.go).
 type sockError struct {
 	fd  int
 	err error
@@ -352,7 +382,7 @@ type loopConn struct {
 	dial *loopDial
 
 	// replaying: the backend reset the connection and a goroutine looks
-	// for another (replay.go); the loop leaves the connection alone until
+	// for another (replay_linux.go); the loop leaves the connection alone until
 	// it resumes. Only the loop's thread touches it.
 	replaying bool
 
@@ -378,7 +408,7 @@ type half struct {
 	// not take everything (watchOut).
 	outWatched bool
 	// replayCap > 0: what is read from src is kept in sent, up to
-	// replayCap bytes, for a replay (replay.go). Only the client →
+	// replayCap bytes, for a replay (replay_linux.go). Only the client →
 	// backend half keeps, and only until the backend answers.
 	replayCap int
 	sent      []byte

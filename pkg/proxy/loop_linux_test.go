@@ -167,15 +167,3 @@ func TestLoopBulkWithoutPipes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, sha256.Sum256(sent), sha256.Sum256(back))
 }
-
-// exchange writes msg on c and reads as many bytes back.
-func exchange(t *testing.T, c net.Conn, msg string) string {
-	t.Helper()
-	_, err := c.Write([]byte(msg))
-	require.NoError(t, err)
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
-	buf := make([]byte, len(msg))
-	_, err = io.ReadFull(c, buf)
-	require.NoError(t, err)
-	return string(buf)
-}

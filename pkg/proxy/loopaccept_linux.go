@@ -16,14 +16,14 @@ import (
 // set (level-triggered, EPOLLEXCLUSIVE so that a connection wakes one
 // waiting loop, not all), and the loop that sees it readable accepts a
 // batch of connections and starts each (Route.track), most often with a
-// connect from a loop (loopdial.go). An accept goroutine instead was woken
-// through Go's poller and scheduler for every connection arriving at an
-// idle moment: a thread woken with a futex, and the scheduler's spinning
+// connect from a loop (loopdial_linux.go). An accept goroutine instead was
+// woken through Go's poller and scheduler for every connection arriving at
+// an idle moment: a thread woken with a futex, and the scheduler's spinning
 // (nanosleep) on the other core, for each. Measured under redis-benchmark
 // -k 0 -c 50 -n 60000 on 2 cores, three interleaved pairs of runs against
-// the accept goroutine (accept.go): 1.11-1.20× the connections per second
-// at 0.84-0.86× the CPU per connection, and 1.3-1.4 context switches per
-// connection instead of 2.8-2.9.
+// the accept goroutine (accept_linux.go): 1.11-1.20× the connections per
+// second at 0.84-0.86× the CPU per connection, and 1.3-1.4 context switches
+// per connection instead of 2.8-2.9.
 //
 // The socket is a duplicate of the listener's, which is then closed, so
 // that Go's poller, which waited for the original, no longer wakes for
@@ -57,6 +57,16 @@ type loopListener struct {
 
 	mu     sync.Mutex
 	closed bool // guarded by mu, with the loops' registrations
+}
+
+// acceptOn returns what Serve accepts ln's connections on: ln as a
+// loopListener, whose connections the event loops accept, when it can be
+// one, or else as a rawListener (accept_linux.go), or else ln itself.
+func (r *Route) acceptOn(ln net.Listener) net.Listener {
+	if la := r.loopListen(ln); la != nil {
+		return la
+	}
+	return rawAccepting(ln)
 }
 
 // loopListen returns ln as a loopListener for r, or nil, with ln left as
@@ -129,10 +139,11 @@ func (la *loopListener) resume() error {
 	return nil
 }
 
-// serveLoops waits until la is closed, and meanwhile backs off from accept
+// serve waits until la is closed, and meanwhile backs off from accept
 // failures: after each, it waits as the accept goroutine does
 // (acceptBackoff) before it puts the loops back on the socket.
-func (r *Route) serveLoops(la *loopListener) error {
+func (la *loopListener) serve() error {
+	r := la.route
 	if err := la.resume(); err != nil {
 		return fmt.Errorf("accept on %s: %w", la.addr, err)
 	}

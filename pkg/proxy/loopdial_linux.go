@@ -246,16 +246,6 @@ func (l *eventLoop) failDial(lc *loopConn, err error) {
 	go c.serve(ld.ctx)
 }
 
-// loopFailure is a connect from an event loop that failed, for the
-// goroutine path to go on from: not to try the same backend first again
-// (every connection would, while it is down), and to report its error.
-type loopFailure struct {
-	backend Backend
-	err     error
-	set     *backendSet
-	rest    []Backend
-}
-
 // checkDials fails the connects in flight that are past their deadline or
 // cancelled.
 func (l *eventLoop) checkDials(now time.Time) {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -46,14 +45,6 @@ func counting(n *atomic.Int32, handle func(net.Conn)) func(net.Conn) {
 		n.Add(1)
 		handle(c)
 	}
-}
-
-// readAll reads c to EOF, within 5 seconds.
-func readAll(t *testing.T, c net.Conn) (string, error) {
-	t.Helper()
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
-	got, err := io.ReadAll(c)
-	return string(got), err
 }
 
 // TestReplayReset: a backend that resets a connection before answering

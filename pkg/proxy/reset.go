@@ -1,10 +1,6 @@
 package proxy
 
-import (
-	"net"
-
-	"golang.org/x/sys/unix"
-)
+import "net"
 
 // A connection that one side ends with a reset is passed on as a reset:
 // a clean close (FIN) in its place would make an answer cut short (an
@@ -21,21 +17,15 @@ import (
 // half-close), and a close the route asks for (Forget, CloseConns, Close,
 // a drain) or an idle timeout closes both sides cleanly. A connection that
 // its backend reset before answering and that replay takes over is
-// replayed (replay.go), not reset.
+// replayed (replay_linux.go), not reset.
 //
 // A connection closed without reaching a backend (BackendWait ran out, no
 // backend, a replay that found none, MaxConns, the route closing) is reset
 // too: its client must not take the close for an empty answer.
 //
 // None of this costs a clean connection a system call: SO_LINGER is set
-// only on the way to an abortive close.
-
-// lingerZero makes the close of socket fd reset its connection. It can
-// only fail for a descriptor that is not a connected socket, which the
-// close then ends as it can.
-func lingerZero(fd int) {
-	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-}
+// only on the way to an abortive close, by closeReset for a net.Conn and
+// by lingerZero for a raw socket of the event loops (conn_linux.go).
 
 // lingerer is *net.TCPConn's SetLinger, declared here where it is used.
 type lingerer interface{ SetLinger(sec int) error }

@@ -54,9 +54,10 @@ type Route struct {
 	// ReplayBytes is how much of what a client sends first is kept, until
 	// the backend answers, to replay the connection on another backend
 	// if this one resets it before answering and leaves the set: the
-	// connections a stopped backend had not accepted yet (replay.go).
+	// connections a stopped backend had not accepted yet (replay_linux.go).
 	// Zero means no replay: the reset reaches the client. Connections
-	// with an idle timeout, or other than TCP, are never replayed.
+	// with an idle timeout, or other than TCP, are never replayed, nor
+	// any on systems other than Linux (doc.go).
 	ReplayBytes int
 
 	// MaxConns caps the number of connections served at once. A connection
@@ -239,20 +240,16 @@ func (r *Route) initLocked() {
 	}
 }
 
-// Serve accepts connections on ln until [Route.Shutdown] or [Route.Close] is
-// called, and then returns nil. Transient accept errors (EMFILE, ENFILE,
+// Serve accepts connections on ln until [Route.Shutdown] or [Route.Close]
+// is called, and then returns nil. Transient accept errors (EMFILE, ENFILE,
 // ECONNABORTED, ...) never end the loop: it backs off and keeps accepting.
 // Serve takes ownership of ln and closes it. Stop it with Shutdown or
-// Close, not by closing ln: Serve accepts a TCP listener's connections on
-// a duplicate of its socket, from the event loops (loopaccept.go) or,
-// when they cannot run, from Serve's goroutine (accept.go), and closing ln
-// leaves the duplicate open.
+// Close, not by closing ln: Serve accepts a TCP listener's connections on a
+// duplicate of its socket, from the event loops (loopaccept_linux.go) or,
+// when they cannot run, from Serve's goroutine (accept_linux.go), and
+// closing ln leaves the duplicate open.
 func (r *Route) Serve(ln net.Listener) error {
-	if la := r.loopListen(ln); la != nil {
-		ln = la
-	} else {
-		ln = rawAccepting(ln)
-	}
+	ln = r.acceptOn(ln)
 	r.mu.Lock()
 	r.initLocked()
 	if r.shutdown {
@@ -269,8 +266,8 @@ func (r *Route) Serve(ln net.Listener) error {
 		ln.Close()
 	}()
 
-	if la, ok := ln.(*loopListener); ok {
-		return r.serveLoops(la)
+	if la, ok := ln.(loopAccepting); ok {
+		return la.serve()
 	}
 	var backoff acceptBackoff
 	for {
@@ -291,6 +288,11 @@ func (r *Route) Serve(ln net.Listener) error {
 		r.track(a)
 	}
 }
+
+// loopAccepting is a listener whose connections the event loops accept
+// (loopaccept_linux.go): Serve waits in its serve, which backs off from
+// the loops' accept failures, rather than accepting.
+type loopAccepting interface{ serve() error }
 
 // acceptBackoff paces the accepts on a listener after failures: the
 // delay doubles from minAcceptBackoff to maxAcceptBackoff, and starts
@@ -393,7 +395,7 @@ func (r *Route) track(a accepted) {
 		r.observer().Rejected(RejectLimit)
 		return
 	}
-	c := &conn{route: r, client: a.nc, fd: a.fd, remote: a.remote}
+	c := newConn(r, a)
 	r.conns[c] = struct{}{}
 	r.active.Add(1)
 	r.wg.Add(1)
@@ -459,30 +461,9 @@ func (r *Route) Close() error {
 	// Every connection has ended: the event loops may stop if no other
 	// route holds them.
 	r.mu.Lock()
-	if r.loops != nil {
-		releasePoller()
-		r.loops = nil
-	}
+	r.releaseLoopsLocked()
 	r.mu.Unlock()
 	return nil
-}
-
-// poller returns the event loops to hand an established connection to,
-// acquiring them on first use, or nil if the route is closing or they
-// cannot run (the connection is then served with goroutines).
-func (r *Route) poller() *poller {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.loops == nil && !r.shutdown && !r.noLoops {
-		p, err := acquirePoller()
-		if err != nil {
-			r.noLoops = true
-			r.logger().Warn("event loops unavailable; serving connections with goroutines", zap.Error(err))
-			return nil
-		}
-		r.loops = p
-	}
-	return r.loops
 }
 
 // errNoBackend is the error of a connection that found no backend at all.
@@ -571,6 +552,17 @@ func nextRetryDelay(delay time.Duration, newSet bool) time.Duration {
 		return minRetryDelay
 	}
 	return min(2*delay, maxRetryDelay)
+}
+
+// loopFailure is a connect from an event loop that failed
+// (loopdial_linux.go), for the goroutine path to go on from: not to try
+// the same backend first again (every connection would, while it is
+// down), and to report its error.
+type loopFailure struct {
+	backend Backend
+	err     error
+	set     *backendSet
+	rest    []Backend
 }
 
 // dial connects to the first backend that accepts, trying each backend of

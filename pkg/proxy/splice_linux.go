@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -20,6 +19,24 @@ import (
 // as soon as the pipe is drained, so an idle connection holds nothing but
 // its two sockets, and the pool holds about as many pipes as there are
 // transfers in flight.
+
+// copyStream copies from src to dst until src's EOF, for the goroutine
+// path (copyConn.copyHalf): with splice(2) between two TCP sockets, where
+// the bytes never enter user space and an idle connection holds no pipe,
+// and through a buffer otherwise (copyBuffer).
+func copyStream(dst, src net.Conn) (int64, error) {
+	if d, s, ok := tcpPair(dst, src); ok {
+		return spliceCopy(d, s)
+	}
+	return copyBuffer(dst, src)
+}
+
+// tcpPair returns dst and src as TCP connections, if both are.
+func tcpPair(dst, src net.Conn) (*net.TCPConn, *net.TCPConn, bool) {
+	d, ok1 := dst.(*net.TCPConn)
+	s, ok2 := src.(*net.TCPConn)
+	return d, s, ok1 && ok2
+}
 
 // maxSpliceSize is the size of the pool's pipes and of one splice: large
 // enough that a bulk transfer takes few system calls, as in Go's own
@@ -261,21 +278,4 @@ func spliceOut(dst syscall.RawConn, p *pipe, n int) (int, error) {
 		return written, serr
 	}
 	return written, err
-}
-
-// copyChunk moves one read's worth of bytes from src to dst through buf,
-// for when no pipe can be had. It returns 0 and no error at EOF. A
-// failure is a copyError, which says which side failed.
-func copyChunk(dst, src net.Conn, buf []byte) (int64, error) {
-	n, err := src.Read(buf)
-	if n > 0 {
-		w, werr := dst.Write(buf[:n])
-		if werr != nil {
-			return int64(w), dstErr(werr)
-		}
-	}
-	if err == io.EOF {
-		err = nil
-	}
-	return int64(n), srcErr(err)
 }
