@@ -488,7 +488,7 @@ func (l *eventLoop) pump(h *half) error {
 				h.pipe, h.inPipe = nil, 0
 				return sockErr("splice", h.dst, err)
 			}
-			h.written += n
+			h.written += int64(n) // an int on 32-bit systems
 			if h.inPipe -= int(n); h.inPipe > 0 {
 				continue
 			}

@@ -216,9 +216,8 @@ func spliceIn(src syscall.RawConn) (*pipe, int, error) {
 			}
 		}
 		for {
-			var m int64
-			m, serr = unix.Splice(int(fd), nil, p.w, nil, maxSpliceSize, spliceFlags)
-			n = int(m)
+			m, err := unix.Splice(int(fd), nil, p.w, nil, maxSpliceSize, spliceFlags)
+			n, serr = int(m), err // m is an int64 on 64-bit systems
 			if serr != unix.EINTR {
 				break
 			}
