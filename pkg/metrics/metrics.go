@@ -1,0 +1,562 @@
+package metrics
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
+)
+
+// metricDef describes one ambassadord metric. The collectors are built
+// from these definitions, and Reference renders them for the
+// README, so the help text a scrape shows and the documentation are the
+// same words.
+type metricDef struct {
+	name    string
+	kind    string // "counter", "gauge" or "histogram"
+	labels  []string
+	help    string
+	buckets []float64 // histograms only
+}
+
+// The label values: route is a route's name (its listen port); backend is
+// a backend's Addr ("host:port"). Series with a backend label are deleted
+// once the backend has left the route's set and has no connection left
+// (see Metrics.BackendSet), and every series of a route when the route is
+// removed, so the label sets stay bounded by what the routes use now.
+var (
+	// Per route and backend, reported by the proxy through the observer.
+	metricConnActive = metricDef{name: "ambassadord_connections_active", kind: "gauge",
+		labels: []string{"route", "backend"},
+		help:   "Connections being forwarded to the backend now."}
+	metricConns = metricDef{name: "ambassadord_connections_total", kind: "counter",
+		labels: []string{"route", "backend"},
+		help:   "Connections forwarded to the backend, counted when the backend accepted them."}
+	metricBytes = metricDef{name: "ambassadord_bytes_total", kind: "counter",
+		labels: []string{"route", "backend", "direction"},
+		help:   "Bytes forwarded: direction up is client to backend, down is backend to client. Counted when the connection ends."}
+	metricConnectErrors = metricDef{name: "ambassadord_connect_errors_total", kind: "counter",
+		labels: []string{"route", "backend", "reason"},
+		help:   "Failed connects to the backend, by reason: refused, timeout, unreachable, dns or other. A connection that tries several backends, or retries for --backend-wait, counts every failure."}
+	metricRejected = metricDef{name: "ambassadord_connections_rejected_total", kind: "counter",
+		labels: []string{"route", "reason"},
+		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached) or shutdown (the route was closing)."}
+	metricResets = metricDef{name: "ambassadord_resets_total", kind: "counter",
+		labels: []string{"route", "direction"},
+		help:   "Connections one side ended with a reset (or an error), passed on to the other side as a reset: direction up when the client's side failed, down when the backend's did."}
+	metricReplays = metricDef{name: "ambassadord_replays_total", kind: "counter",
+		labels: []string{"route"},
+		help:   "Connections that their backend reset before answering, sent again to another backend (--replay)."}
+	metricConnDuration = metricDef{name: "ambassadord_connection_duration_seconds", kind: "histogram",
+		labels:  []string{"route"},
+		help:    "How long forwarded connections lasted, from the backend's accept until both directions finished.",
+		buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600}}
+
+	// Per route, reported by the run loop.
+	metricRewires = metricDef{name: "ambassadord_rewires_total", kind: "counter",
+		labels: []string{"route"},
+		help:   "Times the route's backend set changed, by Docker events or by hand."}
+	metricBackends = metricDef{name: "ambassadord_backends", kind: "gauge",
+		labels: []string{"route"},
+		help:   "Backends in the route's current set."}
+	metricOverride = metricDef{name: "ambassadord_route_override", kind: "gauge",
+		labels: []string{"route", "target"},
+		help:   "1 while the route is rewired by hand (ambassadord rewire) to target, a target name or HOST:PORT; no series when it is not."}
+
+	// The engine: its state reported by the controller from the sources'
+	// updates (SourceState), its counters read from the sources at each
+	// scrape (FollowSource). The names say docker: the one source there
+	// was when they were named, and the one there is by default.
+	metricDockerConnected = metricDef{name: "ambassadord_docker_connected", kind: "gauge",
+		help: "1 while the Docker engine is reachable, else 0."}
+	metricDockerStreaming = metricDef{name: "ambassadord_docker_events_followed", kind: "gauge",
+		help: "1 while the engine's event stream is followed; 0 while it is not, the engine unreachable or its /events unanswered (then the routes follow the engine by listing at every --resync)."}
+	metricDockerReconnects = metricDef{name: "ambassadord_docker_reconnects_total", kind: "counter",
+		help: "Times the watcher subscribed to the engine again, and resynced, after losing it or its event stream."}
+	metricDockerEvents = metricDef{name: "ambassadord_docker_events_total", kind: "counter",
+		help: "Docker events received, relevant or not."}
+	metricDockerResyncs = metricDef{name: "ambassadord_docker_resyncs_total", kind: "counter",
+		help: "Periodic full resyncs with the engine (--resync), whether or not they found changes."}
+	metricDockerDrift = metricDef{name: "ambassadord_docker_resync_drift_total", kind: "counter",
+		help: "Periodic resyncs that found changes the events had not delivered (an upper bound: an event racing a resync counts too)."}
+	metricEventToApplied = metricDef{name: "ambassadord_event_to_applied_seconds", kind: "histogram",
+		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
+		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
+
+	metricBuildInfo = metricDef{name: "ambassadord_build_info", kind: "gauge",
+		labels: []string{"version", "commit", "goversion"},
+		help:   "Always 1; the labels say which build is running."}
+)
+
+// metricDefs is every ambassadord metric, in the order of the reference.
+var metricDefs = []metricDef{
+	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
+	metricRewires, metricBackends, metricOverride,
+	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
+	metricEventToApplied,
+	metricBuildInfo,
+}
+
+func (d metricDef) counterVec() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: d.name, Help: d.help}, d.labels)
+}
+
+func (d metricDef) gaugeVec() *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: d.name, Help: d.help}, d.labels)
+}
+
+func (d metricDef) histogramVec() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: d.name, Help: d.help, Buckets: d.buckets}, d.labels)
+}
+
+func (d metricDef) counter() prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: d.name, Help: d.help})
+}
+
+func (d metricDef) gauge() prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: d.name, Help: d.help})
+}
+
+func (d metricDef) histogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Name: d.name, Help: d.help, Buckets: d.buckets})
+}
+
+// Reference returns the metrics as a markdown table, for the README.
+func Reference() string {
+	var b strings.Builder
+	b.WriteString("| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n")
+	for _, d := range metricDefs {
+		labels := "none"
+		if len(d.labels) > 0 {
+			labels = "`" + strings.Join(d.labels, "`, `") + "`"
+		}
+		help := d.help
+		if len(d.buckets) > 0 {
+			help += fmt.Sprintf(" Buckets from %gs to %gs.", d.buckets[0], d.buckets[len(d.buckets)-1])
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", d.name, d.kind, labels, help)
+	}
+	return b.String()
+}
+
+// Metrics holds ambassadord's Prometheus metrics, on a registry of its own
+// (not the global one, so that tests and a second instance do not clash).
+// Its methods are safe for concurrent use: the controller's run loop calls
+// them, and the observers it hands to the proxy are called from connection
+// goroutines.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	connActive     *prometheus.GaugeVec
+	conns          *prometheus.CounterVec
+	bytes          *prometheus.CounterVec
+	connectErrors  *prometheus.CounterVec
+	rejected       *prometheus.CounterVec
+	resets         *prometheus.CounterVec
+	replays        *prometheus.CounterVec
+	connDuration   *prometheus.HistogramVec
+	rewires        *prometheus.CounterVec
+	backends       *prometheus.GaugeVec
+	overrides      *prometheus.GaugeVec
+	dockerUp       prometheus.Gauge
+	streaming      prometheus.Gauge
+	reconnects     prometheus.Counter
+	events         prometheus.Counter
+	resyncs        prometheus.Counter
+	drift          prometheus.Counter
+	eventToApplied prometheus.Histogram
+
+	mu sync.Mutex
+	// The fields below are guarded by mu. It is held across deleting a
+	// route's series, so that a route of the same name added meanwhile
+	// cannot lose the series it creates.
+	routes  map[string]*routeMetrics  // by route name
+	sources map[string]*sourceMetrics // by source name
+}
+
+// sourceMetrics is what Metrics knows of one source.
+type sourceMetrics struct {
+	connected, streaming bool                // as of the last SourceState
+	live                 func() source.Stats // its counters now; nil until FollowSource
+	last                 source.Stats        // as of the last syncStats
+}
+
+// routeMetrics tracks one route's backends, to know when their series may
+// be deleted.
+type routeMetrics struct {
+	name string
+
+	mu sync.Mutex
+	// The fields below are guarded by mu, which is held while the route's
+	// per-backend series change: a sweep must never delete the series of a
+	// backend that a connection is opening on.
+	removed  bool                       // RouteRemoved was called; events are ignored
+	backends map[string]*backendMetrics // by Addr
+}
+
+type backendMetrics struct {
+	active int  // connections open now
+	member bool // in the set of the last BackendSet
+}
+
+// New registers every metric, the Go runtime and process
+// collectors, and ambassadord_build_info.
+func New(version, commit string) *Metrics {
+	m := &Metrics{
+		reg:            prometheus.NewRegistry(),
+		connActive:     metricConnActive.gaugeVec(),
+		conns:          metricConns.counterVec(),
+		bytes:          metricBytes.counterVec(),
+		connectErrors:  metricConnectErrors.counterVec(),
+		rejected:       metricRejected.counterVec(),
+		resets:         metricResets.counterVec(),
+		replays:        metricReplays.counterVec(),
+		connDuration:   metricConnDuration.histogramVec(),
+		rewires:        metricRewires.counterVec(),
+		backends:       metricBackends.gaugeVec(),
+		overrides:      metricOverride.gaugeVec(),
+		dockerUp:       metricDockerConnected.gauge(),
+		streaming:      metricDockerStreaming.gauge(),
+		reconnects:     metricDockerReconnects.counter(),
+		events:         metricDockerEvents.counter(),
+		resyncs:        metricDockerResyncs.counter(),
+		drift:          metricDockerDrift.counter(),
+		eventToApplied: metricEventToApplied.histogram(),
+		routes:         map[string]*routeMetrics{},
+		sources:        map[string]*sourceMetrics{},
+	}
+	buildInfo := metricBuildInfo.gaugeVec()
+	buildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo,
+		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.connDuration,
+		m.rewires, m.backends, m.overrides,
+		m.dockerUp, m.streaming, engineCounters{m}, m.eventToApplied,
+	)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format. A
+// collector that fails does not fail the scrape: the others are served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// routeLocked returns the route's state, creating it if needed. m.mu must
+// be held.
+func (m *Metrics) routeLocked(name string) *routeMetrics {
+	rm, ok := m.routes[name]
+	if !ok {
+		rm = &routeMetrics{name: name, backends: map[string]*backendMetrics{}}
+		m.routes[name] = rm
+		// Counters a dashboard divides or rates start at 0 rather than
+		// appearing with their first increment.
+		m.rewires.WithLabelValues(name)
+		m.connDuration.WithLabelValues(name)
+		for _, reason := range []string{proxy.RejectNoBackend, proxy.RejectLimit, proxy.RejectShutdown} {
+			m.rejected.WithLabelValues(name, reason)
+		}
+		m.resets.WithLabelValues(name, proxy.DirectionUp)
+		m.resets.WithLabelValues(name, proxy.DirectionDown)
+		m.replays.WithLabelValues(name)
+	}
+	return rm
+}
+
+// Observer returns the observer to set as the proxy route's Observer.
+// Calling it again for the same route returns an observer on the same
+// state; after RouteRemoved it starts afresh.
+func (m *Metrics) Observer(route string) proxy.Observer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return &routeObserver{m: m, rm: m.routeLocked(route)}
+}
+
+// Rewired counts a change of the route's backend set. Call it for changes
+// only, not when the route is first added.
+func (m *Metrics) Rewired(route string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.routeLocked(route)
+	m.rewires.WithLabelValues(route).Inc()
+}
+
+// BackendSet records the route's new backend set: ambassadord_backends is
+// its size, the series of its backends start at 0, and the series of a
+// backend that is no longer in it are deleted, unless connections to it
+// are still open (established connections survive a rewire, and a dropped
+// backend can still take new ones as a make-before-break fallback): those
+// are deleted by a later BackendSet once they have closed, so that the
+// bytes of the last ones stay visible until then.
+func (m *Metrics) BackendSet(route string, backends []proxy.Backend) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rm := m.routeLocked(route)
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	m.backends.WithLabelValues(route).Set(float64(len(backends)))
+	in := make(map[string]bool, len(backends))
+	for _, b := range backends {
+		in[b.Addr] = true
+	}
+	for addr, st := range rm.backends {
+		st.member = in[addr]
+		if !st.member && st.active == 0 {
+			m.connActive.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
+			m.conns.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
+			m.bytes.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
+			m.connectErrors.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
+			delete(rm.backends, addr)
+		}
+	}
+	for addr := range in {
+		if _, ok := rm.backends[addr]; !ok {
+			rm.backends[addr] = &backendMetrics{member: true}
+			m.connActive.WithLabelValues(route, addr)
+			m.conns.WithLabelValues(route, addr)
+			m.bytes.WithLabelValues(route, addr, "up")
+			m.bytes.WithLabelValues(route, addr, "down")
+		}
+	}
+}
+
+// Overridden records the route's rewire by hand: target is what it was
+// rewired to (resolver.Route.Override), "" when it is not.
+func (m *Metrics) Overridden(route, target string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.routeLocked(route)
+	m.overrides.DeletePartialMatch(prometheus.Labels{"route": route})
+	if target != "" {
+		m.overrides.WithLabelValues(route, target).Set(1)
+	}
+}
+
+// RouteRemoved deletes every series of the route. The connections it is
+// still draining are no longer counted.
+func (m *Metrics) RouteRemoved(route string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rm, ok := m.routes[route]; ok {
+		rm.mu.Lock()
+		rm.removed = true
+		rm.mu.Unlock()
+		delete(m.routes, route)
+	}
+	labels := prometheus.Labels{"route": route}
+	m.connActive.DeletePartialMatch(labels)
+	m.conns.DeletePartialMatch(labels)
+	m.bytes.DeletePartialMatch(labels)
+	m.connectErrors.DeletePartialMatch(labels)
+	m.rejected.DeletePartialMatch(labels)
+	m.resets.DeletePartialMatch(labels)
+	m.replays.DeletePartialMatch(labels)
+	m.connDuration.DeletePartialMatch(labels)
+	m.rewires.DeletePartialMatch(labels)
+	m.backends.DeletePartialMatch(labels)
+	m.overrides.DeletePartialMatch(labels)
+}
+
+// SourceState records whether the engine of the source named name is
+// reachable (source.Update.Connected) and whether its events are followed
+// (Connected, and no Update.StreamErr). ambassadord_docker_connected and
+// ambassadord_docker_events_followed are 1 while every source's are: with
+// the one Docker source, its state, as they have always said.
+func (m *Metrics) SourceState(name string, connected, streaming bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sourceLocked(name)
+	s.connected, s.streaming = connected, connected && streaming
+	up, following := len(m.sources) > 0, len(m.sources) > 0
+	for _, s := range m.sources {
+		up = up && s.connected
+		following = following && s.streaming
+	}
+	m.dockerUp.Set(boolGauge(up))
+	m.streaming.Set(boolGauge(following))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// sourceLocked returns the state of the source named name, creating it if
+// needed. m.mu must be held.
+func (m *Metrics) sourceLocked(name string) *sourceMetrics {
+	s, ok := m.sources[name]
+	if !ok {
+		s = &sourceMetrics{}
+		m.sources[name] = s
+	}
+	return s
+}
+
+// FollowSource makes every scrape bring the engine counters up to live(),
+// the counters of the source named name at that moment
+// (source.Source.Stats). They are read at scrape time, not taken from
+// updates: a source publishes no update for an event or a resync that
+// changes nothing, so on a quiet engine counters from updates would stand
+// still. The ambassadord_docker_* counters sum every source's.
+func (m *Metrics) FollowSource(name string, live func() source.Stats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sourceLocked(name).live = live
+}
+
+// syncStats brings the engine counters up to the sources' live Stats. A
+// value lower than the last one means the counting started over (a new
+// source of the same name): all of it is new then. The readings are taken
+// under m.mu: two scrapes at once must not apply theirs out of order, or
+// the older one would look like counting that started over, and be added
+// again.
+func (m *Metrics) syncStats() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	add := func(c prometheus.Counter, now, last uint64) {
+		if now < last {
+			last = 0
+		}
+		if now > last {
+			c.Add(float64(now - last))
+		}
+	}
+	for _, src := range m.sources {
+		if src.live == nil {
+			continue
+		}
+		s := src.live()
+		add(m.events, s.Events, src.last.Events)
+		add(m.reconnects, s.Reconnects, src.last.Reconnects)
+		add(m.resyncs, s.Resyncs, src.last.Resyncs)
+		add(m.drift, s.Drift, src.last.Drift)
+		src.last = s
+	}
+}
+
+// engineCounters collects the engine counters, each scrape first bringing
+// them up to the sources' live Stats.
+type engineCounters struct{ m *Metrics }
+
+func (c engineCounters) counters() []prometheus.Counter {
+	return []prometheus.Counter{c.m.reconnects, c.m.events, c.m.resyncs, c.m.drift}
+}
+
+func (c engineCounters) Describe(ch chan<- *prometheus.Desc) {
+	for _, ctr := range c.counters() {
+		ctr.Describe(ch)
+	}
+}
+
+func (c engineCounters) Collect(ch chan<- prometheus.Metric) {
+	c.m.syncStats()
+	for _, ctr := range c.counters() {
+		ctr.Collect(ch)
+	}
+}
+
+// Applied records the time from a Docker event to the routes it changed
+// being applied; the caller measures it.
+func (m *Metrics) Applied(latency time.Duration) {
+	m.eventToApplied.Observe(latency.Seconds())
+}
+
+// routeObserver is the proxy.Observer of one route.
+type routeObserver struct {
+	m  *Metrics
+	rm *routeMetrics
+}
+
+// backendLocked returns the state of the backend at addr, creating it (as
+// not in the set) for a backend only the proxy has named, such as a
+// fallback. rm.mu must be held.
+func (rm *routeMetrics) backendLocked(addr string) *backendMetrics {
+	st, ok := rm.backends[addr]
+	if !ok {
+		st = &backendMetrics{}
+		rm.backends[addr] = st
+	}
+	return st
+}
+
+func (o *routeObserver) ConnOpened(b proxy.Backend) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	rm.backendLocked(b.Addr).active++
+	o.m.connActive.WithLabelValues(rm.name, b.Addr).Inc()
+	o.m.conns.WithLabelValues(rm.name, b.Addr).Inc()
+}
+
+func (o *routeObserver) ConnClosed(b proxy.Backend, up, down int64, d time.Duration) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	if st := rm.backendLocked(b.Addr); st.active > 0 {
+		st.active--
+	}
+	o.m.connActive.WithLabelValues(rm.name, b.Addr).Dec()
+	o.m.bytes.WithLabelValues(rm.name, b.Addr, "up").Add(float64(up))
+	o.m.bytes.WithLabelValues(rm.name, b.Addr, "down").Add(float64(down))
+	o.m.connDuration.WithLabelValues(rm.name).Observe(d.Seconds())
+}
+
+func (o *routeObserver) DialFailed(b proxy.Backend, reason string) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	rm.backendLocked(b.Addr)
+	o.m.connectErrors.WithLabelValues(rm.name, b.Addr, reason).Inc()
+}
+
+func (o *routeObserver) Rejected(reason string) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.rejected.WithLabelValues(rm.name, reason).Inc()
+}
+
+func (o *routeObserver) Reset(direction string) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.resets.WithLabelValues(rm.name, direction).Inc()
+}
+
+func (o *routeObserver) Replayed(proxy.Backend) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.replays.WithLabelValues(rm.name).Inc()
+}
