@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ambassadord/ambassadord/pkg/proxy"
+	"github.com/ambassadord/ambassadord/pkg/source"
+)
+
+// sourceState is what the run loop knows of one source: its latest
+// snapshot and connection state. Only the run loop uses it.
+type sourceState struct {
+	src  source.Source
+	name string
+	host string // for the status (Options.SourceHosts)
+
+	snap      *source.Snapshot // latest; nil until it answered, and once it ended
+	connected bool
+	err       string // Update.Err
+	streamErr string // Update.StreamErr
+	synced    bool   // a snapshot of it has been applied
+	ended     bool   // its Run returned while the daemon ran
+}
+
+// sourceUpdate is an update on its way from a source's forwarder to the
+// run loop: index says which source it comes from, whatever the update's
+// own tag says; ended, that the source's mailbox closed.
+type sourceUpdate struct {
+	source.Update
+	index int
+	ended bool
+}
+
+// runSource runs one source until ctx is cancelled. A source returns an
+// error only when it cannot start at all: the daemon goes on serving what
+// it can, and says so.
+func (d *Daemon) runSource(ctx context.Context, wg *sync.WaitGroup, s *sourceState) {
+	defer wg.Done()
+	if err := s.src.Run(ctx); err != nil {
+		d.log.Error("cannot follow the engine", zap.String("source", s.name), errorField(err))
+	}
+}
+
+// forward hands the updates of the source at index to the run loop, one
+// at a time, then that the source ended. It takes one update from the
+// source's latest-wins mailbox only when the loop has taken the previous
+// one, so a busy loop makes the source merge its updates (their Gone
+// included) rather than queue them.
+func (d *Daemon) forward(ctx context.Context, wg *sync.WaitGroup, index int, src source.Source, out chan<- sourceUpdate) {
+	defer wg.Done()
+	in := src.Updates()
+	for {
+		var su sourceUpdate
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-in:
+			su = sourceUpdate{Update: u, index: index, ended: !ok}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case out <- su:
+		}
+		if su.ended {
+			return
+		}
+	}
+}
+
+// update applies one update of the source at index.
+func (d *Daemon) update(ctx context.Context, index int, u source.Update) {
+	if len(u.Gone) > 0 {
+		// First, before anything else: new connections must not reach an
+		// address the engine may already have handed to another
+		// container.
+		d.table.forget(u.Gone)
+	}
+	s := d.sources[index]
+	s.connected = u.Connected
+	s.err, s.streamErr = "", ""
+	if u.Err != nil {
+		s.err = u.Err.Error()
+	}
+	if u.StreamErr != nil {
+		s.streamErr = u.StreamErr.Error()
+	}
+	// Not u.Stats: the counters are read live when they are served.
+	d.metrics.SourceState(s.name, u.Connected, u.StreamErr == nil)
+	if u.Snapshot == nil {
+		// The engine has never answered (the source logs why): keep
+		// serving the routes that need no engine.
+		d.publish()
+		return
+	}
+	s.snap = u.Snapshot
+	s.synced = true
+	d.remerge(ctx)
+	if !u.EventTime.IsZero() {
+		d.metrics.Applied(time.Since(u.EventTime))
+	}
+	if len(d.routes) == 0 && !d.noRoutes {
+		d.log.Warn("no routes yet: link a container, label the ambassador ambassador.target=NAME, or pass --route")
+	}
+	d.noRoutes = len(d.routes) == 0
+}
+
+// sourceEnded forgets what the source at index knew: its Run returned, so
+// nothing follows its containers any more, and their addresses may go to
+// others. The other sources' containers are untouched. A source that ends
+// because the daemon is stopping changes nothing: its routes drain.
+func (d *Daemon) sourceEnded(ctx context.Context, index int) {
+	if ctx.Err() != nil {
+		return
+	}
+	s := d.sources[index]
+	s.ended, s.connected = true, false
+	d.metrics.SourceState(s.name, false, false)
+	if s.snap == nil {
+		d.log.Warn("source stopped", zap.String("source", s.name))
+		d.publish()
+		return
+	}
+	ids := make([]string, len(s.snap.Containers))
+	for i, c := range s.snap.Containers {
+		ids[i] = c.ID
+	}
+	d.log.Warn("source stopped; its containers are forgotten", zap.String("source", s.name), zap.Int("containers", len(ids)))
+	d.table.forget(ids)
+	s.snap = nil
+	d.remerge(ctx)
+}
+
+// remerge resolves the routes again from the sources' merged snapshots,
+// and drops the make-before-break fallbacks that no longer run.
+func (d *Daemon) remerge(ctx context.Context) {
+	d.snap = merge(d.sources)
+	if err := d.resolve(ctx); err != nil {
+		d.log.Error("cannot serve route", errorField(err))
+	}
+	if d.snap != nil {
+		d.table.pruneFallbacks(usable(d.snap))
+	}
+}
+
+// merge returns the view the resolver sees of every source: the
+// containers of all of them, sorted by name (then by source, in order);
+// Self from the first source that found it. It returns nil while no
+// source has a snapshot (no engine has answered yet), and the one
+// snapshot unchanged when only one source has.
+func merge(sources []*sourceState) *source.Snapshot {
+	var snaps []*source.Snapshot
+	for _, s := range sources {
+		if s.snap != nil {
+			snaps = append(snaps, s.snap)
+		}
+	}
+	switch len(snaps) {
+	case 0:
+		return nil
+	case 1:
+		return snaps[0]
+	}
+	out := &source.Snapshot{}
+	for _, snap := range snaps {
+		if out.Self == nil {
+			out.Self = snap.Self
+		}
+		out.Containers = append(out.Containers, snap.Containers...)
+	}
+	slices.SortStableFunc(out.Containers, func(a, b source.Container) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// synced reports whether every source has answered once: until then,
+// routes without a backend wait rather than listen.
+func (d *Daemon) synced() bool {
+	for _, s := range d.sources {
+		if !s.synced {
+			return false
+		}
+	}
+	return true
+}
+
+// usable returns whether a backend may still take new connections as a
+// make-before-break fallback: static backends always, containers while they
+// run (a paused one takes none).
+func usable(snap *source.Snapshot) func(proxy.Backend) bool {
+	running := map[string]bool{}
+	for _, c := range snap.Containers {
+		if c.State == "running" {
+			running[c.ID] = true
+		}
+	}
+	return func(b proxy.Backend) bool { return b.ID == "" || running[b.ID] }
+}
+
+// notSynced says which sources the status waits for.
+func notSynced(sources []*sourceState) []string {
+	var out []string
+	for _, s := range sources {
+		if !s.synced {
+			out = append(out, "waiting for the first sync with the "+s.name+" engine")
+		}
+	}
+	return out
+}
