@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/ambassadord/ambassadord/pkg/admin/api"
 )
 
 // runDaemon runs serve in-process with a private admin socket and TCP
@@ -33,8 +36,7 @@ func runDaemon(t *testing.T, args ...string) (socket, adminAddr string) {
 		require.NoError(t, <-done)
 	})
 	require.Eventually(t, func() bool {
-		_, err := get(socket, "/healthz", nil)
-		return err == nil
+		return client(socket).Get(context.Background(), "/healthz", nil) == nil
 	}, 5e9, 1e7)
 	return socket, adminAddr
 }
@@ -44,6 +46,21 @@ func cli(t *testing.T, socket string, args ...string) (string, int) {
 	var out, errOut bytes.Buffer
 	code := cliMain(args[0], append(args[1:], "--admin-socket", socket), &out, &errOut)
 	return out.String() + errOut.String(), code
+}
+
+// readState reads the overrides of the state file at path, as the daemon
+// writes them.
+func readState(t *testing.T, path string) []api.Override {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var st struct {
+		Version   int            `json:"version"`
+		Overrides []api.Override `json:"overrides"`
+	}
+	require.NoError(t, json.Unmarshal(b, &st))
+	require.Equal(t, 1, st.Version)
+	return st.Overrides
 }
 
 func TestAdminAndCLI(t *testing.T) {
@@ -71,10 +88,9 @@ func TestAdminAndCLI(t *testing.T) {
 	assert.Equal(t, "b", read(t, addr))
 	out, _ = cli(t, socket, "status", "--json")
 	assert.Contains(t, out, `"override": "`+b+`"`)
-	saved, err := loadState(state)
-	require.NoError(t, err)
+	saved := readState(t, state)
 	require.Len(t, saved, 1)
-	assert.Equal(t, override{Key: listen, Target: b, Since: saved[0].Since, Drain: duration(60e9)}, saved[0])
+	assert.Equal(t, api.Override{Key: listen, Target: b, Since: saved[0].Since, Drain: api.Duration(60e9)}, saved[0])
 
 	out, code = cli(t, socket, "explain", listen)
 	require.Equal(t, 0, code, out)
@@ -92,9 +108,7 @@ func TestAdminAndCLI(t *testing.T) {
 	out, code = cli(t, socket, "rewire", "--reset", listen)
 	require.Equal(t, 0, code, out)
 	assert.Equal(t, "a", read(t, addr))
-	saved, err = loadState(state)
-	require.NoError(t, err)
-	assert.Empty(t, saved)
+	assert.Empty(t, readState(t, state))
 
 	// The TCP endpoint serves reads and metrics paths, and refuses changes.
 	resp, err := http.Get("http://" + adminAddr + "/readyz")
@@ -112,7 +126,7 @@ func TestStateFileRestoresRewires(t *testing.T) {
 	a, b := greeter(t, "a"), greeter(t, "b")
 	listen := strconv.Itoa(freePort(t))
 	state := filepath.Join(t.TempDir(), "state.json")
-	require.NoError(t, saveState(state, []override{{Key: listen, Target: b}}))
+	require.NoError(t, os.WriteFile(state, []byte(`{"version": 1, "overrides": [{"key": "`+listen+`", "target": "`+b+`"}]}`), 0o600))
 	socket, _ := runDaemon(t, "--route", listen+":"+a, "--state-file", state)
 	assert.Equal(t, "b", read(t, "127.0.0.1:"+listen))
 	out, _ := cli(t, socket, "status")
@@ -123,4 +137,43 @@ func TestCLIWithoutDaemon(t *testing.T) {
 	out, code := cli(t, "@ambassadord-test-nobody-here", "healthcheck")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, out, "cannot reach the ambassadord daemon")
+}
+
+// TestAdminWritableOverTCP: the daemon with --admin-writable serves a
+// rewire over TCP that bears the token of --admin-token-file, and only
+// that one; a token file open to others stops it at start-up.
+func TestAdminWritableOverTCP(t *testing.T) {
+	a, b := greeter(t, "a"), greeter(t, "b")
+	listen := strconv.Itoa(freePort(t))
+	token := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
+	_, adminAddr := runDaemon(t, "--route", listen+":"+a, "--admin-writable", "--admin-token-file", token)
+	addr := "127.0.0.1:" + listen
+
+	rewire := func(auth, ctype string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/rewire", strings.NewReader(`{"key":"`+listen+`","target":"`+b+`"}`))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", ctype)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusUnauthorized, rewire("", "application/json"))
+	assert.Equal(t, http.StatusUnauthorized, rewire("Bearer wrong", "application/json"))
+	assert.Equal(t, http.StatusUnsupportedMediaType, rewire("Bearer s3cret", "text/plain"))
+	assert.Equal(t, "a", read(t, addr), "after refused rewires")
+	assert.Equal(t, http.StatusOK, rewire("Bearer s3cret", "application/json"))
+	assert.Equal(t, "b", read(t, addr))
+
+	require.NoError(t, os.Chmod(token, 0o644))
+	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--route", strconv.Itoa(freePort(t)) + ":" + a,
+		"--admin-socket=", "--admin-address=127.0.0.1:0", "--admin-writable", "--admin-token-file", token}, env())
+	require.NoError(t, err)
+	err = serve(context.Background(), cfg, nil, zaptest.NewLogger(t))
+	assert.ErrorContains(t, err, "chmod 600 "+token)
 }

@@ -1,49 +1,35 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
+
+	"github.com/ambassadord/ambassadord/pkg/admin"
+	"github.com/ambassadord/ambassadord/pkg/admin/api"
 )
 
-// The CLI subcommands talk to the running daemon through its admin socket,
-// so that they work with `docker exec CONTAINER /ambassadord ...`. Before
-// sending anything they check who holds the socket (dialAdmin).
+// The CLI subcommands talk to the running daemon through its admin socket
+// (admin.Client), so that they work with `docker exec CONTAINER
+// /ambassadord ...`; before sending anything, the client checks who holds
+// the socket. What is here parses their flags and prints.
 
-// cliTimeout bounds one request to the daemon.
-const cliTimeout = 15 * time.Second
-
-// adminClient returns an HTTP client that dials the admin socket. Each
-// command makes one request: keeping its connection would only hold one of
-// the daemon's few admin connections.
-func adminClient(socket string) *http.Client {
-	return &http.Client{
-		Timeout: cliTimeout,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialAdmin(ctx, socket)
-			},
-		},
-	}
-}
+// client returns the admin client of socket.
+func client(socket string) *admin.Client { return &admin.Client{Socket: socket} }
 
 // cliFlags parses a subcommand's flags; every subcommand takes
 // --admin-socket (default from AMBASSADORD_ADMIN_SOCKET, as the daemon; auto
-// tries adminSocketFile, then adminSocketAbstract).
+// tries admin.SocketFile, then admin.SocketAbstract).
 func cliFlags(name string, args []string, define func(fs *flag.FlagSet)) (*flag.FlagSet, string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	socket := fs.String("admin-socket", cmpEnv(envName("admin-socket"), adminSocketAuto), "`PATH` of the daemon's admin socket; auto tries "+adminSocketFile+", then "+adminSocketAbstract)
+	socket := fs.String("admin-socket", cmpEnv(envName("admin-socket"), admin.SocketAuto), "`PATH` of the daemon's admin socket; auto tries "+admin.SocketFile+", then "+admin.SocketAbstract)
 	if define != nil {
 		define(fs)
 	}
@@ -68,59 +54,6 @@ func cmpEnv(name, def string) string {
 		return v
 	}
 	return def
-}
-
-// get fetches path from the daemon into v; a non-2xx answer is an error
-// carrying the daemon's message.
-func get(socket, path string, v any) (int, error) {
-	resp, err := adminClient(socket).Get("http://ambassadord" + path)
-	if err != nil {
-		return 0, daemonUnreachable(socket, err)
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode, decodeReply(resp, v)
-}
-
-func post(socket, path string, body, v any) (int, error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := adminClient(socket).Post("http://ambassadord"+path, "application/json", bytes.NewReader(b))
-	if err != nil {
-		return 0, daemonUnreachable(socket, err)
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode, decodeReply(resp, v)
-}
-
-func decodeReply(resp *http.Response, v any) error {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read the daemon's answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e rewireReply
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("the daemon answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	if v == nil {
-		return nil
-	}
-	return json.Unmarshal(b, v)
-}
-
-// daemonUnreachable explains a failed request. A socket held by another
-// process is said as it is: the daemon may well be running.
-func daemonUnreachable(socket string, err error) error {
-	var squat *untrustedSocketError
-	if errors.As(err, &squat) {
-		return squat
-	}
-	return fmt.Errorf("cannot reach the ambassadord daemon on its admin socket %s (is it running, in this container, with that --admin-socket?): %w",
-		strings.Join(socketPaths(socket), " or "), err)
 }
 
 // cliMain runs a CLI subcommand and returns the exit code.
@@ -159,7 +92,7 @@ func cliHealthcheck(args []string, w io.Writer) error {
 	if fs.NArg() > 0 {
 		return errors.New("usage: ambassadord healthcheck")
 	}
-	if _, err := get(socket, "/readyz", nil); err != nil {
+	if err := client(socket).Ready(context.Background()); err != nil {
 		return fmt.Errorf("unhealthy: %w", err)
 	}
 	fmt.Fprintln(w, "healthy")
@@ -177,8 +110,8 @@ func cliStatus(args []string, w io.Writer) error {
 	if fs.NArg() > 0 {
 		return errors.New("usage: ambassadord status [--json]")
 	}
-	var doc statusDoc
-	if _, err := get(socket, "/routes", &doc); err != nil {
+	doc, err := client(socket).Status(context.Background())
+	if err != nil {
 		return err
 	}
 	if asJSON {
@@ -186,22 +119,20 @@ func cliStatus(args []string, w io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(doc)
 	}
-	printStatus(w, &doc)
+	printStatus(w, doc)
 	return nil
 }
 
-func printStatus(w io.Writer, doc *statusDoc) {
-	switch d := doc.Docker; {
-	case !d.Following:
-		fmt.Fprintln(w, "docker:  not followed (static routes)")
-	case d.Connected:
-		fmt.Fprintf(w, "docker:  connected to %s, own container %s; events %d, reconnects %d, resyncs %d, drift %d\n",
-			d.Host, orDash(d.Self), d.Events, d.Reconnects, d.Resyncs, d.Drift)
-		if d.StreamError != "" {
-			fmt.Fprintf(w, "         EVENTS UNAVAILABLE (%s): following the engine by listing at every --resync\n", d.StreamError)
-		}
-	default:
-		fmt.Fprintf(w, "docker:  UNREACHABLE at %s (%s); serving the last known routes\n", d.Host, orDash(d.Error))
+// printStatus prints the status document for a person: a line per engine
+// (docker's, as it always was, or "not followed"), readiness, and a table
+// of the routes.
+func printStatus(w io.Writer, doc *api.Status) {
+	engines := doc.Sources
+	if len(engines) == 0 {
+		engines = []api.Source{doc.Docker}
+	}
+	for _, e := range engines {
+		printEngine(w, e)
 	}
 	if doc.Ready {
 		fmt.Fprintln(w, "ready:   yes")
@@ -240,6 +171,26 @@ func printStatus(w io.Writer, doc *statusDoc) {
 	}
 }
 
+// printEngine prints one engine's line: its label ("docker:", padded to
+// line up with "ready:") and its state.
+func printEngine(w io.Writer, e api.Source) {
+	label := cmp.Or(e.Name, "docker") + ":"
+	indent := strings.Repeat(" ", max(9, len(label)+1))
+	label += indent[len(label):]
+	switch {
+	case !e.Following:
+		fmt.Fprintln(w, label+"not followed (static routes)")
+	case e.Connected:
+		fmt.Fprintf(w, "%sconnected to %s, own container %s; events %d, reconnects %d, resyncs %d, drift %d\n",
+			label, e.Host, orDash(e.Self), e.Events, e.Reconnects, e.Resyncs, e.Drift)
+		if e.StreamError != "" {
+			fmt.Fprintf(w, "%sEVENTS UNAVAILABLE (%s): following the engine by listing at every --resync\n", indent, e.StreamError)
+		}
+	default:
+		fmt.Fprintf(w, "%sUNREACHABLE at %s (%s); serving the last known routes\n", label, e.Host, orDash(e.Error))
+	}
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -255,8 +206,8 @@ func cliExplain(args []string, w io.Writer) error {
 	if fs.NArg() != 1 {
 		return errors.New("usage: ambassadord explain ROUTE (a listen port or a target name)")
 	}
-	var r routeStatus
-	if _, err := get(socket, "/routes/"+fs.Arg(0), &r); err != nil {
+	r, err := client(socket).Route(context.Background(), fs.Arg(0))
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "route %s, listening on %s, from %s\n", r.Name, orDash(r.Listen), r.Source)
@@ -304,7 +255,7 @@ func shortContainerID(id string) string {
 }
 
 func cliRewire(args []string, w io.Writer) error {
-	var req rewireRequest
+	var req api.RewireRequest
 	fs, socket, err := cliFlags("rewire", args, func(fs *flag.FlagSet) {
 		fs.DurationVar(&req.Drain, "drain", 0, "close connections still on the previous backends after this long (default: keep them)")
 		fs.BoolVar(&req.Reset, "reset", false, "drop the rewire of ROUTE (or every rewire, without ROUTE): back to label- and link-driven resolution")
@@ -322,8 +273,8 @@ func cliRewire(args []string, w io.Writer) error {
 		return errors.New("usage: ambassadord rewire ROUTE-OR-TARGET NEW-TARGET [--drain 30s] [--force]\n" +
 			"       ambassadord rewire --reset [ROUTE-OR-TARGET]")
 	}
-	var reply rewireReply
-	if _, err := post(socket, "/rewire", req, &reply); err != nil {
+	reply, err := client(socket).Rewire(context.Background(), req)
+	if err != nil {
 		return err
 	}
 	if len(reply.Routes) == 0 {

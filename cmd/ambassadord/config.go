@@ -5,14 +5,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ambassadord/ambassadord/pkg/admin"
+	"github.com/ambassadord/ambassadord/pkg/daemon"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/source"
+	"github.com/ambassadord/ambassadord/pkg/watcher"
 )
 
 // envPrefix starts the environment variable of every flag: --dial-timeout is
@@ -202,7 +209,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.Var(claimsFlag{&cfg.claims}, "claims", "`LIST` of the routes on which containers may claim the target with the label ambassador.target: label (the route of the ambassador's own ambassador.target label), links (routes from links), routes (--route); none refuses every claim. A name with a dot is never claimable")
 	fs.DurationVar(&cfg.resync, "resync", 30*time.Second, "full resync with the Docker engine this often, catching changes its events did not deliver")
 	fs.StringVar(&cfg.adminAddress, "admin-address", "127.0.0.1:9191", "`ADDR` of the admin HTTP endpoint (/healthz, /readyz, /metrics, /routes); read-only unless --admin-writable; empty disables it")
-	fs.StringVar(&cfg.adminSocket, "admin-socket", adminSocketAuto, "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); auto is "+adminSocketFile+" when its directory can be made private to the daemon's user, else @ambassadord; empty disables it")
+	fs.StringVar(&cfg.adminSocket, "admin-socket", admin.SocketAuto, "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); auto is "+admin.SocketFile+" when its directory can be made private to the daemon's user, else @ambassadord; empty disables it")
 	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address, from requests bearing the token of --admin-token-file; without it only the admin socket accepts them")
 	fs.StringVar(&cfg.adminToken, "admin-token-file", "", "`PATH` of a file holding the token that state changes on --admin-address must bear (Authorization: Bearer TOKEN); required by --admin-writable")
 	fs.Var(&cfg.adminHosts, "admin-hosts", "`NAMES` (separated by commas) that --admin-address answers to in the Host header, besides IP addresses and localhost: other names are refused, so that a web page cannot reach it by DNS rebinding")
@@ -336,12 +343,6 @@ func (c *config) specs(environ []string) (specs []resolver.Spec, warnings []stri
 	return specs, warnings, err
 }
 
-// errNoRoutes is the start-up error of an ambassador with nothing to serve
-// and no Docker engine to learn routes from.
-var errNoRoutes = errors.New("no routes: link a container (docker run --link redis:redis ...), " +
-	"set a classic variable (-e REDIS_PORT_6379_TCP=tcp://HOST:6379), pass --route 6379:HOST:6379, " +
-	"or mount the Docker socket (-v /var/run/docker.sock:/var/run/docker.sock) and label the ambassador ambassador.target=NAME")
-
 // usage prints the help, generated from the flag set so that it cannot
 // drift from what the binary accepts.
 func usage(w io.Writer, fs *flag.FlagSet) {
@@ -384,13 +385,63 @@ command line wins over its variable):
 	})
 }
 
-// The admin socket's default: adminSocketFile in a directory only the
-// daemon's user may enter, when it can be made, else adminSocketAbstract.
-// An abstract socket lives in the network namespace, where any process of
-// it can bind the name first (on the host network, any process of the
-// host); a file in a private directory cannot be taken.
-const (
-	adminSocketAuto     = "auto"
-	adminSocketFile     = "/run/ambassadord/admin.sock"
-	adminSocketAbstract = "@ambassadord"
-)
+// daemonOptions turns the configuration into the controller's options,
+// with the route specs, the sources and their engines' addresses, the
+// logger and the metrics sink built by the caller.
+func (c *config) daemonOptions(specs []resolver.Spec, sources []source.Source, hosts map[string]string,
+	log *zap.Logger, m daemon.Metrics) daemon.Options {
+	return daemon.Options{
+		Specs:         specs,
+		Sources:       sources,
+		SourceHosts:   hosts,
+		ListenAddress: c.listenAddress,
+		DialTimeout:   c.dialTimeout,
+		IdleTimeout:   c.idleTimeout,
+		BackendWait:   c.backendWait,
+		MaxConns:      c.maxConns,
+		ReplayAll:     c.replay.all,
+		ReplayPorts:   c.replay.ports,
+		ReplayBytes:   c.replayBytes,
+		Drain:         c.drain,
+		ShutdownGrace: c.shutdownGrace,
+		Network:       c.network,
+		ClaimScope:    c.claimScope,
+		Claims:        c.claims,
+		StateFile:     c.stateFile,
+		Logger:        log,
+		Metrics:       m,
+	}
+}
+
+// adminServer turns the configuration into the admin endpoint of
+// controller, serving metrics.
+func (c *config) adminServer(controller admin.Controller, metrics http.Handler, log *zap.Logger) *admin.Server {
+	return &admin.Server{
+		Controller: controller,
+		Address:    c.adminAddress,
+		Writable:   c.adminWritable,
+		TokenFile:  c.adminToken,
+		Hosts:      c.adminHosts,
+		Socket:     c.adminSocket,
+		Metrics:    metrics,
+		Logger:     log,
+	}
+}
+
+// dockerEngine returns the engine's address and whether to follow it:
+// always with --docker=on, never with off, and with auto when DOCKER_HOST
+// or --docker-host names one or the default socket exists.
+func (c *config) dockerEngine(getenv func(string) string) (host string, follow bool) {
+	host = c.dockerHost
+	switch c.docker {
+	case "on":
+		return host, true
+	case "off":
+		return host, false
+	}
+	if host != "" || getenv("DOCKER_HOST") != "" {
+		return host, true
+	}
+	_, err := os.Stat(watcher.SocketPath(""))
+	return host, err == nil
+}

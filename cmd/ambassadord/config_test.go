@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ambassadord/ambassadord/pkg/daemon"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 )
 
@@ -182,7 +183,7 @@ func TestSpecs(t *testing.T) {
 		cfg, err := parseConfig([]string{"--docker=off"}, env())
 		require.NoError(t, err)
 		err = serve(context.Background(), cfg, nil, zaptest.NewLogger(t))
-		require.ErrorIs(t, err, errNoRoutes)
+		require.ErrorIs(t, err, daemon.ErrNoRoutes)
 		assert.Contains(t, err.Error(), "--link")
 		assert.Contains(t, err.Error(), "--route")
 		assert.Contains(t, err.Error(), "docker.sock")
@@ -233,4 +234,24 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 		delete(rows, f.Name)
 	})
 	assert.Empty(t, rows, "README documents flags that do not exist")
+}
+
+func TestDockerEngineMode(t *testing.T) {
+	for _, tt := range []struct {
+		args       []string
+		env        func(string) string
+		wantFollow bool
+		wantHost   string
+	}{
+		{args: []string{"--docker=off"}, env: env("DOCKER_HOST", "unix:///x.sock"), wantFollow: false},
+		{args: []string{"--docker=on"}, env: env(), wantFollow: true},
+		{args: []string{"--docker-host=tcp://127.0.0.1:2375"}, env: env(), wantFollow: true, wantHost: "tcp://127.0.0.1:2375"},
+		{args: nil, env: env("DOCKER_HOST", "unix:///x.sock"), wantFollow: true},
+	} {
+		cfg, err := parseConfig(tt.args, tt.env)
+		require.NoError(t, err)
+		host, follow := cfg.dockerEngine(tt.env)
+		assert.Equal(t, tt.wantFollow, follow, "%v", tt.args)
+		assert.Equal(t, tt.wantHost, host, "%v", tt.args)
+	}
 }

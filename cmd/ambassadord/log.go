@@ -5,7 +5,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sys/unix"
 )
 
 // newLogger builds the daemon's logger: JSON, or a console encoder for a
@@ -35,10 +34,4 @@ func newLogger(cfg *config, stderr *os.File) *zap.Logger {
 	// connection, an fd shortage) from drowning everything else.
 	core = zapcore.NewSamplerWithOptions(core, 1e9, 100, 100)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(stderr)))
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

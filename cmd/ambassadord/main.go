@@ -2,9 +2,14 @@
 // ambassador image: it forwards TCP ports to the backends that its routes
 // name, and it can swap those backends while it runs.
 //
-// The command parses flags and the environment into one config, builds the
-// logger, runs the components under signal.NotifyContext and exits 0 on
-// SIGTERM, SIGINT or SIGHUP once established connections have drained.
+// The command only wires: it parses flags and the environment into one
+// config, turns that into the options of the controller (pkg/daemon) and
+// of the admin endpoint (pkg/admin), builds the logger, runs the Docker
+// source (pkg/watcher) → controller → proxy under signal.NotifyContext,
+// and exits 0 on SIGTERM, SIGINT or SIGHUP once established connections
+// have drained. The CLI subcommands (status, explain, rewire,
+// healthcheck) talk to a running daemon through pkg/admin's client; what
+// is here parses their flags and prints their answers.
 package main
 
 import (

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/ambassadord/ambassadord/pkg/admin/api"
+)
+
+// TestPrintStatusWithoutEventStream: while the engine answers but its
+// /events does not, `ambassadord status` says connected, and why the
+// events are not followed; once a stream answers, it says no more. (That
+// the controller's status says so: pkg/daemon's
+// TestStatusWithoutEventStream.)
+func TestPrintStatusWithoutEventStream(t *testing.T) {
+	docker := api.Source{Name: "docker", Following: true, Host: "unix:///var/run/docker.sock", Connected: true, Synced: true,
+		StreamError: "subscribe to events: no answer within 10s"}
+	var out strings.Builder
+	printStatus(&out, &api.Status{Docker: docker, Sources: []api.Source{docker}})
+	assert.Contains(t, out.String(), "docker:  connected to unix:///var/run/docker.sock")
+	assert.Contains(t, out.String(), "\n         EVENTS UNAVAILABLE (subscribe to events: no answer within 10s): following the engine by listing at every --resync\n")
+
+	docker.StreamError = ""
+	out.Reset()
+	printStatus(&out, &api.Status{Docker: docker, Sources: []api.Source{docker}})
+	assert.NotContains(t, out.String(), "EVENTS UNAVAILABLE")
+}
+
+// TestPrintStatusEngines: one line per engine, docker's as it always was;
+// with none, the routes are static.
+func TestPrintStatusEngines(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		doc  api.Status
+		want string
+	}{
+		{"no engine", api.Status{Docker: api.Source{Synced: true}, Ready: true},
+			"docker:  not followed (static routes)\nready:   yes\n"},
+		{"docker", api.Status{
+			Docker:  api.Source{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true, Self: "amb", Events: 3},
+			Sources: []api.Source{{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true, Self: "amb", Events: 3}},
+			Ready:   true,
+		}, "docker:  connected to unix:///d.sock, own container amb; events 3, reconnects 0, resyncs 0, drift 0\nready:   yes\n"},
+		{"two engines, one unreachable", api.Status{
+			Docker: api.Source{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true},
+			Sources: []api.Source{
+				{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true},
+				{Name: "edge-engine", Following: true, Host: "tcp://edge:2375", Error: "EOF"},
+			},
+			NotReady: []string{"waiting for the first sync with the edge-engine engine"},
+		}, "docker:  connected to unix:///d.sock, own container -; events 0, reconnects 0, resyncs 0, drift 0\n" +
+			"edge-engine: UNREACHABLE at tcp://edge:2375 (EOF); serving the last known routes\n" +
+			"ready:   no (waiting for the first sync with the edge-engine engine)\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			printStatus(&out, &tt.doc)
+			head, _, _ := strings.Cut(out.String(), "\n\n")
+			assert.Equal(t, tt.want, head+"\n")
+		})
+	}
+}
