@@ -19,8 +19,14 @@ var engineAPIs = []string{"github.com/moby/", "github.com/docker/"}
 // TestImportDirection guards the layering: imports flow sources →
 // resolver → controller → proxy, every layer may use the leaf pkg/source,
 // which uses nothing of the module, and only a source knows an engine's
-// API. It checks transitive imports, so a helper package cannot smuggle
-// anything in.
+// API. The controller (pkg/daemon) gets its sources through
+// source.Source, never a source's package; the admin endpoint and the
+// metrics sit beside it behind interfaces they or it declare, and import
+// neither it nor each other; the admin API's documents (pkg/admin/api)
+// are the plain values the controller, the endpoint and the CLI share.
+// It checks transitive imports, so a helper package cannot smuggle
+// anything in. Test files are not checked: a test may wire packages
+// together.
 func TestImportDirection(t *testing.T) {
 	for _, tt := range []struct {
 		pkg       string
@@ -34,6 +40,22 @@ func TestImportDirection(t *testing.T) {
 		{pkg: "pkg/resolver", allowed: []string{mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
 		// A source publishes the leaf's values, and decides nothing.
 		{pkg: "pkg/watcher", allowed: []string{mod + "pkg/source"}, forbidden: []string{mod}},
+		// The controller: the leaf, the resolver, the proxy, and the admin
+		// API's documents it publishes; no source, no engine, and neither
+		// the admin endpoint nor the metrics (its Metrics interface).
+		{pkg: "pkg/daemon", allowed: []string{mod + "pkg/source", mod + "pkg/resolver", mod + "pkg/proxy", mod + "pkg/admin/api"},
+			forbidden: append([]string{mod}, engineAPIs...)},
+		// The admin API's documents: plain values (the resolver's
+		// Candidate among them).
+		{pkg: "pkg/admin/api", allowed: []string{mod + "pkg/resolver", mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
+		// The admin endpoint reaches the controller through its own
+		// Controller interface, and metrics through an http.Handler.
+		{pkg: "pkg/admin", allowed: []string{mod + "pkg/admin/api", mod + "pkg/resolver", mod + "pkg/source"},
+			forbidden: append([]string{mod}, engineAPIs...)},
+		// The metrics implement the proxy's Observer and read sources'
+		// Stats; the controller's sink interface is its own.
+		{pkg: "pkg/metrics", allowed: []string{mod + "pkg/proxy", mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
+		{pkg: "pkg/metrics/metricstest", forbidden: append([]string{mod}, engineAPIs...)},
 	} {
 		t.Run(tt.pkg, func(t *testing.T) {
 			for _, dep := range deps(t, "./"+tt.pkg) {
@@ -75,4 +97,24 @@ func TestEngineTypesStayInSources(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestOnlyCommandsImportTheController: the controller is wired by
+// commands (package main: cmd/ambassadord, and the tools that run a
+// controller of their own, such as a demo or a benchmark), never imported
+// by a library package, so that nothing below it can reach up into it.
+func TestOnlyCommandsImportTheController(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{.Name}}: {{join .Imports \" \"}}", "./...").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	importers := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imports, _ := strings.Cut(line, ": ")
+		if !slices.Contains(strings.Fields(imports), mod+"pkg/daemon") {
+			continue
+		}
+		importers++
+		path, name, _ := strings.Cut(pkg, " ")
+		assert.Equal(t, "main", name, "%s imports the controller, pkg/daemon: only commands may", path)
+	}
+	assert.Positive(t, importers, "cmd/ambassadord imports the controller")
 }
