@@ -118,8 +118,8 @@ func TestNetworkDisconnect(t *testing.T) {
 	waitServedBy(t, ctx, target, "backend")
 
 	s := openSession(t, ctx, target)
-	require.Equal(t, "backend", s.id.Name)
-	s.echo(t, "before the disconnect")
+	require.Equal(t, "backend", s.ID.Name)
+	echo(t, s, "before the disconnect")
 
 	evs := eng.Events(ctx)
 	disconnecting := time.Now()
@@ -128,8 +128,8 @@ func TestNetworkDisconnect(t *testing.T) {
 
 	// The client reads until its connection ends; a hanging one is cut by
 	// the deadline and fails the test.
-	require.NoError(t, s.c.SetReadDeadline(disconnecting.Add(10*time.Second)))
-	n2, err := io.Copy(io.Discard, s.r)
+	require.NoError(t, s.Conn.SetReadDeadline(disconnecting.Add(10*time.Second)))
+	n2, err := io.Copy(io.Discard, s.R)
 	closed := time.Now()
 	require.NoError(t, err, "the established connection must end with EOF (or a reset), not hang")
 	assert.Zero(t, n2, "bytes after the disconnect")

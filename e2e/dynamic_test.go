@@ -10,11 +10,8 @@ package e2e
 // the load knows which one served each connection, and when.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -222,39 +219,23 @@ func waitEvent(t *testing.T, ctx context.Context, evs *harness.EventLog, id, act
 	return at
 }
 
-// session is an established whoami connection kept open for echoes.
-type session struct {
-	c  *net.TCPConn
-	r  *bufio.Reader
-	id dataproto.Identity
-}
-
-// openSession connects to addr and reads which server answered.
-func openSession(t *testing.T, ctx context.Context, addr string) *session {
+// openSession connects to addr and reads which server answered. The
+// connection keeps a deadline 10 s away, and is closed when the test ends.
+func openSession(t *testing.T, ctx context.Context, addr string) *load.Session {
 	t.Helper()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := load.Open(octx, addr)
 	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	s := &session{c: c.(*net.TCPConn), r: bufio.NewReader(c)}
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = c.Write(dataproto.Header{Mode: dataproto.ModeWhoami}.Encode())
-	require.NoError(t, err)
-	s.id, err = dataproto.ReadIdentity(s.r)
-	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	require.NoError(t, s.Conn.SetDeadline(time.Now().Add(10*time.Second)))
 	return s
 }
 
-// echo sends msg and requires it back.
-func (s *session) echo(t *testing.T, msg string) {
+// echo sends msg on s and requires it back.
+func echo(t *testing.T, s *load.Session, msg string) {
 	t.Helper()
-	require.NoError(t, s.c.SetDeadline(time.Now().Add(5*time.Second)))
-	_, err := s.c.Write([]byte(msg))
-	require.NoError(t, err, "write on the established connection")
-	got := make([]byte, len(msg))
-	_, err = io.ReadFull(s.r, got)
-	require.NoError(t, err, "read the echo on the established connection")
-	require.Equal(t, msg, string(got))
+	require.NoError(t, s.Echo([]byte(msg), 5*time.Second), "echo on the established connection")
 }
 
 // rewire is one change of backend seen by a load.
@@ -444,8 +425,8 @@ func TestClaimRewire(t *testing.T) {
 	waitServedBy(t, ctx, target, "redis")
 
 	established := openSession(t, ctx, target)
-	require.Equal(t, "redis", established.id.Name)
-	established.echo(t, "before the claim")
+	require.Equal(t, "redis", established.ID.Name)
+	echo(t, established, "before the claim")
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
@@ -466,7 +447,7 @@ func TestClaimRewire(t *testing.T) {
 	t.Logf("redis2 accepted its first connection %s after its start event", rw.latency().Round(time.Millisecond))
 	requireNoFailures(t, res)
 
-	established.echo(t, "after the claim, still on redis")
+	echo(t, established, "after the claim, still on redis")
 }
 
 // TestClaimPriority: of two claimers the higher ambassador.priority wins;

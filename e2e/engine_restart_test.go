@@ -97,11 +97,11 @@ func engineRestartLive(t *testing.T, ctx context.Context) {
 	_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
 	s := openSession(t, ctx, amb.route)
-	require.Equal(t, "a", s.id.Name, "the established connection")
+	require.Equal(t, "a", s.ID.Name, "the established connection")
 	echoed := 0 // payload bytes echoed on the established connection
 	echo := func(msg string) {
 		t.Helper()
-		s.echo(t, msg)
+		echo(t, s, msg)
 		echoed += len(msg)
 	}
 	echo("before the engine stops")

@@ -75,9 +75,9 @@ func TestFaultStuckBackend(t *testing.T) {
 	bound := 2*clientSend + rmem + pipe + wmem + rmem
 
 	s := openSession(t, ctx, target)
-	require.Equal(t, "stuck", s.id.Name)
-	require.NoError(t, s.c.SetWriteBuffer(clientSend))
-	s.echo(t, "before it gets stuck")
+	require.Equal(t, "stuck", s.ID.Name)
+	require.NoError(t, s.Conn.SetWriteBuffer(clientSend))
+	echo(t, s, "before it gets stuck")
 	rssBefore := faultRSS(t, ctx, amb)
 
 	faultPause(t, ctx, stuck)
@@ -93,8 +93,8 @@ func TestFaultStuckBackend(t *testing.T) {
 			io.ReadFull(src, chunk)
 			pending = chunk
 		}
-		require.NoError(t, s.c.SetWriteDeadline(time.Now().Add(stall)))
-		w, err := s.c.Write(pending)
+		require.NoError(t, s.Conn.SetWriteDeadline(time.Now().Add(stall)))
+		w, err := s.Conn.Write(pending)
 		accepted += int64(w)
 		pending = pending[w:]
 		if errors.Is(err, os.ErrDeadlineExceeded) && w == 0 {
@@ -114,10 +114,10 @@ func TestFaultStuckBackend(t *testing.T) {
 	// The part of the chunk that was not accepted is never sent: the echo
 	// must return exactly the accepted bytes, then EOF.
 	faultUnpause(t, ctx, stuck)
-	require.NoError(t, s.c.CloseWrite())
-	require.NoError(t, s.c.SetReadDeadline(time.Now().Add(readyTimeout)))
+	require.NoError(t, s.Conn.CloseWrite())
+	require.NoError(t, s.Conn.SetReadDeadline(time.Now().Add(readyTimeout)))
 	got := sha256.New()
-	echoed, err := io.Copy(got, s.r)
+	echoed, err := io.Copy(got, s.R)
 	require.NoError(t, err, "read the echo after the unpause")
 	want := sha256.New()
 	io.CopyN(want, dataproto.Stream(11), accepted)
@@ -242,9 +242,9 @@ func TestFaultIdleTimeout(t *testing.T) {
 	const timeout, trickle = time.Second, 300 * time.Millisecond
 	// faultIdleCut reads until the connection ends and returns after how
 	// long since last, the time of its last byte.
-	idleCut := func(s *session, last time.Time) (time.Duration, error) {
-		require.NoError(t, s.c.SetReadDeadline(time.Now().Add(10*time.Second)))
-		n, err := io.Copy(io.Discard, s.r)
+	idleCut := func(s *load.Session, last time.Time) (time.Duration, error) {
+		require.NoError(t, s.Conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		n, err := io.Copy(io.Discard, s.R)
 		require.Zero(t, n, "bytes after the last echo")
 		if err == nil {
 			err = io.EOF
@@ -271,16 +271,16 @@ func TestFaultIdleTimeout(t *testing.T) {
 		// and the parent's deadline would run meanwhile.
 		ctx := setup(t)
 		s := openSession(t, ctx, target)
-		require.NoError(t, s.c.SetDeadline(time.Now().Add(readyTimeout)))
+		require.NoError(t, s.Conn.SetDeadline(time.Now().Add(readyTimeout)))
 		tick := time.NewTicker(trickle)
 		defer tick.Stop()
 		start := time.Now()
 		var sent int
 		for time.Since(start) < 4*time.Second {
 			<-tick.C
-			_, err := s.c.Write([]byte{byte('a' + sent%26)})
+			_, err := s.Conn.Write([]byte{byte('a' + sent%26)})
 			require.NoError(t, err, "write byte %d, %s in", sent, time.Since(start).Round(time.Millisecond))
-			b, err := s.r.ReadByte()
+			b, err := s.R.ReadByte()
 			require.NoError(t, err, "echo of byte %d, %s in: the trickling connection was cut", sent, time.Since(start).Round(time.Millisecond))
 			require.Equal(t, byte('a'+sent%26), b)
 			sent++

@@ -397,15 +397,15 @@ func TestFaultBackendPaused(t *testing.T) {
 	waitServedBy(t, ctx, target, "b")
 
 	// Round robin: one of the next two connections lands on a.
-	var onA *session
+	var onA *load.Session
 	for range 4 {
-		if s := openSession(t, ctx, target); s.id.Name == "a" {
+		if s := openSession(t, ctx, target); s.ID.Name == "a" {
 			onA = s
 			break
 		}
 	}
 	require.NotNil(t, onA, "no session landed on a")
-	onA.echo(t, "before the pause")
+	echo(t, onA, "before the pause")
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
@@ -447,7 +447,7 @@ func TestFaultBackendPaused(t *testing.T) {
 	case <-time.After(readyTimeout):
 		require.FailNow(t, "the echo on a did not complete after the unpause")
 	}
-	onA.echo(t, "after the unpause")
+	echo(t, onA, "after the unpause")
 	t.Logf("the established connection to a echoed %d MiB sent while a was paused, SHA-256 equal", echoSize>>20)
 
 	requireNoFailures(t, res)
@@ -475,15 +475,15 @@ func TestFaultBackendPaused(t *testing.T) {
 
 // faultEcho sends size bytes of Stream(seed) on an echo session and reads
 // them back, concurrently, comparing their SHA-256.
-func faultEcho(s *session, seed uint64, size int64) error {
-	s.c.SetDeadline(time.Now().Add(2 * readyTimeout))
+func faultEcho(s *load.Session, seed uint64, size int64) error {
+	s.Conn.SetDeadline(time.Now().Add(2 * readyTimeout))
 	sent := make(chan error, 1)
 	go func() {
-		_, err := io.CopyN(s.c, dataproto.Stream(seed), size)
+		_, err := io.CopyN(s.Conn, dataproto.Stream(seed), size)
 		sent <- err
 	}()
 	h := sha256.New()
-	n, err := io.CopyN(h, s.r, size)
+	n, err := io.CopyN(h, s.R, size)
 	if err != nil {
 		return fmt.Errorf("read the echo after %d of %d bytes: %w", n, size, err)
 	}
@@ -521,10 +521,10 @@ func TestFaultBackendDisconnected(t *testing.T) {
 	waitServedBy(t, ctx, target, "db")
 
 	const idle, talking, streams, size = 3, 3, 4, 32 << 20
-	var sessions []*session
+	var sessions []*load.Session
 	for range idle + talking {
 		s := openSession(t, ctx, target)
-		s.echo(t, "before the disconnect")
+		echo(t, s, "before the disconnect")
 		sessions = append(sessions, s)
 	}
 	resume, wait := faultDownloads(t, ctx, target, streams, size, 2<<20, 10*time.Second)
@@ -544,15 +544,15 @@ func TestFaultBackendDisconnected(t *testing.T) {
 	results := make(chan ended, len(sessions))
 	for i, s := range sessions {
 		go func() {
-			s.c.SetDeadline(time.Now().Add(10 * time.Second))
+			s.Conn.SetDeadline(time.Now().Add(10 * time.Second))
 			if i >= idle {
-				if _, err := s.c.Write([]byte("after the disconnect")); err != nil {
+				if _, err := s.Conn.Write([]byte("after the disconnect")); err != nil {
 					results <- ended{i, err, time.Now()}
 					return
 				}
 			}
 			// Nothing can come back: read until the connection ends.
-			_, err := io.Copy(io.Discard, s.r)
+			_, err := io.Copy(io.Discard, s.R)
 			if err == nil {
 				err = io.EOF
 			}

@@ -105,7 +105,7 @@ func buildImages(ctx context.Context, dir string) error {
 		return err
 	}
 	ambassadorBin = bin
-	if ambassadorImage, err = eng.BuildAmbassadorImage(ctx, root, bin, version); err != nil {
+	if ambassadorImage, err = eng.BuildAmbassadorImage(ctx, "", root, bin, version); err != nil {
 		return err
 	}
 	if redisImage, err = eng.BuildRedisImage(ctx); err != nil {

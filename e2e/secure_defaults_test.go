@@ -113,7 +113,7 @@ func TestClaimerDecidesNoListener(t *testing.T) {
 	require.Equal(t, []string{"7000"}, routes(), "the ambassador's own exposed port, not the claimer's 9000")
 
 	held := openSession(t, ctx, target)
-	require.Equal(t, "a", held.id.Name)
+	require.Equal(t, "a", held.ID.Name)
 	l := startLoad(t, target)
 	_, err := l.WaitLanded(ctx, "a", time.Now(), 20)
 	require.NoError(t, err)
@@ -123,7 +123,7 @@ func TestClaimerDecidesNoListener(t *testing.T) {
 	// Past the shutdown grace (1s) a removed route's connections would
 	// have been cut.
 	time.Sleep(2 * time.Second)
-	held.echo(t, "still on a")
+	echo(t, held, "still on a")
 	res := l.Stop()
 	t.Logf("load: %s", res)
 	requireNoFailures(t, res)

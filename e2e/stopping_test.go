@@ -64,8 +64,8 @@ func TestStopping(t *testing.T) {
 	waitServedBy(t, ctx, target, "b")
 
 	established := openSession(t, ctx, target)
-	require.Equal(t, "b", established.id.Name)
-	established.echo(t, "before the stop")
+	require.Equal(t, "b", established.ID.Name)
+	echo(t, established, "before the stop")
 
 	evs := eng.Events(ctx)
 	l := startLoad(t, target)
@@ -106,9 +106,9 @@ func TestStopping(t *testing.T) {
 
 	// The established connection still works, and ends as its exchange
 	// does: the client half-closes, b answers with EOF and exits.
-	established.echo(t, "during the drain")
-	require.NoError(t, established.c.CloseWrite())
-	rest, err := io.ReadAll(established.r)
+	echo(t, established, "during the drain")
+	require.NoError(t, established.Conn.CloseWrite())
+	rest, err := io.ReadAll(established.R)
 	require.NoError(t, err, "the established connection ends cleanly")
 	assert.Empty(t, rest)
 	select {

@@ -4,7 +4,9 @@
 // (dataproto.ModeWhoami), and records every attempt: when it started and
 // ended, which server answered and when that server accepted it, or why it
 // failed. A test then asks the record which server served what, and when
-// new connections moved from one backend to another.
+// new connections moved from one backend to another. A Session is the
+// other kind of connection the tests hold: one whoami connection kept open
+// for echoes, to see what a change does to established connections.
 //
 // Concurrency contract: Start runs the load in goroutines the Load owns;
 // Stop ends them and waits for them. Every method of a Load is safe for
@@ -13,6 +15,7 @@ package load
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -341,3 +344,56 @@ func How(err error) string {
 	}
 	return err.Error()
 }
+
+// Session is an established whoami connection, kept open: the server that
+// answered it, and the connection to go on exchanging echoes with that
+// same server (dataproto.ModeWhoami echoes after the identity).
+type Session struct {
+	Conn *net.TCPConn
+	R    *bufio.Reader // reads Conn; it may hold bytes already received
+	ID   dataproto.Identity
+}
+
+// Open connects to addr, sends a whoami header and reads which server
+// answered. ctx bounds the dial and the identity's arrival; the caller
+// closes the session.
+func Open(ctx context.Context, addr string) (*Session, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Conn: c.(*net.TCPConn), R: bufio.NewReader(c)}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if _, err := c.Write(dataproto.Header{Mode: dataproto.ModeWhoami}.Encode()); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("send header: %w", err)
+	}
+	if s.ID, err = dataproto.ReadIdentity(s.R); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
+	return s, nil
+}
+
+// Echo sends msg and requires it back within timeout.
+func (s *Session) Echo(msg []byte, timeout time.Duration) error {
+	s.Conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := s.Conn.Write(msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(s.R, got); err != nil {
+		return fmt.Errorf("read the echo: %w", err)
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo %q of %q", got, msg)
+	}
+	return nil
+}
+
+// Close closes the session's connection.
+func (s *Session) Close() error { return s.Conn.Close() }

@@ -273,3 +273,27 @@ func TestHow(t *testing.T) {
 		assert.Equal(t, tt.closed, tt.err != nil && Closed(tt.err), "%v", tt.err)
 	}
 }
+
+// TestSession: an established session knows its server and echoes; a
+// server that closes fails the echo.
+func TestSession(t *testing.T) {
+	s := newServer(t, "a")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	sess, err := Open(ctx, s.addr())
+	require.NoError(t, err)
+	defer sess.Close()
+	assert.Equal(t, "a", sess.ID.Name)
+	require.NoError(t, sess.Echo([]byte("hello"), 5*time.Second))
+	require.NoError(t, sess.Echo([]byte("again"), 5*time.Second))
+
+	shut := func(c net.Conn) { c.Close() }
+	s.reply.Store(&shut)
+	_, err = Open(ctx, s.addr())
+	require.Error(t, err)
+	assert.True(t, IsNoBackend(err), "%v", err)
+
+	require.NoError(t, sess.Conn.CloseWrite())
+	err = sess.Echo([]byte("x"), time.Second)
+	require.Error(t, err, "an echo after the half-close")
+}

@@ -93,7 +93,7 @@ func (d *demo) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.ambassadorImage, err = d.eng.BuildAmbassadorImage(ctx, root, bin, "demo"); err != nil {
+	if d.ambassadorImage, err = d.eng.BuildAmbassadorImage(ctx, "", root, bin, "demo"); err != nil {
 		return err
 	}
 	cmd("docker build -t %s .   # the repository's Dockerfile: just the static binary", d.ambassadorImage)

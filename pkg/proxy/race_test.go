@@ -1,6 +1,0 @@
-//go:build race
-
-package proxy
-
-// raceEnabled: the race detector is on; it makes stacks larger.
-const raceEnabled = true
