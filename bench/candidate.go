@@ -20,6 +20,7 @@ type route struct{ listen, backend int }
 // candidate is one column of the table: a way of reaching the backends.
 type candidate struct {
 	name string
+	bin  string // the ambassadord binary, for the ambassadord columns
 	// launch starts the proxy processes forwarding routes, logging into
 	// dir; nil for direct, which has no proxy.
 	launch func(dir string, routes []route) ([]*exec.Cmd, error)
@@ -34,21 +35,34 @@ type candidate struct {
 }
 
 // The columns, in table order; interleaved in this order in every round.
+// baseline is there only when the run has a baseline binary.
 const (
 	direct = iota
 	classic
 	haproxy
 	ambassadord
+	baseline
 )
 
-func candidates(ambassadordBin string) []candidate {
-	return []candidate{
-		direct:  {name: "direct"},
-		classic: {name: "classic (socat)", launch: launchSocat, idleCap: 1000, requestCap: 100000, churnCap: 5000},
-		haproxy: {name: "HAProxy", launch: launchHAProxy},
-		ambassadord: {name: "ambassadord", launch: func(dir string, routes []route) ([]*exec.Cmd, error) {
-			return launchAmbassadord(ambassadordBin, dir, routes)
-		}},
+// candidates returns the columns: the peers and ambassadordBin, and
+// baselineBin, a second ambassadord, unless it is empty.
+func candidates(ambassadordBin, baselineBin string) []candidate {
+	cs := []candidate{
+		direct:      {name: "direct"},
+		classic:     {name: "classic (socat)", launch: launchSocat, idleCap: 1000, requestCap: 100000, churnCap: 5000},
+		haproxy:     {name: "HAProxy", launch: launchHAProxy},
+		ambassadord: {name: "ambassadord", bin: ambassadordBin, launch: ambassadordLauncher(ambassadordBin, "ambassadord")},
+	}
+	if baselineBin != "" {
+		cs = append(cs, candidate{name: "ambassadord (baseline)", bin: baselineBin, launch: ambassadordLauncher(baselineBin, "baseline")})
+	}
+	return cs
+}
+
+// ambassadordLauncher launches bin, logging to dir/log.log.
+func ambassadordLauncher(bin, log string) func(dir string, routes []route) ([]*exec.Cmd, error) {
+	return func(dir string, routes []route) ([]*exec.Cmd, error) {
+		return launchAmbassadord(bin, log, dir, routes)
 	}
 }
 
@@ -111,15 +125,15 @@ func launchHAProxy(dir string, routes []route) ([]*exec.Cmd, error) {
 	return []*exec.Cmd{cmd}, nil
 }
 
-// launchAmbassadord runs the repository's binary with static routes only:
+// launchAmbassadord runs bin with static routes only, logging to dir/log.log:
 // no engine, no admin endpoint or socket, default log level and GOMAXPROCS.
-func launchAmbassadord(bin, dir string, routes []route) ([]*exec.Cmd, error) {
+func launchAmbassadord(bin, log, dir string, routes []route) ([]*exec.Cmd, error) {
 	args := []string{"--docker=off", "--admin-address=", "--admin-socket=", "--listen-address=127.0.0.1"}
 	for _, r := range routes {
 		args = append(args, "--route", fmt.Sprintf("%d:127.0.0.1:%d", r.listen, r.backend))
 	}
 	cmd := exec.Command(bin, args...)
-	if err := startLogged(cmd, dir, "ambassadord"); err != nil {
+	if err := startLogged(cmd, dir, log); err != nil {
 		return nil, err
 	}
 	return []*exec.Cmd{cmd}, nil

@@ -5,17 +5,28 @@
 // Every cell carries its ratio to direct; a column gives ambassadord's
 // ratio to HAProxy, and another whether issue 5's goal is met.
 //
-// The candidates are interleaved (direct, classic, HAProxy, ambassadord,
-// direct, ...) over several rounds and medians are reported, because the
-// machine is shared and noisy. Each measurement starts a fresh proxy
-// process, so CPU, memory and descriptors are that measurement's alone.
+// With -baseline (a binary) or -baseline-rev (a git revision, built here
+// as `make build` would), a second ambassadord is measured as one more
+// column, "ambassadord (baseline)", in the same interleaved rounds, with a
+// column of ambassadord's ratio to it: a refactor shows there whether it
+// costs anything, against the previous commit, on the same machine in the
+// same minutes.
 //
-// Rewiring with real containers is measured by e2e/cmd/rewirebench (it
-// needs the e2e harness, internal to e2e/), which this command builds and
-// runs last, and whose rows it adds to the table.
+// The candidates are interleaved (direct, classic, HAProxy, ambassadord,
+// [baseline,] direct, ...) over several rounds and medians are reported,
+// because the machine is shared and noisy. Each measurement starts a fresh
+// proxy process, so CPU, memory and descriptors are that measurement's
+// alone.
+//
+// Last, rewiring is measured with real containers on the local Docker
+// engine (rewire.go): how fast new connections follow a change of backend,
+// for ambassadord (and the baseline) following the engine and for the
+// classic way of recreating the ambassador; and the size of the image the
+// repository's Dockerfile makes of the binary. Without an engine those
+// rows are left out, and a note says why.
 //
 // Run it with `make bench` (full, under 10 minutes) or `make bench QUICK=1`
-// (one round, small counts, under 2 minutes). bench/setup.sh installs the
+// (one round, small counts, a few minutes). bench/setup.sh installs the
 // peers from Debian's packages when they are missing.
 package main
 
@@ -79,7 +90,9 @@ func main() {
 	}
 	isQuick := flag.Bool("quick", os.Getenv("QUICK") != "", "one round with small counts (CI smoke); default from $QUICK")
 	bin := flag.String("ambassadord", "bin/ambassadord", "the ambassadord binary to measure (make build)")
-	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 50 from there)")
+	baseBin := flag.String("baseline", "", "a second ambassadord binary, measured as a column of its own: the baseline")
+	baseRev := flag.String("baseline-rev", "", "a git revision whose ambassadord is built and measured as the baseline (instead of -baseline)")
+	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 60 from there)")
 	rounds := flag.Int("rounds", 0, "rounds; 0 means 3, or 1 with -quick")
 	rewires := flag.Int("rewires", -1, "rewires of each kind with real containers; 0 skips them; -1 means 20, or 3 with -quick")
 	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,rewire (for development)")
@@ -95,12 +108,28 @@ func main() {
 	if *rewires >= 0 {
 		cfg.rewires = *rewires
 	}
+	if *baseBin != "" && *baseRev != "" {
+		fmt.Fprintln(os.Stderr, "bench: -baseline and -baseline-rev are two ways to give one baseline: choose one")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, *bin, *base, *isQuick, *only); err != nil {
+	opts := options{cfg: cfg, bin: *bin, baseline: *baseBin, baselineRev: *baseRev, base: *base, quick: *isQuick, only: *only}
+	if err := run(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// options are a run's settings, from the flags.
+type options struct {
+	cfg         config
+	bin         string // the ambassadord binary under test
+	baseline    string // a baseline binary, or ""
+	baselineRev string // a git revision to build the baseline from, or ""
+	base        int    // the first loopback port
+	quick       bool
+	only        string // parts to run, comma-separated; "" for all
 }
 
 // bench holds one run's state. Only the main goroutine touches it.
@@ -108,21 +137,31 @@ type bench struct {
 	cfg       config
 	quick     bool
 	cands     []candidate
+	baseline  string // what the baseline column is, for the notes; "" without one
 	base      int
-	dir       string // logs and configuration files
-	samples   map[string]*[4][]float64
-	churnRuns [4]int // churn runs made, per candidate
-	failures  [4]int // churn runs that failed, per candidate
+	dir       string                 // logs and configuration files
+	samples   map[string][][]float64 // by metric key, then by candidate
+	churnRuns []int                  // churn runs made, per candidate
+	failures  []int                  // churn runs that failed, per candidate
 	notes     []string
 	rewire    *rewireResult
 }
+
+// newBench returns a run's state for cands.
+func newBench(cfg config, cands []candidate) *bench {
+	return &bench{cfg: cfg, cands: cands, samples: map[string][][]float64{},
+		churnRuns: make([]int, len(cands)), failures: make([]int, len(cands))}
+}
+
+// hasBaseline reports whether the run measures a baseline.
+func (b *bench) hasBaseline() bool { return len(b.cands) > baseline }
 
 func (b *bench) port(ci, offset int) int { return b.base + portsPer*(ci+1) + offset }
 
 func (b *bench) add(key string, ci int, v float64) {
 	s := b.samples[key]
 	if s == nil {
-		s = new([4][]float64)
+		s = make([][]float64, len(b.cands))
 		b.samples[key] = s
 	}
 	s[ci] = append(s[ci], v)
@@ -134,9 +173,10 @@ func (b *bench) note(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, cfg config, bin string, base int, isQuick bool, only string) error {
+func run(ctx context.Context, opts options) error {
 	begin := time.Now()
-	bin, err := filepath.Abs(bin)
+	cfg, only := opts.cfg, opts.only
+	bin, err := filepath.Abs(opts.bin)
 	if err != nil {
 		return err
 	}
@@ -153,7 +193,23 @@ func run(ctx context.Context, cfg config, bin string, base int, isQuick bool, on
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{cfg: cfg, quick: isQuick, cands: candidates(bin), base: base, dir: dir, samples: map[string]*[4][]float64{}}
+	baseBin, baseWhat := opts.baseline, ""
+	switch {
+	case opts.baselineRev != "":
+		if baseBin, baseWhat, err = buildBaseline(ctx, "", opts.baselineRev, dir); err != nil {
+			return err
+		}
+	case baseBin != "":
+		if baseBin, err = filepath.Abs(baseBin); err != nil {
+			return err
+		}
+		if _, err := os.Stat(baseBin); err != nil {
+			return fmt.Errorf("baseline binary: %w", err)
+		}
+		baseWhat = baseBin
+	}
+	b := newBench(cfg, candidates(bin, baseBin))
+	b.quick, b.base, b.dir, b.baseline = opts.quick, opts.base, dir, baseWhat
 	if err := b.checkPorts(); err != nil {
 		return err
 	}
@@ -199,7 +255,7 @@ func run(ctx context.Context, cfg config, bin string, base int, isQuick bool, on
 	if want("rewire") {
 		if cfg.rewires == 0 {
 			b.note("rewire and image size skipped (-rewires=0)")
-		} else if err := b.runRewire(ctx, dir); err != nil {
+		} else if err := b.runRewire(ctx); err != nil {
 			// The rest of the table stands without it: say why it is missing.
 			b.note("rewire with real containers not measured: %v", err)
 		}

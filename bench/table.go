@@ -18,7 +18,7 @@ type row struct {
 	higher     bool // higher is better; only used to word the goal
 	// goal says whether ambassadord meets issue 5's goal, given the
 	// medians by candidate (NaN where not measured); empty if no goal.
-	goal func(m [4]float64) string
+	goal func(m []float64) string
 }
 
 // rows are the table's metrics in order. Keys are those measure.go adds.
@@ -50,13 +50,13 @@ var rows = []row{
 	{key: "startup-ms", label: "start-up to accepting on 3 routes, ms", digits: 1, goal: atMost(ambassadord, 100, "")},
 }
 
-func bulkGoal(m [4]float64) string {
+func bulkGoal(m []float64) string {
 	ok := m[ambassadord] >= 1.3*m[haproxy] && m[ambassadord] >= 0.65*m[direct]
 	return mark(ok) + " ≥1.3× HAProxy, ≥0.65× direct"
 }
 
-func vsHAProxy(factor float64, higher bool) func([4]float64) string {
-	return func(m [4]float64) string {
+func vsHAProxy(factor float64, higher bool) func([]float64) string {
+	return func(m []float64) string {
 		if higher {
 			return mark(m[ambassadord] >= factor*m[haproxy]) + fmt.Sprintf(" ≥%.1f× HAProxy", factor)
 		}
@@ -64,8 +64,8 @@ func vsHAProxy(factor float64, higher bool) func([4]float64) string {
 	}
 }
 
-func atMost(ci int, limit float64, unit string) func([4]float64) string {
-	return func(m [4]float64) string {
+func atMost(ci int, limit float64, unit string) func([]float64) string {
+	return func(m []float64) string {
 		return mark(m[ci] <= limit) + fmt.Sprintf(" ≤%g%s", limit, unit)
 	}
 }
@@ -124,14 +124,45 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 	fmt.Fprintf(w, "\n### ambassadord side by side, %s\n\n", begin.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "Machine: %s, %d CPUs (nproc), kernel %s, %s. Run: %s, %d round(s), medians; took %s.\n\n",
 		host, runtime.NumCPU(), kernel(), cpuModel(), b.mode(), b.cfg.rounds, time.Since(begin).Round(time.Second))
-	fmt.Fprintln(w, "| metric | direct | classic (socat) | HAProxy | ambassadord | ambassadord ÷ HAProxy | issue 5 goal |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	b.table(w)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks.")
+	fmt.Fprintln(w, "Idle: memory and descriptors the proxy holds per idle connection, after one byte each way; kernel socket and pipe buffers are not in PSS/RSS.")
+	fmt.Fprintln(w, "classic = `socat TCP4-LISTEN:PORT,fork,reuseaddr TCP4:127.0.0.1:PORT`; HAProxy = `mode tcp`, `nbthread 2`; ambassadord = bin/ambassadord --docker=off --route ..., default GOMAXPROCS.")
+	if b.hasBaseline() {
+		fmt.Fprintf(w, "ambassadord (baseline) = %s, run as ambassadord is; ambassadord ÷ baseline is the ratio of their medians, above 1 where ambassadord's figure is the higher, better or not (see each row).\n", b.baseline)
+	}
+	for _, n := range b.notes {
+		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+}
+
+// columns returns the table's header cells: the metric, the candidates,
+// the ratios and the goal.
+func (b *bench) columns() []string {
+	cols := []string{"metric"}
+	for _, c := range b.cands {
+		cols = append(cols, c.name)
+	}
+	cols = append(cols, "ambassadord ÷ HAProxy")
+	if b.hasBaseline() {
+		cols = append(cols, "ambassadord ÷ baseline")
+	}
+	return append(cols, "issue 5 goal")
+}
+
+// table writes the markdown table: a row per metric measured, the churn
+// failures, and the rewire and image rows.
+func (b *bench) table(w io.Writer) {
+	cols := b.columns()
+	fmt.Fprintln(w, "| "+strings.Join(cols, " | ")+" |")
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", len(cols)))
 	for _, r := range rows {
 		s := b.samples[r.key]
 		if s == nil {
 			continue
 		}
-		var m [4]float64
+		m := make([]float64, len(b.cands))
 		for ci := range m {
 			m[ci] = median(s[ci])
 		}
@@ -146,11 +177,14 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 			cells = append(cells, cell)
 		}
 		cells = append(cells, ratio(m[ambassadord], m[haproxy]))
+		if b.hasBaseline() {
+			cells = append(cells, ratio(m[ambassadord], m[baseline]))
+		}
 		g := ""
 		if r.goal != nil && !math.IsNaN(m[ambassadord]) {
 			// Judge the figures as printed: 2.0004 fds per connection
 			// (two, plus the listener's share) is the 2.00 shown.
-			var shown [4]float64
+			shown := make([]float64, len(m))
 			for ci := range m {
 				shown[ci] = roundTo(m[ci], r.digits)
 			}
@@ -159,22 +193,19 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 		cells = append(cells, g)
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
-	if b.churnRuns != [4]int{} {
+	if slices.ContainsFunc(b.churnRuns, func(n int) bool { return n > 0 }) {
 		cells := []string{"churn: failed runs (redis-benchmark stops at the first failed connect)"}
 		for ci := range b.churnRuns {
 			cells = append(cells, fmt.Sprintf("%d of %d runs", b.failures[ci], b.churnRuns[ci]))
 		}
-		cells = append(cells, "", mark(b.failures[ambassadord] == 0)+" zero failed connects")
+		cells = append(cells, "")
+		if b.hasBaseline() {
+			cells = append(cells, "")
+		}
+		cells = append(cells, mark(b.failures[ambassadord] == 0)+" zero failed connects")
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
 	b.printRewire(w)
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks.")
-	fmt.Fprintln(w, "Idle: memory and descriptors the proxy holds per idle connection, after one byte each way; kernel socket and pipe buffers are not in PSS/RSS.")
-	fmt.Fprintln(w, "classic = `socat TCP4-LISTEN:PORT,fork,reuseaddr TCP4:127.0.0.1:PORT`; HAProxy = `mode tcp`, `nbthread 2`; ambassadord = bin/ambassadord --docker=off --route ..., default GOMAXPROCS.")
-	for _, n := range b.notes {
-		fmt.Fprintf(w, "\nNote: %s\n", n)
-	}
 }
 
 func (b *bench) mode() string {

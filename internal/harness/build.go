@@ -93,8 +93,9 @@ func (e *Engine) ImageTag(kind string) string {
 
 // BuildAmbassadorImage builds the repository's real Dockerfile with binary
 // as bin/ambassadord, exactly the context `make image` sends, and returns
-// the tag.
-func (e *Engine) BuildAmbassadorImage(ctx context.Context, root, binary, version string) (string, error) {
+// the tag: ImageTag(kind), "" for the binary under test (the benchmark
+// builds a "baseline" too).
+func (e *Engine) BuildAmbassadorImage(ctx context.Context, kind, root, binary, version string) (string, error) {
 	dockerfile, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
 	if err != nil {
 		return "", fmt.Errorf("read Dockerfile: %w", err)
@@ -103,7 +104,7 @@ func (e *Engine) BuildAmbassadorImage(ctx context.Context, root, binary, version
 	if err != nil {
 		return "", fmt.Errorf("read ambassadord binary: %w", err)
 	}
-	tag := e.ImageTag("")
+	tag := e.ImageTag(kind)
 	return tag, e.BuildImage(ctx, tag, []File{
 		{Name: "Dockerfile", Mode: 0o644, Data: dockerfile},
 		{Name: "bin/ambassadord", Mode: 0o755, Data: bin},
