@@ -214,26 +214,45 @@ func TestUsageDocumentsEveryFlag(t *testing.T) {
 	assert.Greater(t, n, 5)
 }
 
-// TestREADMEDocumentsEveryFlag keeps the README's flag table in step with
-// the code: every flag and its environment variable appear in one row.
-func TestREADMEDocumentsEveryFlag(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+// TestDocsListEveryFlag keeps the flag table, docs/flags.md, in step with
+// the code: every flag has one row, with its environment variable, its
+// default and a meaning, and no row names a flag that does not exist.
+func TestDocsListEveryFlag(t *testing.T) {
+	b, err := os.ReadFile("../../docs/flags.md")
 	require.NoError(t, err)
-	rows := map[string]string{}
+	rows := map[string][]string{} // by flag name: the row's cells
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "| `--") {
 			name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `--"), " ")
-			rows[strings.TrimSuffix(name, "`")] = line
+			cells := strings.Split(strings.Trim(line, "|"), "|")
+			require.Len(t, cells, 4, "docs/flags.md: a flag row has 4 cells: %s", line)
+			rows[strings.TrimSuffix(name, "`")] = cells
 		}
 	}
 	flagSet(&config{}).VisitAll(func(f *flag.Flag) {
-		row, ok := rows[f.Name]
-		if assert.True(t, ok, "README has no row for --%s", f.Name) {
-			assert.Contains(t, row, "`"+envName(f.Name)+"`")
-		}
+		cells, ok := rows[f.Name]
 		delete(rows, f.Name)
+		if !assert.True(t, ok, "docs/flags.md has no row for --%s", f.Name) {
+			return
+		}
+		assert.Equal(t, "`"+envName(f.Name)+"`", strings.TrimSpace(cells[1]), "--%s: environment", f.Name)
+		assert.NotEmpty(t, strings.TrimSpace(cells[3]), "--%s: meaning", f.Name)
+		// The default: the flag's own, first in the cell. A flag without
+		// one may say what empty means (every interface, $DOCKER_HOST),
+		// but not show a value of its own.
+		def, cell := f.DefValue, strings.TrimSpace(cells[2])
+		if def == "0s" {
+			def = "0"
+		}
+		if def == "" {
+			if strings.HasPrefix(cell, "`") {
+				assert.True(t, strings.HasPrefix(cell, "`$"), "--%s has no default, yet the docs show %s", f.Name, cell)
+			}
+			return
+		}
+		assert.True(t, strings.HasPrefix(cell, "`"+def+"`"), "--%s: default %q, the docs say %s", f.Name, def, cell)
 	})
-	assert.Empty(t, rows, "README documents flags that do not exist")
+	assert.Empty(t, rows, "docs/flags.md documents flags that do not exist")
 }
 
 func TestDockerEngineMode(t *testing.T) {

@@ -415,14 +415,14 @@ func TestMetricsConcurrentUse(t *testing.T) {
 	}
 }
 
-// TestREADMEDocumentsEveryMetric keeps the README's metrics reference in
+// TestDocsListEveryMetric keeps the metrics reference, docs/metrics.md, in
 // step with the code: the table of its Metrics section is exactly what
-// metricsReference renders (paste that output to update it).
-func TestREADMEDocumentsEveryMetric(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+// Reference renders (paste that output to update it).
+func TestDocsListEveryMetric(t *testing.T) {
+	b, err := os.ReadFile("../../docs/metrics.md")
 	require.NoError(t, err)
 	_, section, ok := strings.Cut(string(b), "\n## Metrics\n")
-	require.True(t, ok, "README has no \"## Metrics\" section")
+	require.True(t, ok, "docs/metrics.md has no \"## Metrics\" section")
 	section, _, _ = strings.Cut(section, "\n## ")
 	var table strings.Builder
 	for _, line := range strings.Split(section, "\n") {
