@@ -76,49 +76,6 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 }
 
-// BenchmarkConnect measures whole connections, one per op (connect, one
-// 100-byte exchange, the backend's close), directly and through a Route by
-// each of its data paths: what a connection costs to accept, dial,
-// establish and end. Its allocs/op count the client's and the backend's
-// too; its ns/op, on a host with many sockets in TIME_WAIT, can take in
-// the odd connect that waits a second for its SYN to be sent again. The
-// client closes only after the backend's FIN has reached it, so that
-// TIME_WAIT is left on the listening sides, not on the ephemeral ports
-// that the client and the route connect from, which a few seconds of
-// connections would use up.
-func BenchmarkConnect(b *testing.B) {
-	const size = 100
-	echoOnce := func(b *testing.B) string {
-		return benchServer(b, func(c net.Conn) {
-			buf := make([]byte, size)
-			if _, err := io.ReadFull(c, buf); err == nil {
-				c.Write(buf)
-			}
-		})
-	}
-	run := func(b *testing.B, addr string) {
-		msg, got := make([]byte, size), make([]byte, size+1)
-		b.ResetTimer()
-		for range b.N {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := c.Write(msg); err != nil {
-				b.Fatal(err)
-			}
-			if n, err := io.ReadFull(c, got); n != size || err != io.ErrUnexpectedEOF {
-				b.Fatalf("read %d bytes and %v, want %d and the backend's close", n, err, size)
-			}
-			c.Close()
-		}
-	}
-	b.Run("direct", func(b *testing.B) { run(b, echoOnce(b)) })
-	for _, path := range benchPaths {
-		b.Run(path, func(b *testing.B) { run(b, benchRoute(b, echoOnce(b), path)) })
-	}
-}
-
 // benchServer serves every connection on a loopback listener with handle,
 // closing it after, and returns the address.
 func benchServer(b *testing.B, handle func(net.Conn)) string {
