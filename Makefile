@@ -96,7 +96,11 @@ clean:
 # Side-by-side benchmark (issue 5): direct, socat, HAProxy and ambassadord
 # on loopback, plus rewiring with real containers; prints one markdown
 # table. Under 10 minutes; QUICK=1 is one round with small counts (CI).
+# BASELINE=<git revision> (e.g. HEAD~1) adds the ambassadord of that
+# revision, built from `git archive`, as a column measured in the same
+# interleaved rounds and rewires, with ambassadord's ratio to it.
+BASELINE ?=
 .PHONY: bench
 bench: build
 	bench/setup.sh
-	PATH="$(dir $(GO)):$$PATH" GO=$(GO) $(GO) run ./bench -ambassadord bin/ambassadord $(if $(QUICK),-quick)
+	PATH="$(dir $(GO)):$$PATH" GO=$(GO) $(GO) run ./bench -ambassadord bin/ambassadord $(if $(QUICK),-quick) $(if $(BASELINE),-baseline-rev $(BASELINE))
