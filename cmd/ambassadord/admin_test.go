@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
 )
 
@@ -24,7 +25,7 @@ import (
 func runDaemon(t *testing.T, args ...string) (socket, adminAddr string) {
 	t.Helper()
 	socket = fmt.Sprintf("@ambassadord-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
-	adminAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	adminAddr = "127.0.0.1:" + strconv.Itoa(nettest.FreePort(t))
 	cfg, err := parseConfig(append([]string{"--docker=off", "--listen-address=127.0.0.1", "--backend-wait=0",
 		"--admin-socket", socket, "--admin-address", adminAddr}, args...), env())
 	require.NoError(t, err)
@@ -64,8 +65,8 @@ func readState(t *testing.T, path string) []api.Override {
 }
 
 func TestAdminAndCLI(t *testing.T) {
-	a, b := greeter(t, "a"), greeter(t, "b")
-	listen := strconv.Itoa(freePort(t))
+	a, b := nettest.Greeter(t, "a"), nettest.Greeter(t, "b")
+	listen := strconv.Itoa(nettest.FreePort(t))
 	state := filepath.Join(t.TempDir(), "state.json")
 	socket, adminAddr := runDaemon(t, "--route", listen+":"+a, "--state-file", state)
 	addr := "127.0.0.1:" + listen
@@ -81,11 +82,11 @@ func TestAdminAndCLI(t *testing.T) {
 
 	// Rewire by hand: new connections move at once, the status says so,
 	// and the state file keeps it.
-	assert.Equal(t, "a", read(t, addr))
+	assert.Equal(t, "a", nettest.Read(t, addr))
 	out, code = cli(t, socket, "rewire", listen, b, "--drain", "1m")
 	require.Equal(t, 0, code, out)
 	assert.Contains(t, out, "route "+listen+" → "+b)
-	assert.Equal(t, "b", read(t, addr))
+	assert.Equal(t, "b", nettest.Read(t, addr))
 	out, _ = cli(t, socket, "status", "--json")
 	assert.Contains(t, out, `"override": "`+b+`"`)
 	saved := readState(t, state)
@@ -107,7 +108,7 @@ func TestAdminAndCLI(t *testing.T) {
 	// Reset returns to the configured backend.
 	out, code = cli(t, socket, "rewire", "--reset", listen)
 	require.Equal(t, 0, code, out)
-	assert.Equal(t, "a", read(t, addr))
+	assert.Equal(t, "a", nettest.Read(t, addr))
 	assert.Empty(t, readState(t, state))
 
 	// The TCP endpoint serves reads and metrics paths, and refuses changes.
@@ -119,16 +120,16 @@ func TestAdminAndCLI(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
-	assert.Equal(t, "a", read(t, addr))
+	assert.Equal(t, "a", nettest.Read(t, addr))
 }
 
 func TestStateFileRestoresRewires(t *testing.T) {
-	a, b := greeter(t, "a"), greeter(t, "b")
-	listen := strconv.Itoa(freePort(t))
+	a, b := nettest.Greeter(t, "a"), nettest.Greeter(t, "b")
+	listen := strconv.Itoa(nettest.FreePort(t))
 	state := filepath.Join(t.TempDir(), "state.json")
 	require.NoError(t, os.WriteFile(state, []byte(`{"version": 1, "overrides": [{"key": "`+listen+`", "target": "`+b+`"}]}`), 0o600))
 	socket, _ := runDaemon(t, "--route", listen+":"+a, "--state-file", state)
-	assert.Equal(t, "b", read(t, "127.0.0.1:"+listen))
+	assert.Equal(t, "b", nettest.Read(t, "127.0.0.1:"+listen))
 	out, _ := cli(t, socket, "status")
 	assert.Contains(t, out, "rewired to "+b)
 }
@@ -143,8 +144,8 @@ func TestCLIWithoutDaemon(t *testing.T) {
 // rewire over TCP that bears the token of --admin-token-file, and only
 // that one; a token file open to others stops it at start-up.
 func TestAdminWritableOverTCP(t *testing.T) {
-	a, b := greeter(t, "a"), greeter(t, "b")
-	listen := strconv.Itoa(freePort(t))
+	a, b := nettest.Greeter(t, "a"), nettest.Greeter(t, "b")
+	listen := strconv.Itoa(nettest.FreePort(t))
 	token := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
 	_, adminAddr := runDaemon(t, "--route", listen+":"+a, "--admin-writable", "--admin-token-file", token)
@@ -166,12 +167,12 @@ func TestAdminWritableOverTCP(t *testing.T) {
 	assert.Equal(t, http.StatusUnauthorized, rewire("", "application/json"))
 	assert.Equal(t, http.StatusUnauthorized, rewire("Bearer wrong", "application/json"))
 	assert.Equal(t, http.StatusUnsupportedMediaType, rewire("Bearer s3cret", "text/plain"))
-	assert.Equal(t, "a", read(t, addr), "after refused rewires")
+	assert.Equal(t, "a", nettest.Read(t, addr), "after refused rewires")
 	assert.Equal(t, http.StatusOK, rewire("Bearer s3cret", "application/json"))
-	assert.Equal(t, "b", read(t, addr))
+	assert.Equal(t, "b", nettest.Read(t, addr))
 
 	require.NoError(t, os.Chmod(token, 0o644))
-	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--route", strconv.Itoa(freePort(t)) + ":" + a,
+	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--route", strconv.Itoa(nettest.FreePort(t)) + ":" + a,
 		"--admin-socket=", "--admin-address=127.0.0.1:0", "--admin-writable", "--admin-token-file", token}, env())
 	require.NoError(t, err)
 	err = serve(context.Background(), cfg, nil, zaptest.NewLogger(t))

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
 	"github.com/ambassadord/ambassadord/pkg/metrics/metricstest"
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -99,7 +100,7 @@ func waitMetric(t *testing.T, url, name string, labels seriesLabels, want float6
 func TestServeMetrics(t *testing.T) {
 	const up, downA, downB = 70_000, 130_000, 9_000
 	a, b := serveOnce(t, downA), serveOnce(t, downB)
-	listen := strconv.Itoa(freePort(t))
+	listen := strconv.Itoa(nettest.FreePort(t))
 	socket, adminAddr := runDaemon(t, "--route", listen+":"+a)
 	addr, url := "127.0.0.1:"+listen, "http://"+adminAddr+"/metrics"
 	onA := seriesLabels{"route": listen, "backend": a}
@@ -248,7 +249,7 @@ func (s *liveSource) Run(ctx context.Context) error {
 func TestStatusAndMetricsReadLiveCounters(t *testing.T) {
 	src := &liveSource{updates: make(chan source.Update, 1)}
 	src.stats.Store(&source.Stats{Events: 2, Resyncs: 1})
-	adminAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	adminAddr := "127.0.0.1:" + strconv.Itoa(nettest.FreePort(t))
 	cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--admin-socket=", "--admin-address", adminAddr}, env())
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

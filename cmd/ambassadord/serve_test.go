@@ -2,18 +2,18 @@ package main
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/ambassadord/ambassadord/internal/nettest"
 )
 
 // runMainEnv, set in the environment of the test binary, makes it run the
@@ -29,59 +29,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func greeter(t *testing.T, msg string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(msg))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-	return ln.Addr().String()
-}
-
-func read(t *testing.T, addr string) string {
-	t.Helper()
-	var got []byte
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		got, err = io.ReadAll(c)
-		return err == nil
-	}, 5*time.Second, 10*time.Millisecond)
-	return string(got)
-}
-
 // TestServe runs the daemon in-process against loopback backends, from a
 // classic variable and a --route at once, then stops it as SIGTERM would.
 func TestServe(t *testing.T) {
-	p1, p2 := freePort(t), freePort(t)
-	_, b1, _ := net.SplitHostPort(greeter(t, "from classic"))
-	cfg, err := parseConfig([]string{"--docker=off", "--admin-address=", "--admin-socket=", "--listen-address", "127.0.0.1", "--route", strconv.Itoa(p2) + ":localhost:" + portOf(t, greeter(t, "from route"))}, env())
+	p1, p2 := nettest.FreePort(t), nettest.FreePort(t)
+	_, b1, _ := net.SplitHostPort(nettest.Greeter(t, "from classic"))
+	cfg, err := parseConfig([]string{"--docker=off", "--admin-address=", "--admin-socket=", "--listen-address", "127.0.0.1", "--route", strconv.Itoa(p2) + ":localhost:" + strconv.Itoa(nettest.Port(t, nettest.Greeter(t, "from route")))}, env())
 	require.NoError(t, err)
 	environ := []string{"SVC_PORT_" + strconv.Itoa(p1) + "_TCP=tcp://127.0.0.1:" + b1}
 
@@ -89,19 +42,12 @@ func TestServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, environ, zaptest.NewLogger(t)) }()
 
-	assert.Equal(t, "from classic", read(t, "127.0.0.1:"+strconv.Itoa(p1)))
-	assert.Equal(t, "from route", read(t, "127.0.0.1:"+strconv.Itoa(p2)))
+	assert.Equal(t, "from classic", nettest.Read(t, "127.0.0.1:"+strconv.Itoa(p1)))
+	assert.Equal(t, "from route", nettest.Read(t, "127.0.0.1:"+strconv.Itoa(p2)))
 	cancel()
 	require.NoError(t, <-done)
 	_, err = net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(p1))
 	assert.Error(t, err, "no longer listening")
-}
-
-func portOf(t *testing.T, addr string) string {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	return p
 }
 
 func TestServePortInUse(t *testing.T) {
@@ -109,7 +55,7 @@ func TestServePortInUse(t *testing.T) {
 	require.NoError(t, err)
 	defer busy.Close()
 	port := busy.Addr().(*net.TCPAddr).Port
-	free := freePort(t)
+	free := nettest.FreePort(t)
 	cfg, err := parseConfig([]string{"--docker=off", "--listen-address", "127.0.0.1",
 		"--route", strconv.Itoa(free) + ":127.0.0.1:1",
 		"--route", strconv.Itoa(port) + ":127.0.0.1:1"}, env())

@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/ambassadord/ambassadord/internal/nettest"
 )
 
 // cancelled returns a context that is done already: serve then starts
@@ -71,7 +73,7 @@ func TestSignalsDrain(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			backend := echoer(t)
-			listen := strconv.Itoa(freePort(t))
+			listen := strconv.Itoa(nettest.FreePort(t))
 			addr := "127.0.0.1:" + listen
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), runMainEnv+"=--docker=off --listen-address=127.0.0.1 --admin-address= --admin-socket= "+
@@ -129,7 +131,7 @@ func TestSignalsDrain(t *testing.T) {
 // ambassador's own listening address would connect to itself until
 // descriptors run out; start-up refuses it, naming the route.
 func TestSelfLoopRefusedAtStart(t *testing.T) {
-	listen := strconv.Itoa(freePort(t))
+	listen := strconv.Itoa(nettest.FreePort(t))
 	for _, args := range [][]string{
 		{"--route", listen + ":127.0.0.1:" + listen},
 		{"--route", listen + ":localhost"},

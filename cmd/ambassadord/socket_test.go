@@ -15,22 +15,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+
+	"github.com/ambassadord/ambassadord/internal/nettest"
 )
 
 // nobody is the uid the tests run other processes as, and give files to.
 const nobody = 65534
-
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: " + why)
-	}
-}
-
-// abstractName returns an abstract socket name of the test's own.
-func abstractName(t *testing.T, name string) string {
-	return fmt.Sprintf("@ambassadord-test-%d-%s-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"), name)
-}
 
 // startSquatter runs the daemon (this test binary, see TestMain) as uid
 // nobody with the admin socket socket, and waits until it listens there.
@@ -51,7 +41,7 @@ func startSquatter(t *testing.T, socket string) *os.Process {
 
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), runMainEnv+"=--docker=off --admin-address= --listen-address=127.0.0.1 --log-level=error"+
-		" --admin-socket="+socket+" --route="+strconv.Itoa(freePort(t))+":127.0.0.1:1")
+		" --admin-socket="+socket+" --route="+strconv.Itoa(nettest.FreePort(t))+":127.0.0.1:1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
@@ -98,14 +88,14 @@ func reachableTempDir(t *testing.T) string {
 // file; and a daemon configured with that socket does not start, naming
 // the holder.
 func TestSquattedSocket(t *testing.T) {
-	requireRoot(t, "to run a process as another user")
+	nettest.RequireRoot(t, "to run a process as another user")
 	for _, tt := range []struct {
 		name   string
 		socket func(t *testing.T) string
 		code   int
 		outHas string
 	}{
-		{"abstract", func(t *testing.T) string { return abstractName(t, "squat") }, 1, "not by the daemon"},
+		{"abstract", func(t *testing.T) string { return nettest.AbstractName(t, "squat") }, 1, "not by the daemon"},
 		{"in a directory nobody may write but root", func(t *testing.T) string {
 			parent := filepath.Join(reachableTempDir(t), "run")
 			require.NoError(t, os.Mkdir(parent, 0o755))
@@ -139,7 +129,7 @@ func TestSquattedSocket(t *testing.T) {
 				assert.Contains(t, out, "not by the daemon")
 			}
 
-			cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--route", strconv.Itoa(freePort(t)) + ":127.0.0.1:1",
+			cfg, err := parseConfig([]string{"--docker=off", "--listen-address=127.0.0.1", "--route", strconv.Itoa(nettest.FreePort(t)) + ":127.0.0.1:1",
 				"--admin-address=", "--admin-socket", socket}, env())
 			require.NoError(t, err)
 			err = serve(context.Background(), cfg, nil, zap.NewNop())

@@ -15,22 +15,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ambassadord/ambassadord/internal/nettest"
 )
 
 // nobody is the uid the tests run other processes as, and give files to.
 const nobody = 65534
-
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: " + why)
-	}
-}
-
-// abstractName returns an abstract socket name of the test's own.
-func abstractName(t *testing.T, name string) string {
-	return fmt.Sprintf("@ambassadord-test-%d-%s-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"), name)
-}
 
 // listenTest listens on the unix socket path until the test ends.
 func listenTest(t *testing.T, path string) net.Listener {
@@ -72,7 +62,7 @@ func TestPrivateDir(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.root {
-				requireRoot(t, "to give a directory to another user")
+				nettest.RequireRoot(t, "to give a directory to another user")
 			}
 			dir := filepath.Join(t.TempDir(), "run", "ambassadord")
 			tt.setup(t, dir)
@@ -146,7 +136,7 @@ func TestListenAdminSocket(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "run", "ambassadord", "admin.sock")
-			abstract := abstractName(t, "admin")
+			abstract := nettest.AbstractName(t, "admin")
 			tt.setup(t, file, abstract)
 			core, logs := observer.New(zapcore.InfoLevel)
 			path := SocketAuto
@@ -188,7 +178,7 @@ func TestListenAdminSocket(t *testing.T) {
 func TestPeerCheckRefusal(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	a := testServer(t, Limits{})
-	socket := abstractName(t, "admin")
+	socket := nettest.AbstractName(t, "admin")
 	ln, err := listenUnix(socket)
 	require.NoError(t, err)
 	a.serve(&peerCheckListener{Listener: ln, log: zap.New(core), allow: func(uint32) bool { return false }},
@@ -222,7 +212,7 @@ func TestPeerCheckRefusal(t *testing.T) {
 func TestDialFirst(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "run")
 	require.NoError(t, os.Mkdir(dir, 0o700))
-	file, abstract := filepath.Join(dir, "admin.sock"), abstractName(t, "admin")
+	file, abstract := filepath.Join(dir, "admin.sock"), nettest.AbstractName(t, "admin")
 	for _, tt := range []struct {
 		name   string
 		listen []string
@@ -272,7 +262,7 @@ func TestTrustedHolder(t *testing.T) {
 }
 
 func TestSocketDirOwner(t *testing.T) {
-	requireRoot(t, "to give directories to another user")
+	nettest.RequireRoot(t, "to give directories to another user")
 	for _, tt := range []struct {
 		name        string
 		dirMode     os.FileMode

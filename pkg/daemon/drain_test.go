@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -42,7 +43,7 @@ func TestDrain(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			oldAddr, newAddr := echoBackend(t, "old"), echoBackend(t, "new")
-			listen := freePort(t)
+			listen := nettest.FreePort(t)
 			route, addr := strconv.Itoa(listen), "127.0.0.1:"+strconv.Itoa(listen)
 			core, logs := observer.New(zapcore.InfoLevel)
 			opts := testOptions(t, route+":svc:1")
@@ -56,8 +57,8 @@ func TestDrain(t *testing.T) {
 			claim := func(prio string) map[string]string {
 				return map[string]string{resolver.LabelTarget: "svc", resolver.LabelPriority: prio}
 			}
-			old := loopbackContainer("old", portOf2(t, oldAddr), claim("10"))
-			next := loopbackContainer("new", portOf2(t, newAddr), claim("0"))
+			old := loopbackContainer("old", nettest.Port(t, oldAddr), claim("10"))
+			next := loopbackContainer("new", nettest.Port(t, newAddr), claim("0"))
 			src.publish(t, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{old, next}}})
 			requireBackends(t, d, route, old.ID)
 			previous, name := dialBackend(t, addr)
@@ -87,7 +88,7 @@ func TestDrain(t *testing.T) {
 				assert.Empty(t, logs.FilterMessageSnippet("drain over").All())
 				return
 			}
-			requireClosed(t, previous, "the previous backend's connection at the end of the drain")
+			nettest.RequireClosed(t, previous, "the previous backend's connection at the end of the drain")
 			took := time.Since(start)
 			assert.GreaterOrEqual(t, took, tt.wantClosed, "closed before the drain was over")
 			t.Logf("closed after %s", took.Round(time.Millisecond))

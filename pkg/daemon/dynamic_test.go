@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
 	"github.com/ambassadord/ambassadord/pkg/metrics/metricstest"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
@@ -21,8 +22,8 @@ import (
 )
 
 func TestDynamicRewire(t *testing.T) {
-	oldAddr := greeter(t, "old")
-	newAddr := greeter(t, "new")
+	oldAddr := nettest.Greeter(t, "old")
+	newAddr := nettest.Greeter(t, "new")
 	// A backend that holds its connection open, to check what happens to
 	// established connections.
 	held := make(chan net.Conn, 1)
@@ -36,8 +37,8 @@ func TestDynamicRewire(t *testing.T) {
 		}
 	}()
 
-	listen := freePort(t)
-	d, _ := newTestDaemon(t, testOptions(t, strconv.Itoa(listen)+":redis:"+portOf(t, oldAddr)))
+	listen := nettest.FreePort(t)
+	d, _ := newTestDaemon(t, testOptions(t, strconv.Itoa(listen)+":redis:"+strconv.Itoa(nettest.Port(t, oldAddr))))
 	table := d.table
 	addr := "127.0.0.1:" + strconv.Itoa(listen)
 	ctx := context.Background()
@@ -48,18 +49,18 @@ func TestDynamicRewire(t *testing.T) {
 	}
 
 	// The container named redis serves the target.
-	d.update(ctx, 0, snap(loopbackContainer("redis", portOf2(t, oldAddr), nil)))
-	assert.Equal(t, "old", read(t, addr))
+	d.update(ctx, 0, snap(loopbackContainer("redis", nettest.Port(t, oldAddr), nil)))
+	assert.Equal(t, "old", nettest.Read(t, addr))
 
 	// A claimer takes over: new connections move at once.
-	d.update(ctx, 0, snap(loopbackContainer("redis", portOf2(t, oldAddr), nil), loopbackContainer("redis2", portOf2(t, newAddr), claim)))
-	assert.Equal(t, "new", read(t, addr))
+	d.update(ctx, 0, snap(loopbackContainer("redis", nettest.Port(t, oldAddr), nil), loopbackContainer("redis2", nettest.Port(t, newAddr), claim)))
+	assert.Equal(t, "new", nettest.Read(t, addr))
 
 	// A higher-priority claimer whose connections are held open; then it
 	// goes away: its established connection is closed at once.
 	prio := map[string]string{resolver.LabelTarget: "redis", resolver.LabelPriority: "10"}
 	holder := loopbackContainer("holder", holdLn.Addr().(*net.TCPAddr).Port, prio)
-	d.update(ctx, 0, snap(loopbackContainer("redis2", portOf2(t, newAddr), claim), holder))
+	d.update(ctx, 0, snap(loopbackContainer("redis2", nettest.Port(t, newAddr), claim), holder))
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer c.Close()
@@ -75,14 +76,14 @@ func TestDynamicRewire(t *testing.T) {
 	require.NoError(t, err)
 
 	d.update(ctx, 0, source.Update{Connected: true, Gone: []string{holder.ID},
-		Snapshot: &source.Snapshot{Containers: []source.Container{loopbackContainer("redis2", portOf2(t, newAddr), claim)}}})
-	requireClosed(t, c, "the connection to the gone backend was closed")
-	assert.Equal(t, "new", read(t, addr), "new connections go to the remaining claimer")
+		Snapshot: &source.Snapshot{Containers: []source.Container{loopbackContainer("redis2", nettest.Port(t, newAddr), claim)}}})
+	nettest.RequireClosed(t, c, "the connection to the gone backend was closed")
+	assert.Equal(t, "new", nettest.Read(t, addr), "new connections go to the remaining claimer")
 
 	// Identical snapshots leave the route alone.
 	key := routeKey{resolver.TCP, listen}
 	before := table.routes[key].proxy.Backends()
-	d.update(ctx, 0, snap(loopbackContainer("redis2", portOf2(t, newAddr), claim)))
+	d.update(ctx, 0, snap(loopbackContainer("redis2", nettest.Port(t, newAddr), claim)))
 	assert.Equal(t, before, table.routes[key].proxy.Backends())
 }
 
@@ -90,13 +91,13 @@ func TestDynamicRewire(t *testing.T) {
 // backend is refused (409) without touching the route, not even for a
 // moment: its backends are never replaced, so no rewire is counted.
 func TestRefusedRewireChangesNothing(t *testing.T) {
-	addrA := greeter(t, "a")
-	listen := freePort(t)
-	d, m := newTestDaemon(t, testOptions(t, strconv.Itoa(listen)+":redis:"+portOf(t, addrA)))
+	addrA := nettest.Greeter(t, "a")
+	listen := nettest.FreePort(t)
+	d, m := newTestDaemon(t, testOptions(t, strconv.Itoa(listen)+":redis:"+strconv.Itoa(nettest.Port(t, addrA))))
 	table, key := d.table, routeKey{resolver.TCP, listen}
 	ctx := context.Background()
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{
-		loopbackContainer("redis", portOf2(t, addrA), nil),
+		loopbackContainer("redis", nettest.Port(t, addrA), nil),
 	}}})
 	route := strconv.Itoa(listen)
 	backends := table.routes[key].proxy.Backends()
@@ -109,7 +110,7 @@ func TestRefusedRewireChangesNothing(t *testing.T) {
 	assert.Equal(t, backends, table.routes[key].proxy.Backends())
 	assert.Empty(t, d.overrides)
 	assert.Equal(t, rewires, metricstest.Value(t, metricstest.Scrape(t, m.Handler()), "ambassadord_rewires_total", metricstest.Labels{"route": route}))
-	assert.Equal(t, "a", read(t, "127.0.0.1:"+route))
+	assert.Equal(t, "a", nettest.Read(t, "127.0.0.1:"+route))
 
 	// With Force it is applied.
 	reply = d.rewire(ctx, api.RewireRequest{Key: route, Target: "nobody", Force: true})
@@ -121,29 +122,29 @@ func TestRefusedRewireChangesNothing(t *testing.T) {
 // loop, not in the watcher: an outage of the engine and the full resync
 // after it leave it in force.
 func TestRewireSurvivesEngineReconnect(t *testing.T) {
-	addrA, addrB := greeter(t, "a"), greeter(t, "b")
-	listen := freePort(t)
-	d, _ := newTestDaemon(t, testOptions(t, strconv.Itoa(listen)+":redis:"+portOf(t, addrA)))
+	addrA, addrB := nettest.Greeter(t, "a"), nettest.Greeter(t, "b")
+	listen := nettest.FreePort(t)
+	d, _ := newTestDaemon(t, testOptions(t, strconv.Itoa(listen)+":redis:"+strconv.Itoa(nettest.Port(t, addrA))))
 	ctx := context.Background()
 	route, addr := strconv.Itoa(listen), "127.0.0.1:"+strconv.Itoa(listen)
 	snap := &source.Snapshot{Containers: []source.Container{
-		loopbackContainer("redis", portOf2(t, addrA), nil),
+		loopbackContainer("redis", nettest.Port(t, addrA), nil),
 		// A claimer, whose ambassador.port counts.
-		loopbackContainer("other", portOf2(t, addrB), map[string]string{resolver.LabelTarget: "other"}),
+		loopbackContainer("other", nettest.Port(t, addrB), map[string]string{resolver.LabelTarget: "other"}),
 	}}
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap})
-	assert.Equal(t, "a", read(t, addr))
+	assert.Equal(t, "a", nettest.Read(t, addr))
 
 	reply := d.rewire(ctx, api.RewireRequest{Key: route, Target: "other"})
 	require.Empty(t, reply.Error)
-	assert.Equal(t, "b", read(t, addr))
+	assert.Equal(t, "b", nettest.Read(t, addr))
 
 	// The engine goes away (the watcher keeps the last snapshot), then
 	// comes back and resyncs.
 	d.update(ctx, 0, source.Update{Connected: false, Snapshot: snap, Err: errors.New("EOF")})
-	assert.Equal(t, "b", read(t, addr))
+	assert.Equal(t, "b", nettest.Read(t, addr))
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap, Stats: source.Stats{Reconnects: 1, Resyncs: 1}})
-	assert.Equal(t, "b", read(t, addr), "the rewire is still in force")
+	assert.Equal(t, "b", nettest.Read(t, addr), "the rewire is still in force")
 	rs, ok := d.Status().Route(route)
 	require.True(t, ok)
 	assert.Equal(t, "other", rs.Override)
@@ -223,7 +224,7 @@ func TestReplayOffByDefault(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dying, ranDying := incrServer(t, true)
 			next, ranNext := incrServer(t, false)
-			listen := freePort(t)
+			listen := nettest.FreePort(t)
 			// --backend-wait: the engine's report of the death first
 			// empties the set (Gone), then brings the next backend.
 			opts := testOptions(t, strconv.Itoa(listen)+":svc:1")
@@ -233,7 +234,7 @@ func TestReplayOffByDefault(t *testing.T) {
 			ctx := context.Background()
 			// Claimers, whose ambassador.port counts.
 			claim := func() map[string]string { return map[string]string{resolver.LabelTarget: "svc"} }
-			first := loopbackContainer("dying", portOf2(t, dying), claim())
+			first := loopbackContainer("dying", nettest.Port(t, dying), claim())
 			d.update(ctx, 0, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{first}}})
 
 			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(listen))
@@ -252,7 +253,7 @@ func TestReplayOffByDefault(t *testing.T) {
 				return ok && active == 0
 			}, 5*time.Second, time.Millisecond)
 			// The engine reports the death: the backend leaves the set.
-			second := loopbackContainer("next", portOf2(t, next), claim())
+			second := loopbackContainer("next", nettest.Port(t, next), claim())
 			d.update(ctx, 0, source.Update{Connected: true, Gone: []string{first.ID},
 				Snapshot: &source.Snapshot{Containers: []source.Container{second}}})
 
@@ -273,7 +274,7 @@ func TestReplayOffByDefault(t *testing.T) {
 // not running yet or any more, returns an error instead of waiting for
 // ever; the admin endpoint answers 503 then.
 func TestRewireNotTaken(t *testing.T) {
-	d, err := New(testOptions(t, strconv.Itoa(freePort(t))+":127.0.0.1:1"))
+	d, err := New(testOptions(t, strconv.Itoa(nettest.FreePort(t))+":127.0.0.1:1"))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

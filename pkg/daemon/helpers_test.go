@@ -3,15 +3,12 @@ package daemon
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -162,101 +159,6 @@ func loopbackContainer(name string, port int, labels map[string]string) source.C
 	return source.Container{
 		ID: "id-" + name, Name: name, State: "running", Labels: labels,
 		Networks: []source.Network{{Name: "app", ID: "n-app", IP: "127.0.0.1"}},
-	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// greeter serves msg to every connection on a loopback port, then closes
-// it; it returns the address.
-func greeter(t *testing.T, msg string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(msg))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-	return ln.Addr().String()
-}
-
-// read connects to addr until a connection reads to EOF, and returns what
-// it read.
-func read(t *testing.T, addr string) string {
-	t.Helper()
-	var got []byte
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		got, err = io.ReadAll(c)
-		return err == nil
-	}, 5*time.Second, 10*time.Millisecond)
-	return string(got)
-}
-
-func portOf(t *testing.T, addr string) string {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	return p
-}
-
-func portOf2(t *testing.T, addr string) int {
-	t.Helper()
-	p, err := strconv.Atoi(portOf(t, addr))
-	require.NoError(t, err)
-	return p
-}
-
-// closeWithin bounds how long requireClosed waits: the closes it checks
-// are made by the run loop at once (Forget) or by a drain timer, so a
-// connection still open after this long is not going to close.
-const closeWithin = 2 * time.Second
-
-// requireClosed reads c until the proxy ends it, and fails unless it ends
-// with EOF or a reset within closeWithin. A Read that fails on its
-// deadline is a connection still open, not one that was closed: asserting
-// only that Read fails would let a hung connection pass. Bytes read before
-// the end are dropped.
-func requireClosed(t *testing.T, c net.Conn, msgAndArgs ...any) {
-	t.Helper()
-	start := time.Now()
-	require.NoError(t, c.SetReadDeadline(start.Add(closeWithin)))
-	buf := make([]byte, 512)
-	for {
-		_, err := c.Read(buf)
-		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
-			return
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			require.FailNow(t, "the connection is still open after "+time.Since(start).Round(time.Millisecond).String(), msgAndArgs...)
-		default:
-			require.FailNow(t, "the connection failed, but was not closed: "+err.Error(), msgAndArgs...)
-		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/metrics/metricstest"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -23,8 +24,8 @@ type seriesLabels = metricstest.Labels
 // state and counters, the event-to-applied latency, rewires by events, the
 // immediate effect of a gone container, and the removal of a route.
 func TestDynamicMetrics(t *testing.T) {
-	a, b := greeter(t, "a"), greeter(t, "b")
-	listen := freePort(t)
+	a, b := nettest.Greeter(t, "a"), nettest.Greeter(t, "b")
+	listen := nettest.FreePort(t)
 	route := strconv.Itoa(listen)
 	addr := "127.0.0.1:" + route
 	opts := testOptions(t)
@@ -41,7 +42,7 @@ func TestDynamicMetrics(t *testing.T) {
 	delete(self.Labels, resolver.LabelPort)
 	claim := map[string]string{resolver.LabelTarget: "redis"}
 	prio := map[string]string{resolver.LabelTarget: "redis", resolver.LabelPriority: "10"}
-	ca, cb := loopbackContainer("a", portOf2(t, a), claim), loopbackContainer("b", portOf2(t, b), prio)
+	ca, cb := loopbackContainer("a", nettest.Port(t, a), claim), loopbackContainer("b", nettest.Port(t, b), prio)
 	snap := func(self source.Container, cs ...source.Container) *source.Snapshot {
 		return &source.Snapshot{Self: &self, Containers: append([]source.Container{self}, cs...)}
 	}
@@ -58,10 +59,10 @@ func TestDynamicMetrics(t *testing.T) {
 
 	// The first listing: no event to time.
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap(self, ca)})
-	assert.Equal(t, "a", read(t, addr))
+	assert.Equal(t, "a", nettest.Read(t, addr))
 	assert.Equal(t, 1.0, value("ambassadord_docker_connected", seriesLabels{}))
 	assert.Equal(t, 1.0, value("ambassadord_backends", seriesLabels{"route": route}))
-	assert.Equal(t, 1.0, value("ambassadord_connections_total", seriesLabels{"route": route, "backend": ca.Networks[0].IP + ":" + portOf(t, a)}))
+	assert.Equal(t, 1.0, value("ambassadord_connections_total", seriesLabels{"route": route, "backend": ca.Networks[0].IP + ":" + strconv.Itoa(nettest.Port(t, a))}))
 	assert.Equal(t, uint64(0), applied())
 
 	// A claimer of higher priority starts: a rewire by an event, timed.
@@ -69,7 +70,7 @@ func TestDynamicMetrics(t *testing.T) {
 	src.setStats(live)
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap(self, ca, cb),
 		Stats: live, EventTime: time.Now().Add(-20 * time.Millisecond)})
-	assert.Equal(t, "b", read(t, addr))
+	assert.Equal(t, "b", nettest.Read(t, addr))
 	assert.Equal(t, 1.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
 	assert.Equal(t, 3.0, value("ambassadord_docker_events_total", seriesLabels{}))
 	assert.Equal(t, uint64(1), applied())
@@ -82,7 +83,7 @@ func TestDynamicMetrics(t *testing.T) {
 	src.setStats(live)
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap(self, ca), Gone: []string{cb.ID},
 		Stats: live, EventTime: time.Now()})
-	assert.Equal(t, "a", read(t, addr))
+	assert.Equal(t, "a", nettest.Read(t, addr))
 	assert.Equal(t, 2.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
 	assert.Equal(t, 1.0, value("ambassadord_backends", seriesLabels{"route": route}))
 	assert.Equal(t, uint64(2), applied())

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -60,7 +61,7 @@ func requireBackends(t *testing.T, d *Daemon, route string, want ...string) {
 // source's first sync.
 func TestSourcesMerged(t *testing.T) {
 	a, b, c := echoBackend(t, "a"), echoBackend(t, "b"), echoBackend(t, "c")
-	listen, labelled := freePort(t), freePort(t)
+	listen, labelled := nettest.FreePort(t), nettest.FreePort(t)
 	route, labelRoute := strconv.Itoa(listen), strconv.Itoa(labelled)
 	opts, docker, edge := twoSources(t, route+":svc:1")
 	d, _ := runDaemon(t, opts)
@@ -68,9 +69,9 @@ func TestSourcesMerged(t *testing.T) {
 	svc := func(prio string) map[string]string {
 		return map[string]string{resolver.LabelTarget: "svc", resolver.LabelPriority: prio}
 	}
-	ca := loopbackContainer("a", portOf2(t, a), svc("0"))
-	cb := loopbackContainer("b", portOf2(t, b), svc("10"))
-	cc := loopbackContainer("c", portOf2(t, c), map[string]string{resolver.LabelTarget: "cache"})
+	ca := loopbackContainer("a", nettest.Port(t, a), svc("0"))
+	cb := loopbackContainer("b", nettest.Port(t, b), svc("10"))
+	cc := loopbackContainer("c", nettest.Port(t, c), map[string]string{resolver.LabelTarget: "cache"})
 	// The ambassador runs on the edge engine; its labels ask for a route
 	// to cache.
 	self := loopbackContainer("amb", 1, map[string]string{resolver.LabelTarget: "cache", resolver.LabelPorts: labelRoute})
@@ -148,13 +149,13 @@ func TestSourceGoneForgetsOnlyItsContainers(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a, b := echoBackend(t, "a"), echoBackend(t, "b")
-			listen := freePort(t)
+			listen := nettest.FreePort(t)
 			route, addr := strconv.Itoa(listen), "127.0.0.1:"+strconv.Itoa(listen)
 			opts, docker, edge := twoSources(t, route+":svc:1")
 			d, _ := runDaemon(t, opts)
 			claim := func() map[string]string { return map[string]string{resolver.LabelTarget: "svc"} }
-			ca := loopbackContainer("a", portOf2(t, a), claim())
-			cb := loopbackContainer("b", portOf2(t, b), claim())
+			ca := loopbackContainer("a", nettest.Port(t, a), claim())
+			cb := loopbackContainer("b", nettest.Port(t, b), claim())
 			docker.publish(t, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{ca}}})
 			edge.publish(t, source.Update{Connected: true, Snapshot: &source.Snapshot{Containers: []source.Container{cb}}})
 			requireBackends(t, d, route, ca.ID, cb.ID)
@@ -174,7 +175,7 @@ func TestSourceGoneForgetsOnlyItsContainers(t *testing.T) {
 			if tt.closed == "a" {
 				kept, keptID = "b", cb.ID
 			}
-			requireClosed(t, conns[tt.closed], "the connection to the forgotten backend")
+			nettest.RequireClosed(t, conns[tt.closed], "the connection to the forgotten backend")
 			requireEcho(t, conns[kept], "the other source's connection")
 			requireBackends(t, d, route, keptID)
 			for range 3 {

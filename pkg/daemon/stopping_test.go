@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
 )
@@ -53,8 +54,8 @@ func holder(t *testing.T, name string) (addr string, accepted <-chan net.Conn) {
 // wait for one.
 func TestDynamicStoppingBackend(t *testing.T) {
 	drainingAddr, accepted := holder(t, "draining")
-	otherAddr := greeter(t, "other")
-	listen := freePort(t)
+	otherAddr := nettest.Greeter(t, "other")
+	listen := nettest.FreePort(t)
 	opts := testOptions(t, strconv.Itoa(listen)+":svc:1")
 	opts.BackendWait = 5 * time.Second
 	d, _ := newTestDaemon(t, opts)
@@ -65,10 +66,10 @@ func TestDynamicStoppingBackend(t *testing.T) {
 	claim := func(priority string) map[string]string {
 		return map[string]string{resolver.LabelTarget: "svc", resolver.LabelPriority: priority}
 	}
-	draining := loopbackContainer("draining", portOf2(t, drainingAddr), claim("10"))
+	draining := loopbackContainer("draining", nettest.Port(t, drainingAddr), claim("10"))
 	stopping := draining
 	stopping.State = source.StateStopping
-	other := loopbackContainer("other", portOf2(t, otherAddr), claim("0"))
+	other := loopbackContainer("other", nettest.Port(t, otherAddr), claim("0"))
 	update := func(gone []string, cs ...source.Container) {
 		d.update(ctx, 0, source.Update{Connected: true, Gone: gone, Snapshot: &source.Snapshot{Containers: cs}})
 	}
@@ -100,7 +101,7 @@ func TestDynamicStoppingBackend(t *testing.T) {
 	require.Len(t, backends, 1)
 	assert.Equal(t, other.ID, backends[0].ID)
 	for range 5 {
-		assert.Equal(t, "other", read(t, addr))
+		assert.Equal(t, "other", nettest.Read(t, addr))
 	}
 	noNewConn()
 	_, err = backendSide.Write([]byte("still here"))
@@ -119,7 +120,7 @@ func TestDynamicStoppingBackend(t *testing.T) {
 
 	// It dies: what is left of its connections is closed.
 	update([]string{draining.ID}, other)
-	requireClosed(t, c, "the connection to the dead backend was closed")
+	nettest.RequireClosed(t, c, "the connection to the dead backend was closed")
 
 	// The only backend is stopping: no backend, and new connections wait
 	// (--backend-wait) instead of reaching it, until one appears.

@@ -1,0 +1,128 @@
+// Package nettest holds the loopback helpers that the unit tests of
+// several packages share: free ports, servers that greet and close, reads
+// that wait for a route to serve, and a check that a connection was
+// closed rather than left hanging. Every helper takes t first, fails the
+// test on an unexpected error, and cleans up what it started when the test
+// ends. Safe for parallel tests: nothing here is shared between calls.
+package nettest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Greeter serves msg to every connection on a loopback port, then closes
+// it, until the test ends; it returns the address.
+func Greeter(t *testing.T, msg string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(msg))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// Read connects to addr until a connection reads to EOF, within 5 s, and
+// returns what it read: a route that is still starting is waited for.
+func Read(t *testing.T, addr string) string {
+	t.Helper()
+	var got []byte
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		got, err = io.ReadAll(c)
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond)
+	return string(got)
+}
+
+// Port returns the port of a "host:port" address.
+func Port(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := strconv.Atoi(p)
+	require.NoError(t, err)
+	return n
+}
+
+// CloseWithin bounds how long RequireClosed waits: the closes the tests
+// check are made at once, or by a timer of their own, so a connection
+// still open after this long is not going to close.
+const CloseWithin = 2 * time.Second
+
+// RequireClosed reads c until its peer ends it, and fails unless it ends
+// with EOF or a reset within CloseWithin. A Read that fails on its
+// deadline is a connection still open, not one that was closed: asserting
+// only that Read fails would let a hung connection pass. Bytes read before
+// the end are dropped.
+func RequireClosed(t *testing.T, c net.Conn, msgAndArgs ...any) {
+	t.Helper()
+	start := time.Now()
+	require.NoError(t, c.SetReadDeadline(start.Add(CloseWithin)))
+	buf := make([]byte, 512)
+	for {
+		_, err := c.Read(buf)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			require.FailNow(t, "the connection is still open after "+time.Since(start).Round(time.Millisecond).String(), msgAndArgs...)
+		default:
+			require.FailNow(t, "the connection failed, but was not closed: "+err.Error(), msgAndArgs...)
+		}
+	}
+}
+
+// RequireRoot skips the test, saying why it needs root, unless it runs as
+// root.
+func RequireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: " + why)
+	}
+}
+
+// AbstractName returns an abstract unix socket name (@...) of the test's
+// own: the process and the test's name make it unique on the machine.
+func AbstractName(t *testing.T, name string) string {
+	return fmt.Sprintf("@ambassadord-test-%d-%s-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"), name)
+}
