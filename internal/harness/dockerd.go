@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,6 +106,9 @@ func StartDockerd(ctx context.Context, id string, liveRestore bool) (*Dockerd, e
 // dockerdAvailable says why this machine cannot run a private engine, or
 // returns nil.
 func dockerdAvailable() error {
+	if runtime.GOOS != "linux" {
+		return fmt.Errorf("%w: it needs Linux (bridges, mounts, cgroups)", ErrNoDockerd)
+	}
 	for _, cmd := range []string{"dockerd", "containerd", "ip"} {
 		if _, err := exec.LookPath(cmd); err != nil {
 			return fmt.Errorf("%w: %w (apt-get install docker.io iproute2)", ErrNoDockerd, err)
@@ -473,37 +476,6 @@ func (d *Dockerd) dirPIDs() []int {
 		}
 	}
 	return pids
-}
-
-// unmount detaches every mount under Dir, deepest first: the daemon leaves
-// its data root bind-mounted on itself, and a killed one its network
-// namespaces.
-func (d *Dockerd) unmount() error {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("read mounts: %w", err)
-	}
-	defer f.Close()
-	var points []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMount(fields[4])
-		if p == d.Dir || strings.HasPrefix(p, d.Dir+"/") {
-			points = append(points, p)
-		}
-	}
-	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
-	var errs []error
-	for _, p := range points {
-		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
