@@ -46,6 +46,10 @@ type Container struct {
 	// Links are the container's legacy links (HostConfig.Links). A source
 	// fills them for Self only.
 	Links []Link
+
+	// Engine is the name of the source that listed the container
+	// (Update.Source): several engines' containers meet in one view.
+	Engine string
 }
 
 // Network is a container's attachment to one network.
@@ -59,6 +63,21 @@ type Network struct {
 type Port struct {
 	Port  int
 	Proto string // "tcp" or "udp"
+
+	// Published are the addresses of the engine's host this port is
+	// published on (docker run -p), sorted by HostPort then HostIP; empty
+	// when it is not published. A container of a remote engine is reached
+	// through them.
+	Published []Binding
+}
+
+// Binding is one address of the engine's host that publishes a container
+// port.
+type Binding struct {
+	// HostIP is the address the engine binds: "" or an unspecified
+	// address (0.0.0.0, ::) means every address of the engine's host.
+	HostIP   string
+	HostPort int
 }
 
 // Link is one legacy link of the ambassador's container: docker run

@@ -122,8 +122,8 @@ func convertNetworks(ns *container.NetworkSettingsSummary) []source.Network {
 }
 
 // convertPorts returns the exposed ports, sorted by port then protocol. The
-// listing repeats a published port once per host address (0.0.0.0 and ::);
-// only the container side counts here. Protocols other than TCP and UDP
+// listing repeats a published port once per host address (0.0.0.0 and
+// ::): each is a Binding of the one port. Protocols other than TCP and UDP
 // (SCTP) cannot be proxied and are left out.
 func convertPorts(ports []container.PortSummary) []source.Port {
 	var out []source.Port
@@ -135,14 +135,29 @@ func convertPorts(ports []container.PortSummary) []source.Port {
 		if p.PrivatePort == 0 || proto != "tcp" && proto != "udp" {
 			continue
 		}
-		port := source.Port{Port: int(p.PrivatePort), Proto: proto}
-		if !slices.Contains(out, port) {
-			out = append(out, port)
+		i := slices.IndexFunc(out, func(o source.Port) bool { return o.Port == int(p.PrivatePort) && o.Proto == proto })
+		if i < 0 {
+			out = append(out, source.Port{Port: int(p.PrivatePort), Proto: proto})
+			i = len(out) - 1
+		}
+		if p.PublicPort != 0 {
+			b := source.Binding{HostPort: int(p.PublicPort)}
+			if p.IP.IsValid() {
+				b.HostIP = p.IP.String()
+			}
+			if !slices.Contains(out[i].Published, b) {
+				out[i].Published = append(out[i].Published, b)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b source.Port) int {
 		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
 	})
+	for _, p := range out {
+		slices.SortFunc(p.Published, func(a, b source.Binding) int {
+			return cmp.Or(cmp.Compare(a.HostPort, b.HostPort), strings.Compare(a.HostIP, b.HostIP))
+		})
+	}
 	return out
 }
 

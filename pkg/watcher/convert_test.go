@@ -48,7 +48,7 @@ func TestConvertContainer(t *testing.T) {
 			}},
 		},
 		{
-			name: "ports deduplicated across host addresses and sorted; sctp left out",
+			name: "ports deduplicated across host addresses, with their bindings, and sorted; sctp left out",
 			in: ctr(id, "redis", withPorts(
 				container.PortSummary{IP: netip.MustParseAddr("0.0.0.0"), PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
 				container.PortSummary{IP: netip.MustParseAddr("::"), PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
@@ -58,7 +58,8 @@ func TestConvertContainer(t *testing.T) {
 				container.PortSummary{PrivatePort: 9, Type: "sctp"},
 			)),
 			want: source.Container{ID: id, Name: "redis", State: "running", Ports: []source.Port{
-				{Port: 53, Proto: "tcp"}, {Port: 53, Proto: "udp"}, {Port: 80, Proto: "tcp"}, {Port: 6379, Proto: "tcp"},
+				{Port: 53, Proto: "tcp"}, {Port: 53, Proto: "udp"}, {Port: 80, Proto: "tcp"},
+				{Port: 6379, Proto: "tcp", Published: []source.Binding{{HostIP: "0.0.0.0", HostPort: 16379}, {HostIP: "::", HostPort: 16379}}},
 			}},
 		},
 		{

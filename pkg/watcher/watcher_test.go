@@ -125,7 +125,7 @@ func TestInitialSync(t *testing.T) {
 					ID: idRedis, Name: "redis", State: "running", Health: "healthy",
 					Labels:   map[string]string{"ambassador.target": "redis"},
 					Networks: []source.Network{{Name: "bridge", ID: "n-bridge", IP: "172.17.0.3"}},
-					Ports:    []source.Port{{Port: 6379, Proto: "tcp"}},
+					Ports:    []source.Port{{Port: 6379, Proto: "tcp", Published: []source.Binding{{HostPort: 16379}}}},
 				},
 				{
 					ID: idWeb, Name: "web", State: "running", Health: "starting",
