@@ -32,6 +32,20 @@ type Options struct {
 	// label only.
 	Claims Claims
 
+	// Engines describes the engines whose containers the snapshot holds,
+	// by name (source.Container.Engine). A container of an engine that is
+	// not Remote, or not in the map, is local: reached at its IP on a
+	// network it shares with the ambassador, as ever. A remote engine's
+	// containers are reached at the address of its host and the host
+	// port they publish for the route's backend port.
+	Engines map[string]Engine
+
+	// NoLocality turns the preference for local backends off: at equal
+	// priority, remote backends are then balanced with local ones, where
+	// by default they serve only while no local one is usable (so that a
+	// consumer next to its server never crosses the network).
+	NoLocality bool
+
 	// Local are the addresses the ambassador listens on: a backend at one
 	// of them, on one of the routes' listen ports, would be the ambassador
 	// itself, which would connect to itself until descriptors run out. It
@@ -47,6 +61,16 @@ type Options struct {
 	// keeps its listen port and backend port; a rewired route has no
 	// fallback.
 	Overrides map[string]string
+}
+
+// Engine is what the resolver knows of one engine (Options.Engines).
+type Engine struct {
+	// Remote marks an engine on another host than the ambassador's.
+	Remote bool
+	// Address is the remote engine's host, an IP or a name, where its
+	// containers publish their ports: a binding to an unspecified
+	// address (0.0.0.0, ::) is reached there.
+	Address string
 }
 
 // Result is the outcome of Resolve.

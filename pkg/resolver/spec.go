@@ -55,6 +55,10 @@ type Spec struct {
 	// fully qualified name ending in '.', which stays a plain DNS name:
 	// "6379:redis:6379" has Target "redis", "443:api.example.com.:443" none.
 	Target string
+	// Engine names the engine Target is looked up on by name, as
+	// --route 6379:big/redis:6379 gives it; "" for the local engine.
+	// Claims on Target count from every engine, where they count.
+	Engine string
 	// Alias is the link alias of a spec made from a classic link variable,
 	// as it appears in the variable's name: upper-case, with '_' for '-'
 	// and '.', e.g. "REDIS" for REDIS_PORT_6379_TCP. It is empty for every
