@@ -32,8 +32,10 @@ func TestDynamicMetrics(t *testing.T) {
 	src := opts.Sources[0].(*fakeSource)
 	d, m := newTestDaemon(t, opts)
 	ctx := context.Background()
-	// The source's counters, which each scrape reads.
+	// The source's counters, which each scrape reads; its series carry
+	// its name.
 	var live source.Stats
+	engine := seriesLabels{"engine": "docker"}
 
 	// The ambassador's own labels ask for the route; claimers serve it.
 	self := loopbackContainer("amb", 1, map[string]string{
@@ -60,7 +62,7 @@ func TestDynamicMetrics(t *testing.T) {
 	// The first listing: no event to time.
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap(self, ca)})
 	assert.Equal(t, "a", nettest.Read(t, addr))
-	assert.Equal(t, 1.0, value("ambassadord_docker_connected", seriesLabels{}))
+	assert.Equal(t, 1.0, value("ambassadord_docker_connected", engine))
 	assert.Equal(t, 1.0, value("ambassadord_backends", seriesLabels{"route": route}))
 	assert.Equal(t, 1.0, value("ambassadord_connections_total", seriesLabels{"route": route, "backend": ca.Networks[0].IP + ":" + strconv.Itoa(nettest.Port(t, a))}))
 	assert.Equal(t, uint64(0), applied())
@@ -72,7 +74,7 @@ func TestDynamicMetrics(t *testing.T) {
 		Stats: live, EventTime: time.Now().Add(-20 * time.Millisecond)})
 	assert.Equal(t, "b", nettest.Read(t, addr))
 	assert.Equal(t, 1.0, value("ambassadord_rewires_total", seriesLabels{"route": route}))
-	assert.Equal(t, 3.0, value("ambassadord_docker_events_total", seriesLabels{}))
+	assert.Equal(t, 3.0, value("ambassadord_docker_events_total", engine))
 	assert.Equal(t, uint64(1), applied())
 	h, _ := metricstest.Find(metricstest.Scrape(t, m.Handler()), "ambassadord_event_to_applied_seconds", seriesLabels{})
 	assert.GreaterOrEqual(t, h.GetHistogram().GetSampleSum(), 0.02)
@@ -91,7 +93,7 @@ func TestDynamicMetrics(t *testing.T) {
 	// The engine goes away, and comes back with the counters moved on.
 	d.update(ctx, 0, source.Update{Connected: false, Snapshot: snap(self, ca), Err: os.ErrDeadlineExceeded,
 		Stats: live})
-	assert.Equal(t, 0.0, value("ambassadord_docker_connected", seriesLabels{}))
+	assert.Equal(t, 0.0, value("ambassadord_docker_connected", engine))
 	live = source.Stats{Events: 6, Reconnects: 1, Resyncs: 2, Drift: 1}
 	src.setStats(live)
 	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap(self, ca), Stats: live})
@@ -102,7 +104,7 @@ func TestDynamicMetrics(t *testing.T) {
 		"ambassadord_docker_resyncs_total":      2,
 		"ambassadord_docker_resync_drift_total": 1,
 	} {
-		assert.Equal(t, want, value(name, seriesLabels{}), name)
+		assert.Equal(t, want, value(name, engine), name)
 	}
 
 	// The ambassador's label goes: so do the route and its series.

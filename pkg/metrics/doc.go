@@ -2,8 +2,10 @@
 // [proxy.Observer] per route for the connection series, the per-route and
 // per-backend series the controller reports as it applies routes
 // (backends, rewires, overrides), the engine gauges it reports from the
-// sources' updates, and the engine counters, read from the sources'
-// Stats at every scrape. [Reference] renders the same definitions as the
+// sources' updates (reachable, events followed, containers dropped after
+// the engine grace), and the engine counters, read from the sources'
+// Stats at every scrape; each engine's series carry its source's name as
+// the engine label. [Reference] renders the same definitions as the
 // documentation's table, so the help a scrape shows and the reference are
 // the same words.
 //

@@ -72,22 +72,37 @@ var (
 		labels: []string{"route", "target"},
 		help:   "1 while the route is rewired by hand (ambassadord rewire) to target, a target name or HOST:PORT; no series when it is not."}
 
-	// The engine: its state reported by the controller from the sources'
-	// updates (SourceState), its counters read from the sources at each
-	// scrape (FollowSource). The names say docker: the one source there
-	// was when they were named, and the one there is by default.
+	// Per engine, by source name (the engine label: "local" for the engine
+	// of --docker and --docker-host, the NAME of --engine for the
+	// others): its state reported by the controller from the sources'
+	// updates (SourceState, SourceDropped), its counters read from the
+	// sources at each scrape (FollowSource). The names say docker: the one
+	// source there was when they were named, and the kind of engine every
+	// source follows.
 	metricDockerConnected = metricDef{name: "ambassadord_docker_connected", kind: "gauge",
-		help: "1 while the Docker engine is reachable, else 0."}
+		labels: []string{"engine"},
+		help:   "1 while the Docker engine is reachable, else 0."}
 	metricDockerStreaming = metricDef{name: "ambassadord_docker_events_followed", kind: "gauge",
-		help: "1 while the engine's event stream is followed; 0 while it is not, the engine unreachable or its /events unanswered (then the routes follow the engine by listing at every --resync)."}
+		labels: []string{"engine"},
+		help:   "1 while the engine's event stream is followed; 0 while it is not, the engine unreachable or its /events unanswered (then the routes follow the engine by listing at every --resync)."}
 	metricDockerReconnects = metricDef{name: "ambassadord_docker_reconnects_total", kind: "counter",
-		help: "Times the watcher subscribed to the engine again, and resynced, after losing it or its event stream."}
+		labels: []string{"engine"},
+		help:   "Times the watcher subscribed to the engine again, and resynced, after losing it or its event stream."}
 	metricDockerEvents = metricDef{name: "ambassadord_docker_events_total", kind: "counter",
-		help: "Docker events received, relevant or not."}
+		labels: []string{"engine"},
+		help:   "Docker events received, relevant or not."}
 	metricDockerResyncs = metricDef{name: "ambassadord_docker_resyncs_total", kind: "counter",
-		help: "Periodic full resyncs with the engine (--resync), whether or not they found changes."}
+		labels: []string{"engine"},
+		help:   "Periodic full resyncs with the engine (--resync), whether or not they found changes."}
 	metricDockerDrift = metricDef{name: "ambassadord_docker_resync_drift_total", kind: "counter",
-		help: "Periodic resyncs that found changes the events had not delivered (an upper bound: an event racing a resync counts too)."}
+		labels: []string{"engine"},
+		help:   "Periodic resyncs that found changes the events had not delivered (an upper bound: an event racing a resync counts too)."}
+	metricDockerDropped = metricDef{name: "ambassadord_docker_dropped", kind: "gauge",
+		labels: []string{"engine"},
+		help:   "1 while the remote engine has been unreachable for longer than --engine-grace: its containers are not candidates for new connections until it answers again (established connections are left alone); else 0. The local engine is never dropped."}
+	metricDockerDrops = metricDef{name: "ambassadord_docker_drops_total", kind: "counter",
+		labels: []string{"engine"},
+		help:   "Times the remote engine's containers were dropped, the engine unreachable for longer than --engine-grace."}
 	metricEventToApplied = metricDef{name: "ambassadord_event_to_applied_seconds", kind: "histogram",
 		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
 		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
@@ -102,6 +117,7 @@ var metricDefs = []metricDef{
 	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
 	metricRewires, metricBackends, metricOverride,
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
+	metricDockerDropped, metricDockerDrops,
 	metricEventToApplied,
 	metricBuildInfo,
 }
@@ -116,14 +132,6 @@ func (d metricDef) gaugeVec() *prometheus.GaugeVec {
 
 func (d metricDef) histogramVec() *prometheus.HistogramVec {
 	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: d.name, Help: d.help, Buckets: d.buckets}, d.labels)
-}
-
-func (d metricDef) counter() prometheus.Counter {
-	return prometheus.NewCounter(prometheus.CounterOpts{Name: d.name, Help: d.help})
-}
-
-func (d metricDef) gauge() prometheus.Gauge {
-	return prometheus.NewGauge(prometheus.GaugeOpts{Name: d.name, Help: d.help})
 }
 
 func (d metricDef) histogram() prometheus.Histogram {
@@ -167,12 +175,14 @@ type Metrics struct {
 	rewires        *prometheus.CounterVec
 	backends       *prometheus.GaugeVec
 	overrides      *prometheus.GaugeVec
-	dockerUp       prometheus.Gauge
-	streaming      prometheus.Gauge
-	reconnects     prometheus.Counter
-	events         prometheus.Counter
-	resyncs        prometheus.Counter
-	drift          prometheus.Counter
+	dockerUp       *prometheus.GaugeVec
+	streaming      *prometheus.GaugeVec
+	dropped        *prometheus.GaugeVec
+	drops          *prometheus.CounterVec
+	reconnects     *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	resyncs        *prometheus.CounterVec
+	drift          *prometheus.CounterVec
 	eventToApplied prometheus.Histogram
 
 	mu sync.Mutex
@@ -186,6 +196,7 @@ type Metrics struct {
 // sourceMetrics is what Metrics knows of one source.
 type sourceMetrics struct {
 	connected, streaming bool                // as of the last SourceState
+	dropped              bool                // as of the last SourceDropped
 	live                 func() source.Stats // its counters now; nil until FollowSource
 	last                 source.Stats        // as of the last syncStats
 }
@@ -224,12 +235,14 @@ func New(version, commit string) *Metrics {
 		rewires:        metricRewires.counterVec(),
 		backends:       metricBackends.gaugeVec(),
 		overrides:      metricOverride.gaugeVec(),
-		dockerUp:       metricDockerConnected.gauge(),
-		streaming:      metricDockerStreaming.gauge(),
-		reconnects:     metricDockerReconnects.counter(),
-		events:         metricDockerEvents.counter(),
-		resyncs:        metricDockerResyncs.counter(),
-		drift:          metricDockerDrift.counter(),
+		dockerUp:       metricDockerConnected.gaugeVec(),
+		streaming:      metricDockerStreaming.gaugeVec(),
+		dropped:        metricDockerDropped.gaugeVec(),
+		drops:          metricDockerDrops.counterVec(),
+		reconnects:     metricDockerReconnects.counterVec(),
+		events:         metricDockerEvents.counterVec(),
+		resyncs:        metricDockerResyncs.counterVec(),
+		drift:          metricDockerDrift.counterVec(),
 		eventToApplied: metricEventToApplied.histogram(),
 		routes:         map[string]*routeMetrics{},
 		sources:        map[string]*sourceMetrics{},
@@ -242,7 +255,7 @@ func New(version, commit string) *Metrics {
 		buildInfo,
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.connDuration,
 		m.rewires, m.backends, m.overrides,
-		m.dockerUp, m.streaming, engineCounters{m}, m.eventToApplied,
+		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 	)
 	return m
 }
@@ -370,21 +383,28 @@ func (m *Metrics) RouteRemoved(route string) {
 
 // SourceState records whether the engine of the source named name is
 // reachable (source.Update.Connected) and whether its events are followed
-// (Connected, and no Update.StreamErr). ambassadord_docker_connected and
-// ambassadord_docker_events_followed are 1 while every source's are: with
-// the one Docker source, its state, as they have always said.
+// (Connected, and no Update.StreamErr), in the series of its engine label.
 func (m *Metrics) SourceState(name string, connected, streaming bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.sourceLocked(name)
 	s.connected, s.streaming = connected, connected && streaming
-	up, following := len(m.sources) > 0, len(m.sources) > 0
-	for _, s := range m.sources {
-		up = up && s.connected
-		following = following && s.streaming
+	m.dockerUp.WithLabelValues(name).Set(boolGauge(s.connected))
+	m.streaming.WithLabelValues(name).Set(boolGauge(s.streaming))
+}
+
+// SourceDropped records whether the containers of the source named name
+// are dropped from the candidates, its engine unreachable for longer than
+// the engine grace; a change to dropped counts one drop.
+func (m *Metrics) SourceDropped(name string, dropped bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sourceLocked(name)
+	if dropped && !s.dropped {
+		m.drops.WithLabelValues(name).Inc()
 	}
-	m.dockerUp.Set(boolGauge(up))
-	m.streaming.Set(boolGauge(following))
+	s.dropped = dropped
+	m.dropped.WithLabelValues(name).Set(boolGauge(dropped))
 }
 
 func boolGauge(b bool) float64 {
@@ -394,23 +414,32 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-// sourceLocked returns the state of the source named name, creating it if
-// needed. m.mu must be held.
+// sourceLocked returns the state of the source named name, creating it
+// and its engine's series, at 0, if needed: an engine that never answers
+// shows as not connected rather than not at all. m.mu must be held.
 func (m *Metrics) sourceLocked(name string) *sourceMetrics {
 	s, ok := m.sources[name]
 	if !ok {
 		s = &sourceMetrics{}
 		m.sources[name] = s
+		m.dockerUp.WithLabelValues(name)
+		m.streaming.WithLabelValues(name)
+		m.dropped.WithLabelValues(name)
+		m.drops.WithLabelValues(name)
+		m.reconnects.WithLabelValues(name)
+		m.events.WithLabelValues(name)
+		m.resyncs.WithLabelValues(name)
+		m.drift.WithLabelValues(name)
 	}
 	return s
 }
 
-// FollowSource makes every scrape bring the engine counters up to live(),
-// the counters of the source named name at that moment
+// FollowSource makes every scrape bring the engine counters of the source
+// named name up to live(), its counters at that moment
 // (source.Source.Stats). They are read at scrape time, not taken from
 // updates: a source publishes no update for an event or a resync that
 // changes nothing, so on a quiet engine counters from updates would stand
-// still. The ambassadord_docker_* counters sum every source's.
+// still. Each source counts in the series of its engine label.
 func (m *Metrics) FollowSource(name string, live func() source.Stats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -426,23 +455,23 @@ func (m *Metrics) FollowSource(name string, live func() source.Stats) {
 func (m *Metrics) syncStats() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	add := func(c prometheus.Counter, now, last uint64) {
+	add := func(c *prometheus.CounterVec, name string, now, last uint64) {
 		if now < last {
 			last = 0
 		}
 		if now > last {
-			c.Add(float64(now - last))
+			c.WithLabelValues(name).Add(float64(now - last))
 		}
 	}
-	for _, src := range m.sources {
+	for name, src := range m.sources {
 		if src.live == nil {
 			continue
 		}
 		s := src.live()
-		add(m.events, s.Events, src.last.Events)
-		add(m.reconnects, s.Reconnects, src.last.Reconnects)
-		add(m.resyncs, s.Resyncs, src.last.Resyncs)
-		add(m.drift, s.Drift, src.last.Drift)
+		add(m.events, name, s.Events, src.last.Events)
+		add(m.reconnects, name, s.Reconnects, src.last.Reconnects)
+		add(m.resyncs, name, s.Resyncs, src.last.Resyncs)
+		add(m.drift, name, s.Drift, src.last.Drift)
 		src.last = s
 	}
 }
@@ -451,8 +480,8 @@ func (m *Metrics) syncStats() {
 // them up to the sources' live Stats.
 type engineCounters struct{ m *Metrics }
 
-func (c engineCounters) counters() []prometheus.Counter {
-	return []prometheus.Counter{c.m.reconnects, c.m.events, c.m.resyncs, c.m.drift}
+func (c engineCounters) counters() []*prometheus.CounterVec {
+	return []*prometheus.CounterVec{c.m.reconnects, c.m.events, c.m.resyncs, c.m.drift}
 }
 
 func (c engineCounters) Describe(ch chan<- *prometheus.Desc) {

@@ -272,13 +272,18 @@ func TestMetricsOverride(t *testing.T) {
 
 func TestMetricsDocker(t *testing.T) {
 	m := New("dev", "")
+	docker := seriesLabels{"engine": "docker"}
 	f := scrape(t, m)
-	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_connected", seriesLabels{}))
-	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_events_total", seriesLabels{}))
+	_, ok := metricstest.Find(f, "ambassadord_docker_connected", docker)
+	assert.False(t, ok, "no engine series before the engine is followed")
 
-	// The counters are read from the watcher at each scrape.
+	// The counters are read from the watcher at each scrape; the engine's
+	// series are there, at 0, from the moment it is followed.
 	var stats source.Stats
 	m.FollowSource("docker", func() source.Stats { return stats })
+	f = scrape(t, m)
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_connected", docker))
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_events_total", docker))
 	m.SourceState("docker", true, true)
 	stats = source.Stats{Events: 5, Reconnects: 1, Resyncs: 2, Drift: 1}
 	scrape(t, m)
@@ -302,8 +307,10 @@ func TestMetricsDocker(t *testing.T) {
 		{"ambassadord_docker_reconnects_total", 1},
 		{"ambassadord_docker_resyncs_total", 3},
 		{"ambassadord_docker_resync_drift_total", 1},
+		{"ambassadord_docker_dropped", 0},
+		{"ambassadord_docker_drops_total", 0},
 	} {
-		assert.Equal(t, tt.want, metricstest.Value(t, f, tt.name, seriesLabels{}), tt.name)
+		assert.Equal(t, tt.want, metricstest.Value(t, f, tt.name, docker), tt.name)
 	}
 	h, ok := metricstest.Find(f, "ambassadord_event_to_applied_seconds", seriesLabels{})
 	require.True(t, ok)
@@ -318,10 +325,64 @@ func TestMetricsDocker(t *testing.T) {
 	// Reachable, but its /events unanswered: connected, events not followed.
 	m.SourceState("docker", true, false)
 	f = scrape(t, m)
-	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_docker_connected", seriesLabels{}))
-	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_events_followed", seriesLabels{}))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_docker_connected", docker))
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_events_followed", docker))
 	m.SourceState("docker", false, true)
-	assert.Equal(t, 0.0, metricstest.Value(t, scrape(t, m), "ambassadord_docker_events_followed", seriesLabels{}), "unreachable: not followed")
+	assert.Equal(t, 0.0, metricstest.Value(t, scrape(t, m), "ambassadord_docker_events_followed", docker), "unreachable: not followed")
+}
+
+// TestMetricsEngines: each engine has its own series, by its source's
+// name: its state, its counters read live, and whether its containers are
+// dropped after the engine grace, each drop counted once.
+func TestMetricsEngines(t *testing.T) {
+	m := New("dev", "")
+	local, big := seriesLabels{"engine": "local"}, seriesLabels{"engine": "big"}
+	m.FollowSource("local", func() source.Stats { return source.Stats{Events: 4, Resyncs: 1} })
+	m.FollowSource("big", func() source.Stats { return source.Stats{Events: 7, Reconnects: 2, Drift: 1} })
+	m.SourceState("local", true, true)
+	m.SourceState("big", true, false)
+
+	f := scrape(t, m)
+	for _, tt := range []struct {
+		name   string
+		labels seriesLabels
+		want   float64
+	}{
+		{"ambassadord_docker_connected", local, 1},
+		{"ambassadord_docker_connected", big, 1},
+		{"ambassadord_docker_events_followed", local, 1},
+		{"ambassadord_docker_events_followed", big, 0},
+		{"ambassadord_docker_events_total", local, 4},
+		{"ambassadord_docker_events_total", big, 7},
+		{"ambassadord_docker_reconnects_total", local, 0},
+		{"ambassadord_docker_reconnects_total", big, 2},
+		{"ambassadord_docker_resyncs_total", local, 1},
+		{"ambassadord_docker_resync_drift_total", big, 1},
+		{"ambassadord_docker_dropped", big, 0},
+	} {
+		assert.Equal(t, tt.want, metricstest.Value(t, f, tt.name, tt.labels), "%s%v", tt.name, tt.labels)
+	}
+
+	// big is lost: unreachable, then dropped once its grace is over; a
+	// second report of the same drop counts nothing more.
+	m.SourceState("big", false, false)
+	m.SourceDropped("big", true)
+	m.SourceDropped("big", true)
+	f = scrape(t, m)
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_connected", big))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_docker_connected", local), "the other engine's state is its own")
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_docker_dropped", big))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_docker_drops_total", big))
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_dropped", local))
+
+	// It answers again; lost again later, a second drop.
+	m.SourceState("big", true, true)
+	m.SourceDropped("big", false)
+	f = scrape(t, m)
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_docker_dropped", big))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_docker_connected", big))
+	m.SourceDropped("big", true)
+	assert.Equal(t, 2.0, metricstest.Value(t, scrape(t, m), "ambassadord_docker_drops_total", big))
 }
 
 func TestMetricsBuildInfoAndRuntime(t *testing.T) {
@@ -346,6 +407,7 @@ func TestMetricsReference(t *testing.T) {
 	o.DialFailed(b, proxy.DialRefused)
 	o.Rejected(proxy.RejectLimit)
 	m.SourceState("docker", true, true)
+	m.SourceDropped("docker", true)
 	m.FollowSource("docker", func() source.Stats { return source.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1} })
 	m.Applied(time.Millisecond)
 
