@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -66,18 +67,55 @@ type Dockerd struct {
 	Subnet      netip.Prefix // the bridge's subnet; the host holds its .1
 	LiveRestore bool         // containers outlive the daemon
 
+	// With TLS (DockerdOptions.TLS), the engine is a "host" of its own:
+	// Address is a loopback address of its own (127.x.y.z), where it
+	// serves its API on TCP with --tlsverify (TCPHost) and where its
+	// containers' published ports bind unless they name another address
+	// (--ip). An ambassador on this machine reaches it, and its published
+	// ports, there, as it would a remote engine's host. Without TLS,
+	// Address is invalid and TCPHost empty.
+	Address netip.Addr
+	TCPHost string // tcp://Address:2376
+	// TLSDir holds the server certificate the daemon starts with (ca.pem,
+	// cert.pem, key.pem): its ca.pem is the CA whose clients it accepts.
+	// ReissueTLS replaces it for the next Start.
+	TLSDir string
+
 	cgroupParent string
 	cmd          *exec.Cmd     // the running daemon; nil while stopped
 	exited       chan struct{} // closed once cmd has been waited for
 	waitErr      error         // why cmd exited; read after exited is closed
 }
 
-// StartDockerd creates a private engine's directory and bridge and starts
-// it; it returns once the engine answers. id is at most 11 characters of
-// [a-z0-9] (it names a network interface) and must be unique on the
-// machine: callers put their run ID in it. On error everything created is
-// removed again.
+// DockerdTLSPort is where a private engine with TLS serves its API on its
+// Address: Docker's own port for TLS.
+const DockerdTLSPort = 2376
+
+// DockerdOptions are a private engine's settings. The zero value is an
+// engine on its unix socket alone, without live restore.
+type DockerdOptions struct {
+	// LiveRestore keeps the containers running while the daemon is down.
+	LiveRestore bool
+	// TLS, if set, gives the engine a loopback address of its own and a
+	// server certificate TLS issues for it, and makes it serve its API
+	// there too, on DockerdTLSPort with --tlsverify: it accepts clients
+	// with a certificate of TLS alone.
+	TLS *CA
+}
+
+// StartDockerd starts a private engine on its unix socket, with or
+// without live restore, as StartDockerdWith does.
 func StartDockerd(ctx context.Context, id string, liveRestore bool) (*Dockerd, error) {
+	return StartDockerdWith(ctx, id, DockerdOptions{LiveRestore: liveRestore})
+}
+
+// StartDockerdWith creates a private engine's directory and bridge (and,
+// with TLS, its address and server certificate) and starts it; it returns
+// once the engine answers on its socket and, with TLS, accepts on its TCP
+// address. id is at most 11 characters of [a-z0-9] (it names a network
+// interface) and must be unique on the machine: callers put their run ID
+// in it. On error everything created is removed again.
+func StartDockerdWith(ctx context.Context, id string, opts DockerdOptions) (*Dockerd, error) {
 	if err := dockerdAvailable(); err != nil {
 		return nil, err
 	}
@@ -92,10 +130,15 @@ func StartDockerd(ctx context.Context, id string, liveRestore bool) (*Dockerd, e
 	}
 	d := &Dockerd{
 		ID: id, Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"),
-		Bridge: "ambd" + id, LiveRestore: liveRestore, cgroupParent: "/ambd-" + id,
+		Bridge: "ambd" + id, LiveRestore: opts.LiveRestore, cgroupParent: "/ambd-" + id,
 	}
 	if err := d.prepare(ctx); err != nil {
 		return nil, errors.Join(err, d.Close())
+	}
+	if opts.TLS != nil {
+		if err := d.prepareTLS(opts.TLS); err != nil {
+			return nil, errors.Join(err, d.Close())
+		}
 	}
 	if err := d.Start(ctx); err != nil {
 		return nil, errors.Join(err, d.Close())
@@ -150,6 +193,49 @@ func (d *Dockerd) prepare(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// prepareTLS picks the engine's address and writes its server
+// certificate, issued by ca, to TLSDir.
+func (d *Dockerd) prepareTLS(ca *CA) error {
+	addr, err := freeLoopback()
+	if err != nil {
+		return err
+	}
+	d.Address = addr
+	d.TCPHost = "tcp://" + netip.AddrPortFrom(addr, DockerdTLSPort).String()
+	d.TLSDir = filepath.Join(d.Dir, "tls")
+	return d.ReissueTLS(ca)
+}
+
+// ReissueTLS replaces the engine's server certificate with one ca issues,
+// its ca.pem with ca's: from the next Start, the engine presents a
+// certificate of ca and accepts clients of ca alone. A test restarts an
+// engine with another CA to misconfigure it.
+func (d *Dockerd) ReissueTLS(ca *CA) error {
+	if !d.Address.IsValid() {
+		return fmt.Errorf("private dockerd %s has no TLS", d.ID)
+	}
+	if err := Server(ca, d.TLSDir, "ambassadord private engine "+d.ID, d.Address); err != nil {
+		return fmt.Errorf("private dockerd %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// freeLoopback picks a random loopback address in 127.64.0.0/10, clear of
+// 127.0.0.0/16 where services usually listen, on which nothing listens on
+// DockerdTLSPort. Concurrent runs pick among four million addresses.
+func freeLoopback() (netip.Addr, error) {
+	for range subnetAttempts {
+		a := netip.AddrFrom4([4]byte{127, byte(64 + rand.N(64)), byte(rand.N(256)), byte(1 + rand.N(254))})
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(a, DockerdTLSPort).String())
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("no free loopback address for port %d after %d attempts", DockerdTLSPort, subnetAttempts)
 }
 
 // ipCommand runs ip(8) with args.
@@ -207,6 +293,18 @@ func (d *Dockerd) Args() []string {
 	}
 	if d.LiveRestore {
 		args = append(args, "--live-restore")
+	}
+	if d.TCPHost != "" {
+		args = append(args,
+			"--host", d.TCPHost,
+			"--tlsverify",
+			"--tlscacert", filepath.Join(d.TLSDir, CAFile),
+			"--tlscert", filepath.Join(d.TLSDir, CertFile),
+			"--tlskey", filepath.Join(d.TLSDir, KeyFile),
+			// Published ports bind to the engine's address, as they
+			// would to its host's: -p 9000 is Address:<ephemeral>.
+			"--ip", d.Address.String(),
+		)
 	}
 	return args
 }
@@ -269,6 +367,15 @@ func (d *Dockerd) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("wait for private dockerd %s to answer: %w", d.ID, err)
 	}
+	if d.TCPHost != "" {
+		// The daemon serves every host it was given once it answers on
+		// one; a TCP connect (no handshake: the test may have given it
+		// a CA no client of the harness has) confirms it.
+		addr := strings.TrimPrefix(d.TCPHost, "tcp://")
+		if err := WaitTCP(ctx, addr); err != nil {
+			return fmt.Errorf("private dockerd %s: %w", d.ID, err)
+		}
+	}
 	return nil
 }
 
@@ -302,6 +409,69 @@ func (d *Dockerd) Stop(ctx context.Context) error {
 	return fmt.Errorf("stop private dockerd %s: still running after SIGTERM, killed: %w", d.ID, ctx.Err())
 }
 
+// Kill kills the daemon (SIGKILL), as a crash would, and the containerd
+// it manages, which would not outlive it for long (its log is a pipe to
+// the daemon) and which, half dead, would keep the next Start from
+// starting one of its own. It returns once both are gone. The containers
+// outlive them, held by their shims; their docker-proxy processes, which
+// publish their ports, die with the daemon (their parent-death signal).
+// Start starts the engine again with the same paths; with live restore it
+// takes the running containers back.
+func (d *Dockerd) Kill(ctx context.Context) error {
+	if d.cmd == nil {
+		return nil
+	}
+	if err := d.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill private dockerd %s: %w", d.ID, err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(dockerdKillTimeout):
+		return fmt.Errorf("kill private dockerd %s: not reaped after %s", d.ID, dockerdKillTimeout)
+	}
+	d.cmd = nil
+	ctx, cancel := context.WithTimeout(ctx, dockerdKillTimeout)
+	defer cancel()
+	err := Poll(ctx, func(context.Context) error {
+		pid, ok := d.containerdPID()
+		if !ok {
+			return nil
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		return fmt.Errorf("containerd %d still running", pid)
+	})
+	if err != nil {
+		return fmt.Errorf("kill private dockerd %s's containerd: %w", d.ID, err)
+	}
+	// An orphan is reaped by init, which may be slow to, or not do it
+	// at all in a container: a zombie containerd would pass the next
+	// daemon's check that the one of its pid file still runs, and the
+	// daemon would wait for it instead of starting its own.
+	if err := os.Remove(d.containerdPIDFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("kill private dockerd %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+func (d *Dockerd) containerdPIDFile() string {
+	return filepath.Join(d.Dir, "exec", "containerd", "containerd.pid")
+}
+
+// containerdPID returns the pid of the containerd the daemon started, if
+// it runs: the pid its pid file names, if that process's command line
+// names Dir (a pid reused by another process does not).
+func (d *Dockerd) containerdPID() (int, bool) {
+	b, err := os.ReadFile(d.containerdPIDFile())
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, slices.Contains(d.dirPIDs(), pid)
+}
+
 // kill sends SIGKILL and waits for the daemon to be reaped.
 func (d *Dockerd) kill() {
 	if d.cmd == nil {
@@ -323,6 +493,25 @@ func (d *Dockerd) client() (*client.Client, error) {
 		return nil, fmt.Errorf("create docker client for %s: %w", d.Host, err)
 	}
 	return cli, nil
+}
+
+// PingTLS pings the daemon over TCP with TLS, as a client holding the
+// certificate directory certDir (ca.pem, cert.pem, key.pem) would: nil if
+// the engine answers, else why the handshake or the request failed.
+func (d *Dockerd) PingTLS(ctx context.Context, certDir string) error {
+	if d.TCPHost == "" {
+		return fmt.Errorf("private dockerd %s has no TLS", d.ID)
+	}
+	cli, err := client.New(client.WithHost(d.TCPHost), client.WithTLSClientConfig(
+		filepath.Join(certDir, CAFile), filepath.Join(certDir, CertFile), filepath.Join(certDir, KeyFile)))
+	if err != nil {
+		return fmt.Errorf("create docker client for %s: %w", d.TCPHost, err)
+	}
+	defer cli.Close()
+	if _, err := cli.Ping(ctx, client.PingOptions{}); err != nil {
+		return fmt.Errorf("ping %s with %s: %w", d.TCPHost, certDir, err)
+	}
+	return nil
 }
 
 // Engine returns an Engine for the daemon bound to the run label and run

@@ -4,7 +4,10 @@
 // in-memory tar contexts, runs containers on the default bridge or on
 // networks of its own, changes them as a test needs (stop, rename,
 // disconnect, ...), records the engine's events, waits by polling with
-// deadlines, and removes what it created.
+// deadlines, and removes what it created. It also starts private,
+// throw-away engines (Dockerd), and plays other hosts with them: each
+// with a loopback address of its own and a TLS endpoint whose
+// certificates a test's PKI issues (tls.go).
 //
 // Everything an Engine creates carries the label Engine.Label=Engine.Run, so
 // Cleanup removes exactly one run's resources and never touches anything
@@ -91,7 +94,9 @@ type Spec struct {
 	Expose     []uint16 // --expose PORT (TCP)
 
 	// Publish publishes container port -> on host IP with an ephemeral host
-	// port, like `-p IP::PORT`. The port is exposed too.
+	// port, like `-p IP::PORT`; the zero Addr leaves the host IP to the
+	// engine's default (dockerd --ip, 0.0.0.0 unless set), like `-p PORT`.
+	// The port is exposed too.
 	Publish map[uint16]netip.Addr
 
 	// OneShot marks a container that runs to completion. Start treats all
@@ -184,7 +189,11 @@ func (e *Engine) Command(s Spec) string {
 		args = append(args, "--expose", strconv.Itoa(int(p)))
 	}
 	for _, p := range slices.Sorted(maps.Keys(s.Publish)) {
-		args = append(args, "-p", s.Publish[p].String()+"::"+strconv.Itoa(int(p)))
+		if ip := s.Publish[p]; ip.IsValid() {
+			args = append(args, "-p", ip.String()+"::"+strconv.Itoa(int(p)))
+		} else {
+			args = append(args, "-p", strconv.Itoa(int(p)))
+		}
 	}
 	for _, kv := range s.Env {
 		args = append(args, "-e", kv)

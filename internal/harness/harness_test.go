@@ -66,6 +66,11 @@ func TestCommand(t *testing.T) {
 			want: "docker run -d --name ambassadord-e2e-r1-amb -p 172.17.0.1::6379 img",
 		},
 		{
+			name: "published on the engine's default address",
+			spec: Spec{Name: "srv", Image: "img", Publish: map[uint16]netip.Addr{9000: {}}},
+			want: "docker run -d --name ambassadord-e2e-r1-srv -p 9000 img",
+		},
+		{
 			name: "networks, labels, socket and healthcheck",
 			spec: Spec{
 				Name: "web", Image: "img",
