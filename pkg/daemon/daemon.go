@@ -37,6 +37,29 @@ type Options struct {
 	// "unix:///var/run/docker.sock"). A source without one shows none.
 	SourceHosts map[string]string
 
+	// Engines describes the sources' engines, by source name, as
+	// resolver.Options.Engines does: a Remote engine's containers are
+	// reached at its Address and the host ports they publish. A source
+	// not in the map is local. A remote engine is also one whose
+	// containers are dropped from the candidates once it has been
+	// unreachable for EngineGrace, and one that need not answer for the
+	// daemon to be ready: see the package doc.
+	Engines map[string]resolver.Engine
+
+	// NoLocality is the resolver's option of the same name: at equal
+	// priority, remote backends are balanced with local ones, where by
+	// default they serve only while no local one is usable.
+	NoLocality bool
+
+	// EngineGrace is how long a remote engine's containers stay
+	// candidates once it is unreachable: they may still serve, and a
+	// connect that fails moves on to the next backend. After it they are
+	// dropped from the merged view (new connections no longer go to them;
+	// established ones are left alone) until the engine answers again.
+	// Zero means 5s. A local engine's last snapshot is served however long
+	// it is down.
+	EngineGrace time.Duration
+
 	// ListenAddress is the IP address the routes listen on; empty means
 	// every interface.
 	ListenAddress string
@@ -112,6 +135,9 @@ type Metrics interface {
 	// FollowSource gives the source's live counters, to read when they
 	// are served.
 	FollowSource(source string, stats func() source.Stats)
+	// SourceDropped records whether the source's containers are dropped
+	// from the merged view, its engine unreachable beyond EngineGrace.
+	SourceDropped(source string, dropped bool)
 	// Applied records the time from an engine event to the routes it led
 	// to being applied.
 	Applied(latency time.Duration)
@@ -127,6 +153,7 @@ func (nopMetrics) Overridden(string, string)                {}
 func (nopMetrics) RouteRemoved(string)                      {}
 func (nopMetrics) SourceState(string, bool, bool)           {}
 func (nopMetrics) FollowSource(string, func() source.Stats) {}
+func (nopMetrics) SourceDropped(string, bool)               {}
 func (nopMetrics) Applied(time.Duration)                    {}
 
 // ErrNoRoutes is the start-up error of a daemon with nothing to serve and
@@ -152,6 +179,7 @@ type Daemon struct {
 	warnings  []string                // of the last resolution, logged when they change
 	noRoutes  bool                    // "no routes yet" was logged
 
+	grace    *time.Timer               // fires at the earliest end of a remote engine's grace; stopped when none runs
 	status   atomic.Pointer[published] // the latest document, for any goroutine
 	requests chan rewireRequest        // from Rewire to the run loop
 	running  atomic.Bool               // Run was called
@@ -192,7 +220,7 @@ func New(opts Options) (*Daemon, error) {
 		if slices.ContainsFunc(d.sources, func(s *sourceState) bool { return s.name == name }) {
 			return nil, fmt.Errorf("follow sources: two are named %q", name)
 		}
-		d.sources = append(d.sources, &sourceState{src: src, name: name, host: opts.SourceHosts[name]})
+		d.sources = append(d.sources, &sourceState{src: src, name: name, host: opts.SourceHosts[name], remote: opts.Engines[name].Remote})
 	}
 	saved, err := loadState(opts.StateFile)
 	if err != nil {
@@ -207,6 +235,9 @@ func New(opts Options) (*Daemon, error) {
 		d.metrics.FollowSource(s.name, s.src.Stats)
 	}
 	d.table = newRouteTable(&d.opts, log, d.metrics)
+	// Stopped until a remote engine is lost (armGrace).
+	d.grace = time.NewTimer(time.Hour)
+	d.grace.Stop()
 	return d, nil
 }
 
@@ -222,6 +253,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer close(d.stopped)
 	defer d.table.shutdown()
+	defer d.grace.Stop()
 	if err := d.resolve(ctx); err != nil {
 		return err
 	}
@@ -248,6 +280,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		case req := <-d.requests:
 			req.reply <- d.rewire(ctx, req.RewireRequest)
+		case <-d.grace.C:
+			d.graceOver(ctx)
 		case u := <-updates:
 			if u.ended {
 				d.sourceEnded(ctx, u.index)
@@ -320,8 +354,8 @@ func (d *Daemon) apply(ctx context.Context, res resolver.Result) error {
 	}
 	d.routes = res.Routes
 	routes := res.Routes
-	if !d.synced() {
-		routes = servable(routes)
+	if !d.settled() {
+		routes = d.servable(routes)
 	}
 	err := d.table.apply(ctx, routes)
 	d.publish()
@@ -329,7 +363,10 @@ func (d *Daemon) apply(ctx context.Context, res resolver.Result) error {
 }
 
 func (d *Daemon) resolverOptions() resolver.Options {
-	o := resolver.Options{Network: d.opts.Network, ClaimScope: d.opts.ClaimScope, Claims: d.opts.Claims, Local: d.local}
+	o := resolver.Options{
+		Network: d.opts.Network, ClaimScope: d.opts.ClaimScope, Claims: d.opts.Claims, Local: d.local,
+		Engines: d.opts.Engines, NoLocality: d.opts.NoLocality,
+	}
 	if len(d.overrides) > 0 {
 		o.Overrides = make(map[string]string, len(d.overrides))
 		for k, v := range d.overrides {
@@ -349,9 +386,17 @@ func (d *Daemon) overrideList() []api.Override {
 }
 
 // servable drops the routes that cannot be served before every engine has
-// answered: those to a target name without a static fallback.
-func servable(routes []resolver.Route) []resolver.Route {
-	return slices.DeleteFunc(slices.Clone(routes), func(r resolver.Route) bool { return len(r.Backends) == 0 })
+// answered (or, for a remote one, failed to): those to a target name
+// without a usable fallback, unless they listen already. One that listens
+// (on its fallback, before any engine answered) keeps listening without a
+// backend meanwhile, new connections waiting for one: closing it to open
+// it again when the next engine answers would refuse connections in
+// between, and race the closing listener for the port.
+func (d *Daemon) servable(routes []resolver.Route) []resolver.Route {
+	return slices.DeleteFunc(slices.Clone(routes), func(r resolver.Route) bool {
+		_, listening := d.table.routes[keyOf(r)]
+		return len(r.Backends) == 0 && !listening
+	})
 }
 
 // errorField logs an error as a plain string: zap's default adds a verbose

@@ -21,11 +21,28 @@
 // may already have handed to another container; and a source that stops
 // takes its containers with it. See sources.go.
 //
+// Engines are local or remote (Options.Engines). A remote engine that
+// becomes unreachable keeps its containers as candidates for
+// Options.EngineGrace, since they may still serve; then they leave the
+// merged view (new connections go elsewhere, established ones are left
+// alone) until the engine answers again, a resync rather than a restart.
+// A local engine's last snapshot is served however long it is down: one
+// that restarts with live-restore leaves its containers serving, while a
+// remote one that does not answer is a lost host or a partition. See
+// grace.go.
+//
+// Readiness waits for every engine's first sync, except that a remote
+// engine that has failed its first attempt no longer holds it back: a lost
+// host must not keep the ambassador of this one unready. Its status entry
+// says it never synced. Until every engine has settled so, a route without
+// a backend that does not listen yet waits rather than listens.
+//
 // Concurrency contract: [Daemon.Run] owns one goroutine, the run loop,
 // which holds all the controller's state (snapshots, routes, overrides)
 // without locks; it starts and waits for one goroutine per source running
 // its Run, one per source forwarding its updates to the loop, one accept
-// loop per listening route, and the timers of drains. [Daemon.Status] and
+// loop per listening route, and the timers of drains. The engines' grace
+// is one timer the run loop owns and selects on. [Daemon.Status] and
 // [Daemon.Rewire] are safe to call from any goroutine: the loop publishes
 // an immutable status document through an atomic pointer, and a rewire is
 // a request the loop answers. Run returns once every goroutine it started

@@ -16,16 +16,27 @@ import (
 // sourceState is what the run loop knows of one source: its latest
 // snapshot and connection state. Only the run loop uses it.
 type sourceState struct {
-	src  source.Source
-	name string
-	host string // for the status (Options.SourceHosts)
+	src    source.Source
+	name   string
+	host   string // for the status (Options.SourceHosts)
+	remote bool   // Options.Engines[name].Remote: lost beyond the grace, its containers are dropped
 
 	snap      *source.Snapshot // latest; nil until it answered, and once it ended
 	connected bool
-	err       string // Update.Err
-	streamErr string // Update.StreamErr
-	synced    bool   // a snapshot of it has been applied
-	ended     bool   // its Run returned while the daemon ran
+	err       string    // Update.Err
+	streamErr string    // Update.StreamErr
+	synced    bool      // a snapshot of it has been applied
+	failed    bool      // it has been unreachable at least once (its first attempt, for readiness)
+	lost      time.Time // when it became unreachable; zero while it answers
+	dropped   bool      // remote, and lost for longer than the grace: its containers are out of the merged view
+	ended     bool      // its Run returned while the daemon ran
+}
+
+// settled reports whether the readiness no longer waits for the source:
+// once it has synced; a remote engine also once it has failed to answer,
+// since a lost host must not hold back the ambassador of this one.
+func (s *sourceState) settled() bool {
+	return s.synced || (s.remote && s.failed)
 }
 
 // sourceUpdate is an update on its way from a source's forwarder to the
@@ -93,10 +104,15 @@ func (d *Daemon) update(ctx context.Context, index int, u source.Update) {
 	}
 	// Not u.Stats: the counters are read live when they are served.
 	d.metrics.SourceState(s.name, u.Connected, u.StreamErr == nil)
+	d.followGrace(s, u.Connected)
 	if u.Snapshot == nil {
 		// The engine has never answered (the source logs why): keep
-		// serving the routes that need no engine.
-		d.publish()
+		// serving the routes that need no engine. A remote engine that
+		// failed its first attempt no longer holds back the routes
+		// without a backend, which resolving again lets listen.
+		if err := d.resolve(ctx); err != nil {
+			d.log.Error("cannot serve route", errorField(err))
+		}
 		return
 	}
 	s.snap = u.Snapshot
@@ -122,6 +138,12 @@ func (d *Daemon) sourceEnded(ctx context.Context, index int) {
 	s := d.sources[index]
 	s.ended, s.connected = true, false
 	d.metrics.SourceState(s.name, false, false)
+	// Whatever it knew is forgotten below: there is nothing left to drop.
+	if s.dropped {
+		d.metrics.SourceDropped(s.name, false)
+	}
+	s.lost, s.dropped = time.Time{}, false
+	d.armGrace()
 	if s.snap == nil {
 		d.log.Warn("source stopped", zap.String("source", s.name))
 		d.publish()
@@ -144,20 +166,20 @@ func (d *Daemon) remerge(ctx context.Context) {
 	if err := d.resolve(ctx); err != nil {
 		d.log.Error("cannot serve route", errorField(err))
 	}
-	if d.snap != nil {
-		d.table.pruneFallbacks(usable(d.snap))
-	}
+	d.table.pruneFallbacks(usable(d.snap))
 }
 
 // merge returns the view the resolver sees of every source: the
 // containers of all of them, sorted by name (then by source, in order);
-// Self from the first source that found it. It returns nil while no
-// source has a snapshot (no engine has answered yet), and the one
-// snapshot unchanged when only one source has.
+// Self from the first source that found it. A source whose containers are
+// dropped (a remote engine lost beyond its grace) counts as one that has
+// not answered. It returns nil while no source has a snapshot (no engine
+// has answered yet), and the one snapshot unchanged when only one source
+// has.
 func merge(sources []*sourceState) *source.Snapshot {
 	var snaps []*source.Snapshot
 	for _, s := range sources {
-		if s.snap != nil {
+		if s.snap != nil && !s.dropped {
 			snaps = append(snaps, s.snap)
 		}
 	}
@@ -178,11 +200,12 @@ func merge(sources []*sourceState) *source.Snapshot {
 	return out
 }
 
-// synced reports whether every source has answered once: until then,
-// routes without a backend wait rather than listen.
-func (d *Daemon) synced() bool {
+// settled reports whether every source has answered once, or, for a
+// remote one, failed to: until then, routes without a backend wait rather
+// than listen, and the daemon is not ready.
+func (d *Daemon) settled() bool {
 	for _, s := range d.sources {
-		if !s.synced {
+		if !s.settled() {
 			return false
 		}
 	}
@@ -191,12 +214,16 @@ func (d *Daemon) synced() bool {
 
 // usable returns whether a backend may still take new connections as a
 // make-before-break fallback: static backends always, containers while they
-// run (a paused one takes none).
+// run (a paused one takes none) in the merged view, which holds no
+// container of a dropped engine; with none (snap nil), static backends
+// only.
 func usable(snap *source.Snapshot) func(proxy.Backend) bool {
 	running := map[string]bool{}
-	for _, c := range snap.Containers {
-		if c.State == "running" {
-			running[c.ID] = true
+	if snap != nil {
+		for _, c := range snap.Containers {
+			if c.State == "running" {
+				running[c.ID] = true
+			}
 		}
 	}
 	return func(b proxy.Backend) bool { return b.ID == "" || running[b.ID] }
@@ -206,7 +233,7 @@ func usable(snap *source.Snapshot) func(proxy.Backend) bool {
 func notSynced(sources []*sourceState) []string {
 	var out []string
 	for _, s := range sources {
-		if !s.synced {
+		if !s.settled() {
 			out = append(out, "waiting for the first sync with the "+s.name+" engine")
 		}
 	}

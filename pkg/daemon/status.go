@@ -36,8 +36,11 @@ func (d *Daemon) publish() {
 	}
 	for _, s := range d.sources {
 		st := api.Source{
-			Name: s.name, Following: true, Host: s.host, Connected: s.connected, Synced: s.synced,
-			Error: s.err, StreamError: s.streamErr,
+			Name: s.name, Following: true, Host: s.host, Remote: s.remote, Connected: s.connected, Synced: s.synced,
+			Error: s.err, StreamError: s.streamErr, UnreachableSince: s.lost.UTC(), Dropped: s.dropped,
+		}
+		if s.remote {
+			st.Grace = api.Duration(d.engineGrace())
 		}
 		if s.snap != nil && s.snap.Self != nil {
 			st.Self = s.snap.Self.Name

@@ -24,10 +24,10 @@ import (
 type Status struct {
 	Ready    bool     `json:"ready"`
 	NotReady []string `json:"not_ready,omitempty"`
-	// Docker is the first source's state (the Docker engine, named
-	// "docker"), or Following false when no engine is followed. It is the
-	// field clients of a single engine have always read; Sources has
-	// every source.
+	// Docker is the first source's state (the local Docker engine, named
+	// "local", unless only --engine ones are followed), or Following false
+	// when no engine is followed. It is the field clients of a single
+	// engine have always read; Sources has every engine, in order.
 	Docker    Source     `json:"docker"`
 	Sources   []Source   `json:"sources,omitempty"`
 	Routes    []Route    `json:"routes"`
@@ -37,14 +37,30 @@ type Status struct {
 
 // Source is the state of one followed engine.
 type Source struct {
-	// Name tells sources apart (source.Source.Name); empty in Docker when
-	// no engine is followed.
+	// Name tells sources apart (source.Source.Name): the engine's name,
+	// "local" for the engine of --docker and --docker-host, the NAME of
+	// --engine for the others; empty in Docker when no engine is followed.
 	Name      string `json:"name,omitempty"`
 	Following bool   `json:"following"`
 	Host      string `json:"host,omitempty"`
+	// Remote says the engine is on another host: its containers are
+	// reached at its address and the ports they publish, and dropped once
+	// it has been unreachable for Grace.
+	Remote    bool   `json:"remote"`
 	Connected bool   `json:"connected"`
 	Synced    bool   `json:"synced"` // a snapshot of it has been applied
 	Error     string `json:"error,omitempty"`
+	// UnreachableSince is when the engine stopped answering; zero while
+	// it answers.
+	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
+	// Grace is how long a remote engine's containers stay candidates once
+	// it is unreachable (--engine-grace); zero for a local engine, whose
+	// last snapshot is served however long it is down.
+	Grace Duration `json:"grace,omitempty"`
+	// Dropped says the remote engine has been unreachable for longer
+	// than Grace: its containers are not candidates for new connections
+	// until it answers again.
+	Dropped bool `json:"dropped"`
 	// StreamError says why the engine's events are not followed while it
 	// answers (source.Update.StreamErr): the routes follow it by listing
 	// at every --resync meanwhile.
