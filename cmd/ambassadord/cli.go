@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ambassadord/ambassadord/pkg/admin"
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
@@ -124,8 +125,8 @@ func cliStatus(args []string, w io.Writer) error {
 }
 
 // printStatus prints the status document for a person: a line per engine
-// (docker's, as it always was, or "not followed"), readiness, and a table
-// of the routes.
+// (the local one's as it always was, or "not followed"), readiness, and a
+// table of the routes.
 func printStatus(w io.Writer, doc *api.Status) {
 	engines := doc.Sources
 	if len(engines) == 0 {
@@ -186,8 +187,23 @@ func printEngine(w io.Writer, e api.Source) {
 		if e.StreamError != "" {
 			fmt.Fprintf(w, "%sEVENTS UNAVAILABLE (%s): following the engine by listing at every --resync\n", indent, e.StreamError)
 		}
-	default:
+	case !e.Remote:
 		fmt.Fprintf(w, "%sUNREACHABLE at %s (%s); serving the last known routes\n", label, e.Host, orDash(e.Error))
+	default:
+		// A remote engine: its containers stay candidates for its grace,
+		// then are dropped until it answers.
+		since := ""
+		if !e.UnreachableSince.IsZero() {
+			since = " since " + e.UnreachableSince.UTC().Format(time.RFC3339)
+		}
+		fate := fmt.Sprintf("its containers stay candidates for the %s grace", time.Duration(e.Grace))
+		switch {
+		case !e.Synced:
+			fate = "never synced: none of its containers is known"
+		case e.Dropped:
+			fate = fmt.Sprintf("its containers are dropped (%s grace over) until it answers", time.Duration(e.Grace))
+		}
+		fmt.Fprintf(w, "%sUNREACHABLE at %s (%s)%s; %s\n", label, e.Host, orDash(e.Error), since, fate)
 	}
 }
 

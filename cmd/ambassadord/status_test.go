@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 
@@ -28,9 +29,12 @@ func TestPrintStatusWithoutEventStream(t *testing.T) {
 	assert.NotContains(t, out.String(), "EVENTS UNAVAILABLE")
 }
 
-// TestPrintStatusEngines: one line per engine, docker's as it always was;
+// TestPrintStatusEngines: one line per engine, the local one's as it
+// always was; a remote engine that is unreachable says since when, and
+// whether its containers are still candidates, dropped, or never known;
 // with none, the routes are static.
 func TestPrintStatusEngines(t *testing.T) {
+	lostAt := time.Date(2026, 12, 7, 7, 10, 22, 0, time.UTC)
 	for _, tt := range []struct {
 		name string
 		doc  api.Status
@@ -53,6 +57,32 @@ func TestPrintStatusEngines(t *testing.T) {
 		}, "docker:  connected to unix:///d.sock, own container -; events 0, reconnects 0, resyncs 0, drift 0\n" +
 			"edge-engine: UNREACHABLE at tcp://edge:2375 (EOF); serving the last known routes\n" +
 			"ready:   no (waiting for the first sync with the edge-engine engine)\n"},
+		{"a remote engine lost, within its grace", api.Status{
+			Sources: []api.Source{
+				{Name: "local", Following: true, Host: "unix:///d.sock", Connected: true},
+				{Name: "big", Following: true, Host: "tcp://192.168.1.52:2376", Remote: true, Synced: true, Error: "EOF",
+					UnreachableSince: lostAt, Grace: api.Duration(5 * time.Second)},
+			},
+			Ready: true,
+		}, "local:   connected to unix:///d.sock, own container -; events 0, reconnects 0, resyncs 0, drift 0\n" +
+			"big:     UNREACHABLE at tcp://192.168.1.52:2376 (EOF) since 2026-12-07T07:10:22Z; its containers stay candidates for the 5s grace\n" +
+			"ready:   yes\n"},
+		{"a remote engine lost beyond its grace", api.Status{
+			Sources: []api.Source{
+				{Name: "big", Following: true, Host: "tcp://192.168.1.52:2376", Remote: true, Synced: true, Error: "EOF",
+					UnreachableSince: lostAt, Grace: api.Duration(5 * time.Second), Dropped: true},
+			},
+			Ready: true,
+		}, "big:     UNREACHABLE at tcp://192.168.1.52:2376 (EOF) since 2026-12-07T07:10:22Z; its containers are dropped (5s grace over) until it answers\n" +
+			"ready:   yes\n"},
+		{"a remote engine unreachable from the start", api.Status{
+			Sources: []api.Source{
+				{Name: "big", Following: true, Host: "tcp://192.168.1.52:2376", Remote: true, Error: "connection refused",
+					UnreachableSince: lostAt, Grace: api.Duration(5 * time.Second)},
+			},
+			Ready: true,
+		}, "big:     UNREACHABLE at tcp://192.168.1.52:2376 (connection refused) since 2026-12-07T07:10:22Z; never synced: none of its containers is known\n" +
+			"ready:   yes\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var out strings.Builder
