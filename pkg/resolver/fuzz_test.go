@@ -36,6 +36,16 @@ func checkSpec(t *testing.T, spec Spec) {
 	if spec.Target != "" && (len(spec.Backends) != 1 || spec.Backends[0].Host != spec.Target) {
 		t.Errorf("target %q is not the only backend's host in %+v", spec.Target, spec)
 	}
+	// An engine names a container: a target name, never an address, on an
+	// engine of valid name other than the local one.
+	if spec.Engine != "" {
+		if spec.Target == "" || !isTargetName(spec.Target) {
+			t.Errorf("engine %q without a container name in %+v", spec.Engine, spec)
+		}
+		if err := CheckEngineName(spec.Engine); err != nil || spec.Engine == LocalEngine {
+			t.Errorf("engine %q accepted: %v", spec.Engine, err)
+		}
+	}
 }
 
 // checkRoundTrip reports a test error unless the canonical form of spec
@@ -47,7 +57,7 @@ func checkRoundTrip(t *testing.T, spec Spec) {
 	if err != nil {
 		t.Fatalf("canonical form %q of %+v does not parse: %v", canonical, spec, err)
 	}
-	if again.Listen != spec.Listen || !equalEndpoints(again.Backends, spec.Backends) {
+	if again.Listen != spec.Listen || !equalEndpoints(again.Backends, spec.Backends) || again.Engine != spec.Engine {
 		t.Fatalf("canonical form %q parsed to %+v, want %+v", canonical, again, spec)
 	}
 	if got := again.String(); got != canonical {
@@ -72,6 +82,7 @@ func FuzzParseRoute(f *testing.F) {
 		"6379:redis:6379", "6379:10.0.0.5", "8080:[::1]:80", "6379:10.0.0.5:6379,10.0.0.6:6379",
 		"8080:[fe80::1%eth0]:80", "80:my_db.example.com.", "0:x", "80:::1", "80:[::1", "80:127.1",
 		"65535:a,b:1,[::ffff:1.2.3.4]", "080:x", "80:-x", "80:a..b",
+		"6379:big/redis:6379", "6379:local/redis", "6379:big/10.0.0.1", "6379:a/b/c", "6379:big/x,y", "1:B/x",
 	} {
 		f.Add(s)
 	}
@@ -88,6 +99,10 @@ func FuzzParseRoute(f *testing.F) {
 		if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == ';' || r >= 0x7f }) {
 			t.Errorf("accepted %q, which contains whitespace, ';', or non-ASCII", s)
 		}
+		// A slash is the engine's, and only an engine route's.
+		if (spec.Engine != "") != strings.Contains(s, "/") || strings.Count(s, "/") > 1 {
+			t.Errorf("%q parsed with engine %q", s, spec.Engine)
+		}
 		checkRoundTrip(t, spec)
 	})
 }
@@ -95,6 +110,7 @@ func FuzzParseRoute(f *testing.F) {
 func FuzzParseRouteList(f *testing.F) {
 	for _, s := range []string{
 		"", "6379:redis", "8080:web:80;6379:redis\n\t5432:[::1]:5432,db ;; ", "6379:a 6379:b", "a:b;80",
+		"6379:big/redis;80:local/web 81:x/y,z",
 	} {
 		f.Add(s)
 	}
@@ -364,3 +380,4 @@ func FuzzResolveLabels(f *testing.F) {
 		}
 	})
 }
+

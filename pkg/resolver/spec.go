@@ -40,6 +40,9 @@ type Spec struct {
 	// Backends are the static backends, in the order given; the parsers
 	// return at least one. When Target is set they are only the fallback,
 	// used while Docker is not reached or nothing answers to the name.
+	// When Engine is set too, the one backend only carries the name and
+	// the backend port: a container of another engine has no fallback
+	// (DNS here knows nothing of it).
 	Backends []Endpoint
 	// Source says where the spec came from, for errors and logs, e.g.
 	// `--route "6379:redis:6379"`, `env REDIS_PORT_6379_TCP` or
@@ -57,7 +60,8 @@ type Spec struct {
 	Target string
 	// Engine names the engine Target is looked up on by name, as
 	// --route 6379:big/redis:6379 gives it; "" for the local engine.
-	// Claims on Target count from every engine, where they count.
+	// Claims on Target count from every engine, where they count. A spec
+	// with an Engine has a Target, and no fallback.
 	Engine string
 	// Alias is the link alias of a spec made from a classic link variable,
 	// as it appears in the variable's name: upper-case, with '_' for '-'
@@ -68,12 +72,17 @@ type Spec struct {
 }
 
 // String renders the spec in the canonical LISTEN:HOST:PORT[,HOST:PORT...]
-// form, with every backend port explicit. ParseRoute of the result yields
-// the same Listen and Backends.
+// form, or LISTEN:ENGINE/NAME:PORT for a spec with an Engine, with every
+// backend port explicit. ParseRoute of the result yields the same Listen,
+// Backends and Engine.
 func (s Spec) String() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(s.Listen))
 	b.WriteByte(':')
+	if s.Engine != "" {
+		b.WriteString(s.Engine)
+		b.WriteByte('/')
+	}
 	for i, e := range s.Backends {
 		if i > 0 {
 			b.WriteByte(',')
@@ -107,13 +116,18 @@ const routeListSource = "AMBASSADORD_ROUTES"
 // allowed anywhere.
 //
 // Examples: "6379:redis:6379", "6379:10.0.0.5", "8080:[::1]:80",
-// "6379:10.0.0.5:6379,10.0.0.6:6379".
+// "6379:10.0.0.5:6379,10.0.0.6:6379", "6379:big/redis:6379".
 //
 // A route with a single backend whose host is a name (not an IP literal, not
 // ending in '.') gets that name as its Target: Resolve then prefers the
 // containers that claim or bear the name, and falls back to the name itself,
 // resolved by DNS at connect time, when there are none. Routes with IP
 // literals or several backends are static.
+//
+// A single backend ENGINE/NAME[:PORT] names the container NAME of the
+// engine ENGINE (see CheckEngineName; not the local engine, which a route
+// names by leaving the engine out): Target NAME, Engine ENGINE, and no
+// fallback. NAME is a name as above, never an address.
 //
 // The returned Spec has Source `--route "<s>"`.
 func ParseRoute(s string) (Spec, error) {
@@ -212,6 +226,9 @@ func parseRoute(s string) (Spec, error) {
 		return Spec{}, fmt.Errorf("listen port %q: %w", listen, err)
 	}
 	spec := Spec{Protocol: TCP, Listen: port}
+	if engine, name, ok := strings.Cut(rest, "/"); ok && rest[0] != '[' && !strings.Contains(rest, ",") {
+		return parseEngineRoute(spec, rest, engine, name)
+	}
 	for b := range strings.SplitSeq(rest, ",") {
 		e, err := parseEndpoint(b, port)
 		if err != nil {
@@ -223,6 +240,57 @@ func parseRoute(s string) (Spec, error) {
 		spec.Target = spec.Backends[0].Host
 	}
 	return spec, nil
+}
+
+// parseEngineRoute completes spec from its single backend b,
+// ENGINE/NAME[:PORT], split at the slash.
+func parseEngineRoute(spec Spec, b, engine, name string) (Spec, error) {
+	if engine == LocalEngine {
+		return Spec{}, fmt.Errorf("backend %q: %q is the engine the ambassador runs on: leave the engine out (%d:%s)", b, engine, spec.Listen, name)
+	}
+	if err := CheckEngineName(engine); err != nil {
+		return Spec{}, fmt.Errorf("backend %q: %w", b, err)
+	}
+	e, err := parseEndpoint(name, spec.Listen)
+	if err != nil {
+		return Spec{}, fmt.Errorf("backend %q: %w", b, err)
+	}
+	if !isTargetName(e.Host) {
+		return Spec{}, fmt.Errorf("backend %q: %q is not a container name: ENGINE/NAME names a container of engine %s, not an address", b, e.Host, engine)
+	}
+	spec.Backends = []Endpoint{e}
+	spec.Target, spec.Engine = e.Host, engine
+	return spec, nil
+}
+
+// LocalEngine is the name of the engine the ambassador runs on
+// (source.Container.Engine): its containers are the ones a target without
+// an engine names, and the ambassador's own container and links are
+// there. A route names it by leaving the engine out.
+const LocalEngine = "local"
+
+// maxEngineLen bounds an engine name: it is a label of metrics and a word
+// of logs.
+const maxEngineLen = 32
+
+// CheckEngineName accepts the name of an engine, as --engine NAME=URL and
+// a route's ENGINE/NAME give it: lower-case letters, digits, '_' and '-',
+// starting with a letter or a digit, at most 32 characters. LocalEngine
+// is one, reserved for the engine the ambassador runs on.
+func CheckEngineName(name string) error {
+	if name == "" {
+		return errors.New("empty engine name")
+	}
+	if len(name) > maxEngineLen {
+		return fmt.Errorf("engine name %s is %d characters long, more than %d", quote(name), len(name), maxEngineLen)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || i > 0 && (r == '_' || r == '-')
+		if !ok {
+			return fmt.Errorf("engine name %q has %q at byte %d: want lower-case letters, digits, '_' and '-', starting with a letter or a digit", name, r, i)
+		}
+	}
+	return nil
 }
 
 // isTargetName reports whether a validated host may name a container or a

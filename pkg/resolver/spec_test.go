@@ -84,7 +84,12 @@ func TestParseRouteErrors(t *testing.T) {
 		{"80:re dis", `invalid character ' '`},
 		{" 80:redis", `listen port " 80"`},
 		{"80:redis ", `invalid character ' '`},
-		{"80:redis/x", `invalid character '/'`},
+		// ENGINE/NAME is a single backend's: a slash is no host's
+		// character anywhere else (80:redis/x names the container x of
+		// engine redis, TestParseEngineRoute).
+		{"80:redis/x,y", `backend "redis/x": host "redis/x" contains invalid character '/'`},
+		{"80:y,redis/x", `invalid character '/'`},
+		{"80:a/b/c", `backend "a/b/c": host "b/c" contains invalid character '/'`},
 		{"80:user@redis", `invalid character '@'`},
 		{"80:rédis", `invalid character 'é'`},
 		{"80:-redis", "label starting or ending with '-'"},
@@ -117,12 +122,82 @@ func longName(n int) string {
 	return b.String()
 }
 
+// TestParseEngineRoute: a single backend ENGINE/NAME[:PORT] names the
+// container NAME of engine ENGINE, with no DNS fallback; errors name the
+// item and say what is wrong.
+func TestParseEngineRoute(t *testing.T) {
+	for _, tt := range []struct {
+		in             string
+		target, engine string
+		port           int
+	}{
+		{"6379:big/redis:6379", "redis", "big", 6379},
+		{"6379:big/redis", "redis", "big", 6379},
+		{"80:redis/x", "x", "redis", 80},
+		{"7000:big-2/my_redis.1:6380", "my_redis.1", "big-2", 6380},
+		{"1:0_a-b/Redis", "Redis", "0_a-b", 1},
+		{"1:" + strings.Repeat("e", 32) + "/r", "r", strings.Repeat("e", 32), 1},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRoute(tt.in)
+			require.NoError(t, err)
+			assert.Equal(t, tt.target, got.Target)
+			assert.Equal(t, tt.engine, got.Engine)
+			assert.Equal(t, []Endpoint{{tt.target, tt.port}}, got.Backends)
+			assert.Equal(t, `--route "`+tt.in+`"`, got.Source)
+			again, err := ParseRoute(got.String())
+			require.NoError(t, err)
+			assert.Equal(t, got.Engine, again.Engine, got.String())
+			assert.Equal(t, got.Backends, again.Backends, got.String())
+		})
+	}
+	for _, tt := range []struct{ in, err string }{
+		{"6379:local/redis", `parse route "6379:local/redis": backend "local/redis": "local" is the engine the ambassador runs on: leave the engine out (6379:redis)`},
+		{"6379:/redis", `backend "/redis": empty engine name`},
+		{"6379:Big/redis", `backend "Big/redis": engine name "Big" has 'B' at byte 0: want lower-case letters, digits, '_' and '-', starting with a letter or a digit`},
+		{"6379:-big/redis", `engine name "-big" has '-' at byte 0`},
+		{"6379:big.lan/redis", `engine name "big.lan" has '.' at byte 3`},
+		{"6379:" + strings.Repeat("e", 33) + "/r", "is 33 characters long, more than 32"},
+		{"6379:big/", `backend "big/": empty backend`},
+		{"6379:big/10.0.0.5:6379", `backend "big/10.0.0.5:6379": "10.0.0.5" is not a container name: ENGINE/NAME names a container of engine big, not an address`},
+		{"6379:big/[::1]:6379", `"::1" is not a container name`},
+		{"6379:big/db.example.com.", `"db.example.com." is not a container name`},
+		{"6379:big/redis:0", `backend "big/redis:0": port "0": out of range`},
+		{"6379:big/re dis", `invalid character ' '`},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			_, err := ParseRoute(tt.in)
+			assert.ErrorContains(t, err, tt.err)
+		})
+	}
+	// In AMBASSADORD_ROUTES, the error names the item.
+	specs, err := ParseRouteList("6379:big/redis 80:local/web")
+	assert.Nil(t, specs)
+	assert.EqualError(t, err, `parse AMBASSADORD_ROUTES: route "80:local/web": backend "local/web": "local" is the engine the ambassador runs on: leave the engine out (80:web)`)
+	specs, err = ParseRouteList("6379:big/redis;8080:small/web:80")
+	require.NoError(t, err)
+	assert.Equal(t, []Spec{
+		{Protocol: TCP, Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: "AMBASSADORD_ROUTES", Target: "redis", Engine: "big"},
+		{Protocol: TCP, Listen: 8080, Backends: []Endpoint{{"web", 80}}, Source: "AMBASSADORD_ROUTES", Target: "web", Engine: "small"},
+	}, specs)
+}
+
+func TestCheckEngineName(t *testing.T) {
+	for _, ok := range []string{"local", "big", "b", "0", "big-server_2", strings.Repeat("a", 32)} {
+		assert.NoError(t, CheckEngineName(ok), ok)
+	}
+	for _, bad := range []string{"", "Big", "_a", "-a", "a.b", "a/b", "a b", "é", strings.Repeat("a", 33)} {
+		assert.Error(t, CheckEngineName(bad), bad)
+	}
+}
+
 func TestSpecString(t *testing.T) {
 	tests := []struct {
 		spec Spec
 		want string
 	}{
 		{Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}}, "6379:redis:6379"},
+		{Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6380}}, Target: "redis", Engine: "big"}, "6379:big/redis:6380"},
 		{Spec{Listen: 8080, Backends: []Endpoint{{"::1", 80}, {"10.0.0.1", 81}}}, "8080:[::1]:80,10.0.0.1:81"},
 	}
 	for _, tt := range tests {
