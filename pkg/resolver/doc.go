@@ -31,7 +31,9 @@
 //     fallback: without Docker it behaves as a plain DNS route (see below
 //     for when the fallback applies with Docker). Routes to IP addresses, to several
 //     backends, or to a fully qualified name ending in a dot
-//     (443:api.example.com.:443) are static.
+//     (443:api.example.com.:443) are static. A single backend ENGINE/NAME,
+//     6379:big/redis:6379, names the container NAME of another engine,
+//     without fallback (see Several engines).
 //  2. Classic link variables, <ALIAS>_PORT_<P>_TCP=tcp://HOST:PORT. When
 //     the ambassador has a link of that alias (Docker spells the alias in
 //     upper case with '_' for '-' and '.'), the linked container's name is
@@ -111,6 +113,37 @@
 // (Options.Local, on a route's listen port) is refused: the ambassador
 // would connect to itself until its descriptors run out. SelfLoops finds
 // them among the specs at start-up.
+//
+// # Several engines
+//
+// The snapshot may hold the containers of several engines, each tagged
+// with the name of its source (source.Container.Engine), and
+// Options.Engines says which are remote. The engine the ambassador runs on
+// is LocalEngine ("local"); so is any engine Options.Engines does not
+// describe. The ambassador's own container and its links are there only.
+//
+//   - Names: a target without an engine is looked up by name on the local
+//     engine only. A route ENGINE/NAME (Spec.Engine) looks NAME up on that
+//     engine only, and has no fallback; an engine that neither the options
+//     nor the snapshot know leaves it without backend.
+//   - Claims, where they count, come from every engine. The claim scopes
+//     project and label apply to remote claimers as to local ones; the
+//     default scope admits a remote claimer, whose engine the operator
+//     configured, since it shares no network with the ambassador to check.
+//     The rule of claims from Options.Network alone while the ambassador's
+//     own networks are unknown is the local claimers'.
+//   - Addresses: a local container (of an engine that is not Remote) is
+//     reached on a network it shares with the ambassador, as above. A
+//     remote one at the host port it publishes for the backend port (or
+//     its ambassador.port): a binding to every address of its host
+//     (0.0.0.0, ::) at the engine's Address, one to a specific address at
+//     that address; bindings on the engine's Address first. A binding on
+//     its host's loopback is reachable only when the engine's Address is
+//     a loopback one too. A remote container that publishes nothing
+//     reachable for the port is not a candidate, and says why.
+//   - Locality: of the claimers of the top priority, the local ones alone
+//     are chosen while one is usable; the remote ones serve otherwise, or
+//     with them under Options.NoLocality.
 //
 // Label values, which whoever creates a container sets, are quoted in
 // warnings and reasons clipped to 64 bytes.

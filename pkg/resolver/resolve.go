@@ -38,6 +38,13 @@ type Options struct {
 	// network it shares with the ambassador, as ever. A remote engine's
 	// containers are reached at the address of its host and the host
 	// port they publish for the route's backend port.
+	//
+	// The engine the ambassador runs on is LocalEngine; so is a container
+	// whose Engine is empty or not in the map. Only its containers answer
+	// to a target name without an engine, and only there are the
+	// ambassador's own container and links. A route naming an engine
+	// (Spec.Engine) that is neither in the map nor in the snapshot has no
+	// backend.
 	Engines map[string]Engine
 
 	// NoLocality turns the preference for local backends off: at equal
@@ -69,7 +76,8 @@ type Engine struct {
 	Remote bool
 	// Address is the remote engine's host, an IP or a name, where its
 	// containers publish their ports: a binding to an unspecified
-	// address (0.0.0.0, ::) is reached there.
+	// address (0.0.0.0, ::) is reached there. A binding to a specific
+	// address is reached at that address instead.
 	Address string
 }
 
@@ -117,7 +125,9 @@ func Resolve(specs []Spec, snap *source.Snapshot, opts Options) Result {
 		targets:  make(map[electionKey]*election),
 		warnings: make(map[string]bool),
 	}
-	if snap != nil {
+	if snap != nil && snap.Self != nil && r.onLocalEngine(snap.Self) {
+		// The ambassador runs on the local engine: a remote engine's
+		// container that looked like its own is not.
 		r.self = snap.Self
 	}
 	for _, s := range specs {
@@ -163,6 +173,7 @@ type pending struct {
 	listen   int
 	source   string
 	target   string     // "" for a static route
+	engine   string     // the engine target names a container of; "" for the local one
 	port     int        // backend port for a target
 	fallback []Endpoint // static backends, or the target's fallback
 	kind     routeKind  // where the route came from, for Options.Claims
@@ -255,12 +266,12 @@ func (r *resolution) warn(format string, args ...any) {
 }
 
 // add records p unless its listen port is taken by an earlier source. A
-// route identical in effect to the one holding the port (same target and
-// port) is dropped silently: `--route 6379:redis` and `--link redis:redis`
-// mean the same listener.
+// route identical in effect to the one holding the port (same target,
+// engine and port) is dropped silently: `--route 6379:redis` and `--link
+// redis:redis` mean the same listener.
 func (r *resolution) add(p *pending) {
 	if held, ok := r.taken[p.key()]; ok {
-		if p.target == "" || held.target != p.target || held.port != p.port {
+		if p.target == "" || held.target != p.target || held.engine != p.engine || held.port != p.port {
 			r.warn("%s: listen port %d skipped: already taken by %s", p.source, p.listen, held.source)
 		}
 		return
@@ -270,13 +281,18 @@ func (r *resolution) add(p *pending) {
 }
 
 // addSpec adds an explicit spec: a target route when ParseRoute found a
-// name, with its endpoint as the fallback, else a static route.
+// name, with its endpoint as the fallback, else a static route. A target
+// on another engine has no fallback: DNS here knows nothing of its
+// containers.
 func (r *resolution) addSpec(s Spec) {
 	p := &pending{proto: s.proto(), listen: s.Listen, source: s.Source, target: s.Target, fallback: s.Backends, kind: kindRoute}
 	if s.Target != "" {
 		p.port = s.Listen
 		if len(s.Backends) > 0 {
 			p.port = s.Backends[0].Port
+		}
+		if s.Engine != "" {
+			p.engine, p.fallback = s.Engine, nil
 		}
 	}
 	r.add(p)
@@ -362,10 +378,11 @@ func (r *resolution) addLinks() {
 	}
 }
 
-// container returns the container of that name in the snapshot, or nil.
+// container returns the container of that name on the local engine, where
+// the ambassador's links are, or nil.
 func (r *resolution) container(name string) *source.Container {
 	for i := range r.snap.Containers {
-		if c := &r.snap.Containers[i]; c.Name == name {
+		if c := &r.snap.Containers[i]; c.Name == name && r.onLocalEngine(c) {
 			return c
 		}
 	}
@@ -428,21 +445,22 @@ func (r *resolution) route(p *pending) Route {
 	if override != "" {
 		p = overridden(p, override)
 	}
-	rt := Route{Name: strconv.Itoa(p.listen), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Port: p.port, Override: override}
+	rt := Route{Name: strconv.Itoa(p.listen), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Engine: p.engine, Port: p.port, Override: override}
 	noBackend := noEngine
 	if p.target == "" {
 		noBackend = "no backend given"
 	}
-	if p.target != "" && r.snap != nil {
-		e := r.elect(p.target, p.kind)
+	switch {
+	case p.target == "" || r.snap == nil:
+	case p.engine != "" && !r.knowsEngine(p.engine):
+		noBackend = fmt.Sprintf("no engine named %s (see --engine)", p.engine)
+	default:
+		e := r.elect(p.target, p.kind, p.engine, p.port)
 		for _, c := range e.candidates {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
 		for _, c := range e.chosen() {
-			rt.Backends = append(rt.Backends, source.Backend{
-				Addr: net.JoinHostPort(c.ip, strconv.Itoa(cmp.Or(c.port, p.port))),
-				ID:   c.ctr.ID,
-			})
+			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID})
 		}
 		if len(rt.Backends) > 0 {
 			return rt
@@ -534,6 +552,10 @@ func SelfLoops(specs []Spec, local []netip.Prefix, lookup func(host string) []ne
 	}
 	var errs []error
 	for _, s := range specs {
+		if s.Engine != "" {
+			// A container of another engine, not a host to look up.
+			continue
+		}
 		for _, e := range s.Backends {
 			if !listen[e.Port] {
 				continue
@@ -592,12 +614,13 @@ func (r *resolution) override(p *pending) string {
 	return ""
 }
 
-// overridden returns p rewired to to: a target name, or a static address
-// (an IP, or HOST:PORT). A value that is neither leaves the route with no
-// backend, never the old one.
+// overridden returns p rewired to to: a target name (ENGINE/NAME for a
+// container of another engine), or a static address (an IP, or
+// HOST:PORT). A value that is neither leaves the route with no backend,
+// never the old one.
 func overridden(p *pending, to string) *pending {
 	q := *p
-	q.fallback = nil
+	q.fallback, q.engine = nil, ""
 	// The backend port stays: a target's, else a single static backend's,
 	// else the listen port.
 	port := p.port
@@ -607,6 +630,9 @@ func overridden(p *pending, to string) *pending {
 	port = cmp.Or(port, p.listen)
 	if !isStaticOverride(to) {
 		q.target, q.port = to, port
+		if engine, name, ok := strings.Cut(to, "/"); ok {
+			q.engine, q.target = engine, name
+		}
 		return &q
 	}
 	q.target, q.port = "", 0
@@ -620,8 +646,8 @@ func isStaticOverride(to string) bool {
 	return strings.Contains(to, ":") || net.ParseIP(to) != nil
 }
 
-// ParseOverride checks the value of a rewire: a target name, an IP, or
-// HOST:PORT.
+// ParseOverride checks the value of a rewire: a target name, ENGINE/NAME
+// for a container of another engine, an IP, or HOST:PORT.
 func ParseOverride(to string) error {
 	if isStaticOverride(to) {
 		_, err := parseEndpoint(to, 1)
@@ -630,7 +656,23 @@ func ParseOverride(to string) error {
 	if to == "" {
 		return fmt.Errorf("empty target name")
 	}
-	return checkHost(to)
+	engine, name, ok := strings.Cut(to, "/")
+	if !ok {
+		return checkHost(to)
+	}
+	if engine == LocalEngine {
+		return fmt.Errorf("%q is the engine the ambassador runs on: leave the engine out (%s)", engine, name)
+	}
+	if err := CheckEngineName(engine); err != nil {
+		return err
+	}
+	if err := checkHost(name); err != nil {
+		return err
+	}
+	if !isTargetName(name) {
+		return fmt.Errorf("%q is not a container name: ENGINE/NAME names a container of engine %s, not an address", name, engine)
+	}
+	return nil
 }
 
 // election is the outcome of looking a target name up in the snapshot.
@@ -645,10 +687,15 @@ type election struct {
 }
 
 // electionKey identifies an election: the same name is looked up apart
-// for routes on which claims count and routes on which they do not.
+// for routes on which claims count and routes on which they do not, by
+// name on different engines, and for different backend ports, which
+// decide where a remote container is reached (the host port it
+// publishes for the backend port).
 type electionKey struct {
-	name string
-	kind routeKind
+	name   string
+	kind   routeKind
+	engine string // the engine the name is looked up on; "" for the local one
+	port   int
 }
 
 // chosen returns the chosen candidates, in candidate order.
@@ -670,27 +717,32 @@ type candidate struct {
 	claims   bool   // by label, and allowed to (claimable route, not Self, not an ambassador, in scope)
 	usable   bool   // running, healthy, reachable, valid port label
 	priority int    // for claimers
-	ip       string // when usable
+	addr     string // the backend address, HOST:PORT, when usable
 	port     int    // ambassador.port override; 0 for none
+	remote   bool   // on a remote engine (Options.Engines), reached where it publishes
 
 	// For the Reason of a chosen candidate: the priority as the election
-	// reports it, and the health, port and network notes.
+	// reports it, the health, port and network notes, and for a remote
+	// one its engine and address.
 	priorityText string
 	detail       string
+	where        string
 }
 
-// elect looks a target name up in the snapshot for a route of kind k,
-// once per Resolve call.
+// elect looks a target name up in the snapshot for a route of kind k and
+// backend port port, once per Resolve call. engine is the engine to look
+// the name up on, "" for the local one.
 //
 // Claimers come first, where claims count on the route (Options.Claims):
-// running, healthy, reachable containers labelled
+// running, healthy, reachable containers of any engine labelled
 // ambassador.target=name, in the claim scope, Self and ambassadors
-// excluded; those of the highest priority are chosen. Only when none
-// qualifies does the container named name count. A claimer that cannot be
-// reached does not count, so it cannot shadow a lower-priority one that
-// can.
-func (r *resolution) elect(name string, k routeKind) *election {
-	key := electionKey{name, k}
+// excluded; those of the highest priority are chosen, and of those the
+// local ones alone while there is one (unless Options.NoLocality). Only
+// when none qualifies does the container named name on engine count. A
+// claimer that cannot be reached does not count, so it cannot shadow a
+// lower-priority one that can.
+func (r *resolution) elect(name string, k routeKind, engine string, port int) *election {
+	key := electionKey{name, k, engine, port}
 	if e, ok := r.targets[key]; ok {
 		return e
 	}
@@ -700,11 +752,11 @@ func (r *resolution) elect(name string, k routeKind) *election {
 
 	for _, c := range r.sortedContainers() {
 		byLabel := c.Labels[LabelTarget] == name
-		byName := c.Name == name
+		byName := c.Name == name && r.onEngine(c, engine)
 		if !byLabel && !byName {
 			continue
 		}
-		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName, e))
+		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName, e, port))
 	}
 
 	best, claimed := 0, false
@@ -713,9 +765,23 @@ func (r *resolution) elect(name string, k routeKind) *election {
 			best, claimed = c.priority, true
 		}
 	}
+	// Locality: at the top priority, a usable local claimer keeps the
+	// remote ones out, so that a consumer next to its server never
+	// crosses the network.
+	preferLocal := false
+	for _, c := range e.candidates {
+		if c.claims && c.usable && c.priority == best && !c.remote {
+			preferLocal = !r.opts.NoLocality
+		}
+	}
 	for _, c := range e.candidates {
 		switch {
 		case !c.usable:
+		case c.claims && c.priority == best && c.remote && preferLocal:
+			c.Reason = fmt.Sprintf("remote (%s); a local claimer of equal priority is preferred (--prefer-local)", c.where)
+		case c.claims && c.priority == best && c.remote:
+			c.Chosen = true
+			c.Reason = fmt.Sprintf("claims %s (claim scope %s; %s), priority %s%s", name, r.opts.ClaimScope, c.where, c.priorityText, c.detail)
 		case c.claims && c.priority == best:
 			c.Chosen = true
 			c.Reason = fmt.Sprintf("claims %s (claim scope %s), priority %s%s", name, r.opts.ClaimScope, c.priorityText, c.detail)
@@ -723,6 +789,9 @@ func (r *resolution) elect(name string, k routeKind) *election {
 			c.Reason = fmt.Sprintf("lower priority (%d < %d)", c.priority, best)
 		case claimed:
 			c.Reason = fmt.Sprintf("named %s, but containers claim %s", name, name)
+		case c.remote:
+			c.Chosen = true
+			c.Reason = fmt.Sprintf("named %s (%s)%s", name, c.where, c.detail)
 		default:
 			c.Chosen = true
 			c.Reason = fmt.Sprintf("named %s%s", name, c.detail)
@@ -746,6 +815,10 @@ func (r *resolution) elect(name string, k routeKind) *election {
 	switch {
 	case len(why) > 0:
 		e.noBackend = fmt.Sprintf("no usable container for %s (%s)", name, strings.Join(why, "; "))
+	case engine != "" && !e.claimable:
+		e.noBackend = fmt.Sprintf("no container is named %s on engine %s (run one there)", name, engine)
+	case engine != "":
+		e.noBackend = fmt.Sprintf("no container claims %s, nor is named %s on engine %s (run one there, or label one %s=%s)", name, name, engine, LabelTarget, clip(name))
 	case len(e.candidates) > 0:
 		e.noBackend = fmt.Sprintf("no container claims or is named %s, other than the ambassador itself (%s)", name, unknownTargetFix(name, e.claimable))
 	case !e.claimable:
@@ -756,29 +829,66 @@ func (r *resolution) elect(name string, k routeKind) *election {
 	return e
 }
 
-// isSelf reports whether c is the ambassador's own container.
+// isSelf reports whether c is the ambassador's own container, which is on
+// the local engine.
 func (r *resolution) isSelf(c *source.Container) bool {
-	return r.self != nil && c.ID == r.self.ID
+	return r.self != nil && c.ID == r.self.ID && c.Engine == r.self.Engine
 }
 
-// sortedContainers returns the snapshot's containers by Name then ID,
-// whatever order the watcher used.
+// onLocalEngine reports whether c is on the engine the ambassador runs on:
+// LocalEngine, or an engine Options.Engines does not describe (a single
+// engine's source may bear any name).
+func (r *resolution) onLocalEngine(c *source.Container) bool {
+	if c.Engine == "" || c.Engine == LocalEngine {
+		return true
+	}
+	_, described := r.opts.Engines[c.Engine]
+	return !described
+}
+
+// onEngine reports whether c is on the engine named engine, "" for the
+// local one: where a target is looked up by name.
+func (r *resolution) onEngine(c *source.Container, engine string) bool {
+	if engine == "" {
+		return r.onLocalEngine(c)
+	}
+	return c.Engine == engine
+}
+
+// isRemote reports whether c is on a remote engine: reached where its
+// engine's host publishes its ports, not on a network it shares with the
+// ambassador.
+func (r *resolution) isRemote(c *source.Container) bool {
+	return c.Engine != "" && c.Engine != LocalEngine && r.opts.Engines[c.Engine].Remote
+}
+
+// knowsEngine reports whether engine is one Options.Engines describes or
+// one the snapshot has containers of.
+func (r *resolution) knowsEngine(engine string) bool {
+	if _, ok := r.opts.Engines[engine]; ok {
+		return true
+	}
+	return slices.ContainsFunc(r.snap.Containers, func(c source.Container) bool { return c.Engine == engine })
+}
+
+// sortedContainers returns the snapshot's containers by Name, then ID,
+// then engine, whatever order the sources used.
 func (r *resolution) sortedContainers() []*source.Container {
 	out := make([]*source.Container, 0, len(r.snap.Containers))
 	for i := range r.snap.Containers {
 		out = append(out, &r.snap.Containers[i])
 	}
 	slices.SortFunc(out, func(a, b *source.Container) int {
-		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID), strings.Compare(a.Engine, b.Engine))
 	})
 	return out
 }
 
 // consider judges one container matching a target by label, by name, or
-// both, for election e. It sets Reason for an unusable candidate; the
-// election sets it for the others.
-func (r *resolution) consider(c *source.Container, name string, byLabel, byName bool, e *election) *candidate {
-	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name}, ctr: c}
+// both, for election e of a route with backend port port. It sets Reason
+// for an unusable candidate; the election sets it for the others.
+func (r *resolution) consider(c *source.Container, name string, byLabel, byName bool, e *election, port int) *candidate {
+	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name, Engine: c.Engine}, ctr: c, remote: r.isRemote(c)}
 	isAmbassador := c.Labels[LabelRole] == roleValue
 	switch {
 	case r.isSelf(c):
@@ -804,7 +914,9 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 		if ok {
 			ok, why = r.opts.ClaimScope.admits(c, r.self)
 		}
-		if ok {
+		// A remote claimer shares no network with the ambassador: the
+		// operator admitted its engine by configuring it.
+		if ok && !cd.remote {
 			onlyNet, ok, why = r.claimNetwork(c)
 		}
 		if !ok {
@@ -848,15 +960,25 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 		}
 	}
 
-	ip, note, skip := r.address(c, onlyNet)
-	if skip != "" {
-		cd.Reason = skip
-		return cd
+	if cd.remote {
+		addr, skip := r.published(c, cmp.Or(cd.port, port))
+		if skip != "" {
+			cd.Reason = skip
+			return cd
+		}
+		cd.addr, cd.where = addr, fmt.Sprintf("engine %s, reached at %s", c.Engine, addr)
+	} else {
+		ip, note, skip := r.address(c, onlyNet)
+		if skip != "" {
+			cd.Reason = skip
+			return cd
+		}
+		if note != "" {
+			details = append(details, note)
+		}
+		cd.addr = net.JoinHostPort(ip, strconv.Itoa(cmp.Or(cd.port, port)))
 	}
-	if note != "" {
-		details = append(details, note)
-	}
-	cd.ip, cd.usable = ip, true
+	cd.usable = true
 	cd.detail = ", " + strings.Join(details, ", ")
 
 	if cd.claims {
@@ -873,6 +995,115 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 		}
 	}
 	return cd
+}
+
+// published returns where the ambassador reaches c, a container of a
+// remote engine, for its port port (TCP): its engine's host, at the host
+// port it publishes port on. A binding to a specific address is reached
+// there; one to every address of the host (0.0.0.0, ::, "") at the
+// engine's Address. Bindings on the engine's Address come first, then
+// those on other addresses, each by host port then address. A binding on
+// the host's loopback (unless the engine's Address is a loopback one:
+// the engine runs beside the ambassador), or with a zone, is not
+// reachable from another host. skip says why c cannot be reached.
+func (r *resolution) published(c *source.Container, port int) (addr, skip string) {
+	var bindings []source.Binding
+	for _, p := range c.Ports {
+		if p.Port == port && p.Proto == TCP {
+			bindings = append(bindings, p.Published...)
+		}
+	}
+	if len(bindings) == 0 {
+		r.warn("container %s on engine %s: skipped: it publishes nothing for port %d; publish it (docker run -p %d)", c.Name, c.Engine, port, port)
+		return "", fmt.Sprintf("on engine %s, publishes nothing for port %d (docker run -p %d)", c.Engine, port, port)
+	}
+	slices.SortFunc(bindings, func(a, b source.Binding) int {
+		return cmp.Or(a.HostPort-b.HostPort, strings.Compare(a.HostIP, b.HostIP))
+	})
+	address := r.opts.Engines[c.Engine].Address
+	if checkAddress(address) != nil {
+		address = ""
+	}
+	var (
+		onAddress, elsewhere string
+		why                  []string
+	)
+	for _, b := range bindings {
+		host, onEngineAddress, unreachable := bindingHost(b, address)
+		switch {
+		case unreachable != "":
+			if !slices.Contains(why, unreachable) {
+				why = append(why, unreachable)
+			}
+		case onEngineAddress && onAddress == "":
+			onAddress = net.JoinHostPort(host, strconv.Itoa(b.HostPort))
+		case !onEngineAddress && elsewhere == "":
+			elsewhere = net.JoinHostPort(host, strconv.Itoa(b.HostPort))
+		}
+	}
+	addr = cmp.Or(onAddress, elsewhere)
+	if addr == "" {
+		return "", fmt.Sprintf("on engine %s, publishes port %d only where the ambassador cannot reach it (%s)", c.Engine, port, strings.Join(why, "; "))
+	}
+	host, p, _ := net.SplitHostPort(addr)
+	hostPort, _ := strconv.Atoi(p)
+	if e := (Endpoint{Host: host, Port: hostPort}); r.ownAddress(e) {
+		return "", selfLoop(e)
+	}
+	return addr, ""
+}
+
+// checkAddress accepts the Address of an engine: an IP literal or a host
+// name, without brackets or port. An unspecified address (0.0.0.0, ::) is
+// no host's: connecting to it reaches the ambassador's own.
+func checkAddress(a string) error {
+	if ip, err := netip.ParseAddr(a); err == nil {
+		if ip.Zone() != "" || ip.IsUnspecified() {
+			return fmt.Errorf("%s is not the address of a host", a)
+		}
+		return nil
+	}
+	if strings.Contains(a, ":") {
+		return fmt.Errorf("%s is not an IP address", quote(a))
+	}
+	return checkHost(a)
+}
+
+// isLoopback reports whether a is a loopback IP literal.
+func isLoopback(a string) bool {
+	ip, err := netip.ParseAddr(a)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// bindingHost returns the host a binding of a remote engine is reached at:
+// the engine's address for an unspecified one, else the binding's own
+// address; onAddress says it is the engine's address. unreachable says
+// why the binding cannot be used.
+func bindingHost(b source.Binding, address string) (host string, onAddress bool, unreachable string) {
+	shown := net.JoinHostPort(b.HostIP, strconv.Itoa(b.HostPort))
+	if b.HostPort < 1 || b.HostPort > 65535 {
+		return "", false, fmt.Sprintf("%s: port out of range 1..65535", clip(shown))
+	}
+	if b.HostIP == "" {
+		b.HostIP = "0.0.0.0"
+	}
+	ip, err := netip.ParseAddr(b.HostIP)
+	switch {
+	case err != nil:
+		return "", false, fmt.Sprintf("%s: not an IP address", clip(shown))
+	case ip.IsUnspecified() && address == "":
+		return "", false, fmt.Sprintf("%s: every address of its host, but the engine's address is unknown or invalid (address= in --engine)", shown)
+	case ip.IsUnspecified():
+		return address, true, ""
+	case ip.Zone() != "":
+		return "", false, fmt.Sprintf("%s: an address with a zone, which only its host can use", clip(shown))
+	case ip.Unmap().IsLoopback() && !isLoopback(address):
+		// Reachable only from the engine's host, unless the engine
+		// is on the ambassador's (its address a loopback one).
+		return "", false, fmt.Sprintf("%s: its host's loopback", shown)
+	}
+	host = ip.Unmap().String()
+	return host, host == address, ""
 }
 
 // claimNetwork decides where a claimer may be reached from. Claims count

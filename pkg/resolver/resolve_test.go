@@ -1091,6 +1091,7 @@ func TestRouteEqual(t *testing.T) {
 		{"listen", func(r *Route) { r.Listen = 1 }, false},
 		{"source", func(r *Route) { r.Source = "t" }, false},
 		{"target", func(r *Route) { r.Target = "" }, false},
+		{"engine", func(r *Route) { r.Engine = "big" }, false},
 		{"port", func(r *Route) { r.Port = 1 }, false},
 		{"no backend", func(r *Route) { r.NoBackend = "x" }, false},
 		{"backend order", func(r *Route) { r.Backends = []source.Backend{r.Backends[1], r.Backends[0]} }, false},

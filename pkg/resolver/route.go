@@ -31,12 +31,16 @@ type Route struct {
 	// Target is the name the route's containers were looked up by; empty
 	// for a static route.
 	Target string
+	// Engine is the engine Target names a container of (Spec.Engine, or
+	// a rewire to ENGINE/NAME); "" for the local engine and for a static
+	// route. Claims on Target count from every engine all the same.
+	Engine string
 	// Port is the backend port of a target route (a claimer's
 	// ambassador.port label overrides it for that claimer); 0 for a static
 	// route.
 	Port int
-	// Candidates are the containers considered for Target, sorted by Name
-	// then ID, each saying why it was chosen or skipped, for logs and
+	// Candidates are the containers considered for Target, sorted by Name,
+	// ID and Engine, each saying why it was chosen or skipped, for logs and
 	// `ambassadord explain`. Empty for static routes and without a
 	// snapshot.
 	Candidates []Candidate
@@ -52,6 +56,9 @@ type Route struct {
 type Candidate struct {
 	ID   string // full container ID
 	Name string
+	// Engine is the engine the container is on (source.Container.Engine):
+	// two engines may each have a container of that name.
+	Engine string
 	// Chosen reports whether the container is among the route's Backends.
 	Chosen bool
 	// Reason says why, e.g. "claims redis, priority 10, healthy",
@@ -66,7 +73,7 @@ type Candidate struct {
 // slices.EqualFunc(a, b, Route.Equal).
 func (r Route) Equal(o Route) bool {
 	return r.Name == o.Name && r.Protocol == o.Protocol && r.Listen == o.Listen && r.Source == o.Source &&
-		r.Target == o.Target && r.Port == o.Port && r.NoBackend == o.NoBackend &&
+		r.Target == o.Target && r.Engine == o.Engine && r.Port == o.Port && r.NoBackend == o.NoBackend &&
 		r.Override == o.Override && slices.Equal(r.Backends, o.Backends)
 }
 
