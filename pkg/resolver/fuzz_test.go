@@ -1,8 +1,10 @@
 package resolver
 
 import (
+	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strconv"
@@ -381,3 +383,144 @@ func FuzzResolveLabels(f *testing.F) {
 	})
 }
 
+// FuzzResolveEngines feeds what a remote engine reports of its containers
+// (where they publish a port), the engine's address, the labels and the
+// route to Resolve, with a local and a remote claimer and a container of
+// the target's name on each side, and checks where backends may point:
+// a remote container's at its engine's address or the address of one of
+// its bindings, and a published port; a local one's at one of its network
+// IPs; never a remote claimer beside a usable local one of the same
+// priority, unless locality is off.
+func FuzzResolveEngines(f *testing.F) {
+	f.Add("192.168.1.52", "0.0.0.0", 32768, "10.0.0.7", 32769, "", "0", "0", false, "6379:redis:6379")
+	f.Add("2001:db8::7", "::", 32768, "", 1, "7000", "10", "-1", false, "6379:big/redis")
+	f.Add("", "127.0.0.1", 32768, "fe80::1%eth0", 0, "x", "0", "0", true, "7000:big/redis:7000")
+	f.Add("big.example", "::ffff:10.0.0.7", 65535, "nowhere", 70000, "6379", "1", "1", true, "6379:nowhere/redis")
+	f.Fuzz(func(t *testing.T, address, ip1 string, port1 int, ip2 string, port2 int, portLabel, farPriority, nearPriority string, noLocality bool, route string) {
+		spec, err := ParseRoute(route)
+		if err != nil || spec.Target == "" {
+			spec = Spec{Listen: 6379, Target: "redis", Backends: []Endpoint{{"redis", 6379}}, Source: "fuzz"}
+		}
+		backendPort := spec.Backends[0].Port
+		portLabelled, _ := parsePort(portLabel)
+		published := []source.Port{{Port: backendPort, Proto: TCP, Published: []source.Binding{{HostIP: ip1, HostPort: port1}}}}
+		if portLabelled != 0 && portLabelled != backendPort {
+			published = append(published, source.Port{Port: portLabelled, Proto: TCP, Published: []source.Binding{{HostIP: ip2, HostPort: port2}}})
+		} else {
+			published[0].Published = append(published[0].Published, source.Binding{HostIP: ip2, HostPort: port2})
+		}
+		self := &source.Container{
+			ID: "id-amb", Name: "amb", State: "running", Engine: LocalEngine,
+			Labels:   map[string]string{LabelRole: "ambassador"},
+			Networks: []source.Network{{Name: "app", ID: "n-app", IP: "172.18.0.2"}},
+		}
+		claimer := func(id, name, engine, priority string, ip string) source.Container {
+			return source.Container{
+				ID: id, Name: name, State: "running", Engine: engine,
+				Labels:   map[string]string{LabelTarget: spec.Target, LabelPriority: priority, LabelPort: portLabel},
+				Networks: []source.Network{{Name: "app", ID: "n-app", IP: ip}},
+				Ports:    published,
+			}
+		}
+		near := claimer("id-near", "near", LocalEngine, nearPriority, "172.18.0.3")
+		far := claimer("id-far", "far", "big", farPriority, "172.18.0.4") // its bridge's IP, unreachable
+		far.Networks[0].ID = "n-big-app"
+		named := source.Container{ID: "id-named", Name: spec.Target, State: "running", Engine: LocalEngine,
+			Networks: []source.Network{{Name: "app", ID: "n-app", IP: "172.18.0.5"}}}
+		farNamed := source.Container{ID: "id-far-named", Name: spec.Target, State: "running", Engine: "big", Ports: published}
+		snap := &source.Snapshot{Self: self, Containers: []source.Container{*self, near, far, named, farNamed}}
+		opts := Options{
+			Engines:    map[string]Engine{"big": {Remote: true, Address: address}, LocalEngine: {}},
+			NoLocality: noLocality,
+			Claims:     Claims{Routes: true},
+		}
+
+		res := Resolve([]Spec{spec}, snap, opts)
+		if again := Resolve([]Spec{spec}, snap, opts); !reflect.DeepEqual(res, again) {
+			t.Fatalf("not deterministic:\n%+v\n%+v", res, again)
+		}
+		if len(res.Routes) != 1 {
+			t.Fatalf("%d routes from one spec: %+v", len(res.Routes), res.Routes)
+		}
+		rt := res.Routes[0]
+		if (len(rt.Backends) == 0) != (rt.NoBackend != "") {
+			t.Errorf("NoBackend %q with backends %v", rt.NoBackend, rt.Backends)
+		}
+		for _, w := range res.Warnings {
+			if len(w) > 2000 {
+				t.Errorf("warning of %d bytes: %.200s", len(w), w)
+			}
+		}
+		for _, c := range rt.Candidates {
+			if len(c.Reason) > 2000 {
+				t.Errorf("reason of %d bytes: %.200s", len(c.Reason), c.Reason)
+			}
+		}
+		byID := map[string]source.Container{}
+		for _, c := range snap.Containers {
+			byID[c.ID] = c
+		}
+		chosenLocal, chosenRemote := false, false
+		for _, b := range rt.Backends {
+			host, p, err := net.SplitHostPort(b.Addr)
+			port, perr := strconv.Atoi(p)
+			if err != nil || perr != nil || host == "" || port < 1 || port > 65535 {
+				t.Errorf("backend address %q: %v", b.Addr, err)
+				continue
+			}
+			c, ok := byID[b.ID]
+			switch {
+			case !ok || b.ID == "id-amb":
+				t.Errorf("backend %v is no candidate of the snapshot", b)
+			case c.Engine == "big":
+				chosenRemote = chosenRemote || b.ID == "id-far"
+				if !publishedAt(c, host, port, address) {
+					t.Errorf("remote backend %v: neither the engine's address %q nor a binding's, with a published port, in %+v", b, address, c.Ports)
+				}
+				if spec.Engine == "" && b.ID == "id-far-named" {
+					t.Errorf("a remote container by name on a route without engine: %v", b)
+				}
+			default:
+				chosenLocal = chosenLocal || b.ID == "id-near"
+				if !slices.ContainsFunc(c.Networks, func(n source.Network) bool { return n.IP == host }) {
+					t.Errorf("local backend %v is not at one of its network IPs %+v", b, c.Networks)
+				}
+				if spec.Engine != "" && b.ID == "id-named" {
+					t.Errorf("the local container by name on a route to engine %s: %v", spec.Engine, b)
+				}
+			}
+		}
+		if chosenLocal && chosenRemote && !noLocality {
+			if np, fp := priorityOf(nearPriority), priorityOf(farPriority); np == fp {
+				t.Errorf("local and remote claimers of priority %d balanced with locality on: %v", np, rt.Backends)
+			}
+		}
+	})
+}
+
+// publishedAt reports whether host:port is where c publishes a port: the
+// address of a binding, or the engine's address for a binding to every
+// address (or a binding to it).
+func publishedAt(c source.Container, host string, port int, address string) bool {
+	for _, p := range c.Ports {
+		for _, b := range p.Published {
+			if b.HostPort != port {
+				continue
+			}
+			ip, err := netip.ParseAddr(cmp.Or(b.HostIP, "0.0.0.0"))
+			if err != nil {
+				continue
+			}
+			if host == address && (ip.IsUnspecified() || ip.Unmap().String() == address) || host == ip.Unmap().String() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// priorityOf is a claimer's priority as the election counts it.
+func priorityOf(label string) int {
+	p, _ := parsePriority(label)
+	return p
+}
