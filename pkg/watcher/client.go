@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/moby/moby/client"
 )
@@ -51,6 +54,69 @@ func NewClient(host string) (*client.Client, error) {
 		return nil, fmt.Errorf("create docker client: %w", err)
 	}
 	return cli, nil
+}
+
+// The engine client's transport settings, as the Docker client's own
+// (github.com/docker/go-connections/sockets) has them.
+const (
+	engineDialTimeout  = 10 * time.Second
+	engineMaxIdleConns = 6
+	engineIdleTimeout  = 30 * time.Second
+)
+
+// newEngineClient returns a client for an engine given by --engine: it
+// dials spec.URL, with the TLS files of spec.TLSDir when there are some,
+// and reads nothing of the environment: DOCKER_HOST, DOCKER_CERT_PATH,
+// DOCKER_TLS_VERIFY and DOCKER_API_VERSION are the local engine's, and no
+// HTTP proxy of HTTP_PROXY/HTTPS_PROXY is put between it and the engine.
+// The API version is negotiated on the first request, as [NewClient]'s is.
+// extra options come last (the tests', Check's). No connection is made
+// here.
+func newEngineClient(spec EngineSpec, extra ...client.Opt) (*client.Client, error) {
+	tr, err := engineTransport(spec)
+	if err != nil {
+		return nil, err
+	}
+	// WithHost sets the address and configures the client's default
+	// transport for it, with the proxies of the environment; the transport
+	// given next replaces that one, and the address stays.
+	opts := append([]client.Opt{
+		client.WithHost(spec.URL),
+		client.WithHTTPClient(&http.Client{Transport: tr, CheckRedirect: client.CheckRedirect}),
+	}, extra...)
+	cli, err := client.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create docker client: %w", err)
+	}
+	return cli, nil
+}
+
+// engineTransport returns the HTTP transport of an engine given by
+// --engine: no proxy, a dialer for its unix socket or TCP address, and TLS
+// from its directory (an https client then).
+func engineTransport(spec EngineSpec) (*http.Transport, error) {
+	tr := &http.Transport{
+		MaxIdleConns:    engineMaxIdleConns,
+		IdleConnTimeout: engineIdleTimeout,
+	}
+	dialer := &net.Dialer{Timeout: engineDialTimeout}
+	if path, ok := strings.CutPrefix(spec.URL, "unix://"); ok {
+		tr.DisableCompression = true
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", path)
+		}
+	} else {
+		tr.DialContext = dialer.DialContext
+	}
+	if spec.TLSDir != "" {
+		f, err := loadTLS(spec.TLSDir)
+		if err != nil {
+			return nil, fmt.Errorf("engine %q: %w", spec.Name, err)
+		}
+		tr.TLSClientConfig = f.config()
+		tr.TLSHandshakeTimeout = engineDialTimeout
+	}
+	return tr, nil
 }
 
 // DefaultHost returns the engine address used when none is given:

@@ -204,8 +204,9 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			default:
 			}
 		}
-		w.WriteHeader(cmpOr(f.status, http.StatusOK))
-		_, _ = io.WriteString(w, "OK")
+		status := cmpOr(f.status, http.StatusOK)
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, http.StatusText(status))
 	case strings.HasSuffix(path, "/containers/json"):
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(f.containers)
