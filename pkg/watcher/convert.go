@@ -17,8 +17,9 @@ import (
 // values are normalised (sorted, empty collections nil) so that two
 // listings of the same state compare equal.
 
-// convertContainers converts a listing, sorted by name then ID.
-func convertContainers(items []container.Summary) []source.Container {
+// convertContainers converts a listing of the engine named engine, sorted
+// by name then ID.
+func convertContainers(items []container.Summary, engine string) []source.Container {
 	if len(items) == 0 {
 		return nil
 	}
@@ -27,7 +28,9 @@ func convertContainers(items []container.Summary) []source.Container {
 		if s.ID == "" {
 			continue
 		}
-		cs = append(cs, convertContainer(s))
+		c := convertContainer(s)
+		c.Engine = engine
+		cs = append(cs, c)
 	}
 	slices.SortFunc(cs, func(a, b source.Container) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))

@@ -63,6 +63,25 @@ func TestConvertContainer(t *testing.T) {
 			}},
 		},
 		{
+			// What a remote engine reports: a port published on one of
+			// its host's addresses, on loopback (reachable from that
+			// host only: the resolver's to judge), and IPv4 and IPv6
+			// given different host ports, as some engines do.
+			name: "bindings to specific addresses, and to other host ports per family",
+			in: ctr(id, "redis", withPorts(
+				container.PortSummary{IP: netip.MustParseAddr("192.168.1.52"), PrivatePort: 6379, PublicPort: 6379, Type: "tcp"},
+				container.PortSummary{IP: netip.MustParseAddr("127.0.0.1"), PrivatePort: 6379, PublicPort: 16379, Type: "tcp"},
+				container.PortSummary{IP: netip.MustParseAddr("0.0.0.0"), PrivatePort: 80, PublicPort: 32768, Type: "tcp"},
+				container.PortSummary{IP: netip.MustParseAddr("::"), PrivatePort: 80, PublicPort: 32769, Type: "tcp"},
+				container.PortSummary{IP: netip.MustParseAddr("2001:db8::1"), PrivatePort: 53, PublicPort: 53, Type: "udp"},
+			)),
+			want: source.Container{ID: id, Name: "redis", State: "running", Ports: []source.Port{
+				{Port: 53, Proto: "udp", Published: []source.Binding{{HostIP: "2001:db8::1", HostPort: 53}}},
+				{Port: 80, Proto: "tcp", Published: []source.Binding{{HostIP: "0.0.0.0", HostPort: 32768}, {HostIP: "::", HostPort: 32769}}},
+				{Port: 6379, Proto: "tcp", Published: []source.Binding{{HostIP: "192.168.1.52", HostPort: 6379}, {HostIP: "127.0.0.1", HostPort: 16379}}},
+			}},
+		},
+		{
 			name: "own name chosen over legacy link names",
 			in:   container.Summary{ID: id, Names: []string{"/amb/db", "/other/cache", "/redis"}, State: "running"},
 			want: source.Container{ID: id, Name: "redis", State: "running"},
@@ -128,11 +147,12 @@ func TestConvertContainersSortedAndDetached(t *testing.T) {
 		ctr(id64("a"), "db", func(s *container.Summary) { s.Labels = labels }),
 		{Names: []string{"/no-id"}},
 	}
-	got := convertContainers(in)
+	got := convertContainers(in, "big")
 	assert.Equal(t, []string{"db", "web"}, []string{got[0].Name, got[1].Name})
+	assert.Equal(t, []string{"big", "big"}, []string{got[0].Engine, got[1].Engine}, "every container says which engine listed it")
 	labels["k"] = "changed"
 	assert.Equal(t, "v", got[0].Labels["k"], "the snapshot must not share the listing's maps")
-	assert.Nil(t, convertContainers(nil))
+	assert.Nil(t, convertContainers(nil, "big"))
 }
 
 func TestParseLink(t *testing.T) {

@@ -16,6 +16,17 @@
 // creator sets (attributes, names) is clipped to 64 bytes, with the length
 // of the whole.
 //
+// A Watcher follows the local engine (DOCKER_HOST and the rest of Docker's
+// environment, or the default socket), or an engine given by --engine: an
+// [EngineSpec], parsed by [ParseEngine] and [ParseEngines], reached on a unix
+// socket or over TCP, with mutual TLS from a directory laid out as
+// DOCKER_CERT_PATH is, and nothing of the environment. [Check] tells at
+// start a configuration that cannot work (a TLS mistake, a plain engine
+// given TLS or the other way) from an engine that is merely unreachable
+// ([ErrUnreachable]), which the Watcher follows once it answers. Every
+// container a Watcher lists carries its name (source.Container.Engine),
+// with the host ports it publishes.
+//
 // Two events take a fast path: when a container dies, stops or is destroyed,
 // or is disconnected from a network, an update without it (or without that
 // attachment) is published at once, naming it in [Update.Gone], before the

@@ -255,7 +255,7 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
-	cs, expiry := l.graves.apply(convertContainers(res.Items), time.Now())
+	cs, expiry := l.graves.apply(convertContainers(res.Items, l.w.Name()), time.Now())
 	snap := &source.Snapshot{Containers: cs}
 	i := l.findSelf(cs)
 	if i < 0 {
@@ -277,6 +277,11 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 // findSelf returns the index of the ambassador's own container in cs, or
 // -1, and logs the outcome when it changes.
 func (l *loop) findSelf(cs []source.Container) int {
+	if len(l.w.SelfIDs) == 0 && l.w.Spec != nil {
+		// An engine given by --engine is not expected to run the
+		// ambassador: its absence there is no news.
+		return -1
+	}
 	i := matchSelf(l.w.SelfIDs, cs)
 	id := ""
 	if i >= 0 {
@@ -339,7 +344,7 @@ func (l *loop) ended(err error) {
 		}
 		return
 	}
-	err = Explain(err, l.host)
+	err = l.w.explain(err, l.host)
 	if l.state == stateDisconnected {
 		l.log.Debug("docker engine still unreachable", errField(err))
 		return

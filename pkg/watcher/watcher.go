@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moby/moby/client"
 	"go.uber.org/zap"
 
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -54,17 +55,29 @@ const (
 // the documented defaults.
 type Watcher struct {
 	// Engine names the engine, to tell this source apart from others
-	// (source.Update.Source, logs, metrics): Name returns it. Empty means
-	// "docker".
+	// (source.Update.Source, source.Container.Engine, logs, metrics): Name
+	// returns it. Empty means Spec's name, else "docker".
 	Engine string
 
-	// Client talks to the engine. Nil means a client that Run creates with
-	// [NewClient](Host) and closes when it returns.
+	// Client talks to the engine. Nil means a client that Run creates and
+	// closes when it returns: for Spec when it is set, else with
+	// [NewClient](Host).
 	Client Client
 
-	// Host is the engine's address when Client is nil: "" means
-	// $DOCKER_HOST, else the default socket (see [DefaultHost]).
+	// Host is the local engine's address when Client and Spec are nil: ""
+	// means $DOCKER_HOST, else the default socket (see [DefaultHost]).
 	Host string
+
+	// Spec, when not nil, is the engine to follow, as --engine gives it
+	// ([ParseEngine]), instead of the local one: Run dials Spec.URL with
+	// the TLS files of Spec.TLSDir, read once when Run starts, and reads
+	// nothing of the environment (DOCKER_HOST, DOCKER_CERT_PATH,
+	// DOCKER_TLS_VERIFY, DOCKER_API_VERSION, HTTP proxies), so that an
+	// engine named on the command line is the one followed. Connection
+	// errors get advice for such an engine (TLS, permissions) rather than
+	// the local socket's. Check it with [Check] before Run, to stop at
+	// start on a configuration that cannot work.
+	Spec *EngineSpec
 
 	// SelfIDs are candidate IDs, or ID prefixes of at least 12 hex digits,
 	// of the ambassador's own container, strongest first: see
@@ -164,7 +177,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer close(out)
 	cli := w.Client
 	if cli == nil {
-		c, err := NewClient(w.Host)
+		c, err := w.newClient()
 		if err != nil {
 			return err
 		}
@@ -221,15 +234,49 @@ func daemonHost(c Client) string {
 	return ""
 }
 
+// newClient returns the client Run uses when Client is nil.
+func (w *Watcher) newClient() (*client.Client, error) {
+	if w.Spec != nil {
+		return newEngineClient(*w.Spec)
+	}
+	return NewClient(w.Host)
+}
+
 // defaultName is the name of a Watcher without one.
 const defaultName = "docker"
 
-// Name returns the source's name: Engine, or "docker".
+// Name returns the source's name: Engine, else Spec's name, else "docker".
 func (w *Watcher) Name() string {
-	if w.Engine != "" {
+	switch {
+	case w.Engine != "":
 		return w.Engine
+	case w.Spec != nil:
+		return w.Spec.Name
 	}
 	return defaultName
+}
+
+// URL returns the address of the engine the watcher follows, for status
+// and logs (daemon.Options.SourceHosts): Spec's URL, else Host, else
+// [DefaultHost]. With a Client given, it is the address the watcher was
+// told, not necessarily the one that client dials.
+func (w *Watcher) URL() string {
+	switch {
+	case w.Spec != nil:
+		return w.Spec.URL
+	case w.Host != "":
+		return w.Host
+	}
+	return DefaultHost()
+}
+
+// explain adds advice to a connection error: an engine's given by
+// --engine, or the local socket's.
+func (w *Watcher) explain(err error, host string) error {
+	if w.Spec != nil {
+		return w.Spec.explain(err)
+	}
+	return Explain(err, host)
 }
 
 func (w *Watcher) logger() *zap.Logger {

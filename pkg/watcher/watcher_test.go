@@ -115,7 +115,8 @@ func TestInitialSync(t *testing.T) {
 				{Name: "app", ID: "n-app", IP: "172.18.0.2"},
 				{Name: "bridge", ID: "n-bridge", IP: "172.17.0.2"},
 			},
-			Links: []source.Link{{Name: "redis", Alias: "redis"}, {Name: "web", Alias: "www"}},
+			Links:  []source.Link{{Name: "redis", Alias: "redis"}, {Name: "web", Alias: "www"}},
+			Engine: "docker",
 		}
 		want := &source.Snapshot{
 			Self: &self,
@@ -126,11 +127,13 @@ func TestInitialSync(t *testing.T) {
 					Labels:   map[string]string{"ambassador.target": "redis"},
 					Networks: []source.Network{{Name: "bridge", ID: "n-bridge", IP: "172.17.0.3"}},
 					Ports:    []source.Port{{Port: 6379, Proto: "tcp", Published: []source.Binding{{HostPort: 16379}}}},
+					Engine:   "docker",
 				},
 				{
 					ID: idWeb, Name: "web", State: "running", Health: "starting",
 					Networks: []source.Network{{Name: "app", ID: "n-app", IP: "172.18.0.4"}},
 					Ports:    []source.Port{{Port: 80, Proto: "tcp"}},
+					Engine:   "docker",
 				},
 			},
 		}
