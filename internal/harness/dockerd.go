@@ -67,13 +67,14 @@ type Dockerd struct {
 	Subnet      netip.Prefix // the bridge's subnet; the host holds its .1
 	LiveRestore bool         // containers outlive the daemon
 
-	// With TLS (DockerdOptions.TLS), the engine is a "host" of its own:
-	// Address is a loopback address of its own (127.x.y.z), where it
-	// serves its API on TCP with --tlsverify (TCPHost) and where its
-	// containers' published ports bind unless they name another address
-	// (--ip). An ambassador on this machine reaches it, and its published
-	// ports, there, as it would a remote engine's host. Without TLS,
-	// Address is invalid and TCPHost empty.
+	// With TLS or OnBridge (DockerdOptions), the engine is a "host" of
+	// its own: Address is an address of its own (a loopback 127.x.y.z,
+	// or its bridge's gateway), where its containers' published ports
+	// bind unless they name another address (--ip), and where, with TLS,
+	// it serves its API on TCP with --tlsverify (TCPHost). An ambassador
+	// reaches it, and its published ports, there, as it would a remote
+	// engine's host. Otherwise Address is invalid; without TLS, TCPHost
+	// is empty.
 	Address netip.Addr
 	TCPHost string // tcp://Address:2376
 	// TLSDir holds the server certificate the daemon starts with (ca.pem,
@@ -96,11 +97,17 @@ const DockerdTLSPort = 2376
 type DockerdOptions struct {
 	// LiveRestore keeps the containers running while the daemon is down.
 	LiveRestore bool
-	// TLS, if set, gives the engine a loopback address of its own and a
-	// server certificate TLS issues for it, and makes it serve its API
-	// there too, on DockerdTLSPort with --tlsverify: it accepts clients
-	// with a certificate of TLS alone.
+	// TLS, if set, gives the engine an address of its own and a server
+	// certificate TLS issues for it, and makes it serve its API there
+	// too, on DockerdTLSPort with --tlsverify: it accepts clients with a
+	// certificate of TLS alone.
 	TLS *CA
+	// OnBridge gives the engine an address of its own (with or without
+	// TLS): the host's address on its bridge, the gateway, instead of a
+	// loopback address. Containers of other engines on this machine
+	// reach it there too, as containers of a client host reach a server
+	// host; a loopback address is this machine's processes' alone.
+	OnBridge bool
 }
 
 // StartDockerd starts a private engine on its unix socket, with or
@@ -110,7 +117,8 @@ func StartDockerd(ctx context.Context, id string, liveRestore bool) (*Dockerd, e
 }
 
 // StartDockerdWith creates a private engine's directory and bridge (and,
-// with TLS, its address and server certificate) and starts it; it returns
+// with TLS or OnBridge, its address; with TLS, its server certificate) and
+// starts it; it returns
 // once the engine answers on its socket and, with TLS, accepts on its TCP
 // address. id is at most 11 characters of [a-z0-9] (it names a network
 // interface) and must be unique on the machine: callers put their run ID
@@ -135,8 +143,8 @@ func StartDockerdWith(ctx context.Context, id string, opts DockerdOptions) (*Doc
 	if err := d.prepare(ctx); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
-	if opts.TLS != nil {
-		if err := d.prepareTLS(opts.TLS); err != nil {
+	if opts.TLS != nil || opts.OnBridge {
+		if err := d.prepareAddress(opts.TLS, opts.OnBridge); err != nil {
 			return nil, errors.Join(err, d.Close())
 		}
 	}
@@ -178,14 +186,12 @@ func (d *Dockerd) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gw := subnet.Addr().As4()
-	gw[3] = 1
 	// Subnet is set before the bridge exists so that Close deletes a
 	// half-made one too.
 	d.Subnet = subnet
 	for _, args := range [][]string{
 		{"link", "add", "name", d.Bridge, "type", "bridge"},
-		{"addr", "add", netip.PrefixFrom(netip.AddrFrom4(gw), subnet.Bits()).String(), "dev", d.Bridge},
+		{"addr", "add", netip.PrefixFrom(d.gateway(), subnet.Bits()).String(), "dev", d.Bridge},
 		{"link", "set", d.Bridge, "up"},
 	} {
 		if err := ipCommand(ctx, args...); err != nil {
@@ -195,17 +201,32 @@ func (d *Dockerd) prepare(ctx context.Context) error {
 	return nil
 }
 
-// prepareTLS picks the engine's address and writes its server
-// certificate, issued by ca, to TLSDir.
-func (d *Dockerd) prepareTLS(ca *CA) error {
-	addr, err := freeLoopback()
-	if err != nil {
-		return err
+// prepareAddress picks the engine's address, on its bridge or a free
+// loopback one, and with a CA writes its server certificate, issued by
+// ca, to TLSDir.
+func (d *Dockerd) prepareAddress(ca *CA, onBridge bool) error {
+	if onBridge {
+		d.Address = d.gateway()
+	} else {
+		addr, err := freeLoopback()
+		if err != nil {
+			return err
+		}
+		d.Address = addr
 	}
-	d.Address = addr
-	d.TCPHost = "tcp://" + netip.AddrPortFrom(addr, DockerdTLSPort).String()
+	if ca == nil {
+		return nil
+	}
+	d.TCPHost = "tcp://" + netip.AddrPortFrom(d.Address, DockerdTLSPort).String()
 	d.TLSDir = filepath.Join(d.Dir, "tls")
 	return d.ReissueTLS(ca)
+}
+
+// gateway is the host's address on the engine's bridge.
+func (d *Dockerd) gateway() netip.Addr {
+	gw := d.Subnet.Addr().As4()
+	gw[3] = 1
+	return netip.AddrFrom4(gw)
 }
 
 // ReissueTLS replaces the engine's server certificate with one ca issues,
@@ -301,10 +322,12 @@ func (d *Dockerd) Args() []string {
 			"--tlscacert", filepath.Join(d.TLSDir, CAFile),
 			"--tlscert", filepath.Join(d.TLSDir, CertFile),
 			"--tlskey", filepath.Join(d.TLSDir, KeyFile),
-			// Published ports bind to the engine's address, as they
-			// would to its host's: -p 9000 is Address:<ephemeral>.
-			"--ip", d.Address.String(),
 		)
+	}
+	if d.Address.IsValid() {
+		// Published ports bind to the engine's address, as they would
+		// to its host's: -p 9000 is Address:<ephemeral>.
+		args = append(args, "--ip", d.Address.String())
 	}
 	return args
 }
