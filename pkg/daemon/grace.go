@@ -40,7 +40,7 @@ func (d *Daemon) followGrace(s *sourceState, connected bool) {
 		s.lost, s.dropped = time.Time{}, false
 	case s.lost.IsZero():
 		s.lost, s.failed = time.Now(), true
-		if s.remote {
+		if s.remote && s.snap != nil {
 			d.log.Warn("remote engine unreachable; its containers stay candidates for the engine grace",
 				zap.String("source", s.name), zap.Duration("grace", d.engineGrace()))
 		}
