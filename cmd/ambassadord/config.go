@@ -29,6 +29,15 @@ const envPrefix = "AMBASSADORD_"
 // routesEnv is the environment equivalent of the repeatable --route flag.
 const routesEnv = envPrefix + "ROUTES"
 
+// enginesEnv is the environment equivalent of the repeatable --engine
+// flag: engines separated by ';'.
+const enginesEnv = envPrefix + "ENGINES"
+
+// listFlags are the repeatable flags whose variable holds a list: both the
+// flags and the variable count, where any other flag on the command line
+// wins over its variable.
+var listFlags = map[string]string{"route": routesEnv, "engine": enginesEnv}
+
 // maxReplayBytes bounds --replay-bytes: the memory a connection may hold
 // until its backend answers.
 const maxReplayBytes = 64 << 10
@@ -53,6 +62,10 @@ type config struct {
 	claims        resolver.Claims
 	replay        replayRoutes
 	resync        time.Duration
+	engines       engineFlags
+	envEngines    []watcher.EngineSpec // from AMBASSADORD_ENGINES
+	engineGrace   time.Duration
+	preferLocal   bool
 	adminAddress  string
 	adminSocket   string
 	adminWritable bool
@@ -187,6 +200,22 @@ func (r *routeFlags) Set(s string) error {
 	return nil
 }
 
+// engineFlags collects repeated --engine flags, parsed as they come so
+// that a bad one is reported with its own text (pkg/watcher's parser, which
+// also refuses ssh:// and a plain tcp:// without insecure).
+type engineFlags []watcher.EngineSpec
+
+func (e *engineFlags) String() string { return "" }
+
+func (e *engineFlags) Set(s string) error {
+	spec, err := watcher.ParseEngine(s)
+	if err != nil {
+		return err
+	}
+	*e = append(*e, spec)
+	return nil
+}
+
 // flagSet declares every flag with its default. The help text, the
 // environment names and the README's reference are all derived from it.
 func flagSet(cfg *config) *flag.FlagSet {
@@ -208,6 +237,9 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.Var(claimScopeFlag{&cfg.claimScope}, "claim-scope", "`SCOPE` of the containers that may claim a target with the label ambassador.target: network (any container on a network shared with the ambassador), project (only the ambassador's own compose project), or label:KEY[=VALUE] (only containers carrying that label)")
 	fs.Var(claimsFlag{&cfg.claims}, "claims", "`LIST` of the routes on which containers may claim the target with the label ambassador.target: label (the route of the ambassador's own ambassador.target label), links (routes from links), routes (--route); none refuses every claim. A name with a dot is never claimable")
 	fs.DurationVar(&cfg.resync, "resync", 30*time.Second, "full resync with the Docker engine this often, catching changes its events did not deliver")
+	fs.Var(&cfg.engines, "engine", "follow another Docker engine besides the local one: `NAME=URL[,tls=DIR][,address=IP][,insecure]`; URL is unix:///PATH or tcp://HOST:PORT; tls=DIR holds ca.pem, cert.pem and key.pem, as DOCKER_CERT_PATH does, and the engine is verified against ca.pem; address=IP is where its containers' published ports are reached (default: the URL's host; a unix:// engine without it is on this host); insecure accepts a tcp:// engine without TLS (repeatable; the variable separates engines with ';')")
+	fs.DurationVar(&cfg.engineGrace, "engine-grace", 5*time.Second, "how long a remote engine that becomes unreachable keeps its containers as candidates (they may still serve); after it they are dropped, established connections left alone, until it answers again; the local engine's are kept however long it is down")
+	fs.BoolVar(&cfg.preferLocal, "prefer-local", true, "at equal ambassador.priority, send new connections to backends of engines on this host, and to remote engines' only while none of those is usable; --prefer-local=false balances them all")
 	fs.StringVar(&cfg.adminAddress, "admin-address", "127.0.0.1:9191", "`ADDR` of the admin HTTP endpoint (/healthz, /readyz, /metrics, /routes); read-only unless --admin-writable; empty disables it")
 	fs.StringVar(&cfg.adminSocket, "admin-socket", admin.SocketAuto, "`PATH` of the admin unix socket used by the status, explain, rewire and healthcheck commands; @NAME is an abstract socket (no file, works on a read-only root); auto is "+admin.SocketFile+" when its directory can be made private to the daemon's user, else @ambassadord; empty disables it")
 	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address, from requests bearing the token of --admin-token-file; without it only the admin socket accepts them")
@@ -223,15 +255,16 @@ func flagSet(cfg *config) *flag.FlagSet {
 
 // envName returns the environment variable that sets a flag.
 func envName(flagName string) string {
-	if flagName == "route" {
-		return routesEnv
+	if env, ok := listFlags[flagName]; ok {
+		return env
 	}
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // parseConfig reads flags from args, then fills every flag not given on the
 // command line from its environment variable. Routes from --route and from
-// AMBASSADORD_ROUTES are both kept.
+// AMBASSADORD_ROUTES are both kept, and so are engines from --engine and
+// AMBASSADORD_ENGINES.
 func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	cfg := &config{}
 	fs := flagSet(cfg)
@@ -251,15 +284,24 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	fs.VisitAll(func(f *flag.Flag) {
 		name := envName(f.Name)
 		v, ok := lookup(getenv, name)
-		if !ok || (set[f.Name] && f.Name != "route") {
+		_, list := listFlags[f.Name]
+		if !ok || (set[f.Name] && !list) {
 			return
 		}
-		if f.Name == "route" {
+		switch f.Name {
+		case "route":
 			specs, err := resolver.ParseRouteList(v)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			}
 			cfg.envRoutes = specs
+			return
+		case "engine":
+			specs, err := watcher.ParseEngines(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			cfg.envEngines = specs
 			return
 		}
 		if err := f.Value.Set(v); err != nil {
@@ -314,6 +356,12 @@ func (c *config) validate() error {
 	if c.resync <= 0 {
 		errs = append(errs, fmt.Errorf("--resync must be positive, not %s", c.resync))
 	}
+	if c.engineGrace <= 0 {
+		errs = append(errs, fmt.Errorf("--engine-grace must be positive, not %s", c.engineGrace))
+	}
+	if err := watcher.UniqueNames(c.engineSpecs()); err != nil {
+		errs = append(errs, fmt.Errorf("--engine and %s: %w", enginesEnv, err))
+	}
 	switch c.docker {
 	case "auto", "on", "off":
 	default:
@@ -341,6 +389,30 @@ func (c *config) specs(environ []string) (specs []resolver.Spec, warnings []stri
 	}
 	specs, err = resolver.Merge(classic, c.routes, c.envRoutes)
 	return specs, warnings, err
+}
+
+// engineSpecs returns the engines to follow besides the local one: those
+// of --engine, then those of AMBASSADORD_ENGINES.
+func (c *config) engineSpecs() []watcher.EngineSpec {
+	return slices.Concat([]watcher.EngineSpec(c.engines), c.envEngines)
+}
+
+// engineMap describes the engines of specs as the resolver and the
+// controller need them (daemon.Options.Engines), by name: an engine with
+// an address for its host (address=, else a tcp:// URL's host) is remote,
+// its containers reached there at the ports they publish; a unix:// one
+// without address= is on this host, local-like. The local engine is not in
+// it: an engine missing from the map is local.
+func engineMap(specs []watcher.EngineSpec) map[string]resolver.Engine {
+	if len(specs) == 0 {
+		return nil
+	}
+	out := make(map[string]resolver.Engine, len(specs))
+	for _, s := range specs {
+		addr := s.HostAddress()
+		out[s.Name] = resolver.Engine{Remote: addr != "", Address: addr}
+	}
+	return out
 }
 
 // usage prints the help, generated from the flag set so that it cannot
@@ -394,6 +466,9 @@ func (c *config) daemonOptions(specs []resolver.Spec, sources []source.Source, h
 		Specs:         specs,
 		Sources:       sources,
 		SourceHosts:   hosts,
+		Engines:       engineMap(c.engineSpecs()),
+		NoLocality:    !c.preferLocal,
+		EngineGrace:   c.engineGrace,
 		ListenAddress: c.listenAddress,
 		DialTimeout:   c.dialTimeout,
 		IdleTimeout:   c.idleTimeout,

@@ -4,8 +4,10 @@
 //
 // The command only wires: it parses flags and the environment into one
 // config, turns that into the options of the controller (pkg/daemon) and
-// of the admin endpoint (pkg/admin), builds the logger, runs the Docker
-// source (pkg/watcher) → controller → proxy under signal.NotifyContext,
+// of the admin endpoint (pkg/admin), builds the logger, checks the engines
+// of --engine, runs the Docker sources (pkg/watcher: the local engine,
+// named "local", and one per --engine) → controller → proxy under
+// signal.NotifyContext,
 // and exits 0 on SIGTERM, SIGINT or SIGHUP once established connections
 // have drained. The CLI subcommands (status, explain, rewire,
 // healthcheck) talk to a running daemon through pkg/admin's client; what

@@ -203,7 +203,7 @@ func TestQuietEngineCounters(t *testing.T) {
 	socket, adminAddr := runDaemon(t, "--docker=on", "--docker-host=unix://"+sock, "--resync=20ms")
 
 	waitScrape(t, "http://"+adminAddr+"/metrics", func(f metricstest.Families) bool {
-		v, ok := metricstest.Sample(f, "ambassadord_docker_resyncs_total", seriesLabels{"engine": "docker"})
+		v, ok := metricstest.Sample(f, "ambassadord_docker_resyncs_total", seriesLabels{"engine": "local"})
 		return ok && v >= 2
 	}, "resyncs that changed nothing are not counted in /metrics")
 

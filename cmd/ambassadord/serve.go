@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -27,19 +28,77 @@ func serve(ctx context.Context, cfg *config, environ []string, log *zap.Logger) 
 	if err != nil {
 		return err
 	}
+	engines := cfg.engineSpecs()
+	if err := checkEngines(ctx, engines, log); err != nil {
+		return err
+	}
 	var sources []source.Source
 	hosts := map[string]string{}
+	self := watcher.SelfCandidates("/proc")
 	if host, follow := cfg.dockerEngine(os.Getenv); follow {
 		w := &watcher.Watcher{
+			Engine:  watcher.LocalName,
 			Host:    host,
-			SelfIDs: watcher.SelfCandidates("/proc"),
+			SelfIDs: self,
 			Logger:  log.Named("watcher"),
 			Resync:  cfg.resync,
 		}
 		sources = append(sources, w)
 		hosts[w.Name()] = cmp.Or(host, watcher.DefaultHost())
 	}
+	for _, spec := range engines {
+		w := &watcher.Watcher{
+			Spec:   &spec,
+			Logger: log.Named("watcher").Named(spec.Name),
+			Resync: cfg.resync,
+		}
+		if spec.HostAddress() == "" {
+			// An engine on this host may run the ambassador's own
+			// container; a remote one cannot.
+			w.SelfIDs = self
+		}
+		sources = append(sources, w)
+		hosts[w.Name()] = spec.URL
+	}
 	return serveSources(ctx, cfg, specs, sources, hosts, log)
+}
+
+// checkEngines checks every engine of --engine at once before anything is
+// served (watcher.Check: its TLS files, then one ping of at most 5s), so
+// that a configuration that can never work stops start-up, with an error
+// naming the engine and the fix. An engine that is merely unreachable is
+// logged and followed: it may answer later. An engine without TLS
+// (insecure) is logged as a warning.
+func checkEngines(ctx context.Context, specs []watcher.EngineSpec, log *zap.Logger) error {
+	errs := make([]error, len(specs))
+	var wg sync.WaitGroup
+	for i, spec := range specs {
+		if spec.Insecure {
+			log.Warn("engine followed without TLS (insecure): its API, which controls every container of its host, travels in clear text to whoever answers",
+				zap.String("engine", spec.Name), zap.String("host", spec.URL))
+		}
+		wg.Add(1)
+		go checkEngine(ctx, &wg, spec, &errs[i])
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case errors.Is(err, watcher.ErrUnreachable):
+			log.Warn("engine unreachable at start; following it until it answers",
+				zap.String("engine", specs[i].Name), zap.String("host", specs[i].URL), errorField(err))
+			errs[i] = nil
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			// Stopped during the checks: what follows stops at once too.
+			errs[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkEngine checks one engine, and stores the outcome in *err.
+func checkEngine(ctx context.Context, wg *sync.WaitGroup, spec watcher.EngineSpec, err *error) {
+	defer wg.Done()
+	*err = watcher.Check(ctx, spec)
 }
 
 // serveSources runs the controller on the sources, and the admin endpoint
