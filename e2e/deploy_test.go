@@ -14,6 +14,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -239,6 +240,9 @@ var deployRecipes = []struct {
 	{"deploy/socket-proxy/docker-compose.yml", map[string]string{"DOCKER_GID": "999"}},
 	{"deploy/two-host/server.yml", nil},
 	{"deploy/two-host/client.yml", map[string]string{"SERVER_HOST": "10.0.0.5"}},
+	{"deploy/multi-host/server.yml", nil},
+	{"deploy/multi-host/client.yml", map[string]string{"ENGINES": "big=tcp://10.0.0.5:2376,tls=/certs/big", "CERTS_DIR": "/etc/ambassadord/certs"}},
+	{"deploy/multi-host/socket-proxy.yml", map[string]string{"DOCKER_GID": "999", "PROXY_CERTS": "/etc/ambassadord/server-big"}},
 }
 
 // TestDeployConfig checks what the other deploy tests do not run: every
@@ -327,6 +331,48 @@ func TestDeployConfig(t *testing.T) {
 		out, err := exec.CommandContext(ctx, deployHAProxy, "-c", "-f", filepath.Join(root, "deploy/socket-proxy/haproxy.cfg")).CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		assert.NotRegexp(t, `\[(WARNING|ALERT)\]`, string(out))
+	})
+
+	t.Run("multi-host/haproxy", func(t *testing.T) {
+		if _, err := os.Stat(deployHAProxy); err != nil {
+			deployMissing(t, "haproxy (apt-get install haproxy)")
+		}
+		// With the certificates certs.sh makes, where socket-proxy.yml
+		// mounts them (/certs), here a temporary directory.
+		certs := deployCerts(t, ctx, root, t.TempDir(), "10.0.0.5")
+		src, err := os.ReadFile(filepath.Join(root, "deploy/multi-host/haproxy.cfg"))
+		require.NoError(t, err)
+		require.Contains(t, string(src), "/certs/haproxy.pem")
+		cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+		require.NoError(t, os.WriteFile(cfg, []byte(strings.ReplaceAll(string(src), "/certs/", certs.server+"/")), 0o644))
+		out, err := exec.CommandContext(ctx, deployHAProxy, "-c", "-f", cfg).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.NotRegexp(t, `\[(WARNING|ALERT)\]`, string(out))
+	})
+
+	t.Run("multi-host/certs.sh", func(t *testing.T) {
+		deployCheckCerts(t, ctx, root)
+	})
+
+	t.Run("multi-host/daemon.json", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(root, "deploy/multi-host/daemon.json"))
+		require.NoError(t, err)
+		var cfg struct {
+			Hosts     []string `json:"hosts"`
+			TLSVerify bool     `json:"tlsverify"`
+			CA        string   `json:"tlscacert"`
+			Cert      string   `json:"tlscert"`
+			Key       string   `json:"tlskey"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		require.NoError(t, dec.Decode(&cfg), "daemon.json holds dockerd's TLS settings and nothing else")
+		assert.True(t, cfg.TLSVerify, "tlsverify")
+		assert.Contains(t, cfg.Hosts, "unix:///var/run/docker.sock", "the local socket stays")
+		assert.Contains(t, cfg.Hosts, "tcp://0.0.0.0:2376", "TLS on Docker's port")
+		for name, path := range map[string]string{harness.CAFile: cfg.CA, harness.CertFile: cfg.Cert, harness.KeyFile: cfg.Key} {
+			assert.Equal(t, "/etc/docker/tls/"+name, path, "where the README copies server-NAME/")
+		}
 	})
 
 	t.Run("systemd", func(t *testing.T) {
@@ -560,6 +606,17 @@ type deployProject struct {
 	name  string   // -p: unique to the test and the run
 	files []string // -f, in order: the recipe, its uncommented services, the labels
 	env   []string // the environment docker-compose runs with
+	// engine is where the project runs: nil for the run's engine (eng),
+	// else a private one, which docker-compose reaches by DOCKER_HOST.
+	engine *harness.Engine
+}
+
+// eng returns the engine the project runs on.
+func (p *deployProject) eng() *harness.Engine {
+	if p.engine != nil {
+		return p.engine
+	}
+	return eng
 }
 
 // deployUp brings up recipe (a path from the repository's root) as a
@@ -569,14 +626,26 @@ type deployProject struct {
 // and added to the project without being started.
 func deployUp(t *testing.T, ctx context.Context, recipe string, vars map[string]string, extra ...string) *deployProject {
 	t.Helper()
+	return deployUpOn(t, ctx, nil, "", recipe, vars, extra...)
+}
+
+// deployUpOn is deployUp on the engine e at host (its DOCKER_HOST), or on
+// the run's engine if e is nil.
+func deployUpOn(t *testing.T, ctx context.Context, e *harness.Engine, host, recipe string, vars map[string]string, extra ...string) *deployProject {
+	t.Helper()
 	root, err := harness.RepoRoot(ctx)
 	require.NoError(t, err)
 	dir := t.TempDir()
 	p := &deployProject{
-		name:  deployProjectName(t, recipe),
-		files: []string{filepath.Join(root, recipe)},
+		name:   deployProjectName(t, recipe),
+		files:  []string{filepath.Join(root, recipe)},
+		engine: e,
 	}
 	p.env = deployEnv(vars)
+	if host != "" {
+		// exec keeps the last of duplicate variables.
+		p.env = append(p.env, "DOCKER_HOST="+host)
+	}
 	src, err := os.ReadFile(p.files[0])
 	require.NoError(t, err)
 	if len(extra) > 0 {
@@ -640,7 +709,8 @@ func deployEnv(vars map[string]string) []string {
 // deployRecipeVar tells whether k is one of the variables the recipes read.
 func deployRecipeVar(k string) bool {
 	switch k {
-	case "DOCKER_GID", "SERVER_HOST", "SERVER_PORT", "REDIS_IMAGE", "REDIS_NAME", "REDIS_PUBLISH", "HAPROXY_IMAGE":
+	case "DOCKER_GID", "SERVER_HOST", "SERVER_PORT", "REDIS_IMAGE", "REDIS_NAME", "REDIS_PUBLISH", "HAPROXY_IMAGE",
+		"ENGINES", "CERTS_DIR", "PROXY_CERTS", "PROXY_PUBLISH", "DOCKER_SOCKET", "CERTS_OUT", "CERTS_DAYS", "CA_DAYS":
 		return true
 	}
 	return strings.HasPrefix(k, "AMBASSADOR")
@@ -713,19 +783,20 @@ func (p *deployProject) down(t *testing.T) {
 		t.Errorf("take project %s down: %v", p.name, err)
 	}
 	t.Logf("$ docker-compose -p %s down (%s)", p.name, time.Since(start).Round(time.Millisecond))
+	e := p.eng()
 	f := make(client.Filters).Add("label", "com.docker.compose.project="+p.name)
-	cs, err := eng.Client.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	cs, err := e.Client.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if assert.NoError(t, err) {
 		for _, c := range cs.Items {
 			t.Errorf("container %v of project %s survived down", c.Names, p.name)
-			assert.NoError(t, eng.Remove(ctx, c.ID))
+			assert.NoError(t, e.Remove(ctx, c.ID))
 		}
 	}
-	ns, err := eng.Client.NetworkList(ctx, client.NetworkListOptions{Filters: f})
+	ns, err := e.Client.NetworkList(ctx, client.NetworkListOptions{Filters: f})
 	if assert.NoError(t, err) {
 		for _, n := range ns.Items {
 			t.Errorf("network %s of project %s survived down", n.Name, p.name)
-			assert.NoError(t, eng.RemoveNetwork(ctx, n.ID))
+			assert.NoError(t, e.RemoveNetwork(ctx, n.ID))
 		}
 	}
 }
@@ -741,22 +812,28 @@ func (p *deployProject) container(t *testing.T, ctx context.Context, service str
 		"com.docker.compose.project="+p.name,
 		"com.docker.compose.service="+service,
 		"com.docker.compose.oneoff=False")
-	cs, err := eng.Client.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+	cs, err := p.eng().Client.ContainerList(ctx, client.ContainerListOptions{Filters: f})
 	require.NoError(t, err)
 	require.Len(t, cs.Items, 1, "running containers of service %s", service)
-	return deployInspect(t, ctx, cs.Items[0].ID)
+	return deployInspectOn(t, ctx, p.eng(), cs.Items[0].ID)
 }
 
 // deployInspect returns a running container of a project by ID or name,
 // with its addresses as [deployProject.container] does.
 func deployInspect(t *testing.T, ctx context.Context, id string) *harness.Container {
 	t.Helper()
-	insp, err := eng.Inspect(ctx, id)
+	return deployInspectOn(t, ctx, eng, id)
+}
+
+// deployInspectOn is deployInspect on the engine e.
+func deployInspectOn(t *testing.T, ctx context.Context, e *harness.Engine, id string) *harness.Container {
+	t.Helper()
+	insp, err := e.Inspect(ctx, id)
 	require.NoError(t, err)
 	name := strings.TrimPrefix(insp.Name, "/")
 	require.True(t, insp.State != nil && insp.State.Running, "%s is not running", name)
 	c := &harness.Container{ID: insp.ID, Name: name, IPs: map[string]netip.Addr{}}
-	assert.Equal(t, eng.Run, insp.Config.Labels[eng.Label], "%s carries the run label", name)
+	assert.Equal(t, e.Run, insp.Config.Labels[e.Label], "%s carries the run label", name)
 	for n, ep := range insp.NetworkSettings.Networks {
 		if ep != nil {
 			c.IPs[n] = ep.IPAddress
@@ -773,7 +850,7 @@ func (p *deployProject) waitLog(t *testing.T, ctx context.Context, c *harness.Co
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	require.NoError(t, eng.WaitLog(ctx, c.ID, substr))
+	require.NoError(t, p.eng().WaitLog(ctx, c.ID, substr))
 }
 
 // deployUncomment returns the commented-out service name of a compose
