@@ -515,6 +515,13 @@ func TestEngineRoutesElsewhere(t *testing.T) {
 		assert.Equal(t, []Route{{Name: "6379", Protocol: TCP, Listen: 6379, Source: spec.Source, Target: "redis", Engine: "big", Port: 6379, NoBackend: noEngine}}, Static([]Spec{spec}))
 	})
 
+	t.Run("a spec made by hand naming the local engine is the local name", func(t *testing.T) {
+		local := Spec{Listen: 6379, Target: "redis", Engine: LocalEngine, Backends: []Endpoint{{"redis", 6379}}, Source: "test"}
+		res := Resolve([]Spec{local}, snapshot(amb(), ctr("redis", "172.18.0.3"), remote("big", "redis", publish(6379, bind("0.0.0.0", 32768)))), Options{Engines: testEngines})
+		require.Len(t, res.Routes, 1)
+		assert.Equal(t, []source.Backend{backend("172.18.0.3:6379", "id-redis")}, res.Routes[0].Backends)
+	})
+
 	t.Run("a self-loop check at start-up leaves it alone", func(t *testing.T) {
 		local := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 		assert.NoError(t, SelfLoops([]Spec{spec}, local, func(string) []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.1")} }))

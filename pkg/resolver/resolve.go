@@ -452,7 +452,7 @@ func (r *resolution) route(p *pending) Route {
 	}
 	switch {
 	case p.target == "" || r.snap == nil:
-	case p.engine != "" && !r.knowsEngine(p.engine):
+	case p.engine != "" && p.engine != LocalEngine && !r.knowsEngine(p.engine):
 		noBackend = fmt.Sprintf("no engine named %s (see --engine)", p.engine)
 	default:
 		e := r.elect(p.target, p.kind, p.engine, p.port)
@@ -846,10 +846,11 @@ func (r *resolution) onLocalEngine(c *source.Container) bool {
 	return !described
 }
 
-// onEngine reports whether c is on the engine named engine, "" for the
-// local one: where a target is looked up by name.
+// onEngine reports whether c is on the engine named engine, "" (or
+// LocalEngine, in a Spec made by hand) for the local one: where a target
+// is looked up by name.
 func (r *resolution) onEngine(c *source.Container, engine string) bool {
-	if engine == "" {
+	if engine == "" || engine == LocalEngine {
 		return r.onLocalEngine(c)
 	}
 	return c.Engine == engine
