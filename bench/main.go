@@ -21,7 +21,9 @@
 // Last, rewiring is measured with real containers on the local Docker
 // engine (rewire.go): how fast new connections follow a change of backend,
 // for ambassadord (and the baseline) following the engine and for the
-// classic way of recreating the ambassador; and the size of the image the
+// classic way of recreating the ambassador; for ambassadord across
+// engines, private TLS dockerds playing other hosts (engines.go); and the
+// size of the image the
 // repository's Dockerfile makes of the binary. Without an engine those
 // rows are left out, and a note says why.
 //
@@ -60,14 +62,15 @@ type config struct {
 	idleConns         int
 	startups          int // start-up samples per candidate and round
 	rewires           int // per kind of rewire; 0 skips the rewire test
+	losses            int // remote engines killed, for the time their backends take to be dropped
 	// runTimeout bounds one client run (redis-benchmark, iperf3 beyond
 	// its -t): socat's listen backlog of 5 can stall connects for seconds.
 	runTimeout time.Duration
 }
 
 var (
-	full  = config{rounds: 3, iperfSeconds: 2, requests: 50000, pipelinedRequests: 500000, churnConns: 20000, idleConns: 9000, startups: 3, rewires: 20, runTimeout: 20 * time.Second}
-	quick = config{rounds: 1, iperfSeconds: 1, requests: 5000, pipelinedRequests: 50000, churnConns: 1000, idleConns: 500, startups: 2, rewires: 3, runTimeout: 8 * time.Second}
+	full  = config{rounds: 3, iperfSeconds: 2, requests: 50000, pipelinedRequests: 500000, churnConns: 20000, idleConns: 9000, startups: 3, rewires: 20, losses: 3, runTimeout: 20 * time.Second}
+	quick = config{rounds: 1, iperfSeconds: 1, requests: 5000, pipelinedRequests: 50000, churnConns: 1000, idleConns: 500, startups: 2, rewires: 3, losses: 1, runTimeout: 8 * time.Second}
 )
 
 // Port offsets from the base port. The backends use base+offset; candidate

@@ -23,6 +23,9 @@ package main
 // the fresh connections that failed, and what happened to a few
 // connections established before the changes.
 //
+// Then, for ambassadord alone, rewiring across engines (engines.go): a
+// claimer started on another engine, and an engine lost.
+//
 // Everything it creates is labelled ambassadord.bench=<run> and removed at
 // the end; what killed runs left is swept.
 
@@ -76,6 +79,7 @@ var rewireLoad = load.Config{
 type rewireResult struct {
 	imageBytes map[int]int64 // the image's size, by candidate
 	kinds      []rewireKind  // in order of measurement
+	loss       *engineLoss   // an engine's loss (engines.go); nil when not measured
 }
 
 // rewireKind is one way of moving new connections to a new backend,
@@ -94,7 +98,22 @@ type rewireKind struct {
 	// failedInStop are the failures of attempts made while the old
 	// backend was being stopped, included in failed.
 	failedInStop int
-	established  string // what happened to established connections
+	// failedInStart are the failures of attempts made while a new
+	// backend started, from its start event to the first connection it
+	// accepted, included in failed; only the remote claims count them.
+	failedInStart int
+	established   string // what happened to established connections
+	// goalMS is the p99 the kind's goal allows, in milliseconds; 0 means
+	// 50 (issue 5's goal; issue 15's for remote claims is 100).
+	goalMS float64
+}
+
+// goal returns the p99 the kind's goal allows, in milliseconds.
+func (k rewireKind) goal() float64 {
+	if k.goalMS > 0 {
+		return k.goalMS
+	}
+	return 50
 }
 
 // The row labels of the kinds.
@@ -156,6 +175,20 @@ func (b *bench) runRewire(ctx context.Context) (err error) {
 			return fmt.Errorf("%s: %w", b.cands[ci].name, err)
 		}
 		res.kinds = append(res.kinds, kinds...)
+		if ci == ambassadord {
+			// Across engines: ambassadord alone, as a baseline from
+			// before issue 15 has no --engine.
+			notes, err := r.runEngines(ctx, b.cands[ci].bin, b.dir, b.cfg.rewires, b.cfg.losses, res)
+			for _, n := range notes {
+				b.note("%s", n)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				b.note("rewire across engines not measured: %v", err)
+			}
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, rewireTimeout)
 	defer cancel()
@@ -513,10 +546,17 @@ func (b *bench) printRewire(w io.Writer) {
 			if base, ok := ks[baseline]; ok && b.hasBaseline() {
 				cells[ncols-2] = fmt.Sprintf("median %s, p99 %s", ratio(a.medianMS, base.medianMS), ratio(a.p99MS, base.p99MS))
 			}
-			cells[ncols-1] = mark(a.p99MS <= 50 && a.failed == 0) + " p99 ≤ 50 ms, zero failed; " +
-				mark(a.ownP99MS <= 50) + " p99 ≤ 50 ms from the new backend listening"
+			g := a.goal()
+			cells[ncols-1] = fmt.Sprintf("%s p99 ≤ %g ms, zero failed; %s p99 ≤ %g ms from the new backend listening",
+				mark(a.p99MS <= g && a.failed == 0), g, mark(a.ownP99MS <= g), g)
 		}
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+		if name == engineClaimRow {
+			b.printLoss(w, ncols)
+		}
+	}
+	if !slices.Contains(names, engineClaimRow) {
+		b.printLoss(w, ncols)
 	}
 	cells := make([]string, ncols)
 	cells[0] = "image size, MB (repository Dockerfile)"
@@ -536,12 +576,32 @@ func (b *bench) printRewire(w io.Writer) {
 	fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 }
 
+// printLoss adds the row of an engine's loss, if it was measured: after
+// the remote claims' row.
+func (b *bench) printLoss(w io.Writer, ncols int) {
+	l := b.rewire.loss
+	if l == nil {
+		return
+	}
+	cells := make([]string, ncols)
+	cells[0] = engineLossRow
+	for ci := range b.cands {
+		cells[1+ci] = "—"
+	}
+	cells[1+ambassadord] = l.cell()
+	cells[ncols-1] = l.goal()
+	fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+}
+
 // cell renders a kind's figures for its column.
 func (k rewireKind) cell() string {
 	cell := fmt.Sprintf("median %.1f ms, p99 %.1f ms (max %.1f) over %d; from when the new backend listened: median %.1f ms, p99 %.1f ms; failed %d of %d fresh connections",
 		k.medianMS, k.p99MS, k.maxMS, k.rewires, k.ownMedianMS, k.ownP99MS, k.failed, k.attempts)
 	if k.failedInStop > 0 {
 		cell += fmt.Sprintf(" (%d made while the old backend stopped)", k.failedInStop)
+	}
+	if k.failedInStart > 0 {
+		cell += fmt.Sprintf(" (%d made while the new backend started)", k.failedInStart)
 	}
 	return cell + "; established: " + k.established
 }

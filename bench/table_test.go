@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -114,4 +115,48 @@ func TestFormat(t *testing.T) {
 	assert.Equal(t, "0.50×", ratio(1, 2))
 	assert.True(t, math.IsNaN(median(nil)))
 	assert.Equal(t, 2.5, median([]float64{4, 1, 2, 3}))
+}
+
+// TestTableEngines: the rows across engines, ambassadord's alone: the
+// remote claim judged against its own goal (p99 ≤ 100 ms), and the
+// engine's loss against the grace + 1 s.
+func TestTableEngines(t *testing.T) {
+	tests := []struct {
+		name  string
+		claim rewireKind
+		loss  engineLoss
+		want  []string
+	}{
+		{
+			name:  "met",
+			claim: rewireKind{name: engineClaimRow, cand: ambassadord, rewires: 20, medianMS: 30, p99MS: 80, maxMS: 80, ownMedianMS: 5, ownP99MS: 60, attempts: 1000, established: "4 of 4 kept", goalMS: 100},
+			loss: engineLoss{grace: 2 * time.Second, drops: []time.Duration{2100 * time.Millisecond, 2200 * time.Millisecond, 2900 * time.Millisecond},
+				detected: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 900 * time.Millisecond}, attempts: 900, failed: 1, cut: 1},
+			want: []string{
+				"| " + engineClaimRow + " | — | — | — | median 30.0 ms, p99 80.0 ms (max 80.0) over 20; from when the new backend listened: median 5.0 ms, p99 60.0 ms; failed 0 of 1000 fresh connections; established: 4 of 4 kept |  | met: p99 ≤ 100 ms, zero failed; met: p99 ≤ 100 ms from the new backend listening |",
+				"| " + engineLossRow + " | — | — | — | dropped 2.20 s after the kill (median over 3, max 2.90 s), grace 2s, the engine taken for unreachable 0.10 s after the kill (median; max 0.90 s); failed 1 of 900 fresh connections (1 in flight on the killed engine's backend), the other engine serving throughout |  | met: dropped within grace + 1 s |",
+			},
+		},
+		{
+			name:  "not met",
+			claim: rewireKind{name: engineClaimRow, cand: ambassadord, rewires: 3, medianMS: 60, p99MS: 120, maxMS: 120, ownMedianMS: 5, ownP99MS: 6, attempts: 100, failed: 2, established: "4 of 4 kept", goalMS: 100},
+			loss:  engineLoss{grace: 2 * time.Second, drops: []time.Duration{3100 * time.Millisecond}, attempts: 100},
+			want: []string{
+				"| " + engineClaimRow + " | — | — | — | median 60.0 ms, p99 120.0 ms (max 120.0) over 3; from when the new backend listened: median 5.0 ms, p99 6.0 ms; failed 2 of 100 fresh connections; established: 4 of 4 kept |  | **not met**: p99 ≤ 100 ms, zero failed; met: p99 ≤ 100 ms from the new backend listening |",
+				"| " + engineLossRow + " | — | — | — | dropped 3.10 s after the kill (median over 1, max 3.10 s), grace 2s; failed 0 of 100 fresh connections (0 in flight on the killed engine's backend), the other engine serving throughout |  | **not met**: dropped within grace + 1 s |",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBench(quick, candidates("/x/ambassadord", ""))
+			loss := tt.loss
+			b.rewire = &rewireResult{kinds: []rewireKind{tt.claim}, loss: &loss}
+			var w strings.Builder
+			b.printRewire(&w)
+			lines := strings.Split(strings.TrimSpace(w.String()), "\n")
+			require.Len(t, lines, 3, "the two rows and the image's")
+			assert.Equal(t, tt.want, lines[:2])
+		})
+	}
 }
