@@ -117,7 +117,9 @@ func (r *rig) runEngines(ctx context.Context, bin, dir string, rewires, losses i
 	ctx, cancel := context.WithTimeout(ctx, engineTimeout)
 	defer cancel()
 	begin := time.Now()
-	defer func() { fmt.Fprintf(os.Stderr, "bench: rewire: engines: done in %s\n", time.Since(begin).Round(100*time.Millisecond)) }()
+	defer func() {
+		fmt.Fprintf(os.Stderr, "bench: rewire: engines: done in %s\n", time.Since(begin).Round(100*time.Millisecond))
+	}()
 	e := &engineRig{eng: r.eng, dataImage: r.dataImage, svc: r.eng.Name("eng-svc")}
 	defer func() { err = errors.Join(err, e.close()) }()
 	if err := e.start(ctx, bin, dir); err != nil {
