@@ -377,11 +377,11 @@ func dockerFaultMetrics(t *testing.T, ctx context.Context, amb *harness.Containe
 			return err
 		}
 		var ok [5]bool
-		c.connected, ok[0] = f.value("ambassadord_docker_connected", nil)
-		c.reconnects, ok[1] = f.value("ambassadord_docker_reconnects_total", nil)
-		c.resyncs, ok[2] = f.value("ambassadord_docker_resyncs_total", nil)
-		c.drift, ok[3] = f.value("ambassadord_docker_resync_drift_total", nil)
-		c.events, ok[4] = f.value("ambassadord_docker_events_total", nil)
+		c.connected, ok[0] = f.value("ambassadord_docker_connected", localEngine)
+		c.reconnects, ok[1] = f.value("ambassadord_docker_reconnects_total", localEngine)
+		c.resyncs, ok[2] = f.value("ambassadord_docker_resyncs_total", localEngine)
+		c.drift, ok[3] = f.value("ambassadord_docker_resync_drift_total", localEngine)
+		c.events, ok[4] = f.value("ambassadord_docker_events_total", localEngine)
 		if slices.Contains(ok[:], false) {
 			return fmt.Errorf("missing engine metrics: %v", ok)
 		}
