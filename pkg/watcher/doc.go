@@ -47,7 +47,9 @@
 // a stalled stream by pinging the engine, and reconnects forever with capped,
 // jittered exponential backoff. While the engine is unreachable it publishes
 // one update saying so and keeps the last snapshot in it, so consumers keep
-// serving the last known routes.
+// serving the last known routes. When a stream ends it pings the engine at
+// once, so an engine that stopped is published as unreachable then, not at
+// the next attempt.
 //
 // An event stream can also go silent while the engine answers everything
 // else (a proxy that stalls /events). When a periodic resync finds changes

@@ -204,6 +204,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		l.ended(err)
+		if errors.Is(err, errStreamEnded) {
+			// A stream that ends is how an engine that stops shows first.
+			// Whether it still answers is asked now rather than at the next
+			// attempt, up to maxBackoff later: an outage is published (and
+			// a remote engine's grace starts) when it begins.
+			if perr := l.ping(ctx, client.PingOptions{}); perr != nil && ctx.Err() == nil {
+				l.ended(perr)
+			}
+		}
 		delay := backoff(attempt)
 		attempt++
 		l.log.Debug("reconnecting to docker engine", zap.Duration("delay", delay), zap.Int("attempt", attempt))

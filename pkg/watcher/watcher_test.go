@@ -743,18 +743,46 @@ func TestEventsBeforeTheStreamEndGetTheirFastPath(t *testing.T) {
 		s := f.stream(t)
 		s.msgs <- containerEvent(events.ActionDie, idRedis, nil)
 		s.errs <- io.EOF
-		// Whichever the loop saw first, the die is applied at once.
+		// Whichever the loop saw first, the die is applied at once, and
+		// the engine that no longer answers is an outage at once: the
+		// die's Gone survives in the mailbox's latest update.
 		u := take(t, w)
 		assert.Equal(t, []string{"web"}, names(u.Snapshot))
 		assert.Equal(t, []string{idRedis}, u.Gone)
-		assert.True(t, u.Connected, "a stream that ends is no outage")
-
-		// The reconnect fails: now it is one.
-		time.Sleep(minBackoff)
-		u = take(t, w)
 		assert.False(t, u.Connected)
-		assert.Equal(t, []string{"web"}, names(u.Snapshot))
-		assert.Empty(t, u.Gone)
+		assert.ErrorIs(t, u.Err, syscall.ECONNREFUSED)
+	})
+}
+
+// TestStreamEndOfAnEngineThatStopsIsAnOutageAtOnce: an engine that stops
+// ends the stream first. Whether it still answers is asked at once, not at
+// the next attempt: after a short session (one that does not reset the
+// back-off, as an engine back for a moment), that attempt is up to
+// maxBackoff away, and a remote engine's grace would start that late.
+func TestStreamEndOfAnEngineThatStopsIsAnOutageAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		f.setPing(dialErr(syscall.ECONNREFUSED), false)
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+		time.Sleep(time.Minute) // the back-off at its cap
+
+		// Back for a moment: a session shorter than maxBackoff.
+		f.setPing(nil, false)
+		time.Sleep(maxBackoff)
+		require.True(t, take(t, w).Connected)
+		time.Sleep(time.Second)
+
+		f.setPing(dialErr(syscall.ECONNREFUSED), false)
+		f.stream(t).errs <- io.EOF
+		t0 := time.Now()
+		synctest.Wait()
+		u := take(t, w)
+		assert.Zero(t, time.Since(t0), "published when the stream ended")
+		assert.False(t, u.Connected)
+		assert.ErrorIs(t, u.Err, syscall.ECONNREFUSED)
+		assert.Equal(t, []string{"redis"}, names(u.Snapshot), "the last snapshot is kept")
 	})
 }
 
