@@ -346,7 +346,15 @@ func (l *loop) ended(err error) {
 	}
 	err = l.w.explain(err, l.host)
 	if l.state == stateDisconnected {
-		l.log.Debug("docker engine still unreachable", errField(err))
+		if l.err != nil && err.Error() == l.err.Error() {
+			l.log.Debug("docker engine still unreachable", errField(err))
+			return
+		}
+		// Another reason (the engine is back, now with a certificate we
+		// refuse): the status says the current one.
+		l.log.Warn("docker engine still unreachable, for another reason", errField(err))
+		l.err = err
+		l.publish(nil)
 		return
 	}
 	l.log.Warn("docker engine unreachable; serving last known routes", errField(err))

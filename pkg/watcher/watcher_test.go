@@ -855,6 +855,36 @@ func TestUnreachableAtStart(t *testing.T) {
 	})
 }
 
+// TestAnotherReasonIsPublished: an engine unreachable for one reason, then
+// for another (down, then back with a certificate we refuse), publishes the
+// new reason once; the same reason again publishes nothing.
+func TestAnotherReasonIsPublished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zapcore.DebugLevel)
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f, Logger: zap.New(core)}
+		start(t, w)
+		first := take(t, w)
+
+		f.setPing(dialErr(syscall.ECONNREFUSED), false)
+		f.stream(t).errs <- io.EOF
+		synctest.Wait()
+		u := take(t, w)
+		assert.ErrorIs(t, u.Err, syscall.ECONNREFUSED)
+
+		f.setPing(dialErr(syscall.EACCES), false)
+		time.Sleep(maxBackoff)
+		u = take(t, w)
+		assert.False(t, u.Connected)
+		assert.ErrorIs(t, u.Err, syscall.EACCES)
+		assert.Same(t, first.Snapshot, u.Snapshot, "the last snapshot is kept")
+		assert.Equal(t, 1, logs.FilterMessage("docker engine still unreachable, for another reason").Len())
+
+		time.Sleep(time.Minute)
+		none(t, w)
+	})
+}
+
 func TestListFailureIsAnOutage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFake(ctr(idRedis, "redis"))
