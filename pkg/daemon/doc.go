@@ -15,8 +15,8 @@
 // interface.
 //
 // Sources are merged: the resolver sees the containers of every source;
-// the ambassador's own container (Self) comes from the first source that
-// found it; what any source reports Gone is forgotten at once, before
+// the ambassador's own container (Self) comes from the first local source
+// that found it; what any source reports Gone is forgotten at once, before
 // anything else, so that no new connection reaches an address its engine
 // may already have handed to another container; and a source that stops
 // takes its containers with it. See sources.go.

@@ -171,29 +171,32 @@ func (d *Daemon) remerge(ctx context.Context) {
 
 // merge returns the view the resolver sees of every source: the
 // containers of all of them, sorted by name (then by source, in order);
-// Self from the first source that found it. A source whose containers are
+// Self from the first local source that found it (the ambassador runs on
+// its host; a remote engine's container that looked like it is not it). A
+// source whose containers are
 // dropped (a remote engine lost beyond its grace) counts as one that has
 // not answered. It returns nil while no source has a snapshot (no engine
 // has answered yet), and the one snapshot unchanged when only one source
 // has.
 func merge(sources []*sourceState) *source.Snapshot {
 	var snaps []*source.Snapshot
+	var self *source.Container
 	for _, s := range sources {
 		if s.snap != nil && !s.dropped {
 			snaps = append(snaps, s.snap)
+			if self == nil && !s.remote {
+				self = s.snap.Self
+			}
 		}
 	}
-	switch len(snaps) {
-	case 0:
+	switch {
+	case len(snaps) == 0:
 		return nil
-	case 1:
+	case len(snaps) == 1 && snaps[0].Self == self:
 		return snaps[0]
 	}
-	out := &source.Snapshot{}
+	out := &source.Snapshot{Self: self}
 	for _, snap := range snaps {
-		if out.Self == nil {
-			out.Self = snap.Self
-		}
 		out.Containers = append(out.Containers, snap.Containers...)
 	}
 	slices.SortStableFunc(out.Containers, func(a, b source.Container) int { return cmp.Compare(a.Name, b.Name) })

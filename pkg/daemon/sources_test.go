@@ -188,3 +188,25 @@ func TestSourceGoneForgetsOnlyItsContainers(t *testing.T) {
 		})
 	}
 }
+
+// TestMergeTakesSelfFromALocalSource: the ambassador runs on its own
+// host, so a container a remote engine reports as Self (found by the same
+// hints on another host) is not it, whichever source comes first.
+func TestMergeTakesSelfFromALocalSource(t *testing.T) {
+	mine := source.Container{ID: "a", Name: "amb"}
+	theirs := source.Container{ID: "b", Name: "amb", Engine: "big"}
+	local := &sourceState{name: "local", snap: &source.Snapshot{Self: &mine, Containers: []source.Container{mine}}}
+	remote := &sourceState{name: "big", remote: true, snap: &source.Snapshot{Self: &theirs, Containers: []source.Container{theirs}}}
+
+	got := merge([]*sourceState{remote, local})
+	require.NotNil(t, got)
+	assert.Same(t, &mine, got.Self)
+	assert.Len(t, got.Containers, 2)
+
+	alone := merge([]*sourceState{remote})
+	require.NotNil(t, alone)
+	assert.Nil(t, alone.Self, "a remote engine alone has no Self")
+	assert.Equal(t, []source.Container{theirs}, alone.Containers)
+
+	assert.Same(t, local.snap, merge([]*sourceState{local}), "one local source is its snapshot, unchanged")
+}
