@@ -132,14 +132,21 @@ func linkForwarded(name string, names map[string]bool) (alias string, ok bool) {
 }
 
 // parseClassicValue parses the value of a classic link variable, which must
-// be exactly tcp://HOST:PORT.
+// be exactly tcp://HOST:PORT, or tls://HOST:PORT, ambassadord's extension
+// for a backend dialled with TLS (Docker never sets it).
 func parseClassicValue(v string) (Endpoint, error) {
 	rest, ok := strings.CutPrefix(v, "tcp://")
+	tls := false
 	if !ok {
-		return Endpoint{}, errors.New("scheme must be tcp://")
+		rest, tls = strings.CutPrefix(v, tlsScheme)
+		if !tls {
+			return Endpoint{}, errors.New("scheme must be tcp:// (or tls://, to dial the backend with TLS)")
+		}
 	}
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		return Endpoint{}, fmt.Errorf("unexpected %q after HOST:PORT", rest[i:])
 	}
-	return parseEndpoint(rest, 0)
+	e, err := parseEndpoint(rest, 0)
+	e.TLS = tls
+	return e, err
 }

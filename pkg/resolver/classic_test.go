@@ -40,7 +40,7 @@ func TestParseClassicEnv(t *testing.T) {
 		{
 			"docker link",
 			redisLink,
-			[]Spec{{Listen: 6379, Backends: []Endpoint{{"172.17.0.2", 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
+			[]Spec{{Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
 			[]string{"env REDIS_PORT_53_UDP: skipped: UDP forwarding is not supported yet"},
 		},
 		{
@@ -52,23 +52,23 @@ func TestParseClassicEnv(t *testing.T) {
 				"A_PORT_1_TCP=tcp://10.0.0.1:65535",
 			},
 			[]Spec{
-				{Listen: 1, Backends: []Endpoint{{"10.0.0.1", 65535}}, Source: "env A_PORT_1_TCP", Alias: "A"},
-				{Listen: 5432, Backends: []Endpoint{{"db.internal", 5432}}, Source: "env DB_PORT_5432_TCP", Alias: "DB"},
-				{Listen: 8080, Backends: []Endpoint{{"172.17.0.4", 80}}, Source: "env WEB_PORT_8080_TCP", Alias: "WEB"},
-				{Listen: 11211, Backends: []Endpoint{{"fd00::3", 11211}}, Source: "env CACHE_1_PORT_11211_TCP", Alias: "CACHE_1"},
+				{Listen: 1, Backends: []Endpoint{{Host: "10.0.0.1", Port: 65535}}, Source: "env A_PORT_1_TCP", Alias: "A"},
+				{Listen: 5432, Backends: []Endpoint{{Host: "db.internal", Port: 5432}}, Source: "env DB_PORT_5432_TCP", Alias: "DB"},
+				{Listen: 8080, Backends: []Endpoint{{Host: "172.17.0.4", Port: 80}}, Source: "env WEB_PORT_8080_TCP", Alias: "WEB"},
+				{Listen: 11211, Backends: []Endpoint{{Host: "fd00::3", Port: 11211}}, Source: "env CACHE_1_PORT_11211_TCP", Alias: "CACHE_1"},
 			},
 			nil,
 		},
 		{
 			"alias containing _PORT_",
 			[]string{"MY_PORT_APP_PORT_80_TCP=tcp://10.0.0.1:80"},
-			[]Spec{{Listen: 80, Backends: []Endpoint{{"10.0.0.1", 80}}, Source: "env MY_PORT_APP_PORT_80_TCP", Alias: "MY_PORT_APP"}},
+			[]Spec{{Listen: 80, Backends: []Endpoint{{Host: "10.0.0.1", Port: 80}}, Source: "env MY_PORT_APP_PORT_80_TCP", Alias: "MY_PORT_APP"}},
 			nil,
 		},
 		{
 			"link-forwarded variable skipped",
 			append([]string{"REDIS_ENV_X_PORT_1_TCP=tcp://evil:1"}, redisLink...),
-			[]Spec{{Listen: 6379, Backends: []Endpoint{{"172.17.0.2", 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
+			[]Spec{{Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
 			[]string{
 				"env REDIS_ENV_X_PORT_1_TCP: ignored: forwarded from the environment of the container linked as REDIS (REDIS_NAME is set)",
 				"env REDIS_PORT_53_UDP: skipped: UDP forwarding is not supported yet",
@@ -92,7 +92,7 @@ func TestParseClassicEnv(t *testing.T) {
 		{
 			"forwarded through an alias that itself contains _ENV_",
 			[]string{"MY_ENV_DB_NAME=/amb/db", "MY_ENV_DB_ENV_X_PORT_1_TCP=tcp://evil:1", "MY_ENV_DB_PORT_5432_TCP=tcp://10.0.0.9:5432"},
-			[]Spec{{Listen: 5432, Backends: []Endpoint{{"10.0.0.9", 5432}}, Source: "env MY_ENV_DB_PORT_5432_TCP", Alias: "MY_ENV_DB"}},
+			[]Spec{{Listen: 5432, Backends: []Endpoint{{Host: "10.0.0.9", Port: 5432}}, Source: "env MY_ENV_DB_PORT_5432_TCP", Alias: "MY_ENV_DB"}},
 			[]string{"env MY_ENV_DB_ENV_X_PORT_1_TCP: ignored: forwarded from the environment of the container linked as MY_ENV_DB (MY_ENV_DB_NAME is set)"},
 		},
 		{
@@ -104,7 +104,7 @@ func TestParseClassicEnv(t *testing.T) {
 		{
 			"user alias containing _ENV_ honoured without a _NAME variable",
 			[]string{"PROD_ENV_DB_PORT_5432_TCP=tcp://10.0.0.7:5432", "PROD_ENV_DB_NAME=/amb/x", "DB_NAME=/amb/db"},
-			[]Spec{{Listen: 5432, Backends: []Endpoint{{"10.0.0.7", 5432}}, Source: "env PROD_ENV_DB_PORT_5432_TCP", Alias: "PROD_ENV_DB"}},
+			[]Spec{{Listen: 5432, Backends: []Endpoint{{Host: "10.0.0.7", Port: 5432}}, Source: "env PROD_ENV_DB_PORT_5432_TCP", Alias: "PROD_ENV_DB"}},
 			nil,
 		},
 		{
@@ -116,13 +116,13 @@ func TestParseClassicEnv(t *testing.T) {
 		{
 			"a _NAME entry without = does not mark an alias",
 			[]string{"X_NAME", "X_ENV_A_PORT_1_TCP=tcp://10.0.0.1:1"},
-			[]Spec{{Listen: 1, Backends: []Endpoint{{"10.0.0.1", 1}}, Source: "env X_ENV_A_PORT_1_TCP", Alias: "X_ENV_A"}},
+			[]Spec{{Listen: 1, Backends: []Endpoint{{Host: "10.0.0.1", Port: 1}}, Source: "env X_ENV_A_PORT_1_TCP", Alias: "X_ENV_A"}},
 			nil,
 		},
 		{
 			"empty prefix is not an alias",
 			[]string{"_NAME=x", "_ENV_A_PORT_1_TCP=tcp://10.0.0.1:1"},
-			[]Spec{{Listen: 1, Backends: []Endpoint{{"10.0.0.1", 1}}, Source: "env _ENV_A_PORT_1_TCP", Alias: "_ENV_A"}},
+			[]Spec{{Listen: 1, Backends: []Endpoint{{Host: "10.0.0.1", Port: 1}}, Source: "env _ENV_A_PORT_1_TCP", Alias: "_ENV_A"}},
 			nil,
 		},
 		{

@@ -516,7 +516,7 @@ func TestEngineRoutesElsewhere(t *testing.T) {
 	})
 
 	t.Run("a spec made by hand naming the local engine is the local name", func(t *testing.T) {
-		local := Spec{Listen: 6379, Target: "redis", Engine: LocalEngine, Backends: []Endpoint{{"redis", 6379}}, Source: "test"}
+		local := Spec{Listen: 6379, Target: "redis", Engine: LocalEngine, Backends: []Endpoint{{Host: "redis", Port: 6379}}, Source: "test"}
 		res := Resolve([]Spec{local}, snapshot(amb(), ctr("redis", "172.18.0.3"), remote("big", "redis", publish(6379, bind("0.0.0.0", 32768)))), Options{Engines: testEngines})
 		require.Len(t, res.Routes, 1)
 		assert.Equal(t, []source.Backend{backend("172.18.0.3:6379", "id-redis")}, res.Routes[0].Backends)

@@ -399,7 +399,7 @@ func FuzzResolveEngines(f *testing.F) {
 	f.Fuzz(func(t *testing.T, address, ip1 string, port1 int, ip2 string, port2 int, portLabel, farPriority, nearPriority string, noLocality bool, route string) {
 		spec, err := ParseRoute(route)
 		if err != nil || spec.Target == "" {
-			spec = Spec{Listen: 6379, Target: "redis", Backends: []Endpoint{{"redis", 6379}}, Source: "fuzz"}
+			spec = Spec{Listen: 6379, Target: "redis", Backends: []Endpoint{{Host: "redis", Port: 6379}}, Source: "fuzz"}
 		}
 		backendPort := spec.Backends[0].Port
 		portLabelled, _ := parsePort(portLabel)

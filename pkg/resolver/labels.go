@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // portPair is one entry of the ambassador.ports label: listen on Listen,
@@ -106,4 +108,14 @@ const (
 	// LabelRole=ambassador marks an ambassador; ambassadors never count as
 	// claimers.
 	LabelRole = "ambassador.role"
+	// LabelTLS=true on a backend has it dialled with TLS (its port speaks
+	// TLS: a server-side ambassador's); on the ambassador it makes every
+	// route listen with TLS (Options.ListenTLS). A label never turns TLS
+	// off where a route asks for it.
+	LabelTLS = "ambassador.tls"
 )
+
+// tlsLabel reports whether c is labelled ambassador.tls=true.
+func tlsLabel(c *source.Container) bool {
+	return c != nil && c.Labels[LabelTLS] == "true"
+}

@@ -68,6 +68,25 @@ type Options struct {
 	// keeps its listen port and backend port; a rewired route has no
 	// fallback.
 	Overrides map[string]string
+
+	// ListenTLS says which routes listen with TLS (Route.ListenTLS); the
+	// zero value, none but the routes of an ambassador labelled
+	// ambassador.tls=true that its own container makes (its
+	// ambassador.target label, its links): those exist only once it is
+	// known, so a route never turns from plain to TLS under its clients.
+	ListenTLS ListenTLS
+}
+
+// ListenTLS says which routes listen with TLS: every one, or those on the
+// listed ports.
+type ListenTLS struct {
+	All   bool
+	Ports []int
+}
+
+// covers reports whether the route on port listens with TLS.
+func (l ListenTLS) covers(port int) bool {
+	return l.All || slices.Contains(l.Ports, port)
 }
 
 // Engine is what the resolver knows of one engine (Options.Engines).
@@ -177,6 +196,8 @@ type pending struct {
 	port     int        // backend port for a target
 	fallback []Endpoint // static backends, or the target's fallback
 	kind     routeKind  // where the route came from, for Options.Claims
+	tls      bool       // the target's containers are dialled with TLS (tls://NAME)
+	fromSelf bool       // from the ambassador's own container (its label, its links)
 }
 
 // routeKey identifies a route: its protocol and listen port.
@@ -289,7 +310,7 @@ func (r *resolution) addSpec(s Spec) {
 	if s.Target != "" {
 		p.port = s.Listen
 		if len(s.Backends) > 0 {
-			p.port = s.Backends[0].Port
+			p.port, p.tls = s.Backends[0].Port, s.Backends[0].TLS
 		}
 		if s.Engine != "" {
 			p.engine, p.fallback = s.Engine, nil
@@ -307,7 +328,7 @@ func (r *resolution) addClassic(s Spec) {
 	if l, ok := r.link(s.Alias); ok && len(s.Backends) > 0 {
 		r.covered[l.Name] = true
 		p.target = l.Name
-		p.port = s.Backends[0].Port
+		p.port, p.tls = s.Backends[0].Port, s.Backends[0].TLS
 	}
 	r.add(p)
 }
@@ -370,7 +391,7 @@ func (r *resolution) addLinks() {
 				continue
 			}
 			tcp++
-			r.add(&pending{listen: pt.Port, source: from, target: name, port: pt.Port, kind: kindLink})
+			r.add(&pending{listen: pt.Port, source: from, target: name, port: pt.Port, kind: kindLink, fromSelf: true})
 		}
 		if tcp == 0 {
 			r.warn("%s: no route: container %s exposes no TCP port; add --route LISTEN:%s:PORT", from, name, name)
@@ -433,7 +454,7 @@ func (r *resolution) addLabelTarget() {
 		}
 	}
 	for _, p := range pairs {
-		r.add(&pending{listen: p.Listen, source: from, target: name, port: p.Backend, kind: kindLabel})
+		r.add(&pending{listen: p.Listen, source: from, target: name, port: p.Backend, kind: kindLabel, fromSelf: true})
 	}
 }
 
@@ -445,7 +466,8 @@ func (r *resolution) route(p *pending) Route {
 	if override != "" {
 		p = overridden(p, override)
 	}
-	rt := Route{Name: strconv.Itoa(p.listen), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Engine: p.engine, Port: p.port, Override: override}
+	rt := Route{Name: strconv.Itoa(p.listen), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Engine: p.engine, Port: p.port, Override: override,
+		ListenTLS: r.opts.ListenTLS.covers(p.listen) || p.fromSelf && tlsLabel(r.self)}
 	noBackend := noEngine
 	if p.target == "" {
 		noBackend = "no backend given"
@@ -460,7 +482,7 @@ func (r *resolution) route(p *pending) Route {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
 		for _, c := range e.chosen() {
-			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID})
+			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID, TLS: p.tls || tlsLabel(c.ctr)})
 		}
 		if len(rt.Backends) > 0 {
 			return rt
@@ -481,7 +503,7 @@ func (r *resolution) route(p *pending) Route {
 			r.warn("route %d (from %s): %s", p.listen, p.source, selfLoop(f))
 			continue
 		}
-		rt.Backends = append(rt.Backends, source.Backend{Addr: f.String()})
+		rt.Backends = append(rt.Backends, source.Backend{Addr: f.Addr(), TLS: f.TLS})
 	}
 	if len(rt.Backends) == 0 {
 		rt.NoBackend = noBackend
@@ -636,7 +658,9 @@ func overridden(p *pending, to string) *pending {
 		return &q
 	}
 	q.target, q.port = "", 0
-	if e, err := parseEndpoint(to, port); err == nil {
+	host, tls := strings.CutPrefix(to, tlsScheme)
+	if e, err := parseEndpoint(host, port); err == nil {
+		e.TLS = tls || p.tls
 		q.fallback = []Endpoint{e}
 	}
 	return &q

@@ -21,7 +21,7 @@ type Route struct {
 	// Backends are the places to forward to, in order. A container backend
 	// has Addr "IP:port" and ID the container's full ID, so that it stays
 	// pinned to that container even if another one later gets its IP. A
-	// static backend, or a fallback, has Addr Endpoint.String() and no ID.
+	// static backend, or a fallback, has Addr Endpoint.Addr() and no ID.
 	// Empty when nothing can serve the route; NoBackend says why.
 	Backends []source.Backend
 	// Source says where the route came from: the Source of its Spec,
@@ -47,6 +47,10 @@ type Route struct {
 	// NoBackend says why Backends is empty, e.g. "docker engine not
 	// reached"; empty when there are backends.
 	NoBackend string
+	// ListenTLS: the route listens with TLS (Options.ListenTLS, or, on a
+	// route of the ambassador's own label or links, its ambassador.tls=true
+	// label).
+	ListenTLS bool
 	// Override is the rewire applied to this route (Options.Overrides):
 	// the target name or HOST:PORT it was moved to; "" when none.
 	Override string

@@ -18,8 +18,8 @@ func TestStatic(t *testing.T) {
 		{
 			"sorted, addresses rendered, names kept as fallbacks",
 			[]Spec{
-				{Listen: 6379, Backends: []Endpoint{{"10.0.0.5", 6379}, {"::1", 6380}}, Source: "AMBASSADORD_ROUTES"},
-				{Listen: 80, Backends: []Endpoint{{"web", 8080}}, Source: `--route "80:web:8080"`, Target: "web"},
+				{Listen: 6379, Backends: []Endpoint{{Host: "10.0.0.5", Port: 6379}, {Host: "::1", Port: 6380}}, Source: "AMBASSADORD_ROUTES"},
+				{Listen: 80, Backends: []Endpoint{{Host: "web", Port: 8080}}, Source: `--route "80:web:8080"`, Target: "web"},
 			},
 			[]Route{
 				{Name: "80", Listen: 80, Backends: []source.Backend{{Addr: "web:8080"}}, Source: `--route "80:web:8080"`, Target: "web", Port: 8080},

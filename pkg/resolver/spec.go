@@ -19,13 +19,28 @@ type Endpoint struct {
 	Host string
 	// Port is 1..65535.
 	Port int
+	// TLS: the backend is dialled with TLS (tls://HOST:PORT).
+	TLS bool
 }
 
-// String returns "host:port", bracketing IPv6 literals, in the form the
-// proxy dials and ParseRoute accepts.
+// String returns "host:port", bracketing IPv6 literals, in the form
+// ParseRoute accepts; with tls:// in front for a TLS backend.
 func (e Endpoint) String() string {
+	if e.TLS {
+		return tlsScheme + e.Addr()
+	}
+	return e.Addr()
+}
+
+// Addr returns "host:port", bracketing IPv6 literals: what is dialled.
+func (e Endpoint) Addr() string {
 	return net.JoinHostPort(e.Host, strconv.Itoa(e.Port))
 }
+
+// tlsScheme in front of a backend, in a route or a classic variable, has
+// it dialled with TLS.
+const tlsScheme = "tls://"
+
 
 // Spec is one route as the user specified it: a listening port and where
 // connections to it are forwarded, either static backends or a target name
@@ -79,9 +94,15 @@ func (s Spec) String() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(s.Listen))
 	b.WriteByte(':')
-	if s.Engine != "" {
+	if s.Engine != "" && len(s.Backends) == 1 {
+		e := s.Backends[0]
+		if e.TLS {
+			b.WriteString(tlsScheme)
+		}
 		b.WriteString(s.Engine)
 		b.WriteByte('/')
+		b.WriteString(e.Addr())
+		return b.String()
 	}
 	for i, e := range s.Backends {
 		if i > 0 {
@@ -226,14 +247,22 @@ func parseRoute(s string) (Spec, error) {
 		return Spec{}, fmt.Errorf("listen port %q: %w", listen, err)
 	}
 	spec := Spec{Protocol: TCP, Listen: port}
-	if engine, name, ok := strings.Cut(rest, "/"); ok && rest[0] != '[' && !strings.Contains(rest, ",") {
-		return parseEngineRoute(spec, rest, engine, name)
+	if single, tls := strings.CutPrefix(rest, tlsScheme); !strings.Contains(rest, ",") {
+		if engine, name, ok := strings.Cut(single, "/"); ok && single[0] != '[' {
+			spec, err := parseEngineRoute(spec, rest, engine, name)
+			if err == nil {
+				spec.Backends[0].TLS = tls
+			}
+			return spec, err
+		}
 	}
 	for b := range strings.SplitSeq(rest, ",") {
-		e, err := parseEndpoint(b, port)
+		host, tls := strings.CutPrefix(b, tlsScheme)
+		e, err := parseEndpoint(host, port)
 		if err != nil {
 			return Spec{}, fmt.Errorf("backend %q: %w", b, err)
 		}
+		e.TLS = tls
 		spec.Backends = append(spec.Backends, e)
 	}
 	if len(spec.Backends) == 1 && isTargetName(spec.Backends[0].Host) {

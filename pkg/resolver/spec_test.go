@@ -15,23 +15,23 @@ func TestParseRoute(t *testing.T) {
 		port   int
 		target string // a single backend named by a name is a target
 	}{
-		{"6379:redis:6379", []Endpoint{{"redis", 6379}}, 6379, "redis"},
-		{"6379:redis", []Endpoint{{"redis", 6379}}, 6379, "redis"},
-		{"6379:10.0.0.5", []Endpoint{{"10.0.0.5", 6379}}, 6379, ""},
-		{"80:10.0.0.5:8080", []Endpoint{{"10.0.0.5", 8080}}, 80, ""},
-		{"8080:[::1]:80", []Endpoint{{"::1", 80}}, 8080, ""},
-		{"8080:[::1]", []Endpoint{{"::1", 8080}}, 8080, ""},
-		{"8080:[fe80::1%eth0.100]:80", []Endpoint{{"fe80::1%eth0.100", 80}}, 8080, ""},
-		{"8080:[::ffff:10.0.0.1]:80", []Endpoint{{"::ffff:10.0.0.1", 80}}, 8080, ""},
-		{"6379:10.0.0.5:6379,10.0.0.6:6379", []Endpoint{{"10.0.0.5", 6379}, {"10.0.0.6", 6379}}, 6379, ""},
-		{"6379:a,b:1,[::2]", []Endpoint{{"a", 6379}, {"b", 1}, {"::2", 6379}}, 6379, ""},
-		{"6379:a,b", []Endpoint{{"a", 6379}, {"b", 6379}}, 6379, ""},
-		{"1:my_redis_1:65535", []Endpoint{{"my_redis_1", 65535}}, 1, "my_redis_1"},
-		{"65535:db.example.com.", []Endpoint{{"db.example.com.", 65535}}, 65535, ""},
-		{"65535:db.example.com", []Endpoint{{"db.example.com", 65535}}, 65535, "db.example.com"},
-		{"5432:Db-1.Internal", []Endpoint{{"Db-1.Internal", 5432}}, 5432, "Db-1.Internal"},
-		{"5432:" + strings.Repeat("a", 63), []Endpoint{{strings.Repeat("a", 63), 5432}}, 5432, strings.Repeat("a", 63)},
-		{"5432:" + longName(253), []Endpoint{{longName(253), 5432}}, 5432, longName(253)},
+		{"6379:redis:6379", []Endpoint{{Host: "redis", Port: 6379}}, 6379, "redis"},
+		{"6379:redis", []Endpoint{{Host: "redis", Port: 6379}}, 6379, "redis"},
+		{"6379:10.0.0.5", []Endpoint{{Host: "10.0.0.5", Port: 6379}}, 6379, ""},
+		{"80:10.0.0.5:8080", []Endpoint{{Host: "10.0.0.5", Port: 8080}}, 80, ""},
+		{"8080:[::1]:80", []Endpoint{{Host: "::1", Port: 80}}, 8080, ""},
+		{"8080:[::1]", []Endpoint{{Host: "::1", Port: 8080}}, 8080, ""},
+		{"8080:[fe80::1%eth0.100]:80", []Endpoint{{Host: "fe80::1%eth0.100", Port: 80}}, 8080, ""},
+		{"8080:[::ffff:10.0.0.1]:80", []Endpoint{{Host: "::ffff:10.0.0.1", Port: 80}}, 8080, ""},
+		{"6379:10.0.0.5:6379,10.0.0.6:6379", []Endpoint{{Host: "10.0.0.5", Port: 6379}, {Host: "10.0.0.6", Port: 6379}}, 6379, ""},
+		{"6379:a,b:1,[::2]", []Endpoint{{Host: "a", Port: 6379}, {Host: "b", Port: 1}, {Host: "::2", Port: 6379}}, 6379, ""},
+		{"6379:a,b", []Endpoint{{Host: "a", Port: 6379}, {Host: "b", Port: 6379}}, 6379, ""},
+		{"1:my_redis_1:65535", []Endpoint{{Host: "my_redis_1", Port: 65535}}, 1, "my_redis_1"},
+		{"65535:db.example.com.", []Endpoint{{Host: "db.example.com.", Port: 65535}}, 65535, ""},
+		{"65535:db.example.com", []Endpoint{{Host: "db.example.com", Port: 65535}}, 65535, "db.example.com"},
+		{"5432:Db-1.Internal", []Endpoint{{Host: "Db-1.Internal", Port: 5432}}, 5432, "Db-1.Internal"},
+		{"5432:" + strings.Repeat("a", 63), []Endpoint{{Host: strings.Repeat("a", 63), Port: 5432}}, 5432, strings.Repeat("a", 63)},
+		{"5432:" + longName(253), []Endpoint{{Host: longName(253), Port: 5432}}, 5432, longName(253)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -143,7 +143,7 @@ func TestParseEngineRoute(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tt.target, got.Target)
 			assert.Equal(t, tt.engine, got.Engine)
-			assert.Equal(t, []Endpoint{{tt.target, tt.port}}, got.Backends)
+			assert.Equal(t, []Endpoint{{Host: tt.target, Port: tt.port}}, got.Backends)
 			assert.Equal(t, `--route "`+tt.in+`"`, got.Source)
 			again, err := ParseRoute(got.String())
 			require.NoError(t, err)
@@ -177,8 +177,8 @@ func TestParseEngineRoute(t *testing.T) {
 	specs, err = ParseRouteList("6379:big/redis;8080:small/web:80")
 	require.NoError(t, err)
 	assert.Equal(t, []Spec{
-		{Protocol: TCP, Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: "AMBASSADORD_ROUTES", Target: "redis", Engine: "big"},
-		{Protocol: TCP, Listen: 8080, Backends: []Endpoint{{"web", 80}}, Source: "AMBASSADORD_ROUTES", Target: "web", Engine: "small"},
+		{Protocol: TCP, Listen: 6379, Backends: []Endpoint{{Host: "redis", Port: 6379}}, Source: "AMBASSADORD_ROUTES", Target: "redis", Engine: "big"},
+		{Protocol: TCP, Listen: 8080, Backends: []Endpoint{{Host: "web", Port: 80}}, Source: "AMBASSADORD_ROUTES", Target: "web", Engine: "small"},
 	}, specs)
 }
 
@@ -196,9 +196,9 @@ func TestSpecString(t *testing.T) {
 		spec Spec
 		want string
 	}{
-		{Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}}, "6379:redis:6379"},
-		{Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6380}}, Target: "redis", Engine: "big"}, "6379:big/redis:6380"},
-		{Spec{Listen: 8080, Backends: []Endpoint{{"::1", 80}, {"10.0.0.1", 81}}}, "8080:[::1]:80,10.0.0.1:81"},
+		{Spec{Listen: 6379, Backends: []Endpoint{{Host: "redis", Port: 6379}}}, "6379:redis:6379"},
+		{Spec{Listen: 6379, Backends: []Endpoint{{Host: "redis", Port: 6380}}, Target: "redis", Engine: "big"}, "6379:big/redis:6380"},
+		{Spec{Listen: 8080, Backends: []Endpoint{{Host: "::1", Port: 80}, {Host: "10.0.0.1", Port: 81}}}, "8080:[::1]:80,10.0.0.1:81"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -216,14 +216,14 @@ func TestParseRouteList(t *testing.T) {
 	}{
 		{"empty", "", nil},
 		{"only separators", " ;\t;\n ", nil},
-		{"one", "6379:redis", []Spec{{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: src, Target: "redis"}}},
+		{"one", "6379:redis", []Spec{{Listen: 6379, Backends: []Endpoint{{Host: "redis", Port: 6379}}, Source: src, Target: "redis"}}},
 		{
 			"whitespace and semicolons, order kept",
 			"  8080:web:80;6379:redis\n\t5432:[::1]:5432,db ;; ",
 			[]Spec{
-				{Listen: 8080, Backends: []Endpoint{{"web", 80}}, Source: src, Target: "web"},
-				{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: src, Target: "redis"},
-				{Listen: 5432, Backends: []Endpoint{{"::1", 5432}, {"db", 5432}}, Source: src},
+				{Listen: 8080, Backends: []Endpoint{{Host: "web", Port: 80}}, Source: src, Target: "web"},
+				{Listen: 6379, Backends: []Endpoint{{Host: "redis", Port: 6379}}, Source: src, Target: "redis"},
+				{Listen: 5432, Backends: []Endpoint{{Host: "::1", Port: 5432}, {Host: "db", Port: 5432}}, Source: src},
 			},
 		},
 	}
@@ -259,9 +259,9 @@ func TestParseRouteListErrors(t *testing.T) {
 }
 
 func TestMerge(t *testing.T) {
-	a := Spec{Listen: 6379, Backends: []Endpoint{{"redis", 6379}}, Source: "env REDIS_PORT_6379_TCP"}
-	b := Spec{Listen: 80, Backends: []Endpoint{{"web", 80}}, Source: `--route "80:web"`}
-	c := Spec{Listen: 5432, Backends: []Endpoint{{"db", 5432}}, Source: "AMBASSADORD_ROUTES"}
+	a := Spec{Listen: 6379, Backends: []Endpoint{{Host: "redis", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP"}
+	b := Spec{Listen: 80, Backends: []Endpoint{{Host: "web", Port: 80}}, Source: `--route "80:web"`}
+	c := Spec{Listen: 5432, Backends: []Endpoint{{Host: "db", Port: 5432}}, Source: "AMBASSADORD_ROUTES"}
 	tests := []struct {
 		name  string
 		lists [][]Spec
@@ -288,10 +288,10 @@ func TestMergeDoesNotModifyInput(t *testing.T) {
 }
 
 func TestMergeConflicts(t *testing.T) {
-	env := Spec{Listen: 6379, Backends: []Endpoint{{"172.17.0.2", 6379}}, Source: "env REDIS_PORT_6379_TCP"}
-	flag := Spec{Listen: 6379, Backends: []Endpoint{{"x", 1}}, Source: `--route "6379:x:1"`}
-	list := Spec{Listen: 6379, Backends: []Endpoint{{"y", 1}}, Source: "AMBASSADORD_ROUTES"}
-	other := Spec{Listen: 80, Backends: []Endpoint{{"web", 80}}, Source: `--route "80:web"`}
+	env := Spec{Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP"}
+	flag := Spec{Listen: 6379, Backends: []Endpoint{{Host: "x", Port: 1}}, Source: `--route "6379:x:1"`}
+	list := Spec{Listen: 6379, Backends: []Endpoint{{Host: "y", Port: 1}}, Source: "AMBASSADORD_ROUTES"}
+	other := Spec{Listen: 80, Backends: []Endpoint{{Host: "web", Port: 80}}, Source: `--route "80:web"`}
 	tests := []struct {
 		name    string
 		lists   [][]Spec
@@ -353,12 +353,12 @@ func tcpRoutes(routes []Route) []Route {
 // the same port can carry two protocols; two routes of one protocol on
 // one port are a conflict.
 func TestProtocolKeys(t *testing.T) {
-	tcp := Spec{Protocol: TCP, Listen: 53, Backends: []Endpoint{{"dns", 53}}, Source: "a"}
-	other := Spec{Protocol: "udp", Listen: 53, Backends: []Endpoint{{"dns", 53}}, Source: "b"}
+	tcp := Spec{Protocol: TCP, Listen: 53, Backends: []Endpoint{{Host: "dns", Port: 53}}, Source: "a"}
+	other := Spec{Protocol: "udp", Listen: 53, Backends: []Endpoint{{Host: "dns", Port: 53}}, Source: "b"}
 	merged, err := Merge([]Spec{tcp}, []Spec{other})
 	require.NoError(t, err)
 	assert.Len(t, merged, 2)
-	_, err = Merge([]Spec{tcp}, []Spec{{Listen: 53, Backends: []Endpoint{{"x", 1}}, Source: "c"}})
+	_, err = Merge([]Spec{tcp}, []Spec{{Listen: 53, Backends: []Endpoint{{Host: "x", Port: 1}}, Source: "c"}})
 	assert.ErrorContains(t, err, "listen port 53 is claimed twice: a and c", "an unset protocol is TCP")
 	routes := Resolve(merged, nil, Options{}).Routes
 	require.Len(t, routes, 2)

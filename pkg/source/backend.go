@@ -10,10 +10,16 @@ package source
 type Backend struct {
 	Addr string
 	ID   string
+	// TLS dials the backend with TLS: its route says tls://, or the
+	// container is labelled ambassador.tls=true.
+	TLS bool
 }
 
 // String returns the address, with the short ID when there is one.
 func (b Backend) String() string {
+	if b.TLS {
+		return "tls://" + Backend{Addr: b.Addr, ID: b.ID}.String()
+	}
 	if b.ID == "" {
 		return b.Addr
 	}
