@@ -41,7 +41,6 @@ func (e Endpoint) Addr() string {
 // it dialled with TLS.
 const tlsScheme = "tls://"
 
-
 // Spec is one route as the user specified it: a listening port and where
 // connections to it are forwarded, either static backends or a target name
 // that Resolve looks up among the containers, with the static backends as
