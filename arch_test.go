@@ -23,8 +23,9 @@ var engineAPIs = []string{"github.com/moby/", "github.com/docker/"}
 // source.Source, never a source's package; the admin endpoint and the
 // metrics sit beside it behind interfaces they or it declare, and import
 // neither it nor each other; the admin API's documents (pkg/admin/api)
-// are the plain values the controller, the endpoint and the CLI share.
-// It checks transitive imports, so a helper package cannot smuggle
+// are the plain values the controller, the endpoint and the CLI share;
+// pkg/tlsconf, the TLS material, is a leaf the command and the metrics
+// use (the proxy sees only crypto/tls's configurations). It checks transitive imports, so a helper package cannot smuggle
 // anything in. Test files are not checked: a test may wire packages
 // together.
 func TestImportDirection(t *testing.T) {
@@ -54,7 +55,8 @@ func TestImportDirection(t *testing.T) {
 			forbidden: append([]string{mod}, engineAPIs...)},
 		// The metrics implement the proxy's Observer and read sources'
 		// Stats; the controller's sink interface is its own.
-		{pkg: "pkg/metrics", allowed: []string{mod + "pkg/proxy", mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
+		{pkg: "pkg/metrics", allowed: []string{mod + "pkg/proxy", mod + "pkg/source", mod + "pkg/tlsconf"}, forbidden: append([]string{mod}, engineAPIs...)},
+		{pkg: "pkg/tlsconf", forbidden: append([]string{mod}, engineAPIs...)},
 		{pkg: "pkg/metrics/metricstest", forbidden: append([]string{mod}, engineAPIs...)},
 	} {
 		t.Run(tt.pkg, func(t *testing.T) {

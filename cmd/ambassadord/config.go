@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/ambassadord/ambassadord/pkg/daemon"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
+	"github.com/ambassadord/ambassadord/pkg/tlsconf"
 	"github.com/ambassadord/ambassadord/pkg/watcher"
 )
 
@@ -60,7 +62,7 @@ type config struct {
 	network       string
 	claimScope    resolver.ClaimScope
 	claims        resolver.Claims
-	replay        replayRoutes
+	replay        routePorts
 	resync        time.Duration
 	engines       engineFlags
 	envEngines    []watcher.EngineSpec // from AMBASSADORD_ENGINES
@@ -71,6 +73,14 @@ type config struct {
 	adminWritable bool
 	adminToken    string // --admin-token-file: the file's path
 	adminHosts    hostList
+	tlsCert       string
+	tlsKey        string
+	tlsCA         string
+	tlsClientCA   string
+	tlsListen     routePorts
+	tlsAllow      identityList
+	tlsServerName string
+	tlsMinVersion string
 	stateFile     string
 	logLevel      zapcore.Level
 	logFormat     string
@@ -114,14 +124,14 @@ func (f claimsFlag) Set(s string) error {
 	return nil
 }
 
-// replayRoutes is the --replay flag: the routes, by listen port, whose
-// connections may be replayed on another backend; none by default.
-type replayRoutes struct {
+// routePorts is a flag naming routes by listen port, or all of them:
+// --replay (none by default), --tls-listen.
+type routePorts struct {
 	all   bool
 	ports []int
 }
 
-func (r *replayRoutes) String() string {
+func (r *routePorts) String() string {
 	if r == nil {
 		return ""
 	}
@@ -135,8 +145,8 @@ func (r *replayRoutes) String() string {
 	return strings.Join(s, ",")
 }
 
-func (r *replayRoutes) Set(s string) error {
-	*r = replayRoutes{}
+func (r *routePorts) Set(s string) error {
+	*r = routePorts{}
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil
@@ -156,7 +166,7 @@ func (r *replayRoutes) Set(s string) error {
 }
 
 // covers reports whether the route listening on port replays.
-func (r replayRoutes) covers(port int) bool {
+func (r routePorts) covers(port int) bool {
 	return r.all || slices.Contains(r.ports, port)
 }
 
@@ -181,6 +191,27 @@ func (h *hostList) Set(s string) error {
 			return fmt.Errorf("%q: want host names without port, separated by commas", item)
 		}
 		*h = append(*h, item)
+	}
+	return nil
+}
+
+// identityList is --tls-allow: client identities, separated by commas,
+// matched exactly; spaces around them are dropped.
+type identityList []string
+
+func (l *identityList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *identityList) Set(s string) error {
+	*l = nil
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
 	}
 	return nil
 }
@@ -245,6 +276,14 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address, from requests bearing the token of --admin-token-file; without it only the admin socket accepts them")
 	fs.StringVar(&cfg.adminToken, "admin-token-file", "", "`PATH` of a file holding the token that state changes on --admin-address must bear (Authorization: Bearer TOKEN); required by --admin-writable")
 	fs.Var(&cfg.adminHosts, "admin-hosts", "`NAMES` (separated by commas) that --admin-address answers to in the Host header, besides IP addresses and localhost: other names are refused, so that a web page cannot reach it by DNS rebinding")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "`FILE` (PEM) of this ambassador's certificate, with its chain: served by the routes that listen with TLS, and presented as the client certificate to TLS backends; reloaded when it changes")
+	fs.StringVar(&cfg.tlsKey, "tls-key", "", "`FILE` (PEM) of the key of --tls-cert")
+	fs.StringVar(&cfg.tlsCA, "tls-ca", "", "`FILE` (PEM) of the CAs that verify TLS backends (tls:// routes, backends labelled ambassador.tls=true), and clients when --tls-client-ca is not given; empty means the system's roots for backends")
+	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", "", "`FILE` (PEM) of the CAs that verify client certificates on the routes that listen with TLS (every client must present one); empty means --tls-ca")
+	fs.Var(&cfg.tlsListen, "tls-listen", "`ROUTES` that listen with TLS, requiring a client certificate: listen ports separated by commas, or all (an ambassador labelled ambassador.tls=true also has the routes of its own labels and links listen with TLS)")
+	fs.Var(&cfg.tlsAllow, "tls-allow", "`IDS` (separated by commas) of the clients the TLS routes accept: each one matched exactly against a certificate's URI SANs (spiffe://...), DNS SANs and subject CN; empty accepts any certificate --tls-client-ca signed")
+	fs.StringVar(&cfg.tlsServerName, "tls-server-name", "", "`NAME` verified in TLS backends' certificates; empty means the host dialled (a name, or an IP checked against the certificate's IP SANs)")
+	fs.StringVar(&cfg.tlsMinVersion, "tls-min-version", "1.3", "`VERSION` of TLS at least, both ways: 1.3, or 1.2 for peers that lack 1.3")
 	fs.StringVar(&cfg.stateFile, "state-file", "", "`PATH` of a file keeping rewires across restarts (put it on a mounted volume); empty keeps them in memory only")
 	cfg.logLevel = zapcore.InfoLevel
 	fs.Var(&cfg.logLevel, "log-level", "`LEVEL`: debug, info, warn or error")
@@ -355,6 +394,20 @@ func (c *config) validate() error {
 	}
 	if c.resync <= 0 {
 		errs = append(errs, fmt.Errorf("--resync must be positive, not %s", c.resync))
+	}
+	if _, err := c.tlsVersion(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.tlsListen.all || len(c.tlsListen.ports) > 0 {
+		if c.tlsCert == "" || c.tlsKey == "" {
+			errs = append(errs, errors.New("--tls-listen needs --tls-cert and --tls-key: the certificate the routes serve"))
+		}
+		if c.tlsClientCA == "" && c.tlsCA == "" {
+			errs = append(errs, errors.New("--tls-listen needs --tls-client-ca (or --tls-ca): a route listening with TLS accepts only clients with a certificate of that CA"))
+		}
+	}
+	if len(c.tlsAllow) > 0 && c.tlsClientCA == "" && c.tlsCA == "" {
+		errs = append(errs, errors.New("--tls-allow needs --tls-client-ca (or --tls-ca), which signs the certificates it accepts"))
 	}
 	if c.engineGrace <= 0 {
 		errs = append(errs, fmt.Errorf("--engine-grace must be positive, not %s", c.engineGrace))
@@ -477,6 +530,7 @@ func (c *config) daemonOptions(specs []resolver.Spec, sources []source.Source, h
 		ReplayAll:     c.replay.all,
 		ReplayPorts:   c.replay.ports,
 		ReplayBytes:   c.replayBytes,
+		ListenTLS:     resolver.ListenTLS{All: c.tlsListen.all, Ports: c.tlsListen.ports},
 		Drain:         c.drain,
 		ShutdownGrace: c.shutdownGrace,
 		Network:       c.network,
@@ -519,4 +573,25 @@ func (c *config) dockerEngine(getenv func(string) string) (host string, follow b
 	}
 	_, err := os.Stat(watcher.SocketPath(""))
 	return host, err == nil
+}
+
+// tlsVersion is --tls-min-version as crypto/tls's constant.
+func (c *config) tlsVersion() (uint16, error) {
+	switch c.tlsMinVersion {
+	case "1.3", "":
+		return tls.VersionTLS13, nil
+	case "1.2":
+		return tls.VersionTLS12, nil
+	}
+	return 0, fmt.Errorf("--tls-min-version %q: want 1.3 (the default) or 1.2", c.tlsMinVersion)
+}
+
+// tlsFiles returns the TLS material to load, and whether there is any.
+func (c *config) tlsFiles() (tlsconf.Files, bool) {
+	v, _ := c.tlsVersion()
+	f := tlsconf.Files{
+		Cert: c.tlsCert, Key: c.tlsKey, CA: c.tlsCA, ClientCA: c.tlsClientCA,
+		Allow: c.tlsAllow, ServerName: c.tlsServerName, MinVersion: v,
+	}
+	return f, f.Cert != "" || f.Key != "" || f.CA != "" || f.ClientCA != "" || len(f.Allow) > 0 || f.ServerName != ""
 }

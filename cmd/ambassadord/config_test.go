@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"flag"
 	"os"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/daemon"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
+	"github.com/ambassadord/ambassadord/pkg/tlsconf"
 )
 
 func env(kv ...string) func(string) string {
@@ -110,6 +112,32 @@ func TestParseConfigEnvironment(t *testing.T) {
 				assert.Equal(t, resolver.Claims{}, def.claims, "label only by default")
 			},
 		},
+		{
+			name: "tls",
+			env: env("AMBASSADORD_TLS_LISTEN", "6379,6380", "AMBASSADORD_TLS_CERT", "c.pem", "AMBASSADORD_TLS_KEY", "k.pem",
+				"AMBASSADORD_TLS_CA", "ca.pem", "AMBASSADORD_TLS_ALLOW", " spiffe://prod/api , web "),
+			check: func(t *testing.T, cfg *config) {
+				f, any := cfg.tlsFiles()
+				assert.True(t, any)
+				assert.Equal(t, tlsconf.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem", Allow: []string{"spiffe://prod/api", "web"}, MinVersion: tls.VersionTLS13}, f)
+				opts := cfg.daemonOptions(nil, nil, nil, nil, nil)
+				assert.Equal(t, resolver.ListenTLS{Ports: []int{6379, 6380}}, opts.ListenTLS)
+				def, err := parseConfig(nil, env())
+				require.NoError(t, err)
+				_, any = def.tlsFiles()
+				assert.False(t, any, "no TLS material by default")
+			},
+		},
+		{
+			name:  "tls 1.2 by opt-in",
+			args:  []string{"--tls-min-version", "1.2"},
+			check: func(t *testing.T, cfg *config) { assert.Equal(t, uint16(tls.VersionTLS12), must(cfg.tlsVersion())) },
+		},
+		{name: "tls listen without a certificate", args: []string{"--tls-listen", "all", "--tls-ca", "ca.pem"}, wantErr: "--tls-listen needs --tls-cert and --tls-key"},
+		{name: "tls listen without a client CA", args: []string{"--tls-listen", "all", "--tls-cert", "c", "--tls-key", "k"}, wantErr: "--tls-listen needs --tls-client-ca (or --tls-ca)"},
+		{name: "tls allow without a client CA", args: []string{"--tls-allow", "x"}, wantErr: "--tls-allow needs --tls-client-ca (or --tls-ca)"},
+		{name: "tls 1.1", args: []string{"--tls-min-version", "1.1"}, wantErr: `--tls-min-version "1.1": want 1.3 (the default) or 1.2`},
+		{name: "bad tls listen", args: []string{"--tls-listen", "redis"}, wantErr: `"redis": want all, or listen ports separated by commas`},
 		{name: "bad replay", args: []string{"--replay", "6379,redis"}, wantErr: `"redis": want all, or listen ports separated by commas`},
 		{name: "replay with idle timeout", args: []string{"--replay", "all", "--idle-timeout", "1m"}, wantErr: "--replay does not work with --idle-timeout"},
 		{name: "replay with nothing to keep", args: []string{"--replay", "all", "--replay-bytes", "0"}, wantErr: "--replay needs --replay-bytes above 0"},
@@ -273,4 +301,13 @@ func TestDockerEngineMode(t *testing.T) {
 		assert.Equal(t, tt.wantFollow, follow, "%v", tt.args)
 		assert.Equal(t, tt.wantHost, host, "%v", tt.args)
 	}
+}
+
+// must returns v, and panics on err: for one-liners in tables, where err
+// is never expected.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ambassadord/ambassadord/pkg/metrics"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
+	"github.com/ambassadord/ambassadord/pkg/tlsconf"
 	"github.com/ambassadord/ambassadord/pkg/watcher"
 )
 
@@ -107,12 +108,23 @@ func checkEngine(ctx context.Context, wg *sync.WaitGroup, spec watcher.EngineSpe
 // stops the other; their errors are returned together.
 func serveSources(ctx context.Context, cfg *config, specs []resolver.Spec, sources []source.Source, hosts map[string]string, log *zap.Logger) error {
 	m := metrics.New(version, buildCommit())
-	d, err := daemon.New(cfg.daemonOptions(specs, sources, hosts, log, m))
+	opts := cfg.daemonOptions(specs, sources, hosts, log, m)
+	store, err := cfg.tlsStore(&opts, log.Named("tls"))
+	if err != nil {
+		return err
+	}
+	m.TLS(store)
+	d, err := daemon.New(opts)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var tlsDone sync.WaitGroup
+	defer tlsDone.Wait()
+	defer cancel() // before the wait: Run returns once ctx is done
+	tlsDone.Add(1)
+	go runTLSStore(ctx, store, &tlsDone)
 	ended := make(chan error, 1)
 	go runController(ctx, d, ended)
 	select {
@@ -150,4 +162,31 @@ func runAdmin(ctx context.Context, s *admin.Server, ended chan<- error) {
 // variant for joined errors that repeats the message.
 func errorField(err error) zap.Field {
 	return zap.String("error", err.Error())
+}
+
+// tlsStore loads the TLS material (--tls-*), checked now so that a
+// mistake stops start-up with its fix, and sets the controller's TLS
+// options from it: the configuration of the routes that listen with TLS,
+// when there is a certificate to serve and a CA to verify clients, and
+// the one to dial TLS backends (against the system's roots without
+// --tls-ca).
+func (c *config) tlsStore(opts *daemon.Options, log *zap.Logger) (*tlsconf.Store, error) {
+	files, _ := c.tlsFiles()
+	store, err := tlsconf.Load(files, log)
+	if err != nil {
+		return nil, err
+	}
+	opts.BackendTLS = store.ClientConfigFor
+	if files.Cert != "" && (files.ClientCA != "" || files.CA != "") {
+		if opts.ServerTLS, err = store.ServerConfig(); err != nil {
+			return nil, err
+		}
+	}
+	return store, nil
+}
+
+// runTLSStore keeps the TLS material current until ctx is cancelled.
+func runTLSStore(ctx context.Context, s *tlsconf.Store, wg *sync.WaitGroup) {
+	defer wg.Done()
+	s.Run(ctx)
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -80,6 +81,16 @@ type Options struct {
 	ReplayAll   bool
 	ReplayPorts []int
 	ReplayBytes int
+
+	// ListenTLS says which routes listen with TLS (resolver.Options'
+	// field of that name), with ServerTLS, the configuration that
+	// decides which client certificates they require; a route that must
+	// listen with TLS while ServerTLS is nil is not served (never in
+	// plain text). BackendTLS gives the configuration to dial a TLS
+	// backend at an address (proxy.Route.BackendTLS); nil refuses them.
+	ListenTLS  resolver.ListenTLS
+	ServerTLS  *tls.Config
+	BackendTLS func(addr string) *tls.Config
 
 	// Drain closes, this long after a rewire, the connections still on
 	// the backends the rewire dropped. Zero keeps them until they end. A
@@ -365,7 +376,7 @@ func (d *Daemon) apply(ctx context.Context, res resolver.Result) error {
 func (d *Daemon) resolverOptions() resolver.Options {
 	o := resolver.Options{
 		Network: d.opts.Network, ClaimScope: d.opts.ClaimScope, Claims: d.opts.Claims, Local: d.local,
-		Engines: d.opts.Engines, NoLocality: d.opts.NoLocality,
+		Engines: d.opts.Engines, NoLocality: d.opts.NoLocality, ListenTLS: d.opts.ListenTLS,
 	}
 	if len(d.overrides) > 0 {
 		o.Overrides = make(map[string]string, len(d.overrides))

@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -69,7 +70,9 @@ func (t *routeTable) apply(ctx context.Context, routes []resolver.Route) error {
 	for _, rt := range routes {
 		want[keyOf(rt)] = true
 		if s, ok := t.routes[keyOf(rt)]; ok {
-			t.update(s, rt)
+			if err := t.update(s, rt); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		if err := t.add(ctx, rt); err != nil {
@@ -88,6 +91,9 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 	if key := keyOf(rt); key.proto != resolver.TCP {
 		return fmt.Errorf("route %s (from %s): protocol %q is not served", rt.Name, rt.Source, key.proto)
 	}
+	if err := t.checkTLS(rt); err != nil {
+		return err
+	}
 	addr := net.JoinHostPort(t.opts.ListenAddress, strconv.Itoa(rt.Listen))
 	ln, err := proxy.Listen(ctx, addr)
 	if err != nil {
@@ -104,8 +110,12 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 		MaxConns:    t.opts.MaxConns,
 		BackendWait: t.opts.BackendWait,
 		ReplayBytes: replay,
+		BackendTLS:  t.opts.BackendTLS,
 		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
 		Observer:    t.metrics.Observer(rt.Name),
+	}
+	if rt.ListenTLS {
+		p.SetTLS(t.opts.ServerTLS)
 	}
 	backends := proxyBackends(rt.Backends)
 	p.SetBackends(backends)
@@ -131,14 +141,38 @@ func (t *routeTable) serveRoute(s *servedRoute) {
 	}
 }
 
-func (t *routeTable) update(s *servedRoute, rt resolver.Route) {
+// checkTLS refuses a route that must listen with TLS when there is no
+// configuration to serve it with: it is never served in plain text.
+func (t *routeTable) checkTLS(rt resolver.Route) error {
+	if rt.ListenTLS && t.opts.ServerTLS == nil {
+		return fmt.Errorf("route %s (from %s) must listen with TLS, and there is no TLS certificate to serve: give --tls-cert, --tls-key and --tls-client-ca (or --tls-ca)", rt.Name, rt.Source)
+	}
+	return nil
+}
+
+// update applies a served route's new resolution: its backend set, and
+// whether it listens with TLS, for the connections accepted from then on.
+func (t *routeTable) update(s *servedRoute, rt resolver.Route) error {
+	if rt.ListenTLS != s.spec.ListenTLS {
+		if err := t.checkTLS(rt); err != nil {
+			// Not in plain text where TLS is wanted: not at all.
+			t.remove(s)
+			return err
+		}
+		var cfg *tls.Config
+		if rt.ListenTLS {
+			cfg = t.opts.ServerTLS
+		}
+		s.proxy.SetTLS(cfg)
+		t.log.Info("route listens with TLS from now on", zap.String("route", rt.Name), zap.Bool("tls", rt.ListenTLS))
+	}
 	old := s.spec
 	s.spec = rt
 	if old.Override != rt.Override {
 		t.metrics.Overridden(rt.Name, rt.Override)
 	}
 	if slices.Equal(old.Backends, rt.Backends) {
-		return
+		return nil
 	}
 	t.log.Info("route rewired", routeFields(rt, zap.Stringers("previous", old.Backends))...)
 	backends := proxyBackends(rt.Backends)
@@ -151,6 +185,7 @@ func (t *routeTable) update(s *servedRoute, rt resolver.Route) {
 		// brought them back.
 		t.drainAfter(keyOf(rt), t.opts.Drain)
 	}
+	return nil
 }
 
 // remove stops serving a route that no source names any more.
@@ -261,7 +296,7 @@ func proxyBackends(bs []source.Backend) []proxy.Backend {
 	}
 	out := make([]proxy.Backend, len(bs))
 	for i, b := range bs {
-		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID}
+		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID, TLS: b.TLS}
 	}
 	return out
 }

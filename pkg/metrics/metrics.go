@@ -14,6 +14,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/source"
+	"github.com/ambassadord/ambassadord/pkg/tlsconf"
 )
 
 // metricDef describes one ambassadord metric. The collectors are built
@@ -49,7 +50,7 @@ var (
 		help:   "Failed connects to the backend, by reason: refused, timeout, unreachable, dns or other. A connection that tries several backends, or retries for --backend-wait, counts every failure."}
 	metricRejected = metricDef{name: "ambassadord_connections_rejected_total", kind: "counter",
 		labels: []string{"route", "reason"},
-		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached) or shutdown (the route was closing)."}
+		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached), shutdown (the route was closing) or tls (a client of a route listening with TLS failed its handshake: no certificate, another CA's, an identity --tls-allow refuses, not TLS; see ambassadord_tls_handshakes_total)."}
 	metricResets = metricDef{name: "ambassadord_resets_total", kind: "counter",
 		labels: []string{"route", "direction"},
 		help:   "Connections one side ended with a reset (or an error), passed on to the other side as a reset: direction up when the client's side failed, down when the backend's did."}
@@ -107,6 +108,17 @@ var (
 		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
 		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
 
+	// TLS (--tls-*): handshakes per route, and the material's expiry.
+	metricTLSHandshakes = metricDef{name: "ambassadord_tls_handshakes_total", kind: "counter",
+		labels: []string{"route", "side", "result"},
+		help:   "TLS handshakes: side listen with clients of a route listening with TLS, backend with the TLS backends it dials; result ok (a full handshake), resumed (a resumed session), or why it failed: unknown_ca, expired, identity (refused by --tls-allow, or a backend's name not in its certificate), bad_certificate, no_certificate, protocol (TLS version, not TLS), timeout or other."}
+	metricTLSExpiry = metricDef{name: "ambassadord_tls_certificate_expiry_seconds", kind: "gauge",
+		labels: []string{"path", "kind", "subject"},
+		help:   "When each loaded certificate expires, in seconds since the Unix epoch: kind cert (--tls-cert), ca (--tls-ca) or client_ca (--tls-client-ca); the material in use, reloaded when its files change."}
+	metricTLSReloads = metricDef{name: "ambassadord_tls_reloads_total", kind: "counter",
+		labels: []string{"result"},
+		help:   "Reloads of the TLS files after they changed: result ok (new handshakes use the new material), or failed (refused, logged; the material in use stays)."}
+
 	metricBuildInfo = metricDef{name: "ambassadord_build_info", kind: "gauge",
 		labels: []string{"version", "commit", "goversion"},
 		help:   "Always 1; the labels say which build is running."}
@@ -119,6 +131,7 @@ var metricDefs = []metricDef{
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
 	metricEventToApplied,
+	metricTLSHandshakes, metricTLSExpiry, metricTLSReloads,
 	metricBuildInfo,
 }
 
@@ -171,6 +184,7 @@ type Metrics struct {
 	rejected       *prometheus.CounterVec
 	resets         *prometheus.CounterVec
 	replays        *prometheus.CounterVec
+	handshakes     *prometheus.CounterVec
 	connDuration   *prometheus.HistogramVec
 	rewires        *prometheus.CounterVec
 	backends       *prometheus.GaugeVec
@@ -231,6 +245,7 @@ func New(version, commit string) *Metrics {
 		rejected:       metricRejected.counterVec(),
 		resets:         metricResets.counterVec(),
 		replays:        metricReplays.counterVec(),
+		handshakes:     metricTLSHandshakes.counterVec(),
 		connDuration:   metricConnDuration.histogramVec(),
 		rewires:        metricRewires.counterVec(),
 		backends:       metricBackends.gaugeVec(),
@@ -253,7 +268,7 @@ func New(version, commit string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
-		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.connDuration,
+		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.handshakes, m.connDuration,
 		m.rewires, m.backends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 	)
@@ -277,7 +292,7 @@ func (m *Metrics) routeLocked(name string) *routeMetrics {
 		// appearing with their first increment.
 		m.rewires.WithLabelValues(name)
 		m.connDuration.WithLabelValues(name)
-		for _, reason := range []string{proxy.RejectNoBackend, proxy.RejectLimit, proxy.RejectShutdown} {
+		for _, reason := range []string{proxy.RejectNoBackend, proxy.RejectLimit, proxy.RejectShutdown, proxy.RejectHandshake} {
 			m.rejected.WithLabelValues(name, reason)
 		}
 		m.resets.WithLabelValues(name, proxy.DirectionUp)
@@ -375,6 +390,7 @@ func (m *Metrics) RouteRemoved(route string) {
 	m.rejected.DeletePartialMatch(labels)
 	m.resets.DeletePartialMatch(labels)
 	m.replays.DeletePartialMatch(labels)
+	m.handshakes.DeletePartialMatch(labels)
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
 	m.backends.DeletePartialMatch(labels)
@@ -578,6 +594,51 @@ func (o *routeObserver) Reset(direction string) {
 		return
 	}
 	o.m.resets.WithLabelValues(rm.name, direction).Inc()
+}
+
+func (o *routeObserver) Handshake(side string, resumed bool, err error) {
+	result := "ok"
+	switch {
+	case err != nil:
+		result = tlsconf.Reason(err)
+	case resumed:
+		result = "resumed"
+	}
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.handshakes.WithLabelValues(rm.name, side, result).Inc()
+}
+
+// TLS registers the expiry and reload series of the TLS material store,
+// read at each scrape.
+func (m *Metrics) TLS(s *tlsconf.Store) {
+	m.reg.MustRegister(tlsCollector{s})
+}
+
+// tlsCollector collects what a tlsconf.Store says of its material.
+type tlsCollector struct{ s *tlsconf.Store }
+
+var (
+	tlsExpiryDesc  = prometheus.NewDesc(metricTLSExpiry.name, metricTLSExpiry.help, metricTLSExpiry.labels, nil)
+	tlsReloadsDesc = prometheus.NewDesc(metricTLSReloads.name, metricTLSReloads.help, metricTLSReloads.labels, nil)
+)
+
+func (c tlsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tlsExpiryDesc
+	ch <- tlsReloadsDesc
+}
+
+func (c tlsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, ci := range c.s.Certificates() {
+		ch <- prometheus.MustNewConstMetric(tlsExpiryDesc, prometheus.GaugeValue, float64(ci.NotAfter.Unix()), ci.Path, ci.Kind, ci.Subject)
+	}
+	ok, failed := c.s.Reloads()
+	ch <- prometheus.MustNewConstMetric(tlsReloadsDesc, prometheus.CounterValue, float64(ok), "ok")
+	ch <- prometheus.MustNewConstMetric(tlsReloadsDesc, prometheus.CounterValue, float64(failed), "failed")
 }
 
 func (o *routeObserver) Replayed(proxy.Backend) {

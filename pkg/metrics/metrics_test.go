@@ -410,6 +410,8 @@ func TestMetricsReference(t *testing.T) {
 	m.SourceDropped("docker", true)
 	m.FollowSource("docker", func() source.Stats { return source.Stats{Events: 1, Reconnects: 1, Resyncs: 1, Drift: 1} })
 	m.Applied(time.Millisecond)
+	o.Handshake(proxy.SideListen, false, nil)
+	m.TLS(testStore(t))
 
 	kinds := map[dto.MetricType]string{dto.MetricType_COUNTER: "counter", dto.MetricType_GAUGE: "gauge", dto.MetricType_HISTOGRAM: "histogram"}
 	defs := map[string]metricDef{}

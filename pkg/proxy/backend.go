@@ -17,14 +17,22 @@ type Backend struct {
 	// ID identifies what stands behind Addr (for example a container ID).
 	// It is carried for logs and metrics; the proxy never interprets it.
 	ID string
+
+	// TLS dials the backend with TLS, with the config Route.BackendTLS
+	// gives for Addr's host.
+	TLS bool
 }
 
 // String returns the address, with the short ID when there is one.
 func (b Backend) String() string {
-	if b.ID == "" {
-		return b.Addr
+	s := b.Addr
+	if b.TLS {
+		s = "tls://" + s
 	}
-	return b.Addr + " (" + shortID(b.ID) + ")"
+	if b.ID == "" {
+		return s
+	}
+	return s + " (" + shortID(b.ID) + ")"
 }
 
 func shortID(id string) string {

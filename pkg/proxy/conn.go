@@ -64,6 +64,15 @@ func (c *conn) serve(ctx context.Context) {
 		c.route.untrack(c)
 		return
 	}
+	cfg := c.route.TLS()
+	if cfg != nil {
+		if err := c.handshakeClient(ctx, cfg); err != nil {
+			log.Debug("client refused", zap.Stringer("remote", c.remote), zap.Error(err))
+			obs.Rejected(RejectHandshake)
+			c.route.untrack(c)
+			return
+		}
+	}
 	bc, b, err := c.route.connect(ctx, c)
 	if err != nil {
 		c.resetClient()
@@ -83,7 +92,7 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.established(b)
-	if c.route.IdleTimeout == 0 && c.toLoop(bc) {
+	if c.route.IdleTimeout == 0 && cfg == nil && !b.TLS && c.toLoop(bc) {
 		return
 	}
 	startCopying(c, bc)

@@ -60,7 +60,7 @@ func (r *Route) connectInLoop(ctx context.Context, c *conn) bool {
 		return false
 	}
 	set := r.backends.Load()
-	if set == nil || len(set.fallbackOrder()) > 0 {
+	if set == nil || len(set.fallbackOrder()) > 0 || r.usesTLS(set) {
 		return false
 	}
 	bs := set.order()

@@ -50,6 +50,11 @@ type Observer interface {
 	// answering, sent again to backend b (Route.ReplayBytes). The first
 	// backend's ConnClosed and b's ConnOpened are reported as well.
 	Replayed(b Backend)
+
+	// Handshake reports a TLS handshake on side (SideListen, SideBackend):
+	// err nil when it succeeded, resumed when it resumed a session
+	// instead of a full handshake (tls.go).
+	Handshake(side string, resumed bool, err error)
 }
 
 // The directions [Observer.Reset] reports, as in the bytes of
@@ -84,6 +89,7 @@ func (nopObserver) DialFailed(Backend, string)                      {}
 func (nopObserver) Rejected(string)                                 {}
 func (nopObserver) Reset(string)                                    {}
 func (nopObserver) Replayed(Backend)                                {}
+func (nopObserver) Handshake(string, bool, error)                   {}
 
 // dialFailure classifies a failed connect for [Observer.DialFailed]. The
 // DNS check comes first: a resolver timeout is a DNS problem, not a
@@ -91,7 +97,10 @@ func (nopObserver) Replayed(Backend)                                {}
 func dialFailure(err error) string {
 	var dnsErr *net.DNSError
 	var netErr net.Error
+	var tlsErr *handshakeError
 	switch {
+	case errors.As(err, &tlsErr):
+		return DialTLS
 	case errors.As(err, &dnsErr):
 		return DialDNS
 	case errors.Is(err, syscall.ECONNREFUSED):

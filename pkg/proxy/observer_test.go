@@ -26,6 +26,13 @@ type recorder struct {
 	rejected []string
 	resets   []string // directions
 	replayed []Backend
+	shakes   []handshake
+}
+
+type handshake struct {
+	side    string
+	resumed bool
+	err     error
 }
 
 type closedConn struct {
@@ -74,6 +81,12 @@ func (r *recorder) Replayed(b Backend) {
 	r.replayed = append(r.replayed, b)
 }
 
+func (r *recorder) Handshake(side string, resumed bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.shakes = append(r.shakes, handshake{side, resumed, err})
+}
+
 // events returns a copy of what was recorded.
 func (r *recorder) events() recorder {
 	r.mu.Lock()
@@ -85,6 +98,7 @@ func (r *recorder) events() recorder {
 		rejected: append([]string(nil), r.rejected...),
 		resets:   append([]string(nil), r.resets...),
 		replayed: append([]Backend(nil), r.replayed...),
+		shakes:   append([]handshake(nil), r.shakes...),
 	}
 }
 

@@ -1,6 +1,9 @@
 package proxy
 
-import "net"
+import (
+	"crypto/tls"
+	"net"
+)
 
 // A connection that one side ends with a reset is passed on as a reset:
 // a clean close (FIN) in its place would make an answer cut short (an
@@ -33,6 +36,9 @@ type lingerer interface{ SetLinger(sec int) error }
 // closeReset closes nc so that its peer gets a reset, if nc can send one
 // (TCP); other connections are closed as ever.
 func closeReset(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn() // the reset is TCP's; no close_notify before it
+	}
 	if l, ok := nc.(lingerer); ok {
 		l.SetLinger(0)
 	}

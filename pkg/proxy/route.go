@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -72,6 +73,16 @@ type Route struct {
 	// means none.
 	Observer Observer
 
+	// HandshakeTimeout bounds a client's TLS handshake. Zero means 10s.
+	HandshakeTimeout time.Duration
+
+	// BackendTLS returns the client config for a TLS backend (Backend.TLS)
+	// at addr, host:port, which verifies its certificate (ServerName, or a
+	// VerifyConnection of its own). It is called for every such connect
+	// and must be cheap (a config per address, cached). Nil refuses TLS
+	// backends.
+	BackendTLS func(addr string) *tls.Config
+
 	// DialContext connects to a backend. Nil means a net.Dialer with
 	// DialTimeout. It is a hook for tests.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -80,8 +91,9 @@ type Route struct {
 	// connection that reaches a backend: a hook for tests.
 	onEstablished func(c *conn, b Backend)
 
-	backends atomic.Pointer[backendSet] // replaced whole under mu, read without it
-	active   atomic.Int64               // connections being served
+	backends  atomic.Pointer[backendSet] // replaced whole under mu, read without it
+	listenTLS atomic.Pointer[tls.Config] // SetTLS
+	active    atomic.Int64               // connections being served
 
 	mu sync.Mutex
 	// The fields below are guarded by mu, as is every store to backends.
@@ -589,6 +601,9 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 			var bc net.Conn
 			if err == nil {
 				bc, err = dial(dctx, "tcp", b.Addr)
+				if err == nil && b.TLS {
+					bc, err = r.handshakeBackend(dctx, bc, b)
+				}
 				err = r.endDial(d, c, bc, err)
 			}
 			cancel()
