@@ -18,6 +18,11 @@
 // proxy process, so CPU, memory and descriptors are that measurement's
 // alone.
 //
+// Then the TLS hop of issue 16 (tls.go): a client-side and a server-side
+// ambassador with TLS between them, made of two stunnel4 instances, of two
+// ambassadord processes with mutual TLS, and of two without TLS, in a
+// table of its own.
+//
 // Last, rewiring is measured with real containers on the local Docker
 // engine (rewire.go): how fast new connections follow a change of backend,
 // for ambassadord (and the baseline) following the engine and for the
@@ -63,18 +68,24 @@ type config struct {
 	startups          int // start-up samples per candidate and round
 	rewires           int // per kind of rewire; 0 skips the rewire test
 	losses            int // remote engines killed, for the time their backends take to be dropped
+	// The TLS hop: how long new connections are opened for, and how many
+	// idle connections are held through a pair.
+	newConnTime  time.Duration
+	tlsIdleConns int
 	// runTimeout bounds one client run (redis-benchmark, iperf3 beyond
 	// its -t): socat's listen backlog of 5 can stall connects for seconds.
 	runTimeout time.Duration
 }
 
 var (
-	full  = config{rounds: 3, iperfSeconds: 2, requests: 50000, pipelinedRequests: 500000, churnConns: 20000, idleConns: 9000, startups: 3, rewires: 20, losses: 3, runTimeout: 20 * time.Second}
-	quick = config{rounds: 1, iperfSeconds: 1, requests: 5000, pipelinedRequests: 50000, churnConns: 1000, idleConns: 500, startups: 2, rewires: 3, losses: 1, runTimeout: 8 * time.Second}
+	full = config{rounds: 3, iperfSeconds: 2, requests: 50000, pipelinedRequests: 500000, churnConns: 20000, idleConns: 9000, startups: 3, rewires: 20, losses: 3, runTimeout: 20 * time.Second,
+		newConnTime: 3 * time.Second, tlsIdleConns: 1000}
+	quick = config{rounds: 1, iperfSeconds: 1, requests: 5000, pipelinedRequests: 50000, churnConns: 1000, idleConns: 500, startups: 2, rewires: 3, losses: 1, runTimeout: 8 * time.Second,
+		newConnTime: time.Second, tlsIdleConns: 200}
 )
 
 // Port offsets from the base port. The backends use base+offset; candidate
-// i listens on base+10*(i+1)+offset.
+// i listens on base+10*(i+1)+offset; the TLS pairs from base+tlsPorts.
 const (
 	portIperf   = 0
 	portRedis   = 1
@@ -95,10 +106,10 @@ func main() {
 	bin := flag.String("ambassadord", "bin/ambassadord", "the ambassadord binary to measure (make build)")
 	baseBin := flag.String("baseline", "", "a second ambassadord binary, measured as a column of its own: the baseline")
 	baseRev := flag.String("baseline-rev", "", "a git revision whose ambassadord is built and measured as the baseline (instead of -baseline)")
-	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 60 from there)")
+	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 100 from there)")
 	rounds := flag.Int("rounds", 0, "rounds; 0 means 3, or 1 with -quick")
 	rewires := flag.Int("rewires", -1, "rewires of each kind with real containers; 0 skips them; -1 means 20, or 3 with -quick")
-	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,rewire (for development)")
+	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,rewire (for development)")
 	flag.Parse()
 
 	cfg := full
@@ -148,6 +159,7 @@ type bench struct {
 	failures  []int                  // churn runs that failed, per candidate
 	notes     []string
 	rewire    *rewireResult
+	tls       *tlsBench // the TLS hop's table; nil if not measured
 }
 
 // newBench returns a run's state for cands.
@@ -251,6 +263,14 @@ func run(ctx context.Context, opts options) error {
 				}
 			}
 			fmt.Fprintf(os.Stderr, "bench: round %d/%d %s done in %s\n", round, cfg.rounds, part.name, time.Since(t).Round(100*time.Millisecond))
+		}
+	}
+	if want("tls") {
+		if err := b.runTLS(ctx, bin); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.note("TLS hop not measured: %v", err)
 		}
 	}
 	stopBackends()

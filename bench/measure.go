@@ -46,43 +46,56 @@ func (b *bench) bulk(ctx context.Context, ci int) error {
 		if err != nil {
 			return err
 		}
-		args := []string{"-c", host, "-p", strconv.Itoa(port), "-t", strconv.Itoa(b.cfg.iperfSeconds), "-J"}
-		if dir.reverse {
-			args = append(args, "-R")
-		}
-		rctx, cancel := context.WithTimeout(ctx, b.cfg.runTimeout+time.Duration(b.cfg.iperfSeconds)*time.Second)
-		out, err := exec.CommandContext(rctx, "iperf3", args...).Output()
-		cancel()
+		res, err := runIperf3(ctx, b.cfg, host, port, dir.reverse)
 		if err != nil {
-			return fmt.Errorf("iperf3 through %s: %w: %s", c.name, err, out)
-		}
-		var res struct {
-			End struct {
-				SumReceived struct {
-					Bytes         float64 `json:"bytes"`
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-			Error string `json:"error"`
-		}
-		if err := json.Unmarshal(out, &res); err != nil {
-			return fmt.Errorf("parse iperf3 output: %w", err)
-		}
-		if res.Error != "" {
-			return fmt.Errorf("iperf3 through %s: %s", c.name, res.Error)
+			return fmt.Errorf("through %s: %w", c.name, err)
 		}
 		after, err := p.cpu()
 		if err != nil {
 			return err
 		}
-		b.add(dir.key, ci, res.End.SumReceived.BitsPerSecond/1e9)
-		bytes += res.End.SumReceived.Bytes
+		b.add(dir.key, ci, res.bitsPerSecond/1e9)
+		bytes += res.bytes
 		cpu += after - before
 	}
 	if c.launch != nil {
 		b.add("bulk-cpu", ci, cpu.Seconds()/(bytes/1e9))
 	}
 	return nil
+}
+
+// iperfResult is what the receiving end of one iperf3 run counted.
+type iperfResult struct{ bitsPerSecond, bytes float64 }
+
+// runIperf3 runs one iperf3 stream for cfg.iperfSeconds to host:port,
+// from the server to the client if reverse.
+func runIperf3(ctx context.Context, cfg config, host string, port int, reverse bool) (iperfResult, error) {
+	args := []string{"-c", host, "-p", strconv.Itoa(port), "-t", strconv.Itoa(cfg.iperfSeconds), "-J"}
+	if reverse {
+		args = append(args, "-R")
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.runTimeout+time.Duration(cfg.iperfSeconds)*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "iperf3", args...).Output()
+	if err != nil {
+		return iperfResult{}, fmt.Errorf("iperf3: %w: %s", err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				Bytes         float64 `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return iperfResult{}, fmt.Errorf("parse iperf3 output: %w", err)
+	}
+	if res.Error != "" {
+		return iperfResult{}, fmt.Errorf("iperf3: %s", res.Error)
+	}
+	return iperfResult{res.End.SumReceived.BitsPerSecond, res.End.SumReceived.Bytes}, nil
 }
 
 // redisResult is one line of redis-benchmark --csv.

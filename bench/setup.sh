@@ -1,12 +1,12 @@
 #!/bin/sh
 # Installs the benchmark's peers and clients from Debian's packages when
-# they are missing: iperf3, socat, haproxy, redis-server and
-# redis-benchmark (redis-tools). Quick when nothing is missing; without
-# root it only says what is missing.
+# they are missing: iperf3, socat, haproxy, redis-server, redis-benchmark
+# (redis-tools) and stunnel4 (the TLS hop's peer). Quick when nothing is
+# missing; without root it only says what is missing.
 set -eu
 
 missing=""
-for pair in iperf3:iperf3 socat:socat haproxy:haproxy redis-server:redis-server redis-benchmark:redis-tools; do
+for pair in iperf3:iperf3 socat:socat haproxy:haproxy redis-server:redis-server redis-benchmark:redis-tools stunnel4:stunnel4; do
 	tool=${pair%%:*}
 	pkg=${pair#*:}
 	command -v "$tool" >/dev/null 2>&1 || missing="$missing $pkg"

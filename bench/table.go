@@ -19,6 +19,7 @@ type row struct {
 	// goal says whether ambassadord meets issue 5's goal, given the
 	// medians by candidate (NaN where not measured); empty if no goal.
 	goal func(m []float64) string
+	sum  bool // the cell is the sum over rounds, not the median
 }
 
 // rows are the table's metrics in order. Keys are those measure.go adds.
@@ -48,6 +49,52 @@ var rows = []row{
 	{key: "idle-rss-kib", label: "idle: proxy KiB per connection (VmRSS)", digits: 1},
 	{key: "idle-fds", label: "idle: proxy fds per connection", digits: 2, goal: atMost(ambassadord, 2, "")},
 	{key: "startup-ms", label: "start-up to accepting on 3 routes, ms", digits: 1, goal: atMost(ambassadord, 100, "")},
+}
+
+// tlsRows are the TLS table's metrics in order; keys are those tls.go
+// adds. The goals are issue 16's, ambassadord's TLS pair against stunnel's
+// (or, for memory, against its own plaintext pair).
+var tlsRows = []row{
+	{key: "bulk-up", label: "bulk →: iperf3, 1 stream, Gbit/s", digits: 2, higher: true, goal: vsStunnel(1.5, true)},
+	{key: "bulk-down", label: "bulk ←: iperf3 -R, Gbit/s", digits: 2, higher: true, goal: vsStunnel(1.5, true)},
+	{key: "bulk-cpu", label: "bulk: both sides' CPU-s per GB", digits: 3, goal: vsStunnel(0.7, false)},
+	{key: "set-rps", label: "SET -c 50: req/s", higher: true, goal: vsStunnel(1.2, true)},
+	{key: "set-p99", label: "SET -c 50: p99 ms", digits: 3},
+	{key: "get-rps", label: "GET -c 50: req/s", higher: true, goal: vsStunnel(1.2, true)},
+	{key: "get-p99", label: "GET -c 50: p99 ms", digits: 3},
+	{key: "rr-cpu", label: "-c 50: both sides' CPU-s per 100k req", digits: 2},
+	{key: "newconn-cps", label: "new connections -c 50, a PING each: connections/s", higher: true, goal: vsStunnel(1.0, true)},
+	{key: "newconn-p99", label: "new connections: connect, PING, PONG p99 ms", digits: 3},
+	{key: "newconn-resumed", label: "new connections: client side's handshakes that resumed, %", digits: 1},
+	{key: "newconn-cpu", label: "new connections: both sides' CPU-s per 100k connections", digits: 2},
+	{key: "newconn-failed", label: "new connections: failed (sum over rounds)", sum: true},
+	{key: "idle-conns", label: "idle: connections held through the pair"},
+	{key: "idle-rss-kib", label: "idle: both sides' KiB per connection (VmRSS)", digits: 1, goal: tlsVsPlain(2)},
+	{key: "idle-fds", label: "idle: both sides' fds per connection", digits: 2},
+	{key: "idle-tasks", label: "idle: both sides' threads (stunnel) or goroutines (ambassadord) per connection", digits: 2},
+}
+
+// vsStunnel judges ambassadord's TLS pair against the stunnel pair.
+func vsStunnel(factor float64, higher bool) func([]float64) string {
+	return func(m []float64) string {
+		if math.IsNaN(m[tlsStunnel]) {
+			return "not judged: no stunnel figure"
+		}
+		if higher {
+			return mark(m[tlsAmbassadord] >= factor*m[tlsStunnel]) + fmt.Sprintf(" ≥%.1f× stunnel", factor)
+		}
+		return mark(m[tlsAmbassadord] <= factor*m[tlsStunnel]) + fmt.Sprintf(" ≤%.1f× stunnel", factor)
+	}
+}
+
+// tlsVsPlain judges ambassadord's TLS pair against its plaintext pair.
+func tlsVsPlain(factor float64) func([]float64) string {
+	return func(m []float64) string {
+		if math.IsNaN(m[tlsPlain]) {
+			return "not judged: no plaintext figure"
+		}
+		return mark(m[tlsAmbassadord] <= factor*m[tlsPlain]) + fmt.Sprintf(" ≤%g× plaintext", factor)
+	}
 }
 
 func bulkGoal(m []float64) string {
@@ -124,16 +171,102 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 	fmt.Fprintf(w, "\n### ambassadord side by side, %s\n\n", begin.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "Machine: %s, %d CPUs (nproc), kernel %s, %s. Run: %s, %d round(s), medians; took %s.\n\n",
 		host, runtime.NumCPU(), kernel(), cpuModel(), b.mode(), b.cfg.rounds, time.Since(begin).Round(time.Second))
-	b.table(w)
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks.")
-	fmt.Fprintln(w, "Idle: memory and descriptors the proxy holds per idle connection, after one byte each way; kernel socket and pipe buffers are not in PSS/RSS.")
-	fmt.Fprintln(w, "classic = `socat TCP4-LISTEN:PORT,fork,reuseaddr TCP4:127.0.0.1:PORT`; HAProxy = `mode tcp`, `nbthread 2`; ambassadord = bin/ambassadord --docker=off --route ..., default GOMAXPROCS.")
-	if b.hasBaseline() {
-		fmt.Fprintf(w, "ambassadord (baseline) = %s, run as ambassadord is; ambassadord ÷ baseline is the ratio of their medians, above 1 where ambassadord's figure is the higher, better or not (see each row).\n", b.baseline)
+	if len(b.samples) > 0 || b.rewire != nil {
+		b.table(w)
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks.")
+		fmt.Fprintln(w, "Idle: memory and descriptors the proxy holds per idle connection, after one byte each way; kernel socket and pipe buffers are not in PSS/RSS.")
+		fmt.Fprintln(w, "classic = `socat TCP4-LISTEN:PORT,fork,reuseaddr TCP4:127.0.0.1:PORT`; HAProxy = `mode tcp`, `nbthread 2`; ambassadord = bin/ambassadord --docker=off --route ..., default GOMAXPROCS.")
+		if b.hasBaseline() {
+			fmt.Fprintf(w, "ambassadord (baseline) = %s, run as ambassadord is; ambassadord ÷ baseline is the ratio of their medians, above 1 where ambassadord's figure is the higher, better or not (see each row).\n", b.baseline)
+		}
 	}
 	for _, n := range b.notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+	if b.tls != nil {
+		b.tls.print(w)
+	}
+}
+
+// print writes the TLS hop's table and its notes.
+func (t *tlsBench) print(w io.Writer) {
+	fmt.Fprintf(w, "\n### The TLS hop (issue 16): client-side and server-side ambassadors, TLS between them on loopback\n\n")
+	t.table(w)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct); both sides = the client-side and the server-side process, summed. CPU: utime+stime from /proc/PID/stat, 10 ms ticks.")
+	fmt.Fprintf(w, "stunnel pair = two stunnel4, `sslVersionMin = TLSv1.3`, client certificate required and verified (`verifyChain`, `requireCert`), the server's chain and IP verified (`checkIP`), OpenSSL's defaults otherwise; negotiated: %s.\n", orUnknown(t.stunnelSuite))
+	fmt.Fprintf(w, "ambassadord pair (TLS) = server side `--route S:127.0.0.1:B --tls-listen all --tls-cert --tls-key --tls-client-ca`, client side `--route C:tls://127.0.0.1:S --tls-ca --tls-cert --tls-key`; a Go client with Go's defaults negotiated %s with the server side. Plaintext = the same pair without TLS. Both with an admin endpoint for /metrics.\n", orUnknown(t.goSuite))
+	fmt.Fprintln(w, "New connections: 50 clients in a loop of connect, PING, +PONG, close, after 20 one at a time; resumed = the client side's handshakes with the server side that resumed a session: ambassadord's from ambassadord_tls_handshakes_total{side=\"backend\"} over the timed run, stunnel's from a run of its own at debug = info (its per-connection lines cost it CPU).")
+	fmt.Fprintln(w, "Idle: memory, descriptors and threads or goroutines both sides hold per idle connection, after one byte each way; kernel socket buffers are not in RSS.")
+	for _, n := range t.notes {
+		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "not found"
+	}
+	return s
+}
+
+// table writes the TLS markdown table, a row per metric measured.
+func (t *tlsBench) table(w io.Writer) {
+	cols := []string{"metric"}
+	for _, c := range t.cands {
+		cols = append(cols, c.name)
+	}
+	cols = append(cols, "TLS ÷ stunnel", "TLS ÷ plaintext", "issue 16 goal")
+	fmt.Fprintln(w, "| "+strings.Join(cols, " | ")+" |")
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", len(cols)))
+	for _, r := range tlsRows {
+		s := t.samples[r.key]
+		if s == nil {
+			continue
+		}
+		m := make([]float64, len(t.cands))
+		for ci := range m {
+			switch {
+			case r.sum && len(s[ci]) > 0:
+				for _, v := range s[ci] {
+					m[ci] += v
+				}
+			case r.sum:
+				m[ci] = math.NaN()
+			default:
+				m[ci] = median(s[ci])
+			}
+		}
+		cells := []string{r.label}
+		for ci := range m {
+			cell := format(m[ci], r.digits)
+			if ci != tlsDirect && !r.sum {
+				if rt := ratio(m[ci], m[tlsDirect]); rt != "" {
+					cell += " (" + rt + ")"
+				}
+			}
+			cells = append(cells, cell)
+		}
+		if r.sum {
+			cells = append(cells, "", "")
+		} else {
+			cells = append(cells, ratio(m[tlsAmbassadord], m[tlsStunnel]), ratio(m[tlsAmbassadord], m[tlsPlain]))
+		}
+		g := ""
+		switch {
+		case r.goal == nil:
+		case math.IsNaN(m[tlsAmbassadord]):
+			g = "not judged: no TLS figure"
+		default:
+			shown := make([]float64, len(m))
+			for ci := range m {
+				shown[ci] = roundTo(m[ci], r.digits)
+			}
+			g = r.goal(shown)
+		}
+		cells = append(cells, g)
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
 }
 
