@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -188,9 +189,24 @@ func (cc *copyConn) copyHalf(dst, src net.Conn) (int64, error) {
 }
 
 // copyBuffer copies from src to dst until src's EOF, as io.Copy does, but
-// says which side failed (copyError): between sockets that cannot splice.
+// says which side failed (copyError): between sockets that cannot splice
+// (a TLS side, systems other than Linux).
+//
+// A direction spends most of its life waiting in a read, and what it
+// holds then is what an idle connection costs: it waits with a small
+// buffer of its own, and takes a large one from a pool only for a burst
+// (a read that fills the small one), giving it back once a read comes
+// short of the small one again. A TLS source returns at most one record
+// (16 KiB) per read, which the large buffer holds whole.
 func copyBuffer(dst, src net.Conn) (int64, error) {
-	buf := make([]byte, copyBufferSize)
+	small := make([]byte, smallBufferSize)
+	buf := small
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			copyBuffers.Put(large)
+		}
+	}()
 	var written int64
 	for {
 		n, err := copyChunk(dst, src, buf)
@@ -198,8 +214,25 @@ func copyBuffer(dst, src net.Conn) (int64, error) {
 		if err != nil || n == 0 {
 			return written, err
 		}
+		switch {
+		case large == nil && n == int64(len(small)):
+			large = copyBuffers.Get().(*[]byte)
+			buf = *large
+		case large != nil && n < int64(len(small)):
+			copyBuffers.Put(large)
+			large, buf = nil, small
+		}
 	}
 }
+
+// smallBufferSize is the buffer a direction of copyBuffer waits with.
+const smallBufferSize = 2 << 10
+
+// copyBuffers are the large buffers of copyBuffer's bursts.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, copyBufferSize)
+	return &b
+}}
 
 // copyChunk moves one read's worth of bytes from src to dst through buf.
 // It returns 0 and no error at EOF. A failure is a copyError, which says

@@ -255,3 +255,34 @@ func TestTLSBackendWithoutConfig(t *testing.T) {
 	assert.Equal(t, DialTLS, ev.failed[0].reason)
 	assert.Empty(t, ev.opened)
 }
+
+// TestCopyBufferBursts: copyBuffer moves every byte, in order, whatever
+// the sizes of the reads, as it switches between its small buffer and a
+// pooled large one; and it gives the large one back.
+func TestCopyBufferBursts(t *testing.T) {
+	src, w := net.Pipe()
+	r, dst := net.Pipe()
+	var want []byte
+	sizes := []int{1, smallBufferSize, smallBufferSize, 100 << 10, 7, smallBufferSize - 1, 3 * copyBufferSize, 1, 0}
+	for i, n := range sizes {
+		want = append(want, randomBytes(n, uint64(i))...)
+	}
+	go func() {
+		off := 0
+		for _, n := range sizes {
+			w.Write(want[off : off+n])
+			off += n
+		}
+		w.Close()
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	n, err := copyBuffer(dst, src)
+	require.NoError(t, err)
+	dst.Close()
+	assert.Equal(t, int64(len(want)), n)
+	assert.Equal(t, want, <-got)
+}
