@@ -412,6 +412,10 @@ type half struct {
 	// backend half keeps, and only until the backend answers.
 	replayCap int
 	sent      []byte
+	// replays is, on the backend → client half, the other half: while it
+	// keeps bytes for a replay, a FIN from the backend before any byte is
+	// not passed on but replayed, as a reset is (replay_linux.go).
+	replays *half
 }
 
 // holds reports whether h has bytes dst has not taken yet.
@@ -453,7 +457,7 @@ func (lc *loopConn) releasePipes() {
 // sockets, afresh.
 func (lc *loopConn) setHalves(cfd, bfd int) {
 	lc.up = half{src: cfd, dst: bfd, replayCap: lc.c.route.ReplayBytes}
-	lc.down = half{src: bfd, dst: cfd}
+	lc.down = half{src: bfd, dst: cfd, replays: &lc.up}
 }
 
 // pump moves what src has to dst until src is empty or dst is full, and
@@ -494,6 +498,9 @@ func (l *eventLoop) pump(h *half) error {
 			}
 		}
 		if h.eof {
+			if h.written == 0 && h.replays != nil && h.replays.replayCap > 0 {
+				return sockErr("read", h.src, errClosedUnanswered)
+			}
 			h.done = true
 			if err := unix.Shutdown(h.dst, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 				return sockErr("shutdown", h.dst, err)

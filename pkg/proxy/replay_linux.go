@@ -27,15 +27,18 @@ import (
 //
 // A connection is replayed only when all of this holds:
 //   - the backend reset it (ECONNRESET, or EPIPE on a write after the
-//     reset): an app that read everything the client sent and then
-//     closed, or died, sends a FIN, and a FIN is passed on as ever;
-//   - the backend had sent nothing, not even a FIN;
+//     reset), or closed it (FIN) without a byte: what a published port
+//     does when nothing listens behind it any more (docker-proxy accepts,
+//     fails to connect to the stopped app, and closes), and what an app
+//     that read the client's bytes, acted on them and closed without a
+//     word does too: replay is only for first messages safe to run twice;
+//   - the backend had sent nothing;
 //   - the client had sent at most ReplayBytes, which the loop keeps until
 //     the backend answers;
 //   - the backend leaves the set within replayWait, as a stopped, dead or
 //     removed container does. A backend that resets connections and
-//     stays in the set is not tried again: the client sees the reset, as
-//     without replay, replayWait later.
+//     stays in the set is not tried again: the client sees the reset, or
+//     the FIN, as without replay, replayWait later.
 //
 // What is left is an app that read part of the client's bytes, acted on
 // them without answering, and died with the rest unread: its kernel
@@ -43,6 +46,10 @@ import (
 // default ReplayBytes of the daemon (4 KiB, the read buffer of Go's bufio
 // and smaller than most apps') keeps this to first messages an app reads
 // whole or not at all.
+
+// errClosedUnanswered is a backend's FIN before any byte, on a connection
+// that may be replayed.
+var errClosedUnanswered = errors.New("backend closed the connection before answering")
 
 // replayWait bounds how long a connection its backend reset waits for the
 // backend to leave the set. Docker reports a stop signal (kill) within
@@ -58,6 +65,9 @@ type resumption struct {
 	sent []byte // what the client had sent, to send again
 	fin  bool   // the client had sent its FIN too
 	err  error
+	// closed: the backend closed (FIN), not reset: if it stays in the
+	// set the client gets a FIN, as without replay.
+	closed bool
 }
 
 // replay starts replaying lc after err, if the backend reset it before
@@ -66,7 +76,8 @@ type resumption struct {
 // registered, its events ignored until resume.
 func (l *eventLoop) replay(lc *loopConn, err error) bool {
 	c := lc.c
-	if lc.up.replayCap == 0 || lc.down.answered() || !lc.backendReset(err) || c.abortRequested.Load() {
+	closed := errors.Is(err, errClosedUnanswered) // pump checked the rest
+	if lc.up.replayCap == 0 || !closed && (lc.down.answered() || !lc.backendReset(err)) || c.abortRequested.Load() {
 		return false
 	}
 	old, _ := c.backendInfo()
@@ -80,12 +91,12 @@ func (l *eventLoop) replay(lc *loopConn, err error) bool {
 	c.connected = false // Forget and CloseConns leave it alone meanwhile
 	c.mu.Unlock()
 	lc.releasePipes()
-	res := resumption{lc: lc, sent: lc.up.sent, fin: lc.up.eof}
+	res := resumption{lc: lc, sent: lc.up.sent, fin: lc.up.eof, closed: closed}
 	r := c.route
 	elapsed := time.Since(c.start)
 	r.observer().ConnClosed(old, lc.up.written, 0, elapsed)
 	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
-		log.Debug("backend reset the connection before answering; replaying it", zap.Stringer("remote", c.remote),
+		log.Debug("backend ended the connection before answering; replaying it", zap.Stringer("remote", c.remote),
 			zap.Stringer("backend", old), zap.Int("bytes", len(res.sent)), zap.Bool("fin", res.fin), zap.Error(err))
 	}
 	lc.replaying = true
@@ -174,6 +185,10 @@ func (l *eventLoop) resume(res resumption) {
 		res.err = net.ErrClosed
 	}
 	if res.err != nil {
+		if res.closed && errors.Is(res.err, errClosedUnanswered) {
+			lc.finish(l)
+			return
+		}
 		lc.reject(l, res.err)
 		return
 	}
@@ -201,6 +216,16 @@ func (l *eventLoop) resume(res resumption) {
 	if err := l.pump(&lc.up); err != nil {
 		l.fail(lc, err)
 	}
+}
+
+// finish ends a connection whose backend closed it without a word and
+// stayed in the set: the client gets the FIN, replayWait late, as it
+// would have without replay. Its backend's end was reported when the
+// replay began.
+func (lc *loopConn) finish(l *eventLoop) {
+	unix.Shutdown(lc.fds[0], unix.SHUT_WR)
+	lc.close(l)
+	lc.c.route.untrack(lc.c)
 }
 
 // reject closes the client of a replay that found no backend, with a

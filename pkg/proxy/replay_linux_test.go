@@ -17,6 +17,19 @@ import (
 // connections left in its accept queue. reset is closed after each reset.
 func resetter(t *testing.T, answer string) (b Backend, reset <-chan struct{}) {
 	t.Helper()
+	return ender(t, answer, true)
+}
+
+// closer is resetter with a FIN in place of the reset, after reading the
+// client's first bytes: what a published port (docker-proxy) does when
+// the app behind it no longer listens.
+func closer(t *testing.T) (b Backend, closed <-chan struct{}) {
+	t.Helper()
+	return ender(t, "", false)
+}
+
+func ender(t *testing.T, answer string, reset bool) (b Backend, ended <-chan struct{}) {
+	t.Helper()
 	done := make(chan struct{}, 16)
 	addr := startBackend(t, func(c net.Conn) {
 		raw, err := c.(*net.TCPConn).SyscallConn()
@@ -32,7 +45,12 @@ func resetter(t *testing.T, answer string) (b Backend, reset <-chan struct{}) {
 			c.Write([]byte(answer))
 			time.Sleep(50 * time.Millisecond) // for the proxy to pass it on
 		}
-		c.(*net.TCPConn).SetLinger(0) // Close resets
+		if reset {
+			c.(*net.TCPConn).SetLinger(0) // Close resets
+		} else {
+			// Unread bytes would have the close reset too.
+			c.Read(peek)
+		}
 		c.Close()
 		done <- struct{}{}
 	})
@@ -76,6 +94,67 @@ func TestReplayReset(t *testing.T) {
 	assert.Equal(t, []Backend{next}, ev.replayed)
 	assert.Empty(t, ev.rejected)
 	assert.Empty(t, ev.resets)
+}
+
+// TestReplayFIN: a backend that closes a connection (FIN) before a byte,
+// as a published port does once the app behind it stopped listening, and
+// then leaves the set, does not end it: the connection is replayed on the
+// new set. One that stays in the set has the client get the FIN,
+// replayWait later, not a reset, and nothing is rejected.
+func TestReplayFIN(t *testing.T) {
+	t.Run("backend gone", func(t *testing.T) {
+		obs := &recorder{}
+		old, closed := closer(t)
+		next := Backend{ID: "next", Addr: startBackend(t, echo)}
+		r := &Route{Observer: obs, ReplayBytes: 64}
+		r.SetBackends([]Backend{old})
+		c := dial(t, startRoute(t, r))
+		_, err := c.Write([]byte("hello"))
+		require.NoError(t, err)
+		<-closed
+		time.Sleep(20 * time.Millisecond)
+		r.SetBackends([]Backend{next})
+		require.NoError(t, c.CloseWrite())
+		got, err := readAll(t, c)
+		require.NoError(t, err)
+		assert.Equal(t, "hello", got)
+		waitFor(t, func() bool { return len(obs.events().closed) == 2 })
+		assert.Equal(t, []Backend{next}, obs.events().replayed)
+		assert.Empty(t, obs.events().resets)
+	})
+	t.Run("backend stays", func(t *testing.T) {
+		obs := &recorder{}
+		old, _ := closer(t)
+		r := &Route{Observer: obs, ReplayBytes: 64}
+		r.SetBackends([]Backend{old})
+		c := dial(t, startRoute(t, r))
+		start := time.Now()
+		_, err := c.Write([]byte("hello"))
+		require.NoError(t, err)
+		got, err := readAll(t, c)
+		require.NoError(t, err, "a FIN, not a reset")
+		assert.Empty(t, got)
+		assert.GreaterOrEqual(t, time.Since(start), replayWait)
+		waitFor(t, func() bool { return obs.events().closed != nil })
+		ev := obs.events()
+		assert.Empty(t, ev.rejected)
+		assert.Empty(t, ev.replayed)
+		assert.Empty(t, ev.resets)
+		assert.Equal(t, []closedConn{{old, 5, 0}}, ev.closed)
+	})
+	t.Run("replay off", func(t *testing.T) {
+		old, _ := closer(t)
+		r := &Route{}
+		r.SetBackends([]Backend{old})
+		c := dial(t, startRoute(t, r))
+		start := time.Now()
+		_, err := c.Write([]byte("hello"))
+		require.NoError(t, err)
+		got, err := readAll(t, c)
+		require.NoError(t, err)
+		assert.Empty(t, got)
+		assert.Less(t, time.Since(start), replayWait/2, "the FIN passed on at once")
+	})
 }
 
 // TestReplayWaitsForBackend: a backend recreated (stopped, forgotten,
