@@ -35,10 +35,15 @@ import (
 //   - the backend had sent nothing;
 //   - the client had sent at most ReplayBytes, which the loop keeps until
 //     the backend answers;
-//   - the backend leaves the set within replayWait, as a stopped, dead or
-//     removed container does. A backend that resets connections and
-//     stays in the set is not tried again: the client sees the reset, or
-//     the FIN, as without replay, replayWait later.
+//   - a backend that reset it leaves the set within replayWait, as a
+//     stopped, dead or removed container does. A backend that resets
+//     connections and stays in the set is not tried again: the client
+//     sees the reset, as without replay, replayWait later. A backend that
+//     closed it is waited for closedWait only: a published port also
+//     closes the connections that come between the start of a container
+//     and its app's listening, and the container then stays in the set.
+//     The connection goes to the set as it is then, that backend
+//     included; closed again, the client gets the FIN.
 //
 // What is left is an app that read part of the client's bytes, acted on
 // them without answering, and died with the rest unread: its kernel
@@ -50,6 +55,12 @@ import (
 // errClosedUnanswered is a backend's FIN before any byte, on a connection
 // that may be replayed.
 var errClosedUnanswered = errors.New("backend closed the connection before answering")
+
+// closedWait bounds how long a connection its backend closed before a
+// byte waits for the backend to leave the set before it is replayed on
+// the set as it is: a stopped container's kill event comes within
+// milliseconds, and a started one's app listens within as few.
+const closedWait = 100 * time.Millisecond
 
 // replayWait bounds how long a connection its backend reset waits for the
 // backend to leave the set. Docker reports a stop signal (kill) within
@@ -65,8 +76,8 @@ type resumption struct {
 	sent []byte // what the client had sent, to send again
 	fin  bool   // the client had sent its FIN too
 	err  error
-	// closed: the backend closed (FIN), not reset: if it stays in the
-	// set the client gets a FIN, as without replay.
+	// closed: the backend closed (FIN), not reset: the set is tried
+	// after closedWait whether the backend left it or not.
 	closed bool
 }
 
@@ -118,7 +129,11 @@ func (l *eventLoop) findReplay(res resumption, old Backend, reset error) {
 	c := res.lc.c
 	r := c.route
 	ctx := r.context()
-	if !r.waitGone(ctx, old, replayWait) {
+	wait := replayWait
+	if res.closed {
+		wait = closedWait
+	}
+	if !r.waitGone(ctx, old, wait) && !res.closed {
 		res.err = reset
 	} else if bc, b, err := r.connect(ctx, c); err != nil {
 		res.err = err
@@ -185,10 +200,6 @@ func (l *eventLoop) resume(res resumption) {
 		res.err = net.ErrClosed
 	}
 	if res.err != nil {
-		if res.closed && errors.Is(res.err, errClosedUnanswered) {
-			lc.finish(l)
-			return
-		}
 		lc.reject(l, res.err)
 		return
 	}
@@ -216,16 +227,6 @@ func (l *eventLoop) resume(res resumption) {
 	if err := l.pump(&lc.up); err != nil {
 		l.fail(lc, err)
 	}
-}
-
-// finish ends a connection whose backend closed it without a word and
-// stayed in the set: the client gets the FIN, replayWait late, as it
-// would have without replay. Its backend's end was reported when the
-// replay began.
-func (lc *loopConn) finish(l *eventLoop) {
-	unix.Shutdown(lc.fds[0], unix.SHUT_WR)
-	lc.close(l)
-	lc.c.route.untrack(lc.c)
 }
 
 // reject closes the client of a replay that found no backend, with a
