@@ -147,6 +147,9 @@ func printStatus(w io.Writer, doc *api.Status) {
 		var backends []string
 		for _, b := range r.Backends {
 			s := b.Addr
+			if b.TLS {
+				s = "tls://" + s
+			}
 			if b.Container != "" {
 				s += " (" + b.Container
 				if b.Health != "" {
@@ -160,7 +163,11 @@ func printStatus(w io.Writer, doc *api.Status) {
 		if r.Override != "" {
 			note = "rewired to " + r.Override
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, orDash(r.Listen), orDash(r.Target),
+		listen := orDash(r.Listen)
+		if r.TLS && r.Listen != "" {
+			listen += " (tls)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Name, listen, orDash(r.Target),
 			orDash(strings.Join(backends, ", ")), r.Active, note)
 	}
 	tw.Flush()
@@ -227,6 +234,9 @@ func cliExplain(args []string, w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "route %s, listening on %s, from %s\n", r.Name, orDash(r.Listen), r.Source)
+	if r.TLS {
+		fmt.Fprintln(w, "listens with TLS: a client certificate of the client CA required (--tls-listen, ambassador.tls=true)")
+	}
 	switch {
 	case r.Override != "":
 		fmt.Fprintf(w, "rewired by hand to %s (ambassadord rewire --reset %s returns to labels and links)\n", r.Override, r.Name)

@@ -92,3 +92,15 @@ func TestPrintStatusEngines(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintStatusTLS: a route listening with TLS says so in its LISTEN
+// column, a TLS backend has tls:// in front.
+func TestPrintStatusTLS(t *testing.T) {
+	var out strings.Builder
+	printStatus(&out, &api.Status{Ready: true, Routes: []api.Route{
+		{Name: "6379", Listen: "[::]:6379", TLS: true, Source: "--route", Backends: []api.Backend{{Addr: "127.0.0.1:16379"}}},
+		{Name: "6380", Listen: "[::]:6380", Source: "--route", Backends: []api.Backend{{Addr: "10.0.0.5:6379", TLS: true}}},
+	}})
+	assert.Contains(t, out.String(), "6379   [::]:6379 (tls)  -       127.0.0.1:16379")
+	assert.Contains(t, out.String(), "6380   [::]:6380        -       tls://10.0.0.5:6379")
+}

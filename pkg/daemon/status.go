@@ -52,7 +52,7 @@ func (d *Daemon) publish() {
 		rs := api.Route{
 			Name: rt.Name, Target: rt.Target, Port: rt.Port, Source: rt.Source,
 			Override: rt.Override, NoBackend: rt.NoBackend, Candidates: rt.Candidates,
-			Backends: []api.Backend{},
+			Backends: []api.Backend{}, TLS: rt.ListenTLS,
 		}
 		listen, pr, ok := d.table.listening(rt)
 		if ok {
@@ -61,7 +61,7 @@ func (d *Daemon) publish() {
 			doc.NotReady = append(doc.NotReady, "route "+rt.Name+" is not listening")
 		}
 		for _, b := range rt.Backends {
-			bs := api.Backend{Addr: b.Addr, ContainerID: b.ID}
+			bs := api.Backend{Addr: b.Addr, TLS: b.TLS, ContainerID: b.ID}
 			if c, ok := containers[b.ID]; ok {
 				bs.Container, bs.State, bs.Health = c.Name, c.State, c.Health
 				host, _, _ := net.SplitHostPort(b.Addr)

@@ -79,6 +79,7 @@ type Source struct {
 type Route struct {
 	Name       string               `json:"name"`
 	Listen     string               `json:"listen,omitempty"` // "" when not listening
+	TLS        bool                 `json:"tls,omitempty"`    // listens with TLS, a client certificate required
 	Target     string               `json:"target,omitempty"`
 	Port       int                  `json:"port,omitempty"`
 	Source     string               `json:"source"`
@@ -95,6 +96,7 @@ type Route struct {
 // container.
 type Backend struct {
 	Addr        string `json:"addr"`
+	TLS         bool   `json:"tls,omitempty"` // dialled with TLS
 	ContainerID string `json:"container_id,omitempty"`
 	Container   string `json:"container,omitempty"`
 	Network     string `json:"network,omitempty"`
