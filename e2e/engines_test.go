@@ -70,10 +70,10 @@ const enginesTakeover = time.Second
 //  2. c10 on C claims svc with priority 10: it takes over from b0 within
 //     enginesTakeover of its start event; its stop falls back to b0.
 //  3. The server moves from B to C: c0 starts on C at b0's priority, then
-//     b0 stops. Once c0 listens no new connection fails, but those
-//     docker-proxy closes at a remote backend's start or stop (see
-//     atRemoteChange), which are counted; a connection established on b0
-//     echoes after c0 served and ends only when b0 stops. A second route
+//     b0 stops. No new connection fails, those docker-proxy closes at a
+//     remote backend's start or stop (see atRemoteChange) included, which
+//     are replayed; a connection established on b0 echoes after c0 served
+//     and ends only when b0 stops. A second route
 //     follows the container named c0 on engine c (--route
 //     PORT:c/NAME:9000), and not its namesake on B.
 func TestEnginesFollow(t *testing.T) {
@@ -198,11 +198,11 @@ func TestEnginesFollow(t *testing.T) {
 	// behind: between a remote container's stop signal, when the app
 	// closes its listener, and the ambassador's hearing of it; and
 	// between its start event and its app's listening. The ambassador
-	// sees an EOF, not a refused connect nor a reset, so it neither moves
-	// nor replays the connection. (On a host with iptables, the default,
-	// a published port is a DNAT and a closed port refuses: the connect
-	// fails and moves on.) Those are counted and logged; every other
-	// failure fails the test.
+	// sees an EOF before any byte, which --replay replays as it does a
+	// reset (2 such failures in 5 runs before it did). (On a host with
+	// iptables, the default, a published port is a DNAT and a closed port
+	// refuses: the connect fails and moves on.) They are logged apart, and
+	// fail the test like any other.
 	type span struct{ from, to time.Time }
 	var spans []span
 	for _, k := range []time.Time{cKill, bKill} {
@@ -223,9 +223,10 @@ func TestEnginesFollow(t *testing.T) {
 	}
 	proxied := res.Filter(atRemoteChange)
 	t.Logf("fresh connections closed (EOF) by docker-proxy at a remote backend's start or stop: %d\n%s", len(proxied), load.Describe(proxied))
-	afterC0 := res.Filter(func(x load.Attempt) bool { return !x.Start.Before(c0Listening) && !x.OK() && !atRemoteChange(x) })
-	none(t, afterC0, "failed connections once c0 listened, but at a remote start or stop")
-	none(t, res.Filter(func(x load.Attempt) bool { return !x.OK() && !atRemoteChange(x) }), "failed connections, but at a remote start or stop (%s)", res)
+	none(t, proxied, "fresh connections closed by docker-proxy at a remote start or stop, not replayed")
+	afterC0 := res.Filter(func(x load.Attempt) bool { return !x.Start.Before(c0Listening) && !x.OK() })
+	none(t, afterC0, "failed connections once c0 listened")
+	none(t, res.Filter(func(x load.Attempt) bool { return !x.OK() }), "failed connections (%s)", res)
 	none(t, res.Filter(func(x load.Attempt) bool {
 		return x.OK() && !slices.Contains([]string{"a0", "b0", "c10", "c0"}, x.ID.Name)
 	}),
