@@ -1,0 +1,238 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ambassadord/ambassadord/internal/harness"
+)
+
+// tlsReloadWithin bounds the time from a certificate's change on disk to
+// the first new handshake serving it: the files are polled every second;
+// the rest is slack for a machine the whole suite shares.
+const tlsReloadWithin = 3 * time.Second
+
+// tlsSecret is a directory laid out as Kubernetes mounts a secret (and
+// compose, some setups): each version of the files in a directory of its
+// own, ..data a symlink to the current one, and each file a symlink
+// through ..data. A new version is published by renaming a new symlink
+// over ..data: the files change all at once.
+type tlsSecret struct {
+	dir      string
+	versions int
+}
+
+// tlsNewSecret lays out a secret in a new directory with c's files.
+func tlsNewSecret(t *testing.T, c *harness.Cert) *tlsSecret {
+	t.Helper()
+	s := &tlsSecret{dir: filepath.Join(t.TempDir(), "secret")}
+	s.publish(t, c)
+	for _, f := range []string{harness.CAFile, harness.CertFile, harness.KeyFile} {
+		require.NoError(t, os.Symlink(filepath.Join("..data", f), filepath.Join(s.dir, f)))
+	}
+	return s
+}
+
+// publish writes c into a new version and swaps ..data to it.
+func (s *tlsSecret) publish(t *testing.T, c *harness.Cert) {
+	t.Helper()
+	s.versions++
+	version := fmt.Sprintf("..v%d", s.versions)
+	require.NoError(t, c.WriteDir(filepath.Join(s.dir, version)))
+	tmp := filepath.Join(s.dir, "..data_tmp")
+	require.NoError(t, os.Symlink(version, tmp))
+	require.NoError(t, os.Rename(tmp, filepath.Join(s.dir, "..data")))
+}
+
+// file is the path the ambassador is given for one of the files.
+func (s *tlsSecret) file(name string) string { return filepath.Join(s.dir, name) }
+
+// writeInPlace rewrites the current version's file name with data, as an
+// editor or a configuration tool does: truncated, then written.
+func (s *tlsSecret) writeInPlace(t *testing.T, name string, data []byte) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(filepath.Join(s.dir, "..data", name), data, 0o600))
+}
+
+// TestTLSRotation: the server-side ambassador's certificate and key are
+// replaced while a load of fresh connections (a new one every 5 ms, each
+// a new TLS connection between the ambassadors) runs through the hop and
+// an established connection keeps echoing:
+//
+//  1. in place: the current files rewritten with certificate 2's;
+//  2. by a ..data symlink swap to a new version with certificate 3;
+//  3. a key that does not match the certificate written in place: it is
+//     refused with a warning that names the file, and certificate 3 is
+//     still served.
+//
+// After each change new handshakes (a Go client's, without a session)
+// see the new certificate within tlsReloadWithin; no connection of the
+// load fails; the established connection echoes after each change; the
+// expiry gauge follows the certificate in use.
+func TestTLSRotation(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	pki := tlsNewPKI(t)
+	// Distinct names and expiries, whole seconds, as X.509 keeps them.
+	base := time.Now().Truncate(time.Second).Add(24 * time.Hour)
+	certs := make([]*harness.Cert, 4)
+	for i := range certs {
+		s := tlsServerSpec(fmt.Sprintf("server-%d", i+1))
+		s.NotAfter = base.Add(time.Duration(i) * time.Hour)
+		certs[i] = pki.issue(t, pki.ca, "server-"+strconv.Itoa(i+1), s)
+	}
+	secret := tlsNewSecret(t, certs[0])
+
+	data := startServer(t, ctx, harness.Spec{Name: "data"}, "data")
+	p1, p2 := tlsFreePort(t), tlsFreePort(t)
+	server := tlsAmbassador(t, ctx, []int{p2},
+		"--tls-cert", secret.file(harness.CertFile),
+		"--tls-key", secret.file(harness.KeyFile),
+		"--tls-ca", secret.file(harness.CAFile),
+		"--tls-listen", "all",
+		"--route", fmt.Sprintf("%d:%s", p2, addr(data, dataPort)))
+	client := tlsAmbassador(t, ctx, []int{p1}, append(pki.flags(pki.client),
+		"--route", fmt.Sprintf("%d:tls://%s", p1, enginesListen(p2)))...)
+	listen, route := enginesListen(p2), enginesListen(p1)
+	probe := tlsClientConfig(t, pki.client, pki.ca, tlsLoopback.String())
+	served := func(ctx context.Context) (*x509.Certificate, error) {
+		_, c, err := tlsWhoami(ctx, listen, probe)
+		return c, err
+	}
+	first, err := served(ctx)
+	require.NoError(t, err)
+	require.Equal(t, certs[0].Cert.SerialNumber, first.SerialNumber, "the certificate served at start")
+	server.waitExpiry(t, ctx, secret.file(harness.CertFile), certs[0])
+
+	held := openSession(t, ctx, route)
+	require.NoError(t, held.Conn.SetDeadline(time.Time{}))
+	require.Equal(t, "data", held.ID.Name)
+	echo(t, held, "before the rotation")
+	l := startLoad(t, route)
+	_, err = l.WaitLanded(ctx, "data", time.Now(), 50)
+	require.NoError(t, err)
+
+	// waitServed waits until new handshakes serve want, and returns how
+	// long after changed.
+	waitServed := func(what string, want *harness.Cert, changed time.Time) time.Duration {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, tlsReloadWithin)
+		defer cancel()
+		var last *x509.Certificate
+		err := harness.Poll(wctx, func(ctx context.Context) error {
+			c, err := served(ctx)
+			if err != nil {
+				return harness.Permanent(fmt.Errorf("a new handshake failed: %w", err))
+			}
+			last = c
+			if c.SerialNumber.Cmp(want.Cert.SerialNumber) != 0 {
+				return fmt.Errorf("still serving %s", c.Subject.CommonName)
+			}
+			return nil
+		})
+		took := time.Since(changed)
+		require.NoError(t, err, "%s: wait for %s to be served (last served: %v)", what, want.Cert.Subject.CommonName, subject(last))
+		return took
+	}
+
+	// 1. In place: the key first, then the certificate, as a tool that
+	// rewrites files one by one does.
+	changed := time.Now()
+	secret.writeInPlace(t, harness.KeyFile, certs[1].KeyPEM)
+	secret.writeInPlace(t, harness.CertFile, certs[1].CertPEM)
+	inPlace := waitServed("in place", certs[1], changed)
+	echo(t, held, "after the change in place")
+	server.waitExpiry(t, ctx, secret.file(harness.CertFile), certs[1])
+	_, err = l.WaitLanded(ctx, "data", time.Now(), 50)
+	require.NoError(t, err)
+
+	// 2. A ..data symlink swap.
+	changed = time.Now()
+	secret.publish(t, certs[2])
+	swapped := waitServed("..data swap", certs[2], changed)
+	echo(t, held, "after the ..data swap")
+	server.waitExpiry(t, ctx, secret.file(harness.CertFile), certs[2])
+	_, err = l.WaitLanded(ctx, "data", time.Now(), 50)
+	require.NoError(t, err)
+
+	// 3. A key that does not match the certificate: refused, logged,
+	// certificate 3 kept.
+	mark := len(server.out.String())
+	secret.writeInPlace(t, harness.KeyFile, certs[3].KeyPEM)
+	var warning string
+	wctx, cancel := context.WithTimeout(ctx, tlsReloadWithin)
+	defer cancel()
+	require.NoError(t, harness.Poll(wctx, func(context.Context) error {
+		warning = tlsLogLine(server.out.String()[mark:], `"level":"warn"`, harness.KeyFile)
+		if warning == "" {
+			return errors.New("no warning naming the key yet")
+		}
+		return nil
+	}), "the bad key was not refused with a warning; the ambassador's log since:\n%s", server.out.String()[mark:])
+	assert.Regexp(t, `(?i)match`, warning, "the warning says the key does not match the certificate")
+	kept, err := served(ctx)
+	require.NoError(t, err, "a new handshake after the bad key")
+	assert.Equal(t, certs[2].Cert.SerialNumber, kept.SerialNumber, "the certificate served after the bad key: %s", subject(kept))
+	server.waitExpiry(t, ctx, secret.file(harness.CertFile), certs[2])
+	_, err = l.WaitLanded(ctx, "data", time.Now(), 50)
+	require.NoError(t, err)
+	echo(t, held, "after the bad key")
+
+	res := l.Stop()
+	requireNoFailures(t, res)
+	fc, fs := tlsMetrics(t, ctx, client), tlsMetrics(t, ctx, server)
+	// The in-place change may be read between its two writes (a key
+	// without its certificate: refused, then loaded at the next poll).
+	reloaded := tlsSum(fs, tlsReloads, map[string]string{"result": "ok"})
+	failed := tlsSum(fs, tlsReloads, map[string]string{"result": "failed"})
+	assert.Equal(t, 2.0, reloaded, "reloads that took the new material")
+	assert.GreaterOrEqual(t, failed, 1.0, "reloads refused")
+	t.Logf("reloads: ok=%v failed=%v", reloaded, failed)
+	t.Logf("new certificate served %s after the change in place, %s after the ..data swap (files polled every second; bound %s); bad key refused: %s",
+		inPlace.Round(time.Millisecond), swapped.Round(time.Millisecond), tlsReloadWithin, warning)
+	t.Logf("load through the hop: %s; longest attempt %s; the established connection echoed after each change",
+		res, res.Longest().Round(time.Millisecond))
+	t.Logf("client side (backend) handshakes: %s; server side (listen): %s", tlsHandshakeResults(fc, "backend"), tlsHandshakeResults(fs, "listen"))
+}
+
+// subject is c's subject's common name, or "none".
+func subject(c *x509.Certificate) string {
+	if c == nil {
+		return "none"
+	}
+	return c.Subject.CommonName
+}
+
+// waitExpiry waits until the expiry gauge of the certificate file path is
+// want's expiry.
+func (a *engineRestartAmb) waitExpiry(t *testing.T, ctx context.Context, path string, want *harness.Cert) {
+	t.Helper()
+	exp := float64(want.Cert.NotAfter.Unix())
+	waitMetrics(t, ctx, a.admin+"/metrics", func(f families) error {
+		var seen []string
+		for _, m := range f[tlsExpiry].GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["path"] == path && m.GetGauge().GetValue() == exp {
+				return nil
+			}
+			seen = append(seen, fmt.Sprintf("%v=%v", labels, m.GetGauge().GetValue()))
+		}
+		return fmt.Errorf("%s{path=%q} is not %v (%s's expiry); the series: %s", tlsExpiry, path, exp, want.Cert.Subject.CommonName, strings.Join(seen, ", "))
+	})
+}
