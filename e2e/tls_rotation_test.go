@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/internal/harness"
+	"github.com/ambassadord/ambassadord/internal/load"
 )
 
 // tlsReloadWithin bounds the time from a certificate's change on disk to
@@ -235,4 +236,126 @@ func (a *engineRestartAmb) waitExpiry(t *testing.T, ctx context.Context, path st
 		}
 		return fmt.Errorf("%s{path=%q} is not %v (%s's expiry); the series: %s", tlsExpiry, path, exp, want.Cert.Subject.CommonName, strings.Join(seen, ", "))
 	})
+}
+
+// tlsReplace replaces the file path with data atomically (a new file
+// renamed over it), as most tools that update certificates do.
+func tlsReplace(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".new"
+	require.NoError(t, os.WriteFile(tmp, data, 0o600))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+// TestTLSRotationCA: the CAs and the client side's certificate rotate,
+// each side's files replaced (renamed over), with a connection
+// established through the hop before it all:
+//
+//  1. the server side's client CA is replaced by a new CA's: the client
+//     side's next connections, whose sessions were made with a
+//     certificate of the old CA, are refused (no resumption of a session
+//     whose certificate the new client CA did not sign), before a byte
+//     reaches the backend;
+//  2. the client side's certificate and key are replaced by the new
+//     CA's: its new connections pass again.
+//
+// The established connection echoes throughout: refusing new clients
+// never cuts the connections already made.
+func TestTLSRotationCA(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	pki := tlsNewPKI(t)
+	next, err := harness.NewCA("ambassadord tls next CA")
+	require.NoError(t, err)
+	renewed := pki.issue(t, next, "renewed", harness.CertSpec{Name: "client", DNS: []string{tlsClientID}, Client: true})
+	// Each side's files, in a directory of its own, replaced in place.
+	dir := t.TempDir()
+	clientCA := filepath.Join(dir, "client-ca.pem")
+	require.NoError(t, os.WriteFile(clientCA, pki.ca.PEM, 0o644))
+	cert, key := filepath.Join(dir, "client-cert.pem"), filepath.Join(dir, "client-key.pem")
+	require.NoError(t, os.WriteFile(cert, pki.client.CertPEM, 0o644))
+	require.NoError(t, os.WriteFile(key, pki.client.KeyPEM, 0o600))
+
+	data := startServer(t, ctx, harness.Spec{Name: "data"}, "data")
+	p1, p2 := tlsFreePort(t), tlsFreePort(t)
+	server := tlsAmbassador(t, ctx, []int{p2}, append(pki.flags(pki.server),
+		"--tls-client-ca", clientCA,
+		"--tls-listen", "all",
+		"--route", fmt.Sprintf("%d:%s", p2, addr(data, dataPort)))...)
+	client := tlsAmbassador(t, ctx, []int{p1},
+		"--tls-cert", cert, "--tls-key", key, "--tls-ca", pki.file(pki.client, harness.CAFile),
+		// A refused connection is not held for the default 3 s.
+		"--backend-wait", "500ms",
+		"--route", fmt.Sprintf("%d:tls://%s", p1, enginesListen(p2)))
+	route := enginesListen(p1)
+	const warm = 5 // connections before the rotation, resumed but the first
+	for i := range warm {
+		_, err := enginesWhoami(ctx, route)
+		require.NoError(t, err, "connection %d before the rotation", i)
+	}
+	held := openSession(t, ctx, route)
+	require.NoError(t, held.Conn.SetDeadline(time.Time{}))
+	echo(t, held, "before the rotation")
+	before := tlsMetrics(t, ctx, server)
+
+	// 1. The server side trusts clients of the next CA only.
+	tlsReplace(t, clientCA, next.PEM)
+	waitMetrics(t, ctx, server.admin+"/metrics", want(tlsReloads, map[string]string{"result": "ok"}, 1))
+	st, err := stats(ctx, data)
+	require.NoError(t, err)
+	conns := st.Conns
+	mark := len(client.out.String())
+	_, refused := enginesWhoami(ctx, route)
+	require.Error(t, refused, "a new connection of a client whose certificate the new client CA did not sign")
+	refusedAt := tlsMetrics(t, ctx, server)
+	resumed := func(f families) float64 {
+		return tlsSum(f, tlsHandshakes, map[string]string{"side": "listen", "result": "resumed"})
+	}
+	assert.Equal(t, resumed(before), resumed(refusedAt), "sessions resumed after the client CA changed: %s", tlsHandshakeResults(refusedAt, "listen"))
+	assert.Positive(t, tlsSum(refusedAt, tlsHandshakes, map[string]string{"side": "listen", "result": "unknown_ca"}),
+		"handshakes refused for an unknown CA: %s", tlsHandshakeResults(refusedAt, "listen"))
+	st, err = stats(ctx, data)
+	require.NoError(t, err)
+	assert.Equal(t, conns, st.Conns, "connections that reached the backend while the client was refused")
+	echo(t, held, "after the client CA changed")
+	// The client side sees the refusal too: in TLS 1.3 its handshake ends
+	// before the server has checked its certificate, and the server's
+	// alert comes with the first read; it must be counted as a failed
+	// handshake, by reason, and logged, not counted ok and left unsaid.
+	fc := tlsMetrics(t, ctx, client)
+	failed := 0.0
+	for _, m := range fc.series(tlsHandshakes, map[string]string{"side": "backend"}) {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "result" && l.GetValue() != "ok" && l.GetValue() != "resumed" {
+				failed += m.GetCounter().GetValue()
+			}
+		}
+	}
+	assert.Positive(t, failed, "the client side's backend handshakes the server refused, counted by reason: %s", tlsHandshakeResults(fc, "backend"))
+	assert.NotEmpty(t, tlsLogLine(client.out.String()[mark:], `"level":"warn"`, `"route":"`+strconv.Itoa(p1)+`"`),
+		"the client side's warning about the connection the server refused; its log since:\n%s", client.out.String()[mark:])
+
+	// 2. The client side's certificate and key of the next CA: the key
+	// first, then the certificate.
+	changed := time.Now()
+	tlsReplace(t, key, renewed.KeyPEM)
+	tlsReplace(t, cert, renewed.CertPEM)
+	wctx, cancel := context.WithTimeout(ctx, tlsReloadWithin+time.Second)
+	defer cancel()
+	var last error
+	require.NoError(t, harness.Poll(wctx, func(ctx context.Context) error {
+		_, last = enginesWhoami(ctx, route)
+		return last
+	}), "new connections with the client side's new certificate; last: %v", last)
+	passed := time.Since(changed)
+	echo(t, held, "after the client's certificate changed")
+
+	fc, fs := tlsMetrics(t, ctx, client), tlsMetrics(t, ctx, server)
+	t.Logf("client CA replaced: new connections refused (%s), none resumed, none reached the backend; client certificate replaced: new connections passed %s after (files polled every second); the connection established before both echoed after each",
+		load.How(refused), passed.Round(time.Millisecond))
+	t.Logf("the client side's log since the client CA changed:\n%s", client.out.String()[mark:])
+	t.Logf("server side (listen) handshakes: %s; reloads ok=%v failed=%v", tlsHandshakeResults(fs, "listen"),
+		tlsSum(fs, tlsReloads, map[string]string{"result": "ok"}), tlsSum(fs, tlsReloads, map[string]string{"result": "failed"}))
+	t.Logf("client side (backend) handshakes: %s; reloads ok=%v failed=%v", tlsHandshakeResults(fc, "backend"),
+		tlsSum(fc, tlsReloads, map[string]string{"result": "ok"}), tlsSum(fc, tlsReloads, map[string]string{"result": "failed"}))
 }
