@@ -164,6 +164,14 @@ func tlsFreePort(t *testing.T) int {
 // make it exit 0) when the test ends.
 func tlsAmbassador(t *testing.T, ctx context.Context, ports []int, args ...string) *engineRestartAmb {
 	t.Helper()
+	return tlsAmbassadorEnv(t, ctx, nil, ports, args...)
+}
+
+// tlsAmbassadorEnv is tlsAmbassador with the environment env (and
+// nothing else: the test's own could hold AMBASSADORD_* or link
+// variables, which would change the routes).
+func tlsAmbassadorEnv(t *testing.T, ctx context.Context, env []string, ports []int, args ...string) *engineRestartAmb {
+	t.Helper()
 	adminPort := tlsFreePort(t)
 	a := &engineRestartAmb{
 		admin:  "http://" + enginesListen(adminPort),
@@ -181,11 +189,9 @@ func tlsAmbassador(t *testing.T, ctx context.Context, ports []int, args ...strin
 		"--shutdown-grace", "1s",
 		"--log-format", "json",
 	)
-	t.Logf("$ ambassadord %s", strings.Join(args, " "))
+	t.Logf("$ %sambassadord %s", strings.Join(append(slices.Clone(env), ""), " "), strings.Join(args, " "))
 	a.cmd = exec.Command(ambassadorBin, args...)
-	// An empty environment: the test's own could hold AMBASSADORD_* or
-	// link variables, which would change the routes.
-	a.cmd.Env = []string{}
+	a.cmd.Env = append([]string{}, env...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	require.NoError(t, a.cmd.Start())
 	go a.wait()
@@ -414,9 +420,11 @@ func tlsNeed(t *testing.T, tools ...string) {
 // in mutual TLS, both on this host: redis-cli → client-side ambassador
 // (plain, --route P1:tls://127.0.0.1:P2, its client certificate) →
 // server-side ambassador (--tls-listen all, --route P2:REDIS:6379) →
-// redis. PING, SET and GET through it; a plain client on the server
-// side's port gets nothing from redis; the handshakes are counted on
-// both sides, and the client side's reconnects resume their sessions.
+// redis. PING, SET and GET through it, and a PING through a client side
+// configured by its environment alone (REDIS_PORT_P3_TCP=tls://...,
+// AMBASSADORD_TLS_CERT, _KEY, _CA); a plain client on the server side's
+// port gets nothing from redis; the handshakes are counted on both
+// sides, and the client side's reconnects resume their sessions.
 func TestTLSChain(t *testing.T) {
 	t.Parallel()
 	tlsNeed(t, "redis-cli")
@@ -429,7 +437,17 @@ func TestTLSChain(t *testing.T) {
 		"--route", fmt.Sprintf("%d:%s", p2, addr(redis, 6379)))...)
 	client := tlsAmbassador(t, ctx, []int{p1}, append(pki.flags(pki.client),
 		"--route", fmt.Sprintf("%d:tls://%s", p1, enginesListen(p2)))...)
+	// Another client side, configured by its environment alone: a
+	// classic link variable with ambassadord's tls:// extension.
+	p3 := tlsFreePort(t)
+	byEnv := tlsAmbassadorEnv(t, ctx, []string{
+		fmt.Sprintf("REDIS_PORT_%d_TCP=tls://%s", p3, enginesListen(p2)),
+		"AMBASSADORD_TLS_CERT=" + pki.file(pki.client, harness.CertFile),
+		"AMBASSADORD_TLS_KEY=" + pki.file(pki.client, harness.KeyFile),
+		"AMBASSADORD_TLS_CA=" + pki.file(pki.client, harness.CAFile),
+	}, []int{p3})
 
+	assert.Equal(t, "PONG", tlsRedisCLI(t, ctx, p3, "PING"), "through the client side configured by its environment")
 	assert.Equal(t, "PONG", tlsRedisCLI(t, ctx, p1, "PING"))
 	assert.Equal(t, "OK", tlsRedisCLI(t, ctx, p1, "SET", "tls-key", "through the mutual TLS hop"))
 	assert.Equal(t, "through the mutual TLS hop", tlsRedisCLI(t, ctx, p1, "GET", "tls-key"))
@@ -437,7 +455,7 @@ func TestTLSChain(t *testing.T) {
 	for range more {
 		assert.Equal(t, "PONG", tlsRedisCLI(t, ctx, p1, "PING"))
 	}
-	conns := 3 + more
+	conns := 3 + more + 1 // and the one through byEnv
 
 	// A plain client on the TLS port: refused before a byte reaches redis.
 	err := pingRESP(ctx, enginesListen(p2))
@@ -447,11 +465,12 @@ func TestTLSChain(t *testing.T) {
 	fc := waitMetrics(t, ctx, client.admin+"/metrics", func(f families) error {
 		n := tlsSum(f, tlsHandshakes, map[string]string{"side": "backend", "result": "ok"}) +
 			tlsSum(f, tlsHandshakes, map[string]string{"side": "backend", "result": "resumed"})
-		if n != float64(conns) {
-			return fmt.Errorf("client side's handshakes with the server side: %v, want %d; %s", n, conns, tlsHandshakeResults(f, "backend"))
+		if n != float64(conns-1) {
+			return fmt.Errorf("client side's handshakes with the server side: %v, want %d; %s", n, conns-1, tlsHandshakeResults(f, "backend"))
 		}
 		return nil
 	})
+	tlsWaitHandshakes(t, ctx, byEnv, "backend", "ok", 1)
 	fs := waitMetrics(t, ctx, server.admin+"/metrics", func(f families) error {
 		ok := tlsSum(f, tlsHandshakes, map[string]string{"side": "listen", "result": "ok"}) +
 			tlsSum(f, tlsHandshakes, map[string]string{"side": "listen", "result": "resumed"})
