@@ -37,25 +37,18 @@ func tlsSClient(t *testing.T, ctx context.Context, addr string, args ...string) 
 	t.Helper()
 	args = append([]string{"s_client", "-connect", addr, "-nocommands"}, args...)
 	t.Logf("$ openssl %s", strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, "openssl", args...)
-	stdin, err := cmd.StdinPipe()
+	// Killed at the deadline: a listener that accepted it keeps it open.
+	sctx, cancel := context.WithTimeout(ctx, tlsSClientWait)
+	defer cancel()
+	cmd := exec.CommandContext(sctx, "openssl", args...)
+	stdin, err := cmd.StdinPipe() // open until it ends: s_client ends at stdin's EOF
 	require.NoError(t, err)
 	defer stdin.Close()
 	var b engineRestartOutput
 	cmd.Stdout, cmd.Stderr = &b, &b
 	require.NoError(t, cmd.Start())
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		ended = true
-	case <-time.After(tlsSClientWait):
-		cmd.Process.Kill()
-		<-done
-	}
+	cmd.Wait()
+	ended = sctx.Err() == nil
 	return b.String(), ended
 }
 

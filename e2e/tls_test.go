@@ -80,9 +80,10 @@ var tlsLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 
 // tlsPKI is a test's certificates: one CA signs the server-side
 // ambassador's certificate and the client side's, as a deployment has
-// them; the others are for the refusals. Each certificate is written in
+// them; the wrong CA is for the refusals. Each certificate is written in
 // a directory of its own (ca.pem, cert.pem, key.pem; ca.pem is the CA
-// that signed it).
+// that signed it). Not safe for concurrent use: a test issues its
+// certificates before it starts parallel subtests.
 type tlsPKI struct {
 	ca, wrongCA *harness.CA
 	// server: for 127.0.0.1, localhost and tlsServerName, server usage.
@@ -601,10 +602,7 @@ func tlsStartStunnel(t *testing.T, ctx context.Context, conf string) *tlsStunnel
 	s := &tlsStunnel{out: &engineRestartOutput{}, cmd: exec.Command("stunnel4", path), exited: make(chan struct{})}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	require.NoError(t, s.cmd.Start())
-	go func() {
-		s.cmd.Wait()
-		close(s.exited)
-	}()
+	go s.wait()
 	t.Cleanup(func() {
 		s.cmd.Process.Signal(os.Interrupt)
 		select {
@@ -631,6 +629,13 @@ func tlsStartStunnel(t *testing.T, ctx context.Context, conf string) *tlsStunnel
 		return nil
 	}), "stunnel's log:\n%s", s.out)
 	return s
+}
+
+// wait reaps stunnel; a named function so that stack dumps say what the
+// goroutine is.
+func (s *tlsStunnel) wait() {
+	s.cmd.Wait()
+	close(s.exited)
 }
 
 // tlsStunnelExchanges makes n integrity exchanges through addr, each
