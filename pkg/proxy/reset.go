@@ -1,9 +1,6 @@
 package proxy
 
-import (
-	"crypto/tls"
-	"net"
-)
+import "net"
 
 // A connection that one side ends with a reset is passed on as a reset:
 // a clean close (FIN) in its place would make an answer cut short (an
@@ -36,8 +33,8 @@ type lingerer interface{ SetLinger(sec int) error }
 // closeReset closes nc so that its peer gets a reset, if nc can send one
 // (TCP); other connections are closed as ever.
 func closeReset(nc net.Conn) {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn() // the reset is TCP's; no close_notify before it
+	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		nc = tc.NetConn() // TLS: the reset is TCP's; no close_notify before it
 	}
 	if l, ok := nc.(lingerer); ok {
 		l.SetLinger(0)

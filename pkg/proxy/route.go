@@ -530,7 +530,7 @@ func (r *Route) connect(ctx context.Context, c *conn) (net.Conn, Backend, error)
 			}
 			err = derr
 		}
-		if ctx.Err() != nil || r.BackendWait <= 0 || !time.Now().Before(deadline) {
+		if ctx.Err() != nil || r.BackendWait <= 0 || !time.Now().Before(deadline) || tlsRefused(err) {
 			return nil, Backend{}, err
 		}
 		if set == nil {

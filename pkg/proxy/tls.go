@@ -6,7 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"slices"
+	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // TLS is per connection, on either side or both, and never on the event
@@ -108,13 +113,62 @@ func (r *Route) handshakeBackend(ctx context.Context, raw net.Conn, b Backend) (
 		return nil, &handshakeError{errors.New("the route has no TLS configuration for backends")}
 	}
 	tc := tls.Client(raw, r.BackendTLS(b.Addr))
-	err := tc.HandshakeContext(ctx)
-	r.observer().Handshake(SideBackend, err == nil && tc.ConnectionState().DidResume, err)
-	if err != nil {
+	if err := tc.HandshakeContext(ctx); err != nil {
+		r.observer().Handshake(SideBackend, false, err)
 		raw.Close()
 		return nil, &handshakeError{err}
 	}
-	return tc, nil
+	return &backendTLS{Conn: tc, route: r, backend: b}, nil
+}
+
+// backendTLS is a TLS backend's connection, its handshake reported at its
+// first read rather than when tls.Conn's handshake returns: in TLS 1.3 a
+// server checks the client's certificate after the client's side of the
+// handshake has ended, and says it refused it with an alert that only the
+// first read gets. Such a refusal is a failed handshake, logged with the
+// server's reason, not an ok one followed by a reset no one explains.
+type backendTLS struct {
+	*tls.Conn
+	route    *Route
+	backend  Backend
+	reported sync.Once
+}
+
+func (c *backendTLS) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.reported.Do(func() { c.report(n, err) })
+	return n, err
+}
+
+// report reports the handshake, after the first read gave n bytes and err.
+func (c *backendTLS) report(n int, err error) {
+	obs := c.route.observer()
+	if n == 0 && isRemoteAlert(err) {
+		obs.Handshake(SideBackend, false, err)
+		c.route.logger().Warn("backend refused the TLS handshake after it ended (it refuses this ambassador's certificate, --tls-cert, or its CA): check that the backend's client CA signed it",
+			zap.Stringer("backend", c.backend), zap.Error(err))
+		return
+	}
+	obs.Handshake(SideBackend, c.ConnectionState().DidResume, nil)
+}
+
+// isRemoteAlert reports whether err is an alert the peer sent (crypto/tls
+// returns it as a net.OpError of Op "remote error").
+func isRemoteAlert(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
+}
+
+// tlsRefused reports whether err, a failed connect, is only certificate
+// refusals: a TLS backend that refuses, or is refused, at the handshake
+// will not accept a retry within BackendWait either.
+func tlsRefused(err error) bool {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := joined.Unwrap()
+		return len(errs) > 0 && !slices.ContainsFunc(errs, func(e error) bool { return !tlsRefused(e) })
+	}
+	var he *handshakeError
+	return errors.As(err, &he) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // handshakeError is a backend's failed TLS handshake: a failed connect

@@ -286,3 +286,42 @@ func TestCopyBufferBursts(t *testing.T) {
 	assert.Equal(t, int64(len(want)), n)
 	assert.Equal(t, want, <-got)
 }
+
+// TestTLSBackendRefusesOurCertificate: in TLS 1.3 a backend checks the
+// client certificate after the client's handshake has ended, and refuses
+// it with an alert the first read gets: that is a failed handshake,
+// reported with the alert, and the client reset, not an ok handshake.
+func TestTLSBackendRefusesOurCertificate(t *testing.T) {
+	ca, other := newTestCA(t, "ca"), newTestCA(t, "other")
+	srv := ca.serverConfig(t)
+	srv.ClientCAs = other.pool // signed by ca, the ambassador's is refused
+	backend, _ := startTLSBackend(t, srv, tlsEcho)
+	cert := ca.issue(t, "ambassador")
+	cfg := ca.clientConfig(t, &cert)
+	obs := &recorder{}
+	r := &Route{Observer: obs, BackendTLS: func(addr string) *tls.Config { return forHost(cfg, addr) }}
+	r.SetBackends([]Backend{{Addr: backend, TLS: true}})
+	c := dial(t, startRoute(t, r))
+	c.Write([]byte("x"))
+	_, err := requireClosed(t, c)
+	assert.Error(t, err, "a reset, not EOF")
+	waitFor(t, func() bool { return len(obs.events().shakes) == 1 })
+	s := obs.events().shakes[0]
+	assert.Equal(t, SideBackend, s.side)
+	assert.ErrorContains(t, s.err, "remote error: tls:")
+}
+
+// TestTLSRefusalIsNotRetried: a backend whose certificate does not verify
+// is not tried again for BackendWait: it will not verify any better.
+func TestTLSRefusalIsNotRetried(t *testing.T) {
+	ca, other := newTestCA(t, "ca"), newTestCA(t, "other")
+	backend, dials := startTLSBackend(t, other.serverConfig(t), tlsEcho)
+	cert := ca.issue(t, "ambassador")
+	cfg := ca.clientConfig(t, &cert)
+	r := &Route{BackendWait: 3 * time.Second, BackendTLS: func(addr string) *tls.Config { return forHost(cfg, addr) }}
+	r.SetBackends([]Backend{{Addr: backend, TLS: true}})
+	start := time.Now()
+	assertRejected(t, startRoute(t, r))
+	assert.Less(t, time.Since(start), time.Second)
+	assert.Equal(t, int32(1), dials.Load())
+}
