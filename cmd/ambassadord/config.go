@@ -18,6 +18,7 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/admin"
 	"github.com/ambassadord/ambassadord/pkg/daemon"
+	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
 	"github.com/ambassadord/ambassadord/pkg/tlsconf"
@@ -81,6 +82,8 @@ type config struct {
 	tlsAllow      identityList
 	tlsServerName string
 	tlsMinVersion string
+	udpIdle       time.Duration
+	udpMaxFlows   int
 	stateFile     string
 	logLevel      zapcore.Level
 	logFormat     string
@@ -251,8 +254,8 @@ func (e *engineFlags) Set(s string) error {
 // environment names and the README's reference are all derived from it.
 func flagSet(cfg *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("ambassadord", flag.ContinueOnError)
-	fs.Var(&cfg.routes, "route", "forward a port: `LISTEN:HOST[:PORT][,HOST[:PORT]...]`; HOST is an IP or a DNS name resolved at each connect; PORT defaults to LISTEN; several backends are balanced round-robin (repeatable)")
-	fs.BoolVar(&cfg.classic, "classic", true, "read the classic link variables <ALIAS>_PORT_<PORT>_TCP=tcp://HOST:PORT, as the socat ambassador image did; --classic=false ignores them")
+	fs.Var(&cfg.routes, "route", "forward a port: `LISTEN[/udp]:HOST[:PORT][,HOST[:PORT]...]`; HOST is an IP or a DNS name resolved at each connect; PORT defaults to LISTEN; several backends are balanced round-robin; LISTEN/udp forwards UDP datagrams, per client flow (repeatable)")
+	fs.BoolVar(&cfg.classic, "classic", true, "read the classic link variables <ALIAS>_PORT_<PORT>_TCP=tcp://HOST:PORT (and _UDP=udp://HOST:PORT), as the socat ambassador image did; --classic=false ignores them")
 	fs.StringVar(&cfg.listenAddress, "listen-address", "", "`IP` to listen on; empty means every interface")
 	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to one backend after this long and try the next")
 	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way; 0 means never")
@@ -276,6 +279,8 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.BoolVar(&cfg.adminWritable, "admin-writable", false, "also accept state changes (rewire) on --admin-address, from requests bearing the token of --admin-token-file; without it only the admin socket accepts them")
 	fs.StringVar(&cfg.adminToken, "admin-token-file", "", "`PATH` of a file holding the token that state changes on --admin-address must bear (Authorization: Bearer TOKEN); required by --admin-writable")
 	fs.Var(&cfg.adminHosts, "admin-hosts", "`NAMES` (separated by commas) that --admin-address answers to in the Host header, besides IP addresses and localhost: other names are refused, so that a web page cannot reach it by DNS rebinding")
+	fs.DurationVar(&cfg.udpIdle, "udp-idle-timeout", proxy.DefaultUDPIdleTimeout, "end a UDP flow (one client address, with a socket of its own to its backend) after this long without a datagram either way")
+	fs.IntVar(&cfg.udpMaxFlows, "udp-max-flows", proxy.DefaultUDPMaxFlows, "`N` flows at most per UDP route: a new client beyond it takes the place of the flow idle the longest (counted)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "`FILE` (PEM) of this ambassador's certificate, with its chain: served by the routes that listen with TLS, and presented as the client certificate to TLS backends; reloaded when it changes")
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "`FILE` (PEM) of the key of --tls-cert")
 	fs.StringVar(&cfg.tlsCA, "tls-ca", "", "`FILE` (PEM) of the CAs that verify TLS backends (tls:// routes, backends labelled ambassador.tls=true), and clients when --tls-client-ca is not given; empty means the system's roots for backends")
@@ -394,6 +399,12 @@ func (c *config) validate() error {
 	}
 	if c.resync <= 0 {
 		errs = append(errs, fmt.Errorf("--resync must be positive, not %s", c.resync))
+	}
+	if c.udpIdle <= 0 {
+		errs = append(errs, fmt.Errorf("--udp-idle-timeout must be positive, not %s", c.udpIdle))
+	}
+	if c.udpMaxFlows <= 0 {
+		errs = append(errs, fmt.Errorf("--udp-max-flows must be positive, not %d", c.udpMaxFlows))
 	}
 	if _, err := c.tlsVersion(); err != nil {
 		errs = append(errs, err)
@@ -516,29 +527,31 @@ command line wins over its variable):
 func (c *config) daemonOptions(specs []resolver.Spec, sources []source.Source, hosts map[string]string,
 	log *zap.Logger, m daemon.Metrics) daemon.Options {
 	return daemon.Options{
-		Specs:         specs,
-		Sources:       sources,
-		SourceHosts:   hosts,
-		Engines:       engineMap(c.engineSpecs()),
-		NoLocality:    !c.preferLocal,
-		EngineGrace:   c.engineGrace,
-		ListenAddress: c.listenAddress,
-		DialTimeout:   c.dialTimeout,
-		IdleTimeout:   c.idleTimeout,
-		BackendWait:   c.backendWait,
-		MaxConns:      c.maxConns,
-		ReplayAll:     c.replay.all,
-		ReplayPorts:   c.replay.ports,
-		ReplayBytes:   c.replayBytes,
-		ListenTLS:     resolver.ListenTLS{All: c.tlsListen.all, Ports: c.tlsListen.ports},
-		Drain:         c.drain,
-		ShutdownGrace: c.shutdownGrace,
-		Network:       c.network,
-		ClaimScope:    c.claimScope,
-		Claims:        c.claims,
-		StateFile:     c.stateFile,
-		Logger:        log,
-		Metrics:       m,
+		Specs:          specs,
+		Sources:        sources,
+		SourceHosts:    hosts,
+		Engines:        engineMap(c.engineSpecs()),
+		NoLocality:     !c.preferLocal,
+		EngineGrace:    c.engineGrace,
+		ListenAddress:  c.listenAddress,
+		DialTimeout:    c.dialTimeout,
+		IdleTimeout:    c.idleTimeout,
+		BackendWait:    c.backendWait,
+		MaxConns:       c.maxConns,
+		ReplayAll:      c.replay.all,
+		ReplayPorts:    c.replay.ports,
+		ReplayBytes:    c.replayBytes,
+		ListenTLS:      resolver.ListenTLS{All: c.tlsListen.all, Ports: c.tlsListen.ports},
+		UDPIdleTimeout: c.udpIdle,
+		UDPMaxFlows:    c.udpMaxFlows,
+		Drain:          c.drain,
+		ShutdownGrace:  c.shutdownGrace,
+		Network:        c.network,
+		ClaimScope:     c.claimScope,
+		Claims:         c.claims,
+		StateFile:      c.stateFile,
+		Logger:         log,
+		Metrics:        m,
 	}
 }
 

@@ -92,6 +92,11 @@ type Options struct {
 	ServerTLS  *tls.Config
 	BackendTLS func(addr string) *tls.Config
 
+	// UDPIdleTimeout and UDPMaxFlows are proxy.UDPRoute's IdleTimeout and
+	// MaxFlows for every UDP route: zero means the proxy's defaults.
+	UDPIdleTimeout time.Duration
+	UDPMaxFlows    int
+
 	// Drain closes, this long after a rewire, the connections still on
 	// the backends the rewire dropped. Zero keeps them until they end. A
 	// rewire by hand with a drain of its own (api.RewireRequest.Drain)
@@ -131,6 +136,8 @@ type Metrics interface {
 	// Observer returns the observer of the route named route, set as its
 	// proxy.Route's Observer.
 	Observer(route string) proxy.Observer
+	// UDPObserver is Observer for a UDP route (proxy.UDPRoute).
+	UDPObserver(route string) proxy.UDPObserver
 	// BackendSet records the route's backend set, whenever it changes.
 	BackendSet(route string, backends []proxy.Backend)
 	// Rewired counts a change of the route's backend set, not its first.
@@ -158,6 +165,7 @@ type Metrics interface {
 type nopMetrics struct{}
 
 func (nopMetrics) Observer(string) proxy.Observer           { return nil }
+func (nopMetrics) UDPObserver(string) proxy.UDPObserver     { return nil }
 func (nopMetrics) BackendSet(string, []proxy.Backend)       {}
 func (nopMetrics) Rewired(string)                           {}
 func (nopMetrics) Overridden(string, string)                {}

@@ -136,16 +136,16 @@ func (t *routeTable) drainAfter(key routeKey, d time.Duration) {
 	if s.drain != nil {
 		s.drain.Stop()
 	}
-	p, log := s.proxy, t.log
-	s.drain = time.AfterFunc(d, func() { closeDropped(p, log) })
+	p, name, log := s.proxy, s.spec.Name, t.log
+	s.drain = time.AfterFunc(d, func() { closeDropped(p, name, log) })
 }
 
-// closeDropped ends a drain: it closes the route's connections that are
-// not on its backends of this moment, which a rewire dropped.
-func closeDropped(p *proxy.Route, log *zap.Logger) {
+// closeDropped ends a drain: it closes the route's connections (flows)
+// that are not on its backends of this moment, which a rewire dropped.
+func closeDropped(p forwarder, route string, log *zap.Logger) {
 	current := p.Backends()
 	n := p.CloseConns(func(b proxy.Backend) bool { return !slices.Contains(current, b) })
 	if n > 0 {
-		log.Info("drain over; closed connections to previous backends", zap.String("route", p.Name), zap.Int("closed", n))
+		log.Info("drain over; closed connections to previous backends", zap.String("route", route), zap.Int("closed", n))
 	}
 }

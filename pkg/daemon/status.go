@@ -4,7 +4,6 @@ import (
 	"net"
 
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
-	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
@@ -15,7 +14,7 @@ import (
 // changes nothing). It is never mutated once stored.
 type published struct {
 	doc     api.Status
-	proxies []*proxy.Route        // by index of doc.Routes; nil when not listening
+	proxies []forwarder           // by index of doc.Routes; nil when not listening
 	stats   []func() source.Stats // by index of doc.Sources
 }
 

@@ -50,10 +50,37 @@ func keyOf(rt resolver.Route) routeKey {
 // servedRoute is one listening route.
 type servedRoute struct {
 	spec  resolver.Route // as last applied
-	proxy *proxy.Route
-	ln    net.Listener
-	drain *time.Timer // pending drain after the last rewire, if any
+	proxy forwarder
+	addr  net.Addr     // where it listens
+	serve func() error // runs until the route is closed
+	drain *time.Timer  // pending drain after the last rewire, if any
 }
+
+// forwarder is what the table does with a route's data path: a TCP
+// proxy.Route, or a UDP one (udpForwarder).
+type forwarder interface {
+	SetBackends(bs []proxy.Backend)
+	Backends() []proxy.Backend
+	Forget(ids ...string) int
+	PruneFallback(keep func(proxy.Backend) bool)
+	// CloseConns ends the connections (flows) whose backend matches.
+	CloseConns(match func(proxy.Backend) bool) int
+	// Active is the number of connections (flows) now.
+	Active() int
+	// Shutdown stops taking new ones, lets those open finish until ctx
+	// is done, then closes them.
+	Shutdown(ctx context.Context) error
+}
+
+// udpForwarder is a UDP route as a forwarder: flows for connections. It
+// has no fallback tier (a datagram is not refused the way a connect is),
+// and nothing to drain at shutdown: a flow has no end to wait for.
+type udpForwarder struct{ *proxy.UDPRoute }
+
+func (u udpForwarder) PruneFallback(func(proxy.Backend) bool)        {}
+func (u udpForwarder) CloseConns(match func(proxy.Backend) bool) int { return u.CloseFlows(match) }
+func (u udpForwarder) Active() int                                   { return u.Flows() }
+func (u udpForwarder) Shutdown(context.Context) error                { return u.Close() }
 
 func newRouteTable(opts *Options, log *zap.Logger, m Metrics) *routeTable {
 	return &routeTable{opts: opts, log: log, metrics: m, routes: map[routeKey]*servedRoute{}, errc: make(chan error, 1)}
@@ -88,7 +115,11 @@ func (t *routeTable) apply(ctx context.Context, routes []resolver.Route) error {
 }
 
 func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
-	if key := keyOf(rt); key.proto != resolver.TCP {
+	switch key := keyOf(rt); key.proto {
+	case resolver.UDP:
+		return t.addUDP(ctx, rt)
+	case resolver.TCP:
+	default:
 		return fmt.Errorf("route %s (from %s): protocol %q is not served", rt.Name, rt.Source, key.proto)
 	}
 	if err := t.checkTLS(rt); err != nil {
@@ -117,23 +148,46 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 	if rt.ListenTLS {
 		p.SetTLS(t.opts.ServerTLS)
 	}
+	t.start(&servedRoute{spec: rt, proxy: p, addr: ln.Addr(), serve: func() error { return p.Serve(ln) }})
+	return nil
+}
+
+// addUDP opens a UDP route's socket and serves its datagrams.
+func (t *routeTable) addUDP(ctx context.Context, rt resolver.Route) error {
+	addr := net.JoinHostPort(t.opts.ListenAddress, strconv.Itoa(rt.Listen))
+	pc, err := proxy.ListenUDP(ctx, addr)
+	if err != nil {
+		return listenError(rt, err)
+	}
+	p := &proxy.UDPRoute{
+		Name:        rt.Name,
+		IdleTimeout: t.opts.UDPIdleTimeout,
+		MaxFlows:    t.opts.UDPMaxFlows,
+		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
+		Observer:    t.metrics.UDPObserver(rt.Name),
+	}
+	t.start(&servedRoute{spec: rt, proxy: udpForwarder{p}, addr: pc.LocalAddr(), serve: func() error { return p.Serve(pc) }})
+	return nil
+}
+
+// start sets s's backends and serves it.
+func (t *routeTable) start(s *servedRoute) {
+	rt := s.spec
 	backends := proxyBackends(rt.Backends)
-	p.SetBackends(backends)
+	s.proxy.SetBackends(backends)
 	t.metrics.BackendSet(rt.Name, backends)
 	t.metrics.Overridden(rt.Name, rt.Override)
-	s := &servedRoute{spec: rt, proxy: p, ln: ln}
 	t.routes[keyOf(rt)] = s
-	t.log.Info("route listening", routeFields(rt, zap.String("listen", ln.Addr().String()))...)
+	t.log.Info("route listening", routeFields(rt, zap.String("listen", s.addr.String()))...)
 	t.wg.Add(1)
 	go t.serveRoute(s)
-	return nil
 }
 
 // serveRoute runs one route's accept loop; a named function so that stack
 // dumps say what the goroutine is.
 func (t *routeTable) serveRoute(s *servedRoute) {
 	defer t.wg.Done()
-	if err := s.proxy.Serve(s.ln); err != nil {
+	if err := s.serve(); err != nil {
 		select {
 		case t.errc <- fmt.Errorf("route %s: %w", s.spec.Name, err):
 		default:
@@ -163,7 +217,9 @@ func (t *routeTable) update(s *servedRoute, rt resolver.Route) error {
 		if rt.ListenTLS {
 			cfg = t.opts.ServerTLS
 		}
-		s.proxy.SetTLS(cfg)
+		if p, ok := s.proxy.(*proxy.Route); ok {
+			p.SetTLS(cfg)
+		}
 		t.log.Info("route listens with TLS from now on", zap.String("route", rt.Name), zap.Bool("tls", rt.ListenTLS))
 	}
 	old := s.spec
@@ -195,7 +251,7 @@ func (t *routeTable) remove(s *servedRoute) {
 		s.drain.Stop()
 	}
 	t.metrics.RouteRemoved(s.spec.Name)
-	t.log.Info("route removed", zap.String("route", s.spec.Name), zap.String("listen", s.ln.Addr().String()))
+	t.log.Info("route removed", zap.String("route", s.spec.Name), zap.String("listen", s.addr.String()))
 	t.wg.Add(1)
 	go t.drainRemoved(s)
 }
@@ -301,12 +357,12 @@ func proxyBackends(bs []source.Backend) []proxy.Backend {
 	return out
 }
 
-// listening returns the address rt listens on and its proxy route, if it
+// listening returns the address rt listens on and its data path, if it
 // listens.
-func (t *routeTable) listening(rt resolver.Route) (addr string, p *proxy.Route, ok bool) {
+func (t *routeTable) listening(rt resolver.Route) (addr string, p forwarder, ok bool) {
 	s, ok := t.routes[keyOf(rt)]
 	if !ok {
 		return "", nil, false
 	}
-	return s.ln.Addr().String(), s.proxy, true
+	return s.addr.String(), s.proxy, true
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/internal/nettest"
+	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
 )
@@ -36,8 +37,8 @@ func TestListenTLS(t *testing.T) {
 	require.NoError(t, d.table.apply(ctx, []resolver.Route{rt}))
 	_, p, ok := d.table.listening(rt)
 	require.True(t, ok)
-	assert.Same(t, opts.ServerTLS, p.TLS())
-	assert.NotNil(t, p.BackendTLS)
+	assert.Same(t, opts.ServerTLS, p.(*proxy.Route).TLS())
+	assert.NotNil(t, p.(*proxy.Route).BackendTLS)
 	require.Len(t, p.Backends(), 1)
 	assert.True(t, p.Backends()[0].TLS)
 
@@ -49,9 +50,9 @@ func TestListenTLS(t *testing.T) {
 	_, q, ok := d.table.listening(plain)
 	require.True(t, ok)
 	assert.Same(t, p, q)
-	assert.Nil(t, q.TLS())
+	assert.Nil(t, q.(*proxy.Route).TLS())
 	require.NoError(t, d.table.apply(ctx, []resolver.Route{rt}))
-	assert.Same(t, opts.ServerTLS, p.TLS())
+	assert.Same(t, opts.ServerTLS, p.(*proxy.Route).TLS())
 
 	// Without a configuration to serve it, a plain route that comes to
 	// want TLS stops being served rather than go on in plain text.

@@ -108,6 +108,29 @@ var (
 		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
 		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
 
+	// Per UDP route (53/udp) and backend.
+	metricUDPFlowsActive = metricDef{name: "ambassadord_udp_flows_active", kind: "gauge",
+		labels: []string{"route", "backend"},
+		help:   "UDP flows (one per client address, with a socket of its own to its backend) on the backend now."}
+	metricUDPFlows = metricDef{name: "ambassadord_udp_flows_total", kind: "counter",
+		labels: []string{"route", "backend"},
+		help:   "UDP flows started on the backend, moves to it included."}
+	metricUDPFlowsEnded = metricDef{name: "ambassadord_udp_flows_ended_total", kind: "counter",
+		labels: []string{"route", "reason"},
+		help:   "UDP flows ended, by reason: expired (no datagram either way for --udp-idle-timeout), evicted (--udp-max-flows reached, the flow idle the longest made way), moved (its backend gone or unreachable: the flow went on on another) or closed (a drain, or the route closing)."}
+	metricUDPDatagrams = metricDef{name: "ambassadord_udp_datagrams_total", kind: "counter",
+		labels: []string{"route", "backend", "direction"},
+		help:   "UDP datagrams forwarded: direction up is client to backend, down is backend to client."}
+	metricUDPBytes = metricDef{name: "ambassadord_udp_bytes_total", kind: "counter",
+		labels: []string{"route", "backend", "direction"},
+		help:   "UDP payload bytes forwarded: direction up is client to backend, down is backend to client."}
+	metricUDPDropped = metricDef{name: "ambassadord_udp_dropped_total", kind: "counter",
+		labels: []string{"route", "reason"},
+		help:   "UDP datagrams dropped, by reason: no_backend, flow_cap (no socket for a new flow), too_large (larger than 65,507 bytes, or than the other side takes), buffer (a send buffer full) or unreachable (a send refused)."}
+	metricUDPUnreachable = metricDef{name: "ambassadord_udp_unreachable_total", kind: "counter",
+		labels: []string{"route", "backend"},
+		help:   "ICMP errors (port unreachable: nothing listens) from the backend on a flow's socket: the flow moves to another backend at its next datagram."}
+
 	// TLS (--tls-*): handshakes per route, and the material's expiry.
 	metricTLSHandshakes = metricDef{name: "ambassadord_tls_handshakes_total", kind: "counter",
 		labels: []string{"route", "side", "result"},
@@ -131,6 +154,7 @@ var metricDefs = []metricDef{
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
 	metricEventToApplied,
+	metricUDPFlowsActive, metricUDPFlows, metricUDPFlowsEnded, metricUDPDatagrams, metricUDPBytes, metricUDPDropped, metricUDPUnreachable,
 	metricTLSHandshakes, metricTLSExpiry, metricTLSReloads,
 	metricBuildInfo,
 }
@@ -185,6 +209,13 @@ type Metrics struct {
 	resets         *prometheus.CounterVec
 	replays        *prometheus.CounterVec
 	handshakes     *prometheus.CounterVec
+	udpActive      *prometheus.GaugeVec
+	udpFlows       *prometheus.CounterVec
+	udpEnded       *prometheus.CounterVec
+	udpDatagrams   *prometheus.CounterVec
+	udpBytes       *prometheus.CounterVec
+	udpDropped     *prometheus.CounterVec
+	udpUnreachable *prometheus.CounterVec
 	connDuration   *prometheus.HistogramVec
 	rewires        *prometheus.CounterVec
 	backends       *prometheus.GaugeVec
@@ -226,10 +257,11 @@ type routeMetrics struct {
 	// backend that a connection is opening on.
 	removed  bool                       // RouteRemoved was called; events are ignored
 	backends map[string]*backendMetrics // by Addr
+	udp      bool                       // a UDP route (UDPObserver): flows, not connections
 }
 
 type backendMetrics struct {
-	active int  // connections open now
+	active int  // connections (UDP: flows) open now
 	member bool // in the set of the last BackendSet
 }
 
@@ -246,6 +278,13 @@ func New(version, commit string) *Metrics {
 		resets:         metricResets.counterVec(),
 		replays:        metricReplays.counterVec(),
 		handshakes:     metricTLSHandshakes.counterVec(),
+		udpActive:      metricUDPFlowsActive.gaugeVec(),
+		udpFlows:       metricUDPFlows.counterVec(),
+		udpEnded:       metricUDPFlowsEnded.counterVec(),
+		udpDatagrams:   metricUDPDatagrams.counterVec(),
+		udpBytes:       metricUDPBytes.counterVec(),
+		udpDropped:     metricUDPDropped.counterVec(),
+		udpUnreachable: metricUDPUnreachable.counterVec(),
 		connDuration:   metricConnDuration.histogramVec(),
 		rewires:        metricRewires.counterVec(),
 		backends:       metricBackends.gaugeVec(),
@@ -271,6 +310,7 @@ func New(version, commit string) *Metrics {
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.handshakes, m.connDuration,
 		m.rewires, m.backends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
+		m.udpActive, m.udpFlows, m.udpEnded, m.udpDatagrams, m.udpBytes, m.udpDropped, m.udpUnreachable,
 	)
 	return m
 }
@@ -311,6 +351,91 @@ func (m *Metrics) Observer(route string) proxy.Observer {
 	return &routeObserver{m: m, rm: m.routeLocked(route)}
 }
 
+// UDPObserver returns the observer to set as the UDP route's Observer,
+// as Observer does for a TCP route.
+func (m *Metrics) UDPObserver(route string) proxy.UDPObserver {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rm, ok := m.routes[route]
+	if !ok {
+		rm = &routeMetrics{name: route, backends: map[string]*backendMetrics{}, udp: true}
+		m.routes[route] = rm
+		m.rewires.WithLabelValues(route)
+		for _, r := range []string{proxy.FlowExpired, proxy.FlowEvicted, proxy.FlowMoved, proxy.FlowClosed} {
+			m.udpEnded.WithLabelValues(route, r)
+		}
+		for _, r := range []string{proxy.DropNoBackend, proxy.DropFlowCap, proxy.DropTooLarge, proxy.DropBuffer, proxy.DropUnreachable} {
+			m.udpDropped.WithLabelValues(route, r)
+		}
+	}
+	return &udpObserver{m: m, rm: rm}
+}
+
+// udpObserver is the proxy.UDPObserver of one UDP route.
+type udpObserver struct {
+	m  *Metrics
+	rm *routeMetrics
+}
+
+func (o *udpObserver) FlowOpened(b proxy.Backend) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	rm.backendLocked(b.Addr).active++
+	o.m.udpActive.WithLabelValues(rm.name, b.Addr).Inc()
+	o.m.udpFlows.WithLabelValues(rm.name, b.Addr).Inc()
+}
+
+func (o *udpObserver) FlowClosed(b proxy.Backend, reason string) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	if st := rm.backendLocked(b.Addr); st.active > 0 {
+		st.active--
+	}
+	o.m.udpActive.WithLabelValues(rm.name, b.Addr).Dec()
+	o.m.udpEnded.WithLabelValues(rm.name, reason).Inc()
+}
+
+func (o *udpObserver) Datagrams(b proxy.Backend, direction string, n, bytes int) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	rm.backendLocked(b.Addr)
+	o.m.udpDatagrams.WithLabelValues(rm.name, b.Addr, direction).Add(float64(n))
+	o.m.udpBytes.WithLabelValues(rm.name, b.Addr, direction).Add(float64(bytes))
+}
+
+func (o *udpObserver) Dropped(reason string, n int) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.udpDropped.WithLabelValues(rm.name, reason).Add(float64(n))
+}
+
+func (o *udpObserver) Unreachable(b proxy.Backend) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	rm.backendLocked(b.Addr)
+	o.m.udpUnreachable.WithLabelValues(rm.name, b.Addr).Inc()
+}
+
 // Rewired counts a change of the route's backend set. Call it for changes
 // only, not when the route is first added.
 func (m *Metrics) Rewired(route string) {
@@ -341,21 +466,37 @@ func (m *Metrics) BackendSet(route string, backends []proxy.Backend) {
 	for addr, st := range rm.backends {
 		st.member = in[addr]
 		if !st.member && st.active == 0 {
-			m.connActive.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
-			m.conns.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
-			m.bytes.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
-			m.connectErrors.DeletePartialMatch(prometheus.Labels{"route": route, "backend": addr})
+			m.deleteBackendSeries(prometheus.Labels{"route": route, "backend": addr})
 			delete(rm.backends, addr)
 		}
 	}
 	for addr := range in {
 		if _, ok := rm.backends[addr]; !ok {
 			rm.backends[addr] = &backendMetrics{member: true}
+			if rm.udp {
+				m.udpActive.WithLabelValues(route, addr)
+				m.udpFlows.WithLabelValues(route, addr)
+				for _, d := range []string{proxy.DirectionUp, proxy.DirectionDown} {
+					m.udpDatagrams.WithLabelValues(route, addr, d)
+					m.udpBytes.WithLabelValues(route, addr, d)
+				}
+				continue
+			}
 			m.connActive.WithLabelValues(route, addr)
 			m.conns.WithLabelValues(route, addr)
 			m.bytes.WithLabelValues(route, addr, "up")
 			m.bytes.WithLabelValues(route, addr, "down")
 		}
+	}
+}
+
+// deleteBackendSeries deletes the per-backend series that match labels.
+func (m *Metrics) deleteBackendSeries(labels prometheus.Labels) {
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.connActive, m.conns, m.bytes, m.connectErrors,
+		m.udpActive, m.udpFlows, m.udpDatagrams, m.udpBytes, m.udpUnreachable,
+	} {
+		v.DeletePartialMatch(labels)
 	}
 }
 
@@ -383,10 +524,9 @@ func (m *Metrics) RouteRemoved(route string) {
 		delete(m.routes, route)
 	}
 	labels := prometheus.Labels{"route": route}
-	m.connActive.DeletePartialMatch(labels)
-	m.conns.DeletePartialMatch(labels)
-	m.bytes.DeletePartialMatch(labels)
-	m.connectErrors.DeletePartialMatch(labels)
+	m.deleteBackendSeries(labels)
+	m.udpEnded.DeletePartialMatch(labels)
+	m.udpDropped.DeletePartialMatch(labels)
 	m.rejected.DeletePartialMatch(labels)
 	m.resets.DeletePartialMatch(labels)
 	m.replays.DeletePartialMatch(labels)

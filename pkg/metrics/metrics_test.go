@@ -412,6 +412,11 @@ func TestMetricsReference(t *testing.T) {
 	m.Applied(time.Millisecond)
 	o.Handshake(proxy.SideListen, false, nil)
 	m.TLS(testStore(t))
+	u := m.UDPObserver("53/udp")
+	m.BackendSet("53/udp", []proxy.Backend{b})
+	u.FlowOpened(b)
+	u.Datagrams(b, proxy.DirectionUp, 1, 64)
+	u.Unreachable(b)
 
 	kinds := map[dto.MetricType]string{dto.MetricType_COUNTER: "counter", dto.MetricType_GAUGE: "gauge", dto.MetricType_HISTOGRAM: "histogram"}
 	defs := map[string]metricDef{}

@@ -122,7 +122,9 @@ func TestUDPCloseReleasesSockets(t *testing.T) {
 		require.NoError(t, r.Close())
 		require.NoError(t, <-done)
 		assert.Equal(t, 0, r.Flows())
-		assert.Equal(t, before, openFDs(t))
+		// At most as many as before: a socket of an earlier test of the
+		// package may close meanwhile, none of this one stays open.
+		assert.LessOrEqual(t, openFDs(t), before)
 		assert.Equal(t, map[string]int{FlowClosed: clients}, recorderOf(r).counts().closed)
 	})
 }

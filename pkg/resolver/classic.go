@@ -56,16 +56,16 @@ func ParseClassicEnv(environ []string) (specs []Spec, warnings []string, err err
 			errs = append(errs, fmt.Errorf("env %s: port %q in name: %w", name, port, err))
 			continue
 		}
+		parse, protocol := parseClassicValue, TCP
 		if proto == "UDP" {
-			warnings = append(warnings, fmt.Sprintf("env %s: skipped: UDP forwarding is not supported yet", name))
-			continue
+			parse, protocol = parseClassicUDP, UDP
 		}
-		e, err := parseClassicValue(value)
+		e, err := parse(value)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("env %s=%q: %w", name, value, err))
 			continue
 		}
-		specs = append(specs, Spec{Protocol: TCP, Listen: listen, Backends: []Endpoint{e}, Source: "env " + name, Alias: alias})
+		specs = append(specs, Spec{Protocol: protocol, Listen: listen, Backends: []Endpoint{e}, Source: "env " + name, Alias: alias})
 	}
 	if len(errs) > 0 {
 		return nil, warnings, errors.Join(errs...)
@@ -149,4 +149,17 @@ func parseClassicValue(v string) (Endpoint, error) {
 	e, err := parseEndpoint(rest, 0)
 	e.TLS = tls
 	return e, err
+}
+
+// parseClassicUDP parses the value of a classic _UDP link variable, which
+// must be exactly udp://HOST:PORT.
+func parseClassicUDP(v string) (Endpoint, error) {
+	rest, ok := strings.CutPrefix(v, "udp://")
+	if !ok {
+		return Endpoint{}, errors.New("scheme must be udp://")
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		return Endpoint{}, fmt.Errorf("unexpected %q after HOST:PORT", rest[i:])
+	}
+	return parseEndpoint(rest, 0)
 }

@@ -40,8 +40,8 @@ func TestParseClassicEnv(t *testing.T) {
 		{
 			"docker link",
 			redisLink,
-			[]Spec{{Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
-			[]string{"env REDIS_PORT_53_UDP: skipped: UDP forwarding is not supported yet"},
+			[]Spec{{Protocol: UDP, Listen: 53, Backends: []Endpoint{{Host: "172.17.0.2", Port: 53}}, Source: "env REDIS_PORT_53_UDP", Alias: "REDIS"}, {Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
+			nil,
 		},
 		{
 			"several links sorted by listen",
@@ -68,10 +68,9 @@ func TestParseClassicEnv(t *testing.T) {
 		{
 			"link-forwarded variable skipped",
 			append([]string{"REDIS_ENV_X_PORT_1_TCP=tcp://evil:1"}, redisLink...),
-			[]Spec{{Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
+			[]Spec{{Protocol: UDP, Listen: 53, Backends: []Endpoint{{Host: "172.17.0.2", Port: 53}}, Source: "env REDIS_PORT_53_UDP", Alias: "REDIS"}, {Listen: 6379, Backends: []Endpoint{{Host: "172.17.0.2", Port: 6379}}, Source: "env REDIS_PORT_6379_TCP", Alias: "REDIS"}},
 			[]string{
 				"env REDIS_ENV_X_PORT_1_TCP: ignored: forwarded from the environment of the container linked as REDIS (REDIS_NAME is set)",
-				"env REDIS_PORT_53_UDP: skipped: UDP forwarding is not supported yet",
 			},
 		},
 		{
@@ -126,13 +125,14 @@ func TestParseClassicEnv(t *testing.T) {
 			nil,
 		},
 		{
-			"UDP warnings only",
-			[]string{"DNS_PORT_53_UDP=udp://10.0.0.2:53", "NTP_PORT_123_UDP=udp://10.0.0.3:123"},
-			nil,
-			[]string{
-				"env DNS_PORT_53_UDP: skipped: UDP forwarding is not supported yet",
-				"env NTP_PORT_123_UDP: skipped: UDP forwarding is not supported yet",
+			"UDP, and a TCP port of the same number",
+			[]string{"DNS_PORT_53_UDP=udp://10.0.0.2:53", "NTP_PORT_123_UDP=udp://10.0.0.3:123", "DNS_PORT_53_TCP=tcp://10.0.0.2:53"},
+			[]Spec{
+				{Listen: 53, Backends: []Endpoint{{Host: "10.0.0.2", Port: 53}}, Source: "env DNS_PORT_53_TCP", Alias: "DNS"},
+				{Protocol: UDP, Listen: 53, Backends: []Endpoint{{Host: "10.0.0.2", Port: 53}}, Source: "env DNS_PORT_53_UDP", Alias: "DNS"},
+				{Protocol: UDP, Listen: 123, Backends: []Endpoint{{Host: "10.0.0.3", Port: 123}}, Source: "env NTP_PORT_123_UDP", Alias: "NTP"},
 			},
+			nil,
 		},
 	}
 	for _, tt := range tests {
@@ -185,9 +185,9 @@ func TestParseClassicEnvErrors(t *testing.T) {
 		},
 		{
 			"all errors reported, warnings kept",
-			[]string{"A_PORT_1_TCP=http://x:1", "D_PORT_53_UDP=udp://x:53", "B_PORT_0_TCP=tcp://x:1", "C_PORT_2_TCP=tcp://x:2"},
-			[]string{`env A_PORT_1_TCP="http://x:1": scheme must be tcp://`, `env B_PORT_0_TCP: port "0" in name`},
-			[]string{"env D_PORT_53_UDP: skipped: UDP forwarding is not supported yet"},
+			[]string{"A_PORT_1_TCP=http://x:1", "D_PORT_53_UDP=tcp://x:53", "B_PORT_0_TCP=tcp://x:1", "C_PORT_2_TCP=tcp://x:2", "E_ENV_F_PORT_1_TCP=tcp://x:1", "E_NAME=/a/e"},
+			[]string{`env A_PORT_1_TCP="http://x:1": scheme must be tcp://`, `env D_PORT_53_UDP="tcp://x:53": scheme must be udp://`, `env B_PORT_0_TCP: port "0" in name`},
+			[]string{"env E_ENV_F_PORT_1_TCP: ignored: forwarded from the environment of the container linked as E (E_NAME is set)"},
 		},
 		{
 			"user alias containing _ENV_ validated",

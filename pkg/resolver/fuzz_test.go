@@ -336,9 +336,9 @@ func FuzzResolveLabels(f *testing.F) {
 		}
 		// Listen ports come from the ambassador's own configuration
 		// only: the spec, its ambassador.ports label and its link (to
-		// the container named name, exposing 80); never from what a
-		// claimer exposes (other's 8080).
-		own := map[int]bool{6379: true, 80: true}
+		// the container named name, exposing 80 and 53/udp); never from
+		// what a claimer exposes (other's 8080).
+		own := map[int]bool{6379: true, 80: true, 53: true}
 		pairs, _ := parsePortsLabel(portsLabel)
 		for _, p := range pairs {
 			own[p.Listen] = true
@@ -358,10 +358,17 @@ func FuzzResolveLabels(f *testing.F) {
 					t.Errorf("reason of %d bytes: %.200s", len(c.Reason), c.Reason)
 				}
 			}
-			if i > 0 && res.Routes[i-1].Listen >= rt.Listen {
-				t.Errorf("routes not sorted by listen, or a listen port twice: %+v", res.Routes)
+			if prev := (routeKey{}); i > 0 {
+				prev = routeKey{res.Routes[i-1].Protocol, res.Routes[i-1].Listen}
+				if prev.listen > rt.Listen || prev.listen == rt.Listen && prev.proto >= rt.Protocol {
+					t.Errorf("routes not sorted by listen and protocol, or a listen port twice: %+v", res.Routes)
+				}
 			}
-			if rt.Listen < 1 || rt.Listen > 65535 || rt.Name != strconv.Itoa(rt.Listen) {
+			name := strconv.Itoa(rt.Listen)
+			if rt.Protocol == UDP {
+				name += "/udp"
+			}
+			if rt.Listen < 1 || rt.Listen > 65535 || rt.Name != name {
 				t.Errorf("bad listen port or name in %+v", rt)
 			}
 			if (len(rt.Backends) == 0) != (rt.NoBackend != "") {

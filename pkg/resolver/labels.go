@@ -10,14 +10,16 @@ import (
 )
 
 // portPair is one entry of the ambassador.ports label: listen on Listen,
-// forward to the target's Backend port.
+// forward to the target's Backend port, with Proto (TCP or UDP).
 type portPair struct {
+	Proto           string
 	Listen, Backend int
 }
 
 // parsePortsLabel parses the value of the ambassador.ports label on the
-// ambassador: entries LISTEN or LISTEN:BACKEND separated by commas, e.g.
-// "6379" or "6379,8080:80". Spaces around entries are ignored, as are empty
+// ambassador: entries LISTEN or LISTEN:BACKEND, each with /udp at its end
+// for UDP (/tcp, the default, may be written), separated by commas, e.g.
+// "6379", "6379,8080:80" or "53/udp,53". Spaces around entries are ignored, as are empty
 // entries ("6379," is "6379"), because labels are typed by hand in compose
 // files. Ports are those of parsePort.
 //
@@ -25,7 +27,7 @@ type portPair struct {
 // warning naming it; the other entries still count, so one typo does not
 // take every listener down. Pairs are returned in the order given.
 func parsePortsLabel(s string) (pairs []portPair, warnings []string) {
-	seen := make(map[int]string)
+	seen := make(map[portKey]string)
 	for entry := range strings.SplitSeq(s, ",") {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
@@ -36,32 +38,55 @@ func parsePortsLabel(s string) (pairs []portPair, warnings []string) {
 			warnings = append(warnings, fmt.Sprintf("label %s: entry %s skipped: %v", LabelPorts, quote(entry), err))
 			continue
 		}
-		if first, ok := seen[p.Listen]; ok {
-			warnings = append(warnings, fmt.Sprintf("label %s: entry %s skipped: listen port %d already given by %s", LabelPorts, quote(entry), p.Listen, quote(first)))
+		if first, ok := seen[portKey{p.Proto, p.Listen}]; ok {
+			warnings = append(warnings, fmt.Sprintf("label %s: entry %s skipped: listen port %d/%s already given by %s", LabelPorts, quote(entry), p.Listen, p.Proto, quote(first)))
 			continue
 		}
-		seen[p.Listen] = entry
+		seen[portKey{p.Proto, p.Listen}] = entry
 		pairs = append(pairs, p)
 	}
 	return pairs, warnings
 }
 
-// parsePortPair parses LISTEN or LISTEN:BACKEND; LISTEN alone means the
-// same port on both sides.
+// portKey is a listen port of a protocol.
+type portKey struct {
+	proto string
+	port  int
+}
+
+// parsePortPair parses LISTEN or LISTEN:BACKEND, with an optional /udp or
+// /tcp at the end; LISTEN alone means the same port on both sides.
 func parsePortPair(entry string) (portPair, error) {
+	entry, proto, err := cutProto(entry)
+	if err != nil {
+		return portPair{}, err
+	}
 	l, b, hasBackend := strings.Cut(entry, ":")
 	listen, err := parsePort(l)
 	if err != nil {
 		return portPair{}, fmt.Errorf("listen port %s: %w (want LISTEN or LISTEN:BACKEND)", quote(l), err)
 	}
 	if !hasBackend {
-		return portPair{Listen: listen, Backend: listen}, nil
+		return portPair{Proto: proto, Listen: listen, Backend: listen}, nil
 	}
 	backend, err := parsePort(b)
 	if err != nil {
 		return portPair{}, fmt.Errorf("backend port %s: %w (want LISTEN or LISTEN:BACKEND)", quote(b), err)
 	}
-	return portPair{Listen: listen, Backend: backend}, nil
+	return portPair{Proto: proto, Listen: listen, Backend: backend}, nil
+}
+
+// cutProto cuts a /udp or /tcp from the end of s, and returns the
+// protocol, TCP without either.
+func cutProto(s string) (string, string, error) {
+	rest, proto, ok := strings.Cut(s, "/")
+	switch {
+	case !ok:
+		return s, TCP, nil
+	case proto == TCP || proto == UDP:
+		return rest, proto, nil
+	}
+	return "", "", fmt.Errorf("protocol %s: want tcp or udp", quote(proto))
 }
 
 // maxPriority bounds ambassador.priority so that priorities compare and

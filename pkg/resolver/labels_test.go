@@ -14,14 +14,14 @@ func TestParsePortsLabel(t *testing.T) {
 		warnings []string
 	}{
 		{"", nil, nil},
-		{"6379", []portPair{{6379, 6379}}, nil},
-		{"6379,8080:80", []portPair{{6379, 6379}, {8080, 80}}, nil},
-		{" 6379 , 8080:80 ,", []portPair{{6379, 6379}, {8080, 80}}, nil},
+		{"6379", []portPair{{"tcp", 6379, 6379}}, nil},
+		{"6379,8080:80", []portPair{{"tcp", 6379, 6379}, {"tcp", 8080, 80}}, nil},
+		{" 6379 , 8080:80 ,", []portPair{{"tcp", 6379, 6379}, {"tcp", 8080, 80}}, nil},
 		{",,", nil, nil},
-		{"1:65535,65535:1", []portPair{{1, 65535}, {65535, 1}}, nil},
+		{"1:65535,65535:1", []portPair{{"tcp", 1, 65535}, {"tcp", 65535, 1}}, nil},
 		{
 			"6379,abc,8080:0,0,:80,80:,8080:80,070",
-			[]portPair{{6379, 6379}, {8080, 80}},
+			[]portPair{{"tcp", 6379, 6379}, {"tcp", 8080, 80}},
 			[]string{
 				`label ambassador.ports: entry "abc" skipped: listen port "abc": not a decimal number (want LISTEN or LISTEN:BACKEND)`,
 				`label ambassador.ports: entry "8080:0" skipped: backend port "0": out of range 1..65535 (want LISTEN or LISTEN:BACKEND)`,
@@ -33,17 +33,23 @@ func TestParsePortsLabel(t *testing.T) {
 		},
 		{
 			"6379:6380,6379",
-			[]portPair{{6379, 6380}},
-			[]string{`label ambassador.ports: entry "6379" skipped: listen port 6379 already given by "6379:6380"`},
+			[]portPair{{"tcp", 6379, 6380}},
+			[]string{`label ambassador.ports: entry "6379" skipped: listen port 6379/tcp already given by "6379:6380"`},
 		},
 		{
-			"1:2:3,6379/tcp,65536",
+			"1:2:3,6379/sctp,65536",
 			nil,
 			[]string{
 				`label ambassador.ports: entry "1:2:3" skipped: backend port "2:3": not a decimal number (want LISTEN or LISTEN:BACKEND)`,
-				`label ambassador.ports: entry "6379/tcp" skipped: listen port "6379/tcp": not a decimal number (want LISTEN or LISTEN:BACKEND)`,
+				`label ambassador.ports: entry "6379/sctp" skipped: protocol "sctp": want tcp or udp`,
 				`label ambassador.ports: entry "65536" skipped: listen port "65536": out of range 1..65535 (want LISTEN or LISTEN:BACKEND)`,
 			},
+		},
+		{"53/udp,53,5353:53/udp,6379/tcp", []portPair{{"udp", 53, 53}, {"tcp", 53, 53}, {"udp", 5353, 53}, {"tcp", 6379, 6379}}, nil},
+		{
+			"53/udp,53:54/udp",
+			[]portPair{{"udp", 53, 53}},
+			[]string{`label ambassador.ports: entry "53:54/udp" skipped: listen port 53/udp already given by "53/udp"`},
 		},
 	}
 	for _, tt := range tests {

@@ -188,7 +188,7 @@ type resolution struct {
 
 // pending is a route before its target is resolved.
 type pending struct {
-	proto    string // TCP
+	proto    string // TCP or UDP; "" means TCP
 	listen   int
 	source   string
 	target   string     // "" for a static route
@@ -207,6 +207,15 @@ type routeKey struct {
 }
 
 func (p *pending) key() routeKey { return routeKey{cmp.Or(p.proto, TCP), p.listen} }
+
+// name is the route's Name: its listen port, with /udp for UDP, so that
+// a TCP and a UDP route on one port (DNS) have names of their own.
+func (p *pending) name() string {
+	if k := p.key(); k.proto != TCP {
+		return strconv.Itoa(k.listen) + "/" + k.proto
+	}
+	return strconv.Itoa(p.listen)
+}
 
 // routeKind is where a route came from, as far as Options.Claims is
 // concerned.
@@ -384,17 +393,17 @@ func (r *resolution) addLinks() {
 			r.warn("%s: no route: container %s is not running", from, name)
 			continue
 		}
-		var tcp int
+		var n int
 		for _, pt := range c.Ports {
-			if pt.Proto != "tcp" {
-				r.warn("%s: port %d/%s skipped: only TCP is forwarded", from, pt.Port, pt.Proto)
+			if pt.Proto != TCP && pt.Proto != UDP {
+				r.warn("%s: port %d/%s skipped: only TCP and UDP are forwarded", from, pt.Port, pt.Proto)
 				continue
 			}
-			tcp++
-			r.add(&pending{listen: pt.Port, source: from, target: name, port: pt.Port, kind: kindLink, fromSelf: true})
+			n++
+			r.add(&pending{proto: pt.Proto, listen: pt.Port, source: from, target: name, port: pt.Port, kind: kindLink, fromSelf: true})
 		}
-		if tcp == 0 {
-			r.warn("%s: no route: container %s exposes no TCP port; add --route LISTEN:%s:PORT", from, name, name)
+		if n == 0 {
+			r.warn("%s: no route: container %s exposes no TCP or UDP port; add --route LISTEN:%s:PORT", from, name, name)
 		}
 	}
 }
@@ -445,16 +454,16 @@ func (r *resolution) addLabelTarget() {
 		}
 	} else {
 		for _, pt := range r.self.Ports {
-			if pt.Proto == "tcp" {
-				pairs = append(pairs, portPair{Listen: pt.Port, Backend: pt.Port})
+			if pt.Proto == TCP || pt.Proto == UDP {
+				pairs = append(pairs, portPair{Proto: pt.Proto, Listen: pt.Port, Backend: pt.Port})
 			}
 		}
 		if len(pairs) == 0 {
-			r.warn("%s: no route: the ambassador exposes no TCP port; set label %s, or run it with --expose PORT", from, LabelPorts)
+			r.warn("%s: no route: the ambassador exposes no TCP or UDP port; set label %s, or run it with --expose PORT", from, LabelPorts)
 		}
 	}
 	for _, p := range pairs {
-		r.add(&pending{listen: p.Listen, source: from, target: name, port: p.Backend, kind: kindLabel, fromSelf: true})
+		r.add(&pending{proto: p.Proto, listen: p.Listen, source: from, target: name, port: p.Backend, kind: kindLabel, fromSelf: true})
 	}
 }
 
@@ -466,8 +475,8 @@ func (r *resolution) route(p *pending) Route {
 	if override != "" {
 		p = overridden(p, override)
 	}
-	rt := Route{Name: strconv.Itoa(p.listen), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Engine: p.engine, Port: p.port, Override: override,
-		ListenTLS: r.opts.ListenTLS.covers(p.listen) || p.fromSelf && tlsLabel(r.self)}
+	rt := Route{Name: p.name(), Protocol: p.key().proto, Listen: p.listen, Source: p.source, Target: p.target, Engine: p.engine, Port: p.port, Override: override,
+		ListenTLS: p.key().proto == TCP && (r.opts.ListenTLS.covers(p.listen) || p.fromSelf && tlsLabel(r.self))}
 	noBackend := noEngine
 	if p.target == "" {
 		noBackend = "no backend given"
@@ -477,12 +486,12 @@ func (r *resolution) route(p *pending) Route {
 	case p.engine != "" && p.engine != LocalEngine && !r.knowsEngine(p.engine):
 		noBackend = fmt.Sprintf("no engine named %s (see --engine)", p.engine)
 	default:
-		e := r.elect(p.target, p.kind, p.engine, p.port)
+		e := r.elect(p.target, p.kind, p.engine, p.port, p.key().proto)
 		for _, c := range e.candidates {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
 		for _, c := range e.chosen() {
-			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID, TLS: p.tls || tlsLabel(c.ctr)})
+			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID, TLS: p.tls || rt.Protocol == TCP && tlsLabel(c.ctr)})
 		}
 		if len(rt.Backends) > 0 {
 			return rt
@@ -496,7 +505,7 @@ func (r *resolution) route(p *pending) Route {
 				continue
 			}
 		}
-		if r.ownAddress(f) {
+		if r.ownAddress(f, p.key().proto) {
 			// A container's address is never the ambassador's own: its
 			// own container is not a candidate. A static address can be.
 			noBackend = fmt.Sprintf("%s; %s", noBackend, selfLoop(f))
@@ -534,8 +543,8 @@ func checkTargetName(name string) error {
 // ownAddress reports whether e is one of the ambassador's own listening
 // addresses: an address of Options.Local and the listen port of a route.
 // A host name is not looked up here (see SelfLoops).
-func (r *resolution) ownAddress(e Endpoint) bool {
-	if r.taken[routeKey{TCP, e.Port}] == nil {
+func (r *resolution) ownAddress(e Endpoint, proto string) bool {
+	if r.taken[routeKey{proto, e.Port}] == nil {
 		return false
 	}
 	return isLocal(r.opts.Local, e.Host)
@@ -627,7 +636,7 @@ func unusableFallback(f Endpoint) string {
 
 // override returns the rewire that applies to p, or "".
 func (r *resolution) override(p *pending) string {
-	if to, ok := r.opts.Overrides[strconv.Itoa(p.listen)]; ok {
+	if to, ok := r.opts.Overrides[p.name()]; ok {
 		return to
 	}
 	if p.target != "" {
@@ -720,6 +729,7 @@ type electionKey struct {
 	kind   routeKind
 	engine string // the engine the name is looked up on; "" for the local one
 	port   int
+	proto  string // a remote container publishes each protocol's ports apart
 }
 
 // chosen returns the chosen candidates, in candidate order.
@@ -765,8 +775,8 @@ type candidate struct {
 // when none qualifies does the container named name on engine count. A
 // claimer that cannot be reached does not count, so it cannot shadow a
 // lower-priority one that can.
-func (r *resolution) elect(name string, k routeKind, engine string, port int) *election {
-	key := electionKey{name, k, engine, port}
+func (r *resolution) elect(name string, k routeKind, engine string, port int, proto string) *election {
+	key := electionKey{name, k, engine, port, proto}
 	if e, ok := r.targets[key]; ok {
 		return e
 	}
@@ -780,7 +790,7 @@ func (r *resolution) elect(name string, k routeKind, engine string, port int) *e
 		if !byLabel && !byName {
 			continue
 		}
-		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName, e, port))
+		e.candidates = append(e.candidates, r.consider(c, name, byLabel, byName, e, port, proto))
 	}
 
 	best, claimed := 0, false
@@ -912,7 +922,7 @@ func (r *resolution) sortedContainers() []*source.Container {
 // consider judges one container matching a target by label, by name, or
 // both, for election e of a route with backend port port. It sets Reason
 // for an unusable candidate; the election sets it for the others.
-func (r *resolution) consider(c *source.Container, name string, byLabel, byName bool, e *election, port int) *candidate {
+func (r *resolution) consider(c *source.Container, name string, byLabel, byName bool, e *election, port int, proto string) *candidate {
 	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name, Engine: c.Engine}, ctr: c, remote: r.isRemote(c)}
 	isAmbassador := c.Labels[LabelRole] == roleValue
 	switch {
@@ -986,7 +996,7 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 	}
 
 	if cd.remote {
-		addr, skip := r.published(c, cmp.Or(cd.port, port))
+		addr, skip := r.published(c, cmp.Or(cd.port, port), proto)
 		if skip != "" {
 			cd.Reason = skip
 			return cd
@@ -1023,7 +1033,7 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 }
 
 // published returns where the ambassador reaches c, a container of a
-// remote engine, for its port port (TCP): its engine's host, at the host
+// remote engine, for its port port of protocol proto: its engine's host, at the host
 // port it publishes port on. A binding to a specific address is reached
 // there; one to every address of the host (0.0.0.0, ::, "") at the
 // engine's Address. Bindings on the engine's Address come first, then
@@ -1031,16 +1041,20 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 // the host's loopback (unless the engine's Address is a loopback one:
 // the engine runs beside the ambassador), or with a zone, is not
 // reachable from another host. skip says why c cannot be reached.
-func (r *resolution) published(c *source.Container, port int) (addr, skip string) {
+func (r *resolution) published(c *source.Container, port int, proto string) (addr, skip string) {
 	var bindings []source.Binding
 	for _, p := range c.Ports {
-		if p.Port == port && p.Proto == TCP {
+		if p.Port == port && p.Proto == proto {
 			bindings = append(bindings, p.Published...)
 		}
 	}
 	if len(bindings) == 0 {
-		r.warn("container %s on engine %s: skipped: it publishes nothing for port %d; publish it (docker run -p %d)", c.Name, c.Engine, port, port)
-		return "", fmt.Sprintf("on engine %s, publishes nothing for port %d (docker run -p %d)", c.Engine, port, port)
+		flag := strconv.Itoa(port)
+		if proto != TCP {
+			flag += "/" + proto
+		}
+		r.warn("container %s on engine %s: skipped: it publishes nothing for port %s; publish it (docker run -p %s)", c.Name, c.Engine, flag, flag)
+		return "", fmt.Sprintf("on engine %s, publishes nothing for port %s (docker run -p %s)", c.Engine, flag, flag)
 	}
 	slices.SortFunc(bindings, func(a, b source.Binding) int {
 		return cmp.Or(a.HostPort-b.HostPort, strings.Compare(a.HostIP, b.HostIP))
@@ -1072,7 +1086,7 @@ func (r *resolution) published(c *source.Container, port int) (addr, skip string
 	}
 	host, p, _ := net.SplitHostPort(addr)
 	hostPort, _ := strconv.Atoi(p)
-	if e := (Endpoint{Host: host, Port: hostPort}); r.ownAddress(e) {
+	if e := (Endpoint{Host: host, Port: hostPort}); r.ownAddress(e, proto) {
 		return "", selfLoop(e)
 	}
 	return addr, ""

@@ -326,7 +326,7 @@ func TestResolveTarget(t *testing.T) {
 				chosen("redis", "named redis, running, no healthcheck"),
 			},
 			// On the ambassador the label names the target to serve too.
-			warnings: []string{"label ambassador.target=redis: no route: the ambassador exposes no TCP port; set label ambassador.ports, or run it with --expose PORT"},
+			warnings: []string{"label ambassador.target=redis: no route: the ambassador exposes no TCP or UDP port; set label ambassador.ports, or run it with --expose PORT"},
 		},
 		{
 			name: "the ambassador's own claim never counts, even without the role label",
@@ -336,7 +336,7 @@ func TestResolveTarget(t *testing.T) {
 			}(),
 			backends:   fallback,
 			candidates: []Candidate{skipped("amb", "the ambassador itself")},
-			warnings:   []string{"label ambassador.target=redis: no route: the ambassador exposes no TCP port; set label ambassador.ports, or run it with --expose PORT"},
+			warnings:   []string{"label ambassador.target=redis: no route: the ambassador exposes no TCP or UDP port; set label ambassador.ports, or run it with --expose PORT"},
 		},
 		{
 			name: "the ambassador is never the named container",
@@ -772,15 +772,18 @@ func TestResolveSources(t *testing.T) {
 			},
 		},
 		{
-			name:  "link: UDP ports are skipped with a warning",
+			name:  "link: a UDP port is a UDP route",
 			specs: func(t *testing.T) []Spec { return nil },
 			snap:  snapshot(amb(redisLinked), redis),
 			want: []Route{{
+				Name: "53/udp", Protocol: UDP, Listen: 53, Source: "link redis:redis", Target: "redis", Port: 53,
+				Backends:   []source.Backend{{Addr: "172.18.0.3:53", ID: "id-redis"}},
+				Candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
+			}, {
 				Name: "6379", Listen: 6379, Source: "link redis:redis", Target: "redis", Port: 6379,
 				Backends:   []source.Backend{{Addr: "172.18.0.3:6379", ID: "id-redis"}},
 				Candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck")},
 			}},
-			warnings: []string{"link redis:redis: port 53/udp skipped: only TCP is forwarded"},
 		},
 		{
 			name: "link whose variables made routes adds none",
@@ -816,7 +819,7 @@ func TestResolveSources(t *testing.T) {
 			name:     "link to a container exposing no TCP port",
 			specs:    func(t *testing.T) []Spec { return nil },
 			snap:     snapshot(amb(redisLinked), ctr("redis", "172.18.0.3")),
-			warnings: []string{"link redis:redis: no route: container redis exposes no TCP port; add --route LISTEN:redis:PORT"},
+			warnings: []string{"link redis:redis: no route: container redis exposes no TCP or UDP port; add --route LISTEN:redis:PORT"},
 		},
 		{
 			name:  "label target with ports: LISTEN[:BACKEND], bad entries skipped",
@@ -864,13 +867,23 @@ func TestResolveSources(t *testing.T) {
 		{
 			// A claimer exposing other ports never opens a listener: the
 			// ports are the ambassador's own (docker run --expose).
-			name:  "label target without ports: the ambassador's own exposed TCP ports, never the claimers'",
+			name:  "label target without ports: the ambassador's own exposed TCP and UDP ports, never the claimers'",
 			specs: func(t *testing.T) []Spec { return nil },
 			snap: snapshot(amb(claims("web"), ports(tcp(80), source.Port{Port: 53, Proto: "udp"}, tcp(8443))),
 				ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80), source.Port{Port: 53, Proto: "udp"})),
 				ctr("web-2", "172.18.0.5", claims("web"), ports(tcp(22), tcp(80))),
 				ctr("web-old", "172.18.0.6", claims("web"), labels(LabelPriority, "-1"), ports(tcp(9999)))),
 			want: []Route{
+				{
+					Name: "53/udp", Protocol: UDP, Listen: 53, Source: "label ambassador.target=web", Target: "web", Port: 53,
+					Backends: []source.Backend{{Addr: "172.18.0.4:53", ID: "id-web-1"}, {Addr: "172.18.0.5:53", ID: "id-web-2"}},
+					Candidates: []Candidate{
+						skipped("amb", "the ambassador itself"),
+						chosen("web-1", "claims web (claim scope network), priority 0, running, no healthcheck"),
+						chosen("web-2", "claims web (claim scope network), priority 0, running, no healthcheck"),
+						skipped("web-old", "lower priority (-1 < 0)"),
+					},
+				},
 				{
 					Name: "80", Listen: 80, Source: "label ambassador.target=web", Target: "web", Port: 80,
 					Backends: []source.Backend{{Addr: "172.18.0.4:80", ID: "id-web-1"}, {Addr: "172.18.0.5:80", ID: "id-web-2"}},
@@ -907,7 +920,7 @@ func TestResolveSources(t *testing.T) {
 			name:     "label target, the ambassador exposing no port and no ports label: no route",
 			specs:    func(t *testing.T) []Spec { return nil },
 			snap:     snapshot(amb(claims("web")), ctr("web-1", "172.18.0.4", claims("web"), ports(tcp(80)))),
-			warnings: []string{"label ambassador.target=web: no route: the ambassador exposes no TCP port; set label ambassador.ports, or run it with --expose PORT"},
+			warnings: []string{"label ambassador.target=web: no route: the ambassador exposes no TCP or UDP port; set label ambassador.ports, or run it with --expose PORT"},
 		},
 		{
 			name:     "empty label target",

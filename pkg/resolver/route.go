@@ -11,7 +11,8 @@ import (
 // returned.
 type Route struct {
 	// Name is stable across resolutions and meant for humans (logs,
-	// metrics); for now it is the decimal listen port, e.g. "6379".
+	// metrics, rewire): the decimal listen port, e.g. "6379", with /udp
+	// for a UDP route, "53/udp".
 	Name string
 	// Protocol is the transport: TCP, the only one so far. Routes are
 	// keyed by Protocol and Listen.

@@ -92,6 +92,9 @@ type Spec struct {
 func (s Spec) String() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(s.Listen))
+	if s.proto() != TCP {
+		b.WriteString("/" + s.proto())
+	}
 	b.WriteByte(':')
 	if s.Engine != "" && len(s.Backends) == 1 {
 		e := s.Backends[0]
@@ -112,8 +115,11 @@ func (s Spec) String() string {
 	return b.String()
 }
 
-// TCP is the Protocol of a TCP route.
-const TCP = "tcp"
+// TCP and UDP are the protocols of routes.
+const (
+	TCP = "tcp"
+	UDP = "udp"
+)
 
 // proto returns the spec's protocol, TCP when unset.
 func (s Spec) proto() string {
@@ -174,7 +180,7 @@ func ParseRouteList(s string) ([]Spec, error) {
 	var (
 		specs []Spec
 		errs  []error
-		seen  = make(map[int]string)
+		seen  = make(map[portKey]string)
 	)
 	for _, item := range items {
 		spec, err := parseRoute(item)
@@ -182,11 +188,12 @@ func ParseRouteList(s string) ([]Spec, error) {
 			errs = append(errs, fmt.Errorf("parse %s: route %q: %w", routeListSource, item, err))
 			continue
 		}
-		if first, ok := seen[spec.Listen]; ok {
+		key := portKey{spec.proto(), spec.Listen}
+		if first, ok := seen[key]; ok {
 			errs = append(errs, fmt.Errorf("parse %s: listen port %d is claimed twice: %q and %q (%s)", routeListSource, spec.Listen, first, item, conflictFix))
 			continue
 		}
-		seen[spec.Listen] = item
+		seen[key] = item
 		spec.Source = routeListSource
 		specs = append(specs, spec)
 	}
@@ -241,11 +248,18 @@ func parseRoute(s string) (Spec, error) {
 	if listen == "" {
 		return Spec{}, errors.New("missing listen port")
 	}
+	listen, proto, err := cutProto(listen)
+	if err != nil {
+		return Spec{}, err
+	}
 	port, err := parsePort(listen)
 	if err != nil {
 		return Spec{}, fmt.Errorf("listen port %q: %w", listen, err)
 	}
-	spec := Spec{Protocol: TCP, Listen: port}
+	if proto == UDP && strings.Contains(rest, tlsScheme) {
+		return Spec{}, errors.New("tls:// is for TCP routes: a UDP route forwards datagrams as they are")
+	}
+	spec := Spec{Protocol: proto, Listen: port}
 	if single, tls := strings.CutPrefix(rest, tlsScheme); !strings.Contains(rest, ",") {
 		if engine, name, ok := strings.Cut(single, "/"); ok && single[0] != '[' {
 			spec, err := parseEngineRoute(spec, rest, engine, name)
