@@ -683,7 +683,7 @@ func isStaticOverride(to string) bool {
 // for a container of another engine, an IP, or HOST:PORT.
 func ParseOverride(to string) error {
 	if isStaticOverride(to) {
-		_, err := parseEndpoint(to, 1)
+		_, err := parseEndpoint(strings.TrimPrefix(to, tlsScheme), 1)
 		return err
 	}
 	if to == "" {

@@ -98,6 +98,7 @@ func TestTLSBackendsAndListeners(t *testing.T) {
 	assert.Equal(t, []source.Backend{{Addr: "10.0.0.9:6379", TLS: true}}, res.Routes[0].Backends)
 	res = Resolve([]Spec{mustParseRoute(t, "6379:tls://redis:6379")}, snapshot(amb()), Options{Overrides: map[string]string{"6379": "10.0.0.7:6400"}})
 	assert.Equal(t, []source.Backend{{Addr: "10.0.0.7:6400", TLS: true}}, res.Routes[0].Backends)
+	require.NoError(t, ParseOverride("tls://10.0.0.7:6400"), "a rewire may name a TLS address")
 	res = Resolve([]Spec{mustParseRoute(t, "6379:redis:6379")}, snapshot(amb()), Options{Overrides: map[string]string{"6379": "tls://10.0.0.7:6400"}})
 	assert.Equal(t, []source.Backend{{Addr: "10.0.0.7:6400", TLS: true}}, res.Routes[0].Backends)
 }
