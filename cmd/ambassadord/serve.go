@@ -171,7 +171,12 @@ func errorField(err error) zap.Field {
 // the one to dial TLS backends (against the system's roots without
 // --tls-ca).
 func (c *config) tlsStore(opts *daemon.Options, log *zap.Logger) (*tlsconf.Store, error) {
-	files, _ := c.tlsFiles()
+	files, any := c.tlsFiles()
+	if !any {
+		// Nothing to load but the system's roots, for a tls:// backend:
+		// no line about it at start.
+		log = log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))
+	}
 	store, err := tlsconf.Load(files, log)
 	if err != nil {
 		return nil, err
