@@ -453,17 +453,34 @@ func engineRestartAmbassador(t *testing.T, ctx context.Context, d *harness.Docke
 		"--shutdown-grace", "1s",
 		"--log-format", "json",
 	}
+	a.start(t, ctx, args)
+	return a
+}
+
+// start runs the binary under test on the host with args, in an empty
+// environment, and waits until a route listens; it is stopped (SIGTERM,
+// which must make it exit 0) when the test ends. Every test that runs the
+// binary on the host starts it here, or with startEnv.
+func (a *engineRestartAmb) start(t *testing.T, ctx context.Context, args []string) {
+	t.Helper()
+	a.startEnv(t, ctx, nil, args)
+}
+
+// startEnv is start with the environment env and nothing else (the
+// test's own could hold DOCKER_HOST, AMBASSADORD_* or link variables,
+// which would change the routes), and, when listening names addresses,
+// waits until a route listens on each of them.
+func (a *engineRestartAmb) startEnv(t *testing.T, ctx context.Context, env, args []string, listening ...string) {
+	t.Helper()
 	shown := slices.Clone(args)
 	for i, arg := range shown {
 		if arg == "" {
 			shown[i] = "''"
 		}
 	}
-	t.Logf("$ ambassadord %s", strings.Join(shown, " "))
+	t.Logf("$ %sambassadord %s", strings.Join(append(slices.Clone(env), ""), " "), strings.Join(shown, " "))
 	a.cmd = exec.Command(ambassadorBin, args...)
-	// An empty environment: the test's own could hold DOCKER_HOST,
-	// AMBASSADORD_* or link variables, which would change the routes.
-	a.cmd.Env = []string{}
+	a.cmd.Env = append([]string{}, env...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	require.NoError(t, a.cmd.Start())
 	go a.wait()
@@ -477,15 +494,23 @@ func engineRestartAmbassador(t *testing.T, ctx context.Context, d *harness.Docke
 			return harness.Permanent(fmt.Errorf("ambassadord exited: %v", a.waitErr))
 		default:
 		}
-		if !strings.Contains(a.out.String(), "route listening") {
+		out := a.out.String()
+		if !strings.Contains(out, "route listening") {
 			return errors.New("no route listening yet")
+		}
+		for _, l := range listening {
+			if !slices.ContainsFunc(strings.Split(out, "\n"), func(line string) bool {
+				return strings.Contains(line, "route listening") && strings.Contains(line, `"listen":"`+l+`"`)
+			}) {
+				return fmt.Errorf("no route listening on %s yet", l)
+			}
 		}
 		return nil
 	})
 	// Not WaitTCP: the ambassador logs the route once it listens, and a
-	// probe connection would reach a backend, which counts every one.
+	// probe connection would reach a backend, which counts every one (or,
+	// on a TLS route, be a failed handshake, counted).
 	require.NoError(t, err, "ambassadord output:\n%s", a.out)
-	return a
 }
 
 // wait reaps the ambassador; a named function so that stack dumps say

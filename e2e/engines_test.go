@@ -531,30 +531,7 @@ func enginesAmbassador(t *testing.T, ctx context.Context, args ...string) *engin
 		"--shutdown-grace", "1s",
 		"--log-format", "json",
 	)
-	t.Logf("$ ambassadord %s", strings.Join(args, " "))
-	a.cmd = exec.Command(ambassadorBin, args...)
-	// An empty environment: the test's own could hold DOCKER_HOST,
-	// AMBASSADORD_* or link variables, which would change the routes.
-	a.cmd.Env = []string{}
-	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	require.NoError(t, a.cmd.Start())
-	go a.wait()
-	t.Cleanup(func() { a.stop(t) })
-
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	err := harness.Poll(ctx, func(context.Context) error {
-		select {
-		case <-a.exited:
-			return harness.Permanent(fmt.Errorf("ambassadord exited: %v", a.waitErr))
-		default:
-		}
-		if !strings.Contains(a.out.String(), "route listening") {
-			return errors.New("no route listening yet")
-		}
-		return nil
-	})
-	require.NoError(t, err, "ambassadord output:\n%s", a.out)
+	a.start(t, ctx, args)
 	return a
 }
 

@@ -190,31 +190,11 @@ func tlsAmbassadorEnv(t *testing.T, ctx context.Context, env []string, ports []i
 		"--shutdown-grace", "1s",
 		"--log-format", "json",
 	)
-	t.Logf("$ %sambassadord %s", strings.Join(append(slices.Clone(env), ""), " "), strings.Join(args, " "))
-	a.cmd = exec.Command(ambassadorBin, args...)
-	a.cmd.Env = append([]string{}, env...)
-	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	require.NoError(t, a.cmd.Start())
-	go a.wait()
-	t.Cleanup(func() { a.stop(t) })
-
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	err := harness.Poll(ctx, func(context.Context) error {
-		select {
-		case <-a.exited:
-			return harness.Permanent(fmt.Errorf("ambassadord exited: %v", a.waitErr))
-		default:
-		}
-		for _, p := range ports {
-			if tlsLogLine(a.out.String(), "route listening", `"listen":"`+enginesListen(p)+`"`) == "" {
-				return fmt.Errorf("route %d not listening yet", p)
-			}
-		}
-		return nil
-	})
-	// Not WaitTCP: a probe would be a handshake that fails, counted.
-	require.NoError(t, err, "ambassadord output:\n%s", a.out)
+	var listening []string
+	for _, p := range ports {
+		listening = append(listening, enginesListen(p))
+	}
+	a.startEnv(t, ctx, env, args, listening...)
 	return a
 }
 
