@@ -47,7 +47,7 @@ var (
 		help:   "Bytes forwarded: direction up is client to backend, down is backend to client. Counted when the connection ends."}
 	metricConnectErrors = metricDef{name: "ambassadord_connect_errors_total", kind: "counter",
 		labels: []string{"route", "backend", "reason"},
-		help:   "Failed connects to the backend, by reason: refused, timeout, unreachable, dns or other. A connection that tries several backends, or retries for --backend-wait, counts every failure."}
+		help:   "Failed connects to the backend, by reason: refused, timeout, unreachable, dns, tls (a TLS backend whose handshake failed) or other. A connection that tries several backends, or retries for --backend-wait, counts every failure."}
 	metricRejected = metricDef{name: "ambassadord_connections_rejected_total", kind: "counter",
 		labels: []string{"route", "reason"},
 		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached), shutdown (the route was closing) or tls (a client of a route listening with TLS failed its handshake: no certificate, another CA's, an identity --tls-allow refuses, not TLS; see ambassadord_tls_handshakes_total)."}
