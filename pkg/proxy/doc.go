@@ -26,6 +26,11 @@
 // timeout, by one goroutine per direction. [Route.Shutdown] or
 // [Route.Close] ends every connection and waits for them.
 //
+// A [UDPRoute] is the datagram counterpart of a Route: a flow per client
+// address, each with a socket of its own to one backend of the set, owned
+// by one event loop per route; see udp.go. TLS is per connection and
+// never on the event loops; see tls.go.
+//
 // # Systems other than Linux
 //
 // The event loops, and what makes the data path cheap (accept4, splice,
