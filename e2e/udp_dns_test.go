@@ -225,7 +225,7 @@ type dnsLoad struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 
-	mu   sync.Mutex
+	mu    sync.Mutex
 	tries []dnsTry // guarded by mu, in the order they ended
 	n     int      // guarded by mu: fresh queries started
 }
