@@ -23,6 +23,11 @@
 // ambassadord processes with mutual TLS, and of two without TLS, in a
 // table of its own.
 //
+// Then UDP forwarding (issue 17, udp.go): small datagrams' throughput and
+// latency, and memory per idle flow, through socat as the old image ran
+// it, nginx's stream module and ambassadord, beside direct, in a third
+// table.
+//
 // Last, rewiring is measured with real containers on the local Docker
 // engine (rewire.go): how fast new connections follow a change of backend,
 // for ambassadord (and the baseline) following the engine and for the
@@ -72,6 +77,10 @@ type config struct {
 	// idle connections are held through a pair.
 	newConnTime  time.Duration
 	tlsIdleConns int
+	// UDP: how long the throughput and the latency loads run, and how
+	// many idle flows are held.
+	udpTime, udpRateTime time.Duration
+	udpIdleFlows         int
 	// runTimeout bounds one client run (redis-benchmark, iperf3 beyond
 	// its -t): socat's listen backlog of 5 can stall connects for seconds.
 	runTimeout time.Duration
@@ -79,9 +88,9 @@ type config struct {
 
 var (
 	full = config{rounds: 3, iperfSeconds: 2, requests: 50000, pipelinedRequests: 500000, churnConns: 20000, idleConns: 9000, startups: 3, rewires: 20, losses: 3, runTimeout: 20 * time.Second,
-		newConnTime: 3 * time.Second, tlsIdleConns: 1000}
+		newConnTime: 3 * time.Second, tlsIdleConns: 1000, udpTime: 3 * time.Second, udpRateTime: 2 * time.Second, udpIdleFlows: 50000}
 	quick = config{rounds: 1, iperfSeconds: 1, requests: 5000, pipelinedRequests: 50000, churnConns: 1000, idleConns: 500, startups: 2, rewires: 3, losses: 1, runTimeout: 8 * time.Second,
-		newConnTime: time.Second, tlsIdleConns: 200}
+		newConnTime: time.Second, tlsIdleConns: 200, udpTime: 500 * time.Millisecond, udpRateTime: 500 * time.Millisecond, udpIdleFlows: 2000}
 )
 
 // Port offsets from the base port. The backends use base+offset; candidate
@@ -95,12 +104,16 @@ const (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "hold" {
-		if err := hold(os.Args[2:]); err != nil {
-			fmt.Fprintf(os.Stderr, "bench hold: %v\n", err)
-			os.Exit(1)
+	// The bench's helper processes: the idle test's TCP backend, the UDP
+	// rows' echo, and their idle flows' holder.
+	for name, helper := range map[string]func([]string) error{"hold": hold, "udpecho": udpEcho, "udpidle": udpIdle} {
+		if len(os.Args) > 1 && os.Args[1] == name {
+			if err := helper(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", name, err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	isQuick := flag.Bool("quick", os.Getenv("QUICK") != "", "one round with small counts (CI smoke); default from $QUICK")
 	bin := flag.String("ambassadord", "bin/ambassadord", "the ambassadord binary to measure (make build)")
@@ -109,7 +122,7 @@ func main() {
 	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 100 from there)")
 	rounds := flag.Int("rounds", 0, "rounds; 0 means 3, or 1 with -quick")
 	rewires := flag.Int("rewires", -1, "rewires of each kind with real containers; 0 skips them; -1 means 20, or 3 with -quick")
-	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,rewire (for development)")
+	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,rewire (for development)")
 	flag.Parse()
 
 	cfg := full
@@ -160,6 +173,7 @@ type bench struct {
 	notes     []string
 	rewire    *rewireResult
 	tls       *tlsBench // the TLS hop's table; nil if not measured
+	udp       *udpBench // the UDP table; nil if not measured
 }
 
 // newBench returns a run's state for cands.
@@ -273,6 +287,14 @@ func run(ctx context.Context, opts options) error {
 			b.note("TLS hop not measured: %v", err)
 		}
 	}
+	if want("udp") {
+		if err := b.runUDP(ctx, bin); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.note("UDP not measured: %v", err)
+		}
+	}
 	stopBackends()
 
 	if want("rewire") {
@@ -281,6 +303,14 @@ func run(ctx context.Context, opts options) error {
 		} else if err := b.runRewire(ctx); err != nil {
 			// The rest of the table stands without it: say why it is missing.
 			b.note("rewire with real containers not measured: %v", err)
+		}
+	}
+	if want("rewire") && b.udp != nil && cfg.rewires > 0 {
+		if err := b.udp.rewire(ctx, cfg.rewires); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.udp.note("rewire of UDP flows not measured: %v", err)
 		}
 	}
 	b.print(os.Stdout, begin)

@@ -74,6 +74,21 @@ var tlsRows = []row{
 	{key: "idle-tasks", label: "idle: both sides' threads (stunnel) or goroutines (ambassadord) per connection", digits: 2},
 }
 
+// udpRows are the UDP table's metrics in order; keys are those udp.go
+// adds, and udpGoal judges them against issue 17's goals.
+var udpRows = []row{
+	{key: "tput-rps", label: fmt.Sprintf("%d B echo, %d flows × %d in flight: requests/s (a datagram each way)", udpSize, udpFlows, udpWindow), higher: true},
+	{key: "tput-loss", label: "echo: datagrams lost, %", digits: 2},
+	{key: "tput-cpu", label: "echo: proxy CPU-s per million datagrams", digits: 2},
+	{key: "lat-p50", label: fmt.Sprintf("%s requests/s (%d flows): round trip p50 ms", format(float64(udpRateFlows)*float64(time.Second/udpRateEvery), 0), udpRateFlows), digits: 3},
+	{key: "lat-p99", label: "paced: round trip p99 ms", digits: 3},
+	{key: "lat-loss", label: "paced: datagrams lost, %", digits: 2},
+	{key: "idle-flows", label: "idle: flows held through the proxy"},
+	{key: "idle-pss", label: "idle: proxy KiB per flow (PSS)", digits: 2},
+	{key: "idle-rss", label: "idle: proxy KiB per flow (VmRSS)", digits: 2},
+	{key: "idle-fds", label: "idle: proxy fds per flow", digits: 2},
+}
+
 // vsStunnel judges ambassadord's TLS pair against the stunnel pair.
 func vsStunnel(factor float64, higher bool) func([]float64) string {
 	return func(m []float64) string {
@@ -186,6 +201,91 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 	}
 	if b.tls != nil {
 		b.tls.print(w)
+	}
+	if b.udp != nil {
+		b.udp.print(w)
+	}
+}
+
+// print writes the UDP table and its notes.
+func (u *udpBench) print(w io.Writer) {
+	fmt.Fprintf(w, "\n### UDP forwarding (issue 17): small datagrams on loopback to a Go echo\n\n")
+	u.table(w)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks, per million datagrams forwarded either way.")
+	fmt.Fprintf(w, "Echo: %d flows (connected sockets) of a Go client, each sending a datagram for every answer so as to keep %d in flight (%d in all), a window unanswered for %s taken as lost and sent anew; requests/s counts the answers; lost = not answered %s after the load. Paced: each flow sends one datagram every %s and waits for its answer, so a round trip is one datagram each way, without a queue.\n",
+		udpFlows, udpWindow, udpFlows*udpWindow, udpLossWait, udpDrain, udpRateEvery)
+	fmt.Fprintln(w, "The backend: a Go echo (`bench udpecho`), two sockets on one port with SO_REUSEPORT, a goroutine each.")
+	fmt.Fprintln(w, "classic = `socat UDP4-RECVFROM:P,fork UDP4-SENDTO:127.0.0.1:B` (a process per datagram), at most 8 flows in the echo load; nginx = nginx-light with libnginx-mod-stream, `worker_processes 1`, `listen 127.0.0.1:P udp; proxy_pass 127.0.0.1:B; proxy_timeout 30s;` with `proxy_responses 1;` (a session ends once answered, the usual DNS configuration) or without (a session lives for proxy_timeout, as a flow of ambassadord's), a foreground process with its own prefix, pid file and error log; ambassadord = `--route P/udp:127.0.0.1:B`, one event loop for the route.")
+	fmt.Fprintln(w, "The machine's CPUs are shared by the client, the echo and the proxy, so requests/s is the three's together; CPU per million datagrams is the proxy's own cost.")
+	where := "in a network namespace of its own (the ephemeral port range widened there to " + udpIdlePortRange + ", clients bound outside it, the descriptor limit raised where allowed), the machine's settings untouched"
+	if !u.netns {
+		where = "on the machine's loopback"
+	}
+	fmt.Fprintf(w, "Idle: flows each answered once, then held, %s, with an idle timeout of %s; memory and descriptors the proxy grew by, per flow, after a first flow; kernel socket buffers are not in PSS/RSS.\n", where, udpIdleTimeout)
+	for _, n := range u.notes {
+		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+}
+
+// table writes the UDP markdown table, a row per metric measured.
+func (u *udpBench) table(w io.Writer) {
+	cols := []string{"metric"}
+	for _, c := range u.cands {
+		cols = append(cols, c.name)
+	}
+	for _, ci := range udpNginxes {
+		cols = append(cols, "ambassadord ÷ "+u.cands[ci].name)
+	}
+	cols = append(cols, "issue 17 goal")
+	fmt.Fprintln(w, "| "+strings.Join(cols, " | ")+" |")
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", len(cols)))
+	// The goals are judged on the figures as printed.
+	shown := map[string][]float64{}
+	for _, r := range udpRows {
+		m := make([]float64, len(u.cands))
+		for ci := range m {
+			m[ci] = math.NaN()
+			if s := u.samples[r.key]; s != nil {
+				m[ci] = roundTo(median(s[ci]), r.digits)
+			}
+		}
+		shown[r.key] = m
+	}
+	for _, r := range udpRows {
+		s := u.samples[r.key]
+		if s == nil {
+			continue
+		}
+		m := make([]float64, len(u.cands))
+		for ci := range m {
+			m[ci] = median(s[ci])
+		}
+		cells := []string{r.label}
+		for ci := range m {
+			cell := format(m[ci], r.digits)
+			if ci != udpDirect && !strings.HasSuffix(r.key, "loss") {
+				if rt := ratio(m[ci], m[udpDirect]); rt != "" {
+					cell += " (" + rt + ")"
+				}
+			}
+			cells = append(cells, cell)
+		}
+		for _, ci := range udpNginxes {
+			cells = append(cells, ratio(m[udpAmbassadord], m[ci]))
+		}
+		cells = append(cells, udpGoal(r.key, shown))
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
+	}
+	if r := u.rewired; r != nil {
+		cells := make([]string, len(cols))
+		cells[0] = udpRewireRow
+		for ci := range u.cands {
+			cells[1+ci] = "—"
+		}
+		cells[1+udpAmbassadord] = r.cell()
+		cells[len(cols)-1] = r.goal()
+		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
 }
 
