@@ -269,7 +269,11 @@ func cliExplain(args []string, w io.Writer) error {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "active connections: %d\n", r.Active)
+	if r.Protocol == "udp" {
+		fmt.Fprintf(w, "active flows: %d\n", r.Active)
+	} else {
+		fmt.Fprintf(w, "active connections: %d\n", r.Active)
+	}
 	return nil
 }
 

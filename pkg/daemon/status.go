@@ -51,7 +51,7 @@ func (d *Daemon) publish() {
 		rs := api.Route{
 			Name: rt.Name, Target: rt.Target, Port: rt.Port, Source: rt.Source,
 			Override: rt.Override, NoBackend: rt.NoBackend, Candidates: rt.Candidates,
-			Backends: []api.Backend{}, TLS: rt.ListenTLS,
+			Backends: []api.Backend{}, TLS: rt.ListenTLS, Protocol: keyOf(rt).proto,
 		}
 		listen, pr, ok := d.table.listening(rt)
 		if ok {

@@ -276,7 +276,12 @@ func (t *routeTable) forget(ids []string) {
 		if after := s.proxy.Backends(); !slices.Equal(before, after) {
 			t.metrics.BackendSet(s.spec.Name, after)
 		}
-		if n > 0 {
+		switch {
+		case n == 0:
+		case keyOf(s.spec).proto == resolver.UDP:
+			t.log.Info("backend gone; its flows move at their next datagram", zap.String("route", s.spec.Name),
+				zap.Strings("container", ids), zap.Int("flows", n))
+		default:
 			t.log.Info("backend gone; closed its connections", zap.String("route", s.spec.Name),
 				zap.Strings("container", ids), zap.Int("closed", n))
 		}

@@ -97,6 +97,7 @@ func TestUDPRoute(t *testing.T) {
 	r, ok := doc.Route(p + "/udp")
 	require.True(t, ok)
 	assert.Equal(t, "127.0.0.1:"+p, r.Listen)
+	assert.Equal(t, "udp", r.Protocol)
 	assert.Equal(t, 2, r.Active, "two flows")
 	tcp, ok := doc.Route(p)
 	require.True(t, ok)

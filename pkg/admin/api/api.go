@@ -78,6 +78,7 @@ type Source struct {
 // Route is one route's state.
 type Route struct {
 	Name       string               `json:"name"`
+	Protocol   string               `json:"protocol"`         // tcp or udp
 	Listen     string               `json:"listen,omitempty"` // "" when not listening
 	TLS        bool                 `json:"tls,omitempty"`    // listens with TLS, a client certificate required
 	Target     string               `json:"target,omitempty"`
