@@ -168,10 +168,16 @@ func FuzzParseClassicEnv(f *testing.F) {
 			if len(spec.Backends) != 1 {
 				t.Errorf("%d backends in %+v", len(spec.Backends), spec)
 			}
-			if i > 0 && specs[i-1].Listen >= spec.Listen {
-				t.Errorf("not sorted by listen, or duplicate: %+v", specs)
+			if i > 0 {
+				prev := specs[i-1]
+				if prev.Listen > spec.Listen || prev.Listen == spec.Listen && prev.proto() >= spec.proto() {
+					t.Errorf("not sorted by listen and protocol, or duplicate: %+v", specs)
+				}
 			}
 			name, ok := strings.CutPrefix(spec.Source, "env ")
+			if want := map[string]string{"_TCP": TCP, "_UDP": UDP}[name[max(len(name)-4, 0):]]; spec.proto() != want {
+				t.Errorf("protocol %s from %s", spec.proto(), spec.Source)
+			}
 			if !ok || !names[name] {
 				t.Errorf("source %q does not name a variable of the environment", spec.Source)
 			}
