@@ -15,12 +15,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,30 +67,7 @@ func udpHostAmbassador(t *testing.T, ctx context.Context, backends string, args 
 		"--log-format", "json",
 		"--log-level", "debug", // a line per flow opened and closed, for a failure
 	)
-	t.Logf("$ ambassadord %s", strings.ReplaceAll(strings.Join(args, " "), "--admin-socket  ", "--admin-socket '' "))
-	a.cmd = exec.Command(ambassadorBin, args...)
-	// An empty environment: the test's own could hold AMBASSADORD_* or
-	// link variables, which would change the routes.
-	a.cmd.Env = []string{}
-	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	require.NoError(t, a.cmd.Start())
-	go a.wait()
-	t.Cleanup(func() { a.stop(t) })
-
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	err := harness.Poll(ctx, func(context.Context) error {
-		select {
-		case <-a.exited:
-			return harness.Permanent(fmt.Errorf("ambassadord exited: %v", a.waitErr))
-		default:
-		}
-		if !strings.Contains(a.out.String(), "route listening") {
-			return errors.New("no route listening yet")
-		}
-		return nil
-	})
-	require.NoError(t, err, "ambassadord output:\n%s", a.out)
+	a.start(t, ctx, args)
 	return a
 }
 
