@@ -28,6 +28,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/internal/dnsload"
 	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
@@ -244,7 +245,7 @@ const udpTakeover = 500 * time.Millisecond
 // 2 ms, each a new flow, and 4 long-lived sockets with a query every
 // 10 ms; a query is sent again after 300 ms without an answer, as a
 // resolver does, and lost after its second try.
-var udpQueries = dnsLoadConfig{
+var udpQueries = dnsload.Config{
 	Fresh:   2 * time.Millisecond,
 	Flows:   4,
 	Every:   10 * time.Millisecond,
@@ -288,21 +289,21 @@ func TestUDPClaimRewire(t *testing.T) {
 
 	evs := eng.Events(ctx)
 	l := startDNSLoad(t, target, udpWhoName, udpQueries)
-	require.NoError(t, l.WaitAnswered(ctx, -2, udpWho1, time.Now(), 100))
+	require.NoError(t, waitAnswered(ctx, l, -2, udpWho1, time.Now(), 100))
 	claiming := time.Now()
 	dns2 := udpStartDNS(t, ctx, harness.Spec{
 		Name: "dns2", Networks: []string{n.Name},
 		Labels: map[string]string{labelTarget: dns.Name, labelPriority: "10"},
 	}, udpWho2)
 	started := waitEvent(t, ctx, evs, dns2.ID, "start", claiming)
-	require.NoError(t, l.WaitAnswered(ctx, -1, udpWho2, time.Now(), 100))
+	require.NoError(t, waitAnswered(ctx, l, -1, udpWho2, time.Now(), 100))
 
 	// dns stopped: the long-lived flows move.
 	stopping := time.Now()
 	require.NoError(t, eng.Stop(ctx, dns.ID, 5*time.Second))
 	stopped := time.Now()
 	for i := range udpQueries.Flows {
-		require.NoError(t, l.WaitAnswered(ctx, i, udpWho2, stopping, 20), "long-lived flow %d after dns stopped", i)
+		require.NoError(t, waitAnswered(ctx, l, i, udpWho2, stopping, 20), "long-lived flow %d after dns stopped", i)
 	}
 	res := l.Stop()
 	killed := waitEvent(t, ctx, evs, dns.ID, "kill", stopping)
@@ -314,21 +315,21 @@ func TestUDPClaimRewire(t *testing.T) {
 	// that dns did not answer went to dns2 (answered, or sent before its
 	// dnsmasq listened).
 	fresh := res.Flow(-1)
-	routed, ok := fresh.After(started).First(func(d dnsTry) bool { return d.Answer != udpWho1 })
+	routed, ok := fresh.After(started).First(func(d dnsload.Try) bool { return d.Answer != udpWho1 })
 	require.True(t, ok, "no fresh query left dns after dns2's start")
-	answered, ok := fresh.First(func(d dnsTry) bool { return d.Answer == udpWho2 })
+	answered, ok := fresh.First(func(d dnsload.Try) bool { return d.Answer == udpWho2 })
 	require.True(t, ok, "dns2 answered no fresh query")
 	took := routed.Sent.Sub(started)
 	assert.LessOrEqual(t, took, udpTakeover, "new flows to dns2 after its start event")
-	beforeAnswer := fresh.After(started).Filter(func(d dnsTry) bool { return d.Sent.Before(answered.Sent) })
+	beforeAnswer := fresh.After(started).Filter(func(d dnsload.Try) bool { return d.Sent.Before(answered.Sent) })
 	t.Logf("new flows went to dns2 %s after its start event (goal: p99 ≤ 50 ms, measured by make bench; bound here %s); dns2 answered the first %s after it; %d fresh datagrams in between, %d of them lost (sent before dnsmasq listened)",
 		took.Round(100*time.Microsecond), udpTakeover, answered.Sent.Sub(started).Round(100*time.Microsecond), len(beforeAnswer), len(beforeAnswer.Lost()))
 	afterAnswer := answered.Sent.Add(answered.Took)
 	noneOf(t, fresh.After(afterAnswer).By(udpWho1), "fresh queries answered by dns after dns2 had answered one")
-	noneOf(t, res.After(answered.Sent).Lost().Filter(func(d dnsTry) bool {
+	noneOf(t, res.After(answered.Sent).Lost().Filter(func(d dnsload.Try) bool {
 		return d.Flow == -1 || d.Sent.Before(stopping)
 	}), "datagrams lost once dns2 answered, before dns was stopped")
-	noneOf(t, fresh.Filter(func(d dnsTry) bool { return d.Lost() && d.Sent.Before(started) }),
+	noneOf(t, fresh.Filter(func(d dnsload.Try) bool { return d.Lost() && d.Sent.Before(started) }),
 		"fresh datagrams lost before dns2 started")
 
 	// Long-lived flows: on dns while it ran, then on dns2.
@@ -339,15 +340,15 @@ func TestUDPClaimRewire(t *testing.T) {
 	t.Logf("ICMP port unreachable counted from dns2 (before it listened): %v; from dns (after it exited): %v", unreachable, unreachableOld)
 	for i := range udpQueries.Flows {
 		flow := res.Flow(i)
-		noneOf(t, flow.Filter(func(d dnsTry) bool { return d.Sent.Before(stopping) && d.Answer != udpWho1 }),
+		noneOf(t, flow.Filter(func(d dnsload.Try) bool { return d.Sent.Before(stopping) && d.Answer != udpWho1 }),
 			"datagrams of long-lived flow %d not answered by dns while it ran", i)
-		moved, ok := flow.After(stopping).First(func(d dnsTry) bool { return d.Answer == udpWho2 })
+		moved, ok := flow.After(stopping).First(func(d dnsload.Try) bool { return d.Answer == udpWho2 })
 		require.True(t, ok, "long-lived flow %d never reached dns2", i)
-		noneOf(t, flow.After(moved.Sent).Filter(func(d dnsTry) bool { return d.Answer != udpWho2 }),
+		noneOf(t, flow.After(moved.Sent).Filter(func(d dnsload.Try) bool { return d.Answer != udpWho2 }),
 			"datagrams of long-lived flow %d not answered by dns2 after its move", i)
-		cut := flow.After(stopping).Filter(func(d dnsTry) bool { return d.Sent.Before(moved.Sent) && d.Lost() })
+		cut := flow.After(stopping).Filter(func(d dnsload.Try) bool { return d.Sent.Before(moved.Sent) && d.Lost() })
 		t.Logf("long-lived flow %d: moved to dns2 %s after the stop call (docker stop returned after %s), at its datagram of %s; %d datagram(s) lost in between: %s",
-			i, moved.Sent.Sub(stopping).Round(time.Millisecond), stopped.Sub(stopping).Round(time.Millisecond), moved.Sent.Format("15:04:05.000"), len(cut), strings.TrimSpace(cut.describe()))
+			i, moved.Sent.Sub(stopping).Round(time.Millisecond), stopped.Sub(stopping).Round(time.Millisecond), moved.Sent.Format("15:04:05.000"), len(cut), strings.TrimSpace(cut.Describe()))
 	}
 	assert.Zero(t, res.LostQueries(), "queries lost (after their retry): %s", res)
 }
@@ -378,8 +379,8 @@ func TestUDPBackendGone(t *testing.T) {
 	waitAnswer(t, ctx, target, udpWhoName, udpWho2)
 
 	// Long-lived flows until one is on each server: new flows alternate.
-	cfg := dnsLoadConfig{Flows: 2, Every: 10 * time.Millisecond, Tries: 1, Timeout: 300 * time.Millisecond}
-	var l *dnsLoad
+	cfg := dnsload.Config{Flows: 2, Every: 10 * time.Millisecond, Tries: 1, Timeout: 300 * time.Millisecond}
+	var l *dnsload.Load
 	onA, onB := -1, -1
 	for attempt := 0; onA < 0 || onB < 0; attempt++ {
 		require.Less(t, attempt, 10, "no pair of flows on a and b")
@@ -404,7 +405,7 @@ func TestUDPBackendGone(t *testing.T) {
 			}
 		}
 	}
-	require.NoError(t, l.WaitAnswered(ctx, onA, udpWho1, time.Now(), 20))
+	require.NoError(t, waitAnswered(ctx, l, onA, udpWho1, time.Now(), 20))
 	metrics := udpMetrics(amb)
 	before, err := scrape(ctx, metrics)
 	require.NoError(t, err)
@@ -414,7 +415,7 @@ func TestUDPBackendGone(t *testing.T) {
 	evs := eng.Events(ctx)
 	removing := time.Now()
 	require.NoError(t, eng.Remove(ctx, a.ID))
-	require.NoError(t, l.WaitAnswered(ctx, onA, udpWho2, removing, 50))
+	require.NoError(t, waitAnswered(ctx, l, onA, udpWho2, removing, 50))
 	res := l.Stop()
 	died := waitEvent(t, ctx, evs, a.ID, "die", removing)
 	waitMetrics(t, ctx, metrics, want("ambassadord_udp_flows_ended_total", map[string]string{"route": "53/udp", "reason": "moved"}, 1))
@@ -426,12 +427,12 @@ func TestUDPBackendGone(t *testing.T) {
 	t.Logf("load: %s; a removed at %s, died at %s", res, removing.Format("15:04:05.000"), died.Format("15:04:05.000"))
 
 	flow := res.Flow(onA)
-	moved, ok := flow.After(removing).First(func(d dnsTry) bool { return d.Answer == udpWho2 })
+	moved, ok := flow.After(removing).First(func(d dnsload.Try) bool { return d.Answer == udpWho2 })
 	require.True(t, ok)
-	cut := flow.After(removing).Filter(func(d dnsTry) bool { return d.Sent.Before(moved.Sent) })
+	cut := flow.After(removing).Filter(func(d dnsload.Try) bool { return d.Sent.Before(moved.Sent) })
 	t.Logf("the flow on a moved to b at its datagram sent %s after the removal (a's die event came %s after it); before the move, %d datagram(s) sent: %s",
-		moved.Sent.Sub(removing).Round(time.Millisecond), died.Sub(removing).Round(time.Millisecond), len(cut), strings.TrimSpace(cut.describe()))
-	noneOf(t, flow.Filter(func(d dnsTry) bool { return d.Sent.Before(removing) && d.Answer != udpWho1 }), "datagrams of the flow on a not answered by a before its removal")
-	noneOf(t, flow.After(moved.Sent).Filter(func(d dnsTry) bool { return d.Answer != udpWho2 }), "datagrams of the moved flow not answered by b after the move")
-	noneOf(t, res.Flow(onB).Filter(func(d dnsTry) bool { return d.Answer != udpWho2 }), "datagrams of the flow on b not answered by b")
+		moved.Sent.Sub(removing).Round(time.Millisecond), died.Sub(removing).Round(time.Millisecond), len(cut), strings.TrimSpace(cut.Describe()))
+	noneOf(t, flow.Filter(func(d dnsload.Try) bool { return d.Sent.Before(removing) && d.Answer != udpWho1 }), "datagrams of the flow on a not answered by a before its removal")
+	noneOf(t, flow.After(moved.Sent).Filter(func(d dnsload.Try) bool { return d.Answer != udpWho2 }), "datagrams of the moved flow not answered by b after the move")
+	noneOf(t, res.Flow(onB).Filter(func(d dnsload.Try) bool { return d.Answer != udpWho2 }), "datagrams of the flow on b not answered by b")
 }
