@@ -155,8 +155,13 @@ func memory(pid int) (pss, rss int64, err error) {
 // wildcard address, from /proc/net/tcp. Checking the socket table instead
 // of connecting keeps readiness checks from reaching the backends (an
 // iperf3 server counts a bare connection as a failed test).
-func listening(port int) bool {
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+func listening(port int) bool { return socketIn("tcp", "0A", port) } // 0A: LISTEN
+
+// socketIn reports whether a socket of proto (the /proc/net file: tcp,
+// udp) on port is in state (hexadecimal, as those files say it), over
+// IPv4 and IPv6, in the caller's network namespace.
+func socketIn(proto, state string, port int) bool {
+	for _, file := range []string{"/proc/net/" + proto, "/proc/net/" + proto + "6"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			continue
@@ -164,8 +169,8 @@ func listening(port int) bool {
 		suffix := fmt.Sprintf(":%04X", port)
 		for line := range strings.Lines(string(b)) {
 			f := strings.Fields(line)
-			// f[1] is local_address (HEX_IP:HEX_PORT), f[3] the state; 0A is LISTEN.
-			if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], suffix) {
+			// f[1] is local_address (HEX_IP:HEX_PORT), f[3] the state.
+			if len(f) > 3 && f[3] == state && strings.HasSuffix(f[1], suffix) {
 				return true
 			}
 		}

@@ -567,22 +567,7 @@ func waitUDPBound(ctx context.Context, port int) error {
 // /proc/net/udp and udp6 (of the caller's network namespace): unconnected
 // (state 07), with no remote address, so a client's socket does not
 // count.
-func udpBound(port int) bool {
-	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			continue
-		}
-		suffix := fmt.Sprintf(":%04X", port)
-		for line := range strings.Lines(string(b)) {
-			f := strings.Fields(line)
-			if len(f) > 3 && f[3] == "07" && strings.HasSuffix(f[1], suffix) {
-				return true
-			}
-		}
-	}
-	return false
-}
+func udpBound(port int) bool { return socketIn("udp", "07", port) }
 
 // launchUDPSocat runs socat as the classic ambassador image would have
 // for a UDP port: a child per datagram received, sending it on and
