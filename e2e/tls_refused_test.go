@@ -126,8 +126,13 @@ func TestTLSRefused(t *testing.T) {
 		counts[tt.reason]++
 		server.waitTLS(t, ctx, tt.name, map[string]string{"side": "listen", "result": tt.reason}, counts[tt.reason])
 	}
-	f := tlsMetrics(t, ctx, server)
-	assert.Equal(t, 6.0, tlsSum(f, tlsRejected, map[string]string{"reason": "tls"}), "connections rejected for TLS")
+	// Counted as rejected just after its handshake's result: wait for it.
+	f := waitMetrics(t, ctx, server.admin+"/metrics", func(f families) error {
+		if got := tlsSum(f, tlsRejected, map[string]string{"reason": "tls"}); got != 6 {
+			return fmt.Errorf("connections rejected for TLS: %v, want 6", got)
+		}
+		return nil
+	})
 	assert.Zero(t, tlsSum(f, tlsHandshakes, map[string]string{"side": "listen", "result": "ok"}), "handshakes that succeeded")
 	st, err := stats(ctx, data)
 	require.NoError(t, err)

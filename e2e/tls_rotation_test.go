@@ -331,13 +331,18 @@ func TestTLSRotationCA(t *testing.T) {
 	mark := len(client.out.String())
 	_, refused := enginesWhoami(ctx, route)
 	require.Error(t, refused, "a new connection of a client whose certificate the new client CA did not sign")
-	refusedAt := tlsMetrics(t, ctx, server)
+	// The server counts the handshake once its side of it has returned,
+	// after the alert the client may already have read: wait for it.
+	refusedAt := waitMetrics(t, ctx, server.admin+"/metrics", func(f families) error {
+		if tlsSum(f, tlsHandshakes, map[string]string{"side": "listen", "result": "unknown_ca"}) == 0 {
+			return fmt.Errorf("no handshake refused for an unknown CA yet: %s", tlsHandshakeResults(f, "listen"))
+		}
+		return nil
+	})
 	resumed := func(f families) float64 {
 		return tlsSum(f, tlsHandshakes, map[string]string{"side": "listen", "result": "resumed"})
 	}
 	assert.Equal(t, resumed(before), resumed(refusedAt), "sessions resumed after the client CA changed: %s", tlsHandshakeResults(refusedAt, "listen"))
-	assert.Positive(t, tlsSum(refusedAt, tlsHandshakes, map[string]string{"side": "listen", "result": "unknown_ca"}),
-		"handshakes refused for an unknown CA: %s", tlsHandshakeResults(refusedAt, "listen"))
 	st, err = stats(ctx, data)
 	require.NoError(t, err)
 	assert.Equal(t, conns, st.Conns, "connections that reached the backend while the client was refused")
