@@ -24,8 +24,8 @@ var engineAPIs = []string{"github.com/moby/", "github.com/docker/"}
 // metrics sit beside it behind interfaces they or it declare, and import
 // neither it nor each other; the admin API's documents (pkg/admin/api)
 // are the plain values the controller, the endpoint and the CLI share;
-// pkg/tlsconf, the TLS material, is a leaf the command and the metrics
-// use (the proxy sees only crypto/tls's configurations). It checks transitive imports, so a helper package cannot smuggle
+// pkg/tlsconf, the TLS material, is a leaf the command, the metrics and
+// the watcher (its PEM parsing) use (the proxy sees only crypto/tls's configurations). It checks transitive imports, so a helper package cannot smuggle
 // anything in. Test files are not checked: a test may wire packages
 // together.
 func TestImportDirection(t *testing.T) {
@@ -40,7 +40,7 @@ func TestImportDirection(t *testing.T) {
 		// The resolver is pure policy on the leaf's values.
 		{pkg: "pkg/resolver", allowed: []string{mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
 		// A source publishes the leaf's values, and decides nothing.
-		{pkg: "pkg/watcher", allowed: []string{mod + "pkg/source"}, forbidden: []string{mod}},
+		{pkg: "pkg/watcher", allowed: []string{mod + "pkg/source", mod + "pkg/tlsconf"}, forbidden: []string{mod}},
 		// The controller: the leaf, the resolver, the proxy, and the admin
 		// API's documents it publishes; no source, no engine, and neither
 		// the admin endpoint nor the metrics (its Metrics interface).

@@ -80,7 +80,7 @@ func loadKeyPair(h hash.Hash, certPath, keyPath string, now time.Time) (*tls.Cer
 	if err != nil {
 		return nil, err
 	}
-	certs, err := parseCerts(certPEM)
+	certs, err := ParseCerts(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", certPath, err)
 	}
@@ -91,7 +91,7 @@ func loadKeyPair(h hash.Hash, certPath, keyPath string, now time.Time) (*tls.Cer
 	if err != nil {
 		return nil, err
 	}
-	if encryptedKey(keyPEM) {
+	if EncryptedKey(keyPEM) {
 		return nil, fmt.Errorf("%s is encrypted: give the key unencrypted (openssl pkey -in %[1]s -out key.pem), readable by this user alone", keyPath)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -125,7 +125,7 @@ func loadCAs(h hash.Hash, m *material, path, kind string, now time.Time) (*x509.
 	if err != nil {
 		return nil, err
 	}
-	cas, err := parseCerts(b)
+	cas, err := ParseCerts(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -180,9 +180,10 @@ func permissionError(path string) error {
 		"make the file, and the directories to it, readable by that user (chown, chmod), or run as its owner", path, file, who, os.Getgid())
 }
 
-// parseCerts parses every CERTIFICATE block of a PEM file, in order,
-// skipping blocks of other types.
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
+// ParseCerts parses every CERTIFICATE block of a PEM file, in order,
+// skipping blocks of other types; an error numbers the certificate that
+// does not parse. The watcher reads an engine's TLS files with it too.
+func ParseCerts(b []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var block *pem.Block
@@ -201,9 +202,9 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 	}
 }
 
-// encryptedKey reports whether a PEM key is encrypted: PKCS #8's
+// EncryptedKey reports whether a PEM key is encrypted: PKCS #8's
 // ENCRYPTED PRIVATE KEY, or OpenSSL's legacy Proc-Type header.
-func encryptedKey(b []byte) bool {
+func EncryptedKey(b []byte) bool {
 	for {
 		var block *pem.Block
 		block, b = pem.Decode(b)

@@ -3,7 +3,6 @@ package watcher
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ambassadord/ambassadord/pkg/tlsconf"
 )
 
 // The files of a tls= directory, named as DOCKER_CERT_PATH names them.
@@ -64,7 +65,7 @@ func loadTLS(dir string) (*tlsFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.cas, err = parseCerts(caPEM); err != nil {
+	if f.cas, err = tlsconf.ParseCerts(caPEM); err != nil {
 		return nil, fmt.Errorf("%s: %w", f.path(caFile), err)
 	}
 	if len(f.cas) == 0 {
@@ -74,7 +75,7 @@ func loadTLS(dir string) (*tlsFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := parseCerts(certPEM)
+	certs, err := tlsconf.ParseCerts(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.path(certFile), err)
 	}
@@ -85,7 +86,7 @@ func loadTLS(dir string) (*tlsFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	if encryptedKey(keyPEM) {
+	if tlsconf.EncryptedKey(keyPEM) {
 		return nil, fmt.Errorf("%s is encrypted: give the key unencrypted (openssl pkey -in key.pem -out key.pem), with permissions that keep it private", f.path(keyFile))
 	}
 	f.cert, err = tls.X509KeyPair(certPEM, keyPEM)
@@ -165,41 +166,4 @@ func readTLSFile(dir, name string) ([]byte, error) {
 		return nil, err // it names the file
 	}
 	return b, nil
-}
-
-// parseCerts parses every CERTIFICATE block of a PEM file, in order,
-// skipping blocks of other types.
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for n := 1; ; {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			return certs, nil
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", n, err)
-		}
-		certs = append(certs, c)
-		n++
-	}
-}
-
-// encryptedKey reports whether a PEM key is encrypted: PKCS #8's
-// ENCRYPTED PRIVATE KEY, or OpenSSL's legacy Proc-Type header.
-func encryptedKey(b []byte) bool {
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			return false
-		}
-		if block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
-			return true
-		}
-	}
 }
