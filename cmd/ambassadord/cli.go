@@ -151,7 +151,10 @@ func printStatus(w io.Writer, doc *api.Status) {
 				s = "tls://" + s
 			}
 			if b.Container != "" {
-				s += " (" + b.Container
+				s += " (" + cmp.Or(b.Task, b.Container)
+				if b.Node != "" {
+					s += " on " + b.Node
+				}
 				if b.Health != "" {
 					s += ", " + b.Health
 				}
@@ -253,7 +256,11 @@ func cliExplain(args []string, w io.Writer) error {
 			if c.Chosen {
 				mark = "CHOSEN"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", mark, c.Name, c.Reason)
+			name := c.Name
+			if c.Task != "" {
+				name += " (task " + c.Task + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", mark, name, c.Reason)
 		}
 		tw.Flush()
 	}
@@ -264,7 +271,9 @@ func cliExplain(args []string, w io.Writer) error {
 	fmt.Fprintln(w, "backends:")
 	for _, b := range r.Backends {
 		fmt.Fprintf(w, "  %s", b.Addr)
-		if b.Container != "" {
+		if b.Task != "" {
+			fmt.Fprintf(w, "  task %s of service %s on node %s, container %s (%s) on network %s, %s %s", b.Task, b.Service, b.Node, b.Container, shortContainerID(b.ContainerID), orDash(b.Network), b.State, b.Health)
+		} else if b.Container != "" {
 			fmt.Fprintf(w, "  container %s (%s) on network %s, %s %s", b.Container, shortContainerID(b.ContainerID), orDash(b.Network), b.State, b.Health)
 		}
 		fmt.Fprintln(w)

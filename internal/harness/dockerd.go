@@ -83,6 +83,7 @@ type Dockerd struct {
 	TLSDir string
 
 	cgroupParent string
+	swarmSubnet  netip.Prefix  // the subnet of its docker_gwbridge, once SwarmInit made one
 	cmd          *exec.Cmd     // the running daemon; nil while stopped
 	exited       chan struct{} // closed once cmd has been waited for
 	waitErr      error         // why cmd exited; read after exited is closed
@@ -586,6 +587,7 @@ func (d *Dockerd) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, d.removeSwarmBridge(ctx))
 	errs = append(errs, d.removeCgroups())
 	if err := os.RemoveAll(d.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove private dockerd dir: %w", err))

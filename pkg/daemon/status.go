@@ -63,6 +63,9 @@ func (d *Daemon) publish() {
 			bs := api.Backend{Addr: b.Addr, TLS: b.TLS, ContainerID: b.ID}
 			if c, ok := containers[b.ID]; ok {
 				bs.Container, bs.State, bs.Health = c.Name, c.State, c.Health
+				if t := c.Task; t != nil {
+					bs.Service, bs.Task, bs.Node = t.Service, t.String(), t.Node
+				}
 				host, _, _ := net.SplitHostPort(b.Addr)
 				for _, n := range c.Networks {
 					if n.IP == host {

@@ -754,6 +754,7 @@ type candidate struct {
 	addr     string // the backend address, HOST:PORT, when usable
 	port     int    // ambassador.port override; 0 for none
 	remote   bool   // on a remote engine (Options.Engines), reached where it publishes
+	mesh     bool   // a Swarm task reached through its service's routing mesh
 
 	// For the Reason of a chosen candidate: the priority as the election
 	// reports it, the health, port and network notes, and for a remote
@@ -786,7 +787,8 @@ func (r *resolution) elect(name string, k routeKind, engine string, port int, pr
 
 	for _, c := range r.sortedContainers() {
 		byLabel := c.Labels[LabelTarget] == name
-		byName := c.Name == name && r.onEngine(c, engine)
+		// A Swarm service's name stands for all its running tasks.
+		byName := (c.Name == name || c.Task != nil && c.Task.Service == name) && r.onEngine(c, engine)
 		if !byLabel && !byName {
 			continue
 		}
@@ -832,6 +834,20 @@ func (r *resolution) elect(name string, k routeKind, engine string, port int, pr
 		}
 	}
 
+	// The routing mesh balances a service's tasks itself: one backend
+	// per address.
+	mesh := map[string]*candidate{}
+	for _, c := range e.candidates {
+		if !c.Chosen || !c.mesh {
+			continue
+		}
+		if first, ok := mesh[c.addr]; ok {
+			c.Chosen = false
+			c.Reason = fmt.Sprintf("reached through the routing mesh at %s, as %s is: Swarm balances the tasks there", c.addr, first.Name)
+			continue
+		}
+		mesh[c.addr] = c
+	}
 	for _, c := range e.candidates {
 		c.Reason = clipMessage(c.Reason)
 	}
@@ -924,6 +940,15 @@ func (r *resolution) sortedContainers() []*source.Container {
 // for an unusable candidate; the election sets it for the others.
 func (r *resolution) consider(c *source.Container, name string, byLabel, byName bool, e *election, port int, proto string) *candidate {
 	cd := &candidate{Candidate: Candidate{ID: c.ID, Name: c.Name, Engine: c.Engine}, ctr: c, remote: r.isRemote(c)}
+	if c.Task != nil {
+		cd.Task = c.Task.String() + " on " + c.Task.Node
+		// A task of a remote engine's swarm on an overlay network the
+		// ambassador is attached to is reached there, as a local
+		// container is: per task.
+		if cd.remote && slices.ContainsFunc(c.Networks, func(n source.Network) bool { return n.Overlay && r.shared(n) }) {
+			cd.remote = false
+		}
+	}
 	isAmbassador := c.Labels[LabelRole] == roleValue
 	switch {
 	case r.isSelf(c):
@@ -996,12 +1021,15 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 	}
 
 	if cd.remote {
-		addr, skip := r.published(c, cmp.Or(cd.port, port), proto)
+		addr, mesh, skip := r.publishedTask(c, cmp.Or(cd.port, port), proto)
 		if skip != "" {
 			cd.Reason = skip
 			return cd
 		}
-		cd.addr, cd.where = addr, fmt.Sprintf("engine %s, reached at %s", c.Engine, addr)
+		cd.addr, cd.where, cd.mesh = addr, fmt.Sprintf("engine %s, reached at %s", c.Engine, addr), mesh
+		if mesh {
+			cd.where = fmt.Sprintf("engine %s, through the routing mesh at %s: no network shared with the task", c.Engine, addr)
+		}
 	} else {
 		ip, note, skip := r.address(c, onlyNet)
 		if skip != "" {
@@ -1032,6 +1060,24 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 	return cd
 }
 
+// publishedTask is published for a container, and for a Swarm task the
+// port its node publishes in host mode or, failing that, its service's
+// routing mesh at the engine's address (mesh set).
+func (r *resolution) publishedTask(c *source.Container, port int, proto string) (addr string, mesh bool, skip string) {
+	if c.Task == nil {
+		addr, skip = r.published(c, port, proto)
+		return addr, false, skip
+	}
+	if slices.ContainsFunc(c.Ports, func(p source.Port) bool { return p.Port == port && p.Proto == proto }) {
+		addr, skip = r.published(c, port, proto)
+		return addr, false, skip
+	}
+	viaMesh := *c
+	viaMesh.Ports = c.Task.Mesh
+	addr, skip = r.published(&viaMesh, port, proto)
+	return addr, skip == "", skip
+}
+
 // published returns where the ambassador reaches c, a container of a
 // remote engine, for its port port of protocol proto: its engine's host, at the host
 // port it publishes port on. A binding to a specific address is reached
@@ -1052,6 +1098,11 @@ func (r *resolution) published(c *source.Container, port int, proto string) (add
 		flag := strconv.Itoa(port)
 		if proto != TCP {
 			flag += "/" + proto
+		}
+		if c.Task != nil {
+			fix := fmt.Sprintf("attach the ambassador to one of its overlay networks %v, or publish the port: docker service update --publish-add %s", networkNames(c.Networks), flag)
+			r.warn("task %s of service %s on engine %s: skipped: no network shared with the ambassador, and the service publishes nothing for port %s; %s", c.Name, c.Task.Service, c.Engine, flag, fix)
+			return "", fmt.Sprintf("on engine %s, shares no network with the ambassador and publishes nothing for port %s (%s)", c.Engine, flag, fix)
 		}
 		r.warn("container %s on engine %s: skipped: it publishes nothing for port %s; publish it (docker run -p %s)", c.Name, c.Engine, flag, flag)
 		return "", fmt.Sprintf("on engine %s, publishes nothing for port %s (docker run -p %s)", c.Engine, flag, flag)
@@ -1210,6 +1261,11 @@ func (r *resolution) address(c *source.Container, only string) (ip, note, skip s
 	switch {
 	case len(shared) == 0 && len(noIP) > 0:
 		return "", "", fmt.Sprintf("no IPv4 address on the networks shared with the ambassador %v", networkNames(noIP))
+	case len(shared) == 0 && c.Task != nil:
+		skip := fmt.Sprintf("task of service %s on %v, networks the ambassador is not attached to: attach it to one (an attachable overlay: docker network connect), or run it as a service on one",
+			c.Task.Service, networkNames(c.Networks))
+		r.warn("task %s: skipped: %s", c.Name, skip)
+		return "", "", skip
 	case len(shared) == 0 && r.self == nil:
 		return "", "", "on no network"
 	case len(shared) == 0:
@@ -1257,9 +1313,12 @@ func (r *resolution) address(c *source.Container, only string) (ip, note, skip s
 // Without Self (the ambassador on the host, or unknown) and with Self on
 // the host network, every network counts: the host routes to the bridges.
 // (Claims are narrower there: claimNetwork.)
+//
+// A Swarm overlay network is the exception: only a container attached to
+// it reaches its addresses, so it counts only when Self is attached.
 func (r *resolution) shared(n source.Network) bool {
 	if r.ownNetworksUnknown() {
-		return true
+		return !n.Overlay
 	}
 	for _, s := range r.self.Networks {
 		if s.ID != "" && n.ID != "" {

@@ -64,6 +64,9 @@ type Candidate struct {
 	// Engine is the engine the container is on (source.Container.Engine):
 	// two engines may each have a container of that name.
 	Engine string
+	// Task names a Swarm service's task and its node ("redis.2 on
+	// node-1"); "" for a plain container.
+	Task string `json:",omitempty"`
 	// Chosen reports whether the container is among the route's Backends.
 	Chosen bool
 	// Reason says why, e.g. "claims redis, priority 10, healthy",

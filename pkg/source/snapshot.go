@@ -1,5 +1,7 @@
 package source
 
+import "strconv"
+
 // Snapshot is a source's view of its engine at one moment. It is
 // immutable once published: a source builds a new one for every change and
 // never mutates one it has handed out.
@@ -50,6 +52,33 @@ type Container struct {
 	// Engine is the name of the source that listed the container
 	// (Update.Source): several engines' containers meet in one view.
 	Engine string
+
+	// Task is set when the entry is a task of a Swarm service, listed by
+	// a manager: the container runs the task, and Labels are the
+	// service's. nil for a plain container.
+	Task *Task
+}
+
+// Task is what a source knows of a Swarm task beyond its container.
+type Task struct {
+	ID      string // the task's ID
+	Service string // the service's name
+	Slot    int    // the replica's slot; 0 for a global service's task
+	Node    string // the node's host name, or its ID when it has none
+
+	// Mesh is where the service publishes its ports through the routing
+	// mesh, reached at any node's address: the way in when the
+	// ambassador shares no network with the task.
+	Mesh []Port
+}
+
+// String names the task as Docker names its container, without the task
+// ID: "redis.2", or "redis" with the node for a global service's.
+func (t *Task) String() string {
+	if t.Slot > 0 {
+		return t.Service + "." + strconv.Itoa(t.Slot)
+	}
+	return t.Service + "@" + t.Node
 }
 
 // Network is a container's attachment to one network.
@@ -57,6 +86,10 @@ type Network struct {
 	Name string
 	ID   string
 	IP   string // IPv4 address on this network; "" when it has none
+
+	// Overlay is set for a Swarm overlay network: its addresses are
+	// reached only from a container attached to it, never from a host.
+	Overlay bool
 }
 
 // Port is one exposed port.

@@ -26,6 +26,15 @@ type Client interface {
 	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
 	// ContainerInspect returns one container's full configuration.
 	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	// ServiceList, TaskList and NodeList list a Swarm manager's services,
+	// tasks and nodes; they are called only on an engine whose ping says
+	// it is one.
+	ServiceList(ctx context.Context, opts client.ServiceListOptions) (client.ServiceListResult, error)
+	TaskList(ctx context.Context, opts client.TaskListOptions) (client.TaskListResult, error)
+	NodeList(ctx context.Context, opts client.NodeListOptions) (client.NodeListResult, error)
+	// Info tells an engine's Swarm role where its ping does not (API
+	// versions before 1.42 send no Swarm header).
+	Info(ctx context.Context, opts client.InfoOptions) (client.SystemInfoResult, error)
 }
 
 // daemonHoster is implemented by *client.Client: it tells which address the

@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 	"github.com/stretchr/testify/require"
 )
@@ -32,6 +33,14 @@ type fakeClient struct {
 	listGate   chan struct{} // when set, ContainerList waits until it is closed
 	calls      []call
 	streams    []*fakeStream
+
+	// A Swarm manager's view, when swarm is set: Ping says the engine is
+	// a manager.
+	swarm         bool
+	noSwarmHeader bool // pings say nothing of Swarm, as before API 1.42
+	services      []swarm.Service
+	tasks         []swarm.Task
+	nodes         []swarm.Node
 }
 
 // call records one API call and the fake clock's time when it was made.
@@ -71,7 +80,63 @@ func (f *fakeClient) Ping(ctx context.Context, _ client.PingOptions) (client.Pin
 		<-ctx.Done()
 		return client.PingResult{}, ctx.Err()
 	}
-	return client.PingResult{APIVersion: "1.41"}, err
+	res := client.PingResult{APIVersion: "1.41"}
+	switch {
+	case f.noSwarmHeader:
+	case f.swarm:
+		res.SwarmStatus = &client.SwarmStatus{NodeState: swarm.LocalNodeStateActive, ControlAvailable: true}
+	default:
+		res.SwarmStatus = &client.SwarmStatus{NodeState: swarm.LocalNodeStateInactive}
+	}
+	return res, err
+}
+
+func (f *fakeClient) ServiceList(context.Context, client.ServiceListOptions) (client.ServiceListResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(call{op: "services"})
+	return client.ServiceListResult{Items: slices.Clone(f.services)}, nil
+}
+
+// TaskList honours the desired-state filter, as the engine does.
+func (f *fakeClient) TaskList(_ context.Context, opts client.TaskListOptions) (client.TaskListResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(call{op: "tasks", filters: opts.Filters})
+	var out []swarm.Task
+	for _, t := range f.tasks {
+		if want := opts.Filters["desired-state"]; len(want) == 0 || want[string(t.DesiredState)] {
+			out = append(out, t)
+		}
+	}
+	return client.TaskListResult{Items: out}, nil
+}
+
+// Info reports the Swarm role when the fake's pings do not (noSwarmHeader).
+func (f *fakeClient) Info(context.Context, client.InfoOptions) (client.SystemInfoResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(call{op: "info"})
+	var res client.SystemInfoResult
+	if f.swarm {
+		res.Info.Swarm = swarm.Info{LocalNodeState: swarm.LocalNodeStateActive, ControlAvailable: true}
+	}
+	return res, nil
+}
+
+func (f *fakeClient) NodeList(context.Context, client.NodeListOptions) (client.NodeListResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(call{op: "nodes"})
+	return client.NodeListResult{Items: slices.Clone(f.nodes)}, nil
+}
+
+// setSwarm makes the engine a manager with these services, tasks and
+// nodes.
+func (f *fakeClient) setSwarm(services []swarm.Service, tasks []swarm.Task, nodes []swarm.Node) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.swarm, f.services, f.tasks, f.nodes = true, services, tasks, nodes
 }
 
 func (f *fakeClient) Events(ctx context.Context, opts client.EventsListOptions) client.EventsResult {

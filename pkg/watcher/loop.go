@@ -70,15 +70,24 @@ type loop struct {
 	// silenceLogged is set once a silent stream was logged at Warn, and
 	// cleared when a stream delivers something.
 	silenceLogged bool
+
+	role       swarmRole // the engine's Swarm role, as its last ping (or info) said
+	roleByInfo bool      // its pings do not say: infoRole asks
+	// busySince is when the current spell of listings finding Swarm
+	// tasks in transition began, or their view last changed; zero while
+	// none is.
+	busySince time.Time
 }
 
 // ping pings the engine with the watchdog's timeout.
 func (l *loop) ping(ctx context.Context, opts client.PingOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, l.w.pingTimeout())
 	defer cancel()
-	if _, err := l.cli.Ping(ctx, opts); err != nil {
+	res, err := l.cli.Ping(ctx, opts)
+	if err != nil {
 		return fmt.Errorf("ping docker engine: %w", err)
 	}
+	l.noteRole(res)
 	return nil
 }
 
@@ -88,7 +97,8 @@ func (l *loop) ping(ctx context.Context, opts client.PingOptions) error {
 // filters are a courtesy of the engine, not a guarantee.
 func eventFilters() client.Filters {
 	return make(client.Filters).
-		Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
+		Add("type", string(events.ContainerEventType), string(events.NetworkEventType),
+			string(events.ServiceEventType), string(events.NodeEventType)).
 		Add("event",
 			string(events.ActionStart), string(events.ActionRestart),
 			string(events.ActionPause), string(events.ActionUnPause),
@@ -98,6 +108,9 @@ func eventFilters() client.Filters {
 			// action by prefix.
 			string(events.ActionHealthStatus),
 			string(events.ActionConnect), string(events.ActionDisconnect),
+			// A Swarm manager's services and nodes (a node drained,
+			// down, or back): their tasks are listed again.
+			string(events.ActionCreate), string(events.ActionUpdate), string(events.ActionRemove),
 		)
 }
 
@@ -178,6 +191,8 @@ func relevant(m events.Message) bool {
 		return strings.HasPrefix(string(m.Action), string(events.ActionHealthStatus))
 	case events.NetworkEventType:
 		return m.Action == events.ActionDisconnect || m.Action == events.ActionConnect
+	case events.ServiceEventType, events.NodeEventType:
+		return m.Action == events.ActionCreate || m.Action == events.ActionUpdate || m.Action == events.ActionRemove
 	}
 	return false
 }
@@ -244,10 +259,12 @@ func (l *loop) removeAttachment(containerID, networkID string) {
 }
 
 // list lists the running containers (paused and restarting ones included:
-// without All, the engine lists every container whose process exists),
-// leaves out what the tombstones say is gone, and inspects the ambassador's
-// own container for its links. It also returns when a tombstone that hid
-// something expires, or the zero time.
+// without All, the engine lists every container whose process exists), and
+// on a Swarm manager the running tasks of services in their containers'
+// place, leaves out what the tombstones say is gone, and inspects the
+// ambassador's own container for its links. It also returns when to list
+// again: when a tombstone that hid something expires, or soon while Swarm
+// tasks are in transition; or the zero time.
 func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -255,7 +272,19 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
-	cs, expiry := l.graves.apply(convertContainers(res.Items, l.w.Name()), time.Now())
+	cs := convertContainers(res.Items, l.w.Name())
+	var poll time.Time
+	if l.role == swarmManager {
+		var busy bool
+		if cs, busy, err = l.listSwarm(ctx, cs); err != nil {
+			return nil, time.Time{}, err
+		}
+		poll = l.pollSwarm(busy, cs)
+	}
+	cs, expiry := l.graves.apply(cs, time.Now())
+	if !poll.IsZero() && (expiry.IsZero() || poll.Before(expiry)) {
+		expiry = poll
+	}
 	snap := &source.Snapshot{Containers: cs}
 	i := l.findSelf(cs)
 	if i < 0 {

@@ -106,6 +106,7 @@ func (l *loop) session(ctx context.Context) error {
 	// engine (or a proxy) that never answers /events therefore delays
 	// nothing.
 	s.subscribe()
+	l.infoRole(ctx)
 	snap, err := s.list()
 	if err != nil {
 		return err
@@ -330,6 +331,7 @@ func (s *session) resync() error {
 	// A recheck due now and not yet run would make its expiry look like
 	// drift.
 	expired := !s.recheckAt.IsZero() && !time.Now().Before(s.recheckAt)
+	l.infoRole(s.ctx)
 	snap, err := s.list()
 	if err != nil {
 		return err

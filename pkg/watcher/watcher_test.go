@@ -178,7 +178,7 @@ func TestSinceIsTakenBeforeTheListing(t *testing.T) {
 		assert.False(t, since.After(list.at), "since %v is after the listing at %v", since, list.at)
 		assert.Equal(t, ev.at, since, "since is the time of the subscription")
 
-		assert.Equal(t, map[string]bool{"container": true, "network": true}, ev.filters["type"])
+		assert.Equal(t, map[string]bool{"container": true, "network": true, "service": true, "node": true}, ev.filters["type"])
 		for _, a := range []string{"start", "die", "stop", "destroy", "pause", "unpause", "health_status", "connect", "disconnect"} {
 			assert.True(t, ev.filters["event"][a], "event filter lacks %s", a)
 		}

@@ -103,6 +103,12 @@ type Backend struct {
 	Network     string `json:"network,omitempty"`
 	State       string `json:"state,omitempty"`
 	Health      string `json:"health,omitempty"`
+	// Service, Task and Node are set for a Swarm service's task: the
+	// service, the task as Docker names it ("redis.2", or "redis@node"
+	// for a global service's), and the node it runs on.
+	Service string `json:"service,omitempty"`
+	Task    string `json:"task,omitempty"`
+	Node    string `json:"node,omitempty"`
 }
 
 // Route finds a route by name, listen port or target.
