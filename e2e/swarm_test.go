@@ -49,15 +49,7 @@ func TestSwarmService(t *testing.T) {
 	h := enginesStart(t, ctx, "swarm", harness.DockerdOptions{})
 	require.NoError(t, h.d.SwarmInit(ctx))
 	require.NoError(t, eng.CopyImage(ctx, h.priv, ambassadorImage))
-	docker := func(args ...string) string {
-		t.Helper()
-		t.Logf("$ DOCKER_HOST=%s docker %s", h.d.Host, strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, "docker", args...)
-		cmd.Env = append(os.Environ(), "DOCKER_HOST="+h.d.Host)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		return strings.TrimSpace(string(out))
-	}
+	docker := swarmDocker(t, ctx, h)
 
 	ovl := short(t, "ovl")
 	docker("network", "create", "--driver", "overlay", "--attachable", "--label", eng.Label+"="+eng.Run, ovl)
@@ -235,4 +227,85 @@ func swarmTakeovers(t *testing.T, res load.Result, tasks []string, after time.Ti
 		out = append(out, first.ID.Accepted.Sub(first.ID.Listening))
 	}
 	return out
+}
+
+// TestDeploySwarmStack deploys deploy/swarm/stack.yml on a private
+// single-node swarm: the ambassador runs as a global service on the
+// manager, follows a service that claims its target on amb_backend, and
+// answers on its port with the service's tasks.
+func TestDeploySwarmStack(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	h := enginesStart(t, ctx, "stack", harness.DockerdOptions{})
+	require.NoError(t, h.d.SwarmInit(ctx))
+	require.NoError(t, eng.CopyImage(ctx, h.priv, ambassadorImage))
+	root, err := harness.RepoRoot(ctx)
+	require.NoError(t, err)
+	stack, target := "amb", short(t, "cache")
+	// DOCKER_SOCKET: the private engine's socket, on this host it
+	// shares with the engine every other test uses.
+	docker := swarmDocker(t, ctx, h, "AMBASSADORD_IMAGE="+ambassadorImage, "AMBASSADOR_TARGET="+target,
+		fmt.Sprintf("AMBASSADOR_PORTS=%d", dataPort), "DOCKER_SOCKET="+filepath.Join(h.d.Dir, "docker.sock"))
+	docker("stack", "deploy", "-c", filepath.Join(root, "deploy", "swarm", "stack.yml"), "--resolve-image", "never", stack)
+	svc := short(t, "svc")
+	docker("service", "create", "--detach", "--no-resolve-image", "--name", svc,
+		"--label", labelTarget+"="+target, "--network", stack+"_backend", "--replicas", "2",
+		"--env", "NAME={{.Task.Name}}", dataImage)
+
+	// The ambassador's task: its container, and its address on this
+	// engine's docker_gwbridge, where this host reaches it.
+	var ambID string
+	require.Eventually(t, func() bool {
+		ambID = docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name="+stack+"_ambassador")
+		return ambID != "" && !strings.Contains(ambID, "\n")
+	}, readyTimeout, 100*time.Millisecond, "the ambassador's task runs")
+	gw := docker("network", "inspect", "docker_gwbridge", "--format",
+		`{{range $id, $c := .Containers}}{{if eq (slice $id 0 12) "`+ambID[:12]+`"}}{{$c.IPv4Address}}{{end}}{{end}}`)
+	ip, _, ok := strings.Cut(gw, "/")
+	require.True(t, ok, "the ambassador's address on docker_gwbridge: %q", gw)
+	route := fmt.Sprintf("%s:%d", ip, dataPort)
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("docker", "-H", h.d.Host, "logs", ambID).CombinedOutput()
+			t.Logf("ambassador's log:\n%s", out)
+			out, _ = exec.Command("docker", "-H", h.d.Host, "service", "ps", "--no-trunc", svc).CombinedOutput()
+			t.Logf("tasks:\n%s", out)
+		}
+	})
+
+	// Both tasks answer through it.
+	l := startLoad(t, route)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("load: %s\n%s", l.Result(), load.Describe(l.Result().Failed()[:min(5, len(l.Result().Failed()))]))
+		}
+	})
+	seen := map[string]bool{}
+	require.Eventually(t, func() bool {
+		for _, a := range l.Result().Attempts {
+			if a.OK() && strings.HasPrefix(a.ID.Name, svc+".") {
+				seen[a.ID.Name] = true
+			}
+		}
+		return len(seen) == 2
+	}, readyTimeout, 50*time.Millisecond, "both tasks of %s answer through the stack's ambassador (seen %v)", svc, seen)
+	stdout := docker("exec", ambID, "/ambassadord", "status")
+	t.Logf("$ docker exec %s /ambassadord status\n%s", ambID[:12], stdout)
+	assert.Contains(t, stdout, svc+".1 on ")
+	assert.Contains(t, stdout, svc+".2 on ")
+}
+
+// swarmDocker returns a function that runs the docker CLI against h's
+// engine and returns its trimmed output, failing the test on an error.
+func swarmDocker(t *testing.T, ctx context.Context, h *enginesHost, env ...string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		t.Logf("$ DOCKER_HOST=%s docker %s", h.d.Host, strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "docker", args...)
+		cmd.Env = append(append(os.Environ(), env...), "DOCKER_HOST="+h.d.Host)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		return strings.TrimSpace(string(out))
+	}
 }
