@@ -37,7 +37,8 @@ type fakeClient struct {
 	// A Swarm manager's view, when swarm is set: Ping says the engine is
 	// a manager.
 	swarm         bool
-	noSwarmHeader bool // pings say nothing of Swarm, as before API 1.42
+	noSwarmHeader bool  // pings say nothing of Swarm, as before API 1.42
+	servicesErr   error // ServiceList's, as a socket proxy's refusal
 	services      []swarm.Service
 	tasks         []swarm.Task
 	nodes         []swarm.Node
@@ -95,7 +96,7 @@ func (f *fakeClient) ServiceList(context.Context, client.ServiceListOptions) (cl
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(call{op: "services"})
-	return client.ServiceListResult{Items: slices.Clone(f.services)}, nil
+	return client.ServiceListResult{Items: slices.Clone(f.services)}, f.servicesErr
 }
 
 // TaskList honours the desired-state filter, as the engine does.

@@ -71,6 +71,7 @@ type loop struct {
 	// cleared when a stream delivers something.
 	silenceLogged bool
 
+	swarmErr   string    // the last Swarm listing's error, as logged; "" once one succeeds
 	role       swarmRole // the engine's Swarm role, as its last ping (or info) said
 	roleByInfo bool      // its pings do not say: infoRole asks
 	// busySince is when the current spell of listings finding Swarm
@@ -275,10 +276,14 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	cs := convertContainers(res.Items, l.w.Name())
 	var poll time.Time
 	if l.role == swarmManager {
-		var busy bool
-		if cs, busy, err = l.listSwarm(ctx, cs); err != nil {
-			return nil, time.Time{}, err
+		withTasks, busy, err := l.listSwarm(ctx, cs)
+		if l.swarmFailed(err) {
+			// The containers are listed: an engine that answers,
+			// which refuses the Swarm listings (a socket proxy that
+			// allows only the container reads) or fails them.
+			busy, withTasks = false, cs
 		}
+		cs = withTasks
 		poll = l.pollSwarm(busy, cs)
 	}
 	cs, expiry := l.graves.apply(cs, time.Now())

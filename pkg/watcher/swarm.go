@@ -341,3 +341,22 @@ func (l *loop) pollSwarm(busy bool, cs []source.Container) time.Time {
 	}
 	return now.Add(swarmPoll)
 }
+
+// swarmFailed reports whether a manager's Swarm listing failed, and logs a
+// new failure once: the containers are served without the tasks until a
+// listing succeeds, rather than the engine counted as lost.
+func (l *loop) swarmFailed(err error) bool {
+	if err == nil {
+		if l.swarmErr != "" {
+			l.log.Info("Swarm services listed again")
+			l.swarmErr = ""
+		}
+		return false
+	}
+	if msg := err.Error(); msg != l.swarmErr {
+		l.swarmErr = msg
+		l.log.Warn("engine is a Swarm manager, but its services cannot be listed: serving its containers without them "+
+			"(a socket proxy must allow GET /services, /tasks, /nodes and /info)", errField(err))
+	}
+	return true
+}

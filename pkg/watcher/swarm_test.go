@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"testing/synctest"
@@ -300,5 +301,20 @@ func TestSwarmRoleFromInfo(t *testing.T) {
 		u := take(t, w)
 		assert.Equal(t, []string{"redis.1.t1", "web"}, names(u.Snapshot))
 		assert.Equal(t, 2, f.count("info"))
+	})
+}
+
+// A manager whose services cannot be listed (a socket proxy that allows
+// only the container reads) is no lost engine: its containers are served.
+func TestSwarmListingRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idWeb, "web"))
+		f.setSwarm([]swarm.Service{service("s1", "redis", nil)}, nil, nil)
+		f.servicesErr = errors.New("Error response from daemon: 403 Forbidden")
+		w := &Watcher{Client: f}
+		start(t, w)
+		u := take(t, w)
+		assert.True(t, u.Connected)
+		assert.Equal(t, []string{"web"}, names(u.Snapshot))
 	})
 }
