@@ -22,6 +22,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,6 +101,11 @@ func TestSwarmService(t *testing.T) {
 	}
 	require.Len(t, r.Candidates, 3)
 	assert.Contains(t, r.Candidates[0].Reason, "claims "+target)
+	metrics := swarmGet(t, ctx, admin+"/metrics")
+	for _, b := range r.Backends {
+		assert.Contains(t, metrics, fmt.Sprintf(`ambassadord_backend_task{backend=%q,node=%q,route="%d",service=%q,task=%q} 1`,
+			b.Addr, b.Node, dataPort, svc, b.Task))
+	}
 
 	// 2. A start-first rolling update under load: no new connection
 	// fails; the new tasks take connections as they start.
@@ -308,4 +315,18 @@ func swarmDocker(t *testing.T, ctx context.Context, h *enginesHost, env ...strin
 		require.NoError(t, err, "%s", out)
 		return strings.TrimSpace(string(out))
 	}
+}
+
+// swarmGet returns the body of a GET of url.
+func swarmGet(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
+	return string(body)
 }

@@ -145,6 +145,9 @@ type Metrics interface {
 	// Overridden records the route's rewire by hand: the target it was
 	// rewired to, "" when it is not.
 	Overridden(route, target string)
+	// TaskBackends records which of the route's backends, by address,
+	// are Swarm tasks.
+	TaskBackends(route string, tasks map[string]*source.Task)
 	// RouteRemoved forgets the route's series.
 	RouteRemoved(route string)
 	// SourceState records whether the source's engine is reachable, and
@@ -164,16 +167,17 @@ type Metrics interface {
 // nopMetrics is the sink of a Daemon without Metrics.
 type nopMetrics struct{}
 
-func (nopMetrics) Observer(string) proxy.Observer           { return nil }
-func (nopMetrics) UDPObserver(string) proxy.UDPObserver     { return nil }
-func (nopMetrics) BackendSet(string, []proxy.Backend)       {}
-func (nopMetrics) Rewired(string)                           {}
-func (nopMetrics) Overridden(string, string)                {}
-func (nopMetrics) RouteRemoved(string)                      {}
-func (nopMetrics) SourceState(string, bool, bool)           {}
-func (nopMetrics) FollowSource(string, func() source.Stats) {}
-func (nopMetrics) SourceDropped(string, bool)               {}
-func (nopMetrics) Applied(time.Duration)                    {}
+func (nopMetrics) Observer(string) proxy.Observer               { return nil }
+func (nopMetrics) UDPObserver(string) proxy.UDPObserver         { return nil }
+func (nopMetrics) BackendSet(string, []proxy.Backend)           {}
+func (nopMetrics) Rewired(string)                               {}
+func (nopMetrics) Overridden(string, string)                    {}
+func (nopMetrics) RouteRemoved(string)                          {}
+func (nopMetrics) TaskBackends(string, map[string]*source.Task) {}
+func (nopMetrics) SourceState(string, bool, bool)               {}
+func (nopMetrics) FollowSource(string, func() source.Stats)     {}
+func (nopMetrics) SourceDropped(string, bool)                   {}
+func (nopMetrics) Applied(time.Duration)                        {}
 
 // ErrNoRoutes is the start-up error of a daemon with nothing to serve and
 // no engine to learn routes from.

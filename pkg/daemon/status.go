@@ -59,12 +59,17 @@ func (d *Daemon) publish() {
 		} else {
 			doc.NotReady = append(doc.NotReady, "route "+rt.Name+" is not listening")
 		}
+		var tasks map[string]*source.Task
 		for _, b := range rt.Backends {
 			bs := api.Backend{Addr: b.Addr, TLS: b.TLS, ContainerID: b.ID}
 			if c, ok := containers[b.ID]; ok {
 				bs.Container, bs.State, bs.Health = c.Name, c.State, c.Health
 				if t := c.Task; t != nil {
 					bs.Service, bs.Task, bs.Node = t.Service, t.String(), t.Node
+					if tasks == nil {
+						tasks = map[string]*source.Task{}
+					}
+					tasks[b.Addr] = t
 				}
 				host, _, _ := net.SplitHostPort(b.Addr)
 				for _, n := range c.Networks {
@@ -77,6 +82,7 @@ func (d *Daemon) publish() {
 		}
 		doc.Routes = append(doc.Routes, rs)
 		p.proxies = append(p.proxies, pr)
+		d.metrics.TaskBackends(rt.Name, tasks)
 	}
 	doc.NotReady = append(doc.NotReady, notSynced(d.sources)...)
 	doc.Ready = len(doc.NotReady) == 0

@@ -69,6 +69,9 @@ var (
 	metricBackends = metricDef{name: "ambassadord_backends", kind: "gauge",
 		labels: []string{"route"},
 		help:   "Backends in the route's current set."}
+	metricTaskBackend = metricDef{name: "ambassadord_backend_task", kind: "gauge",
+		labels: []string{"route", "backend", "service", "task", "node"},
+		help:   "1 for each backend of the route that is a Swarm service's task: its service, task (redis.2, or redis@NODE for a global service's) and node; join on route and backend."}
 	metricOverride = metricDef{name: "ambassadord_route_override", kind: "gauge",
 		labels: []string{"route", "target"},
 		help:   "1 while the route is rewired by hand (ambassadord rewire) to target, a target name or HOST:PORT; no series when it is not."}
@@ -150,7 +153,7 @@ var (
 // metricDefs is every ambassadord metric, in the order of the reference.
 var metricDefs = []metricDef{
 	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
-	metricRewires, metricBackends, metricOverride,
+	metricRewires, metricBackends, metricTaskBackend, metricOverride,
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
 	metricEventToApplied,
@@ -219,6 +222,7 @@ type Metrics struct {
 	connDuration   *prometheus.HistogramVec
 	rewires        *prometheus.CounterVec
 	backends       *prometheus.GaugeVec
+	taskBackends   *prometheus.GaugeVec
 	overrides      *prometheus.GaugeVec
 	dockerUp       *prometheus.GaugeVec
 	streaming      *prometheus.GaugeVec
@@ -288,6 +292,7 @@ func New(version, commit string) *Metrics {
 		connDuration:   metricConnDuration.histogramVec(),
 		rewires:        metricRewires.counterVec(),
 		backends:       metricBackends.gaugeVec(),
+		taskBackends:   metricTaskBackend.gaugeVec(),
 		overrides:      metricOverride.gaugeVec(),
 		dockerUp:       metricDockerConnected.gaugeVec(),
 		streaming:      metricDockerStreaming.gaugeVec(),
@@ -308,7 +313,7 @@ func New(version, commit string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.handshakes, m.connDuration,
-		m.rewires, m.backends, m.overrides,
+		m.rewires, m.backends, m.taskBackends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 		m.udpActive, m.udpFlows, m.udpEnded, m.udpDatagrams, m.udpBytes, m.udpDropped, m.udpUnreachable,
 	)
@@ -512,6 +517,21 @@ func (m *Metrics) Overridden(route, target string) {
 	}
 }
 
+// TaskBackends records which of the route's backends are Swarm tasks, by
+// backend address: the series of the others, and of tasks no longer
+// there, are deleted.
+func (m *Metrics) TaskBackends(route string, tasks map[string]*source.Task) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.routes[route]; !ok {
+		return // removed, or not yet added
+	}
+	m.taskBackends.DeletePartialMatch(prometheus.Labels{"route": route})
+	for addr, t := range tasks {
+		m.taskBackends.WithLabelValues(route, addr, t.Service, t.String(), t.Node).Set(1)
+	}
+}
+
 // RouteRemoved deletes every series of the route. The connections it is
 // still draining are no longer counted.
 func (m *Metrics) RouteRemoved(route string) {
@@ -534,6 +554,7 @@ func (m *Metrics) RouteRemoved(route string) {
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
 	m.backends.DeletePartialMatch(labels)
+	m.taskBackends.DeletePartialMatch(labels)
 	m.overrides.DeletePartialMatch(labels)
 }
 

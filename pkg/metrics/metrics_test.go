@@ -417,6 +417,7 @@ func TestMetricsReference(t *testing.T) {
 	u.FlowOpened(b)
 	u.Datagrams(b, proxy.DirectionUp, 1, 64)
 	u.Unreachable(b)
+	m.TaskBackends("53/udp", map[string]*source.Task{b.Addr: {Service: "dns", Slot: 1, Node: "node-1"}})
 
 	kinds := map[dto.MetricType]string{dto.MetricType_COUNTER: "counter", dto.MetricType_GAUGE: "gauge", dto.MetricType_HISTOGRAM: "histogram"}
 	defs := map[string]metricDef{}
