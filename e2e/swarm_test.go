@@ -13,21 +13,24 @@ package e2e
 // task's, {{.Task.Name}}), failures counted; --replay all replays what a
 // stopping task cut (whoami is safe to run twice).
 //
-// A multi-node swarm is not made here: two private daemons on one host
-// would each need the host-wide docker_gwbridge and their own network
-// namespace for VXLAN between them; and the routing mesh needs IPVS, which
-// this machine's kernel lacks (CONFIG_IP_VS unset), so the mesh path is
-// covered by the resolver's unit tests only.
+// TestSwarmNodes makes a two-node swarm (harness.Cluster: each node a
+// private dockerd in a network namespace and UTS namespace of its own) for
+// a drained and a lost node. The routing mesh needs IPVS, which this
+// machine's kernel lacks (CONFIG_IP_VS unset): the mesh path is covered by
+// the resolver's unit tests only.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +54,7 @@ func TestSwarmService(t *testing.T) {
 	h := enginesStart(t, ctx, "swarm", harness.DockerdOptions{})
 	require.NoError(t, h.d.SwarmInit(ctx))
 	require.NoError(t, eng.CopyImage(ctx, h.priv, ambassadorImage))
-	docker := swarmDocker(t, ctx, h)
+	docker := swarmDocker(t, ctx, h.d.Host)
 
 	ovl := short(t, "ovl")
 	docker("network", "create", "--driver", "overlay", "--attachable", "--label", eng.Label+"="+eng.Run, ovl)
@@ -251,7 +254,7 @@ func TestDeploySwarmStack(t *testing.T) {
 	stack, target := "amb", short(t, "cache")
 	// DOCKER_SOCKET: the private engine's socket, on this host it
 	// shares with the engine every other test uses.
-	docker := swarmDocker(t, ctx, h, "AMBASSADORD_IMAGE="+ambassadorImage, "AMBASSADOR_TARGET="+target,
+	docker := swarmDocker(t, ctx, h.d.Host, "AMBASSADORD_IMAGE="+ambassadorImage, "AMBASSADOR_TARGET="+target,
 		fmt.Sprintf("AMBASSADOR_PORTS=%d", dataPort), "DOCKER_SOCKET="+filepath.Join(h.d.Dir, "docker.sock"))
 	docker("stack", "deploy", "-c", filepath.Join(root, "deploy", "swarm", "stack.yml"), "--resolve-image", "never", stack)
 	svc := short(t, "svc")
@@ -303,14 +306,14 @@ func TestDeploySwarmStack(t *testing.T) {
 	assert.Contains(t, stdout, svc+".2 on ")
 }
 
-// swarmDocker returns a function that runs the docker CLI against h's
+// swarmDocker returns a function that runs the docker CLI against host's
 // engine and returns its trimmed output, failing the test on an error.
-func swarmDocker(t *testing.T, ctx context.Context, h *enginesHost, env ...string) func(args ...string) string {
+func swarmDocker(t *testing.T, ctx context.Context, host string, env ...string) func(args ...string) string {
 	return func(args ...string) string {
 		t.Helper()
-		t.Logf("$ DOCKER_HOST=%s docker %s", h.d.Host, strings.Join(args, " "))
+		t.Logf("$ DOCKER_HOST=%s docker %s", host, strings.Join(args, " "))
 		cmd := exec.CommandContext(ctx, "docker", args...)
-		cmd.Env = append(append(os.Environ(), env...), "DOCKER_HOST="+h.d.Host)
+		cmd.Env = append(append(os.Environ(), env...), "DOCKER_HOST="+host)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		return strings.TrimSpace(string(out))
@@ -329,4 +332,153 @@ func swarmGet(t *testing.T, ctx context.Context, url string) string {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
 	return string(body)
+}
+
+// TestSwarmNodes: a two-node swarm (harness.Cluster: a manager and a worker,
+// each a private dockerd in a network namespace of its own, with its own
+// host name, joined by a link of their own), a service of 4 replicas
+// spread over both, and the ambassador on the manager, attached to the
+// overlay, reaching the worker's tasks over VXLAN.
+//
+//  1. Tasks on both nodes take new connections; /routes names their nodes.
+//  2. The worker drained: its tasks are marked for shutdown and take no
+//     new connection from then on; Swarm starts their replacements on the
+//     manager, which take them. No fresh connection fails.
+//  3. The worker lost (its daemon killed): once Swarm has the node down,
+//     its tasks are dropped, and the replacements followed.
+func TestSwarmNodes(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	started := time.Now()
+	c, err := harness.StartCluster(ctx, eng.Run+strconv.FormatInt(engineRestartDaemons.Add(1), 10))
+	if errors.Is(err, harness.ErrNoDockerd) {
+		if os.Getenv(requireEngineEnv) == "1" {
+			t.Fatalf("%s=1, but %v", requireEngineEnv, err)
+		}
+		t.Skipf("%v; set %s=1 to fail instead", err, requireEngineEnv)
+	}
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("manager's log (tail):\n%s", c.Manager.LogTail())
+			t.Logf("worker's log (tail):\n%s", c.Worker.LogTail())
+		}
+		assert.NoError(t, c.Close(), "tear down cluster %s", c.ID)
+	})
+	t.Logf("cluster %s: manager %s (%s), worker %s (%s), in %s", c.ID, c.Manager.Netns, c.Manager.Address, c.Worker.Netns, c.Worker.Address,
+		time.Since(started).Round(time.Millisecond))
+	var privs []*harness.Engine
+	for _, d := range []*harness.Dockerd{c.Manager, c.Worker} {
+		p, err := d.Engine(ctx, eng.Label, eng.Run)
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		require.NoError(t, eng.CopyImage(ctx, p, dataImage))
+		privs = append(privs, p)
+	}
+	require.NoError(t, eng.CopyImage(ctx, privs[0], ambassadorImage))
+	docker := swarmDocker(t, ctx, c.Manager.Host)
+
+	ovl, svc, target := short(t, "ovl"), short(t, "svc"), short(t, "cache")
+	docker("network", "create", "--driver", "overlay", "--attachable", ovl)
+	docker("service", "create", "--detach=false", "--quiet", "--no-resolve-image", "--name", svc,
+		"--label", labelTarget+"="+target, "--network", ovl, "--replicas", "4", "--placement-pref", "spread=node.id",
+		"--env", "NAME={{.Task.Name}}", "--stop-grace-period", "2s", dataImage)
+	amb, err := privs[0].Start(ctx, harness.Spec{
+		Name: "amb", Image: ambassadorImage, Networks: []string{"bridge", ovl},
+		Binds:   []string{filepath.Join(c.Manager.Dir, "docker.sock") + ":/var/run/docker.sock"},
+		Publish: map[uint16]netip.Addr{dataPort: c.Manager.Address, ambAdminPort: c.Manager.Address},
+		Cmd: append([]string{
+			"--route", fmt.Sprintf("%d:%s:%d", dataPort, target, dataPort), "--claims", "label,routes",
+			"--replay", "all", "--backend-wait", engineRestartBackendWait.String(), "--dial-timeout", "1s",
+		}, publicAdmin...),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			stdout, stderr, _ := privs[0].Logs(context.Background(), amb.ID)
+			t.Logf("ambassador log:\n%s%s", stdout, stderr)
+		}
+	})
+	routeAddr, err := privs[0].HostPort(ctx, amb.ID, dataPort)
+	require.NoError(t, err)
+	adminAddr, err := privs[0].HostPort(ctx, amb.ID, ambAdminPort)
+	require.NoError(t, err)
+	route, admin := routeAddr.String(), "http://"+adminAddr.String()
+	waitCtx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	require.NoError(t, harness.WaitTCP(waitCtx, adminAddr.String()))
+
+	// 1. Both nodes' tasks serve.
+	tasks := swarmWaitBackends(t, ctx, admin, svc, 4)
+	onWorker := swarmOn(tasks, c.Worker.Netns)
+	require.Len(t, onWorker, 2, "spread: two tasks on the worker, %+v", tasks)
+	require.Len(t, swarmOn(tasks, c.Manager.Netns), 2)
+	l := startLoad(t, route)
+	for _, b := range tasks {
+		_, err := l.WaitLanded(ctx, b.Container, time.Now(), 5)
+		require.NoError(t, err, "task %s on %s takes connections", b.Task, b.Node)
+	}
+
+	// 2. The worker drained.
+	draining := time.Now()
+	docker("node", "update", "--availability", "drain", c.Worker.Netns)
+	var drained []api.Backend
+	require.Eventually(t, func() bool {
+		drained = swarmBackends(t, ctx, admin, svc)
+		return len(drained) == 4 && len(swarmOn(drained, c.Manager.Netns)) == 4
+	}, readyTimeout, 50*time.Millisecond, "the worker's tasks replaced on the manager")
+	for _, b := range drained {
+		_, err := l.WaitLanded(ctx, b.Container, draining, 5)
+		require.NoError(t, err)
+	}
+	settled := time.Now()
+	_, err = l.WaitLanded(ctx, drained[0].Container, settled, 50)
+	require.NoError(t, err)
+	res := l.Result()
+	requireNoFailures(t, res)
+	none(t, res.Filter(func(x load.Attempt) bool {
+		return x.Start.After(settled) && slices.Contains(swarmNames(onWorker), x.ID.Name)
+	}), "connections to the drained worker's tasks")
+
+	// 3. The worker back, the tasks spread again, then the worker lost.
+	docker("node", "update", "--availability", "active", c.Worker.Netns)
+	docker("service", "update", "--detach=false", "--quiet", "--no-resolve-image", "--force", svc)
+	spread := swarmWaitBackends(t, ctx, admin, svc, 4)
+	require.Eventually(t, func() bool {
+		spread = swarmBackends(t, ctx, admin, svc)
+		return len(spread) == 4 && len(swarmOn(spread, c.Worker.Netns)) > 0
+	}, readyTimeout, 50*time.Millisecond, "tasks on the worker again")
+	lostTasks := swarmOn(spread, c.Worker.Netns)
+	killed := time.Now()
+	require.NoError(t, c.Worker.Kill(ctx))
+	var after []api.Backend
+	require.Eventually(t, func() bool {
+		after = swarmBackends(t, ctx, admin, svc)
+		return len(swarmOn(after, c.Worker.Netns)) == 0
+	}, 2*time.Minute, 100*time.Millisecond, "the lost worker's tasks dropped")
+	dropped := time.Now()
+	t.Logf("worker killed → its %d tasks dropped in %s (Swarm marks a node down after missed heartbeats)", len(lostTasks), dropped.Sub(killed).Round(time.Millisecond))
+	replaced := swarmWaitBackends(t, ctx, admin, svc, 4)
+	for _, b := range replaced {
+		_, err := l.WaitLanded(ctx, b.Container, dropped, 5)
+		require.NoError(t, err)
+	}
+	res = l.Stop()
+	t.Logf("load: %s", res)
+	none(t, res.Filter(func(x load.Attempt) bool { return !x.OK() && x.Start.After(dropped) }), "failed connections once the lost tasks were dropped")
+	none(t, res.Filter(func(x load.Attempt) bool { return !x.OK() && x.Start.Before(killed) }), "failed connections before the worker was lost")
+	t.Logf("while the worker was lost and not yet reported down: %d of %d fresh connections failed",
+		len(res.Filter(func(x load.Attempt) bool { return !x.OK() && !x.Start.Before(killed) && !x.Start.After(dropped) })),
+		len(res.Filter(func(x load.Attempt) bool { return !x.Start.Before(killed) && !x.Start.After(dropped) })))
+}
+
+// swarmOn returns the backends that are tasks on node.
+func swarmOn(bs []api.Backend, node string) []api.Backend {
+	var out []api.Backend
+	for _, b := range bs {
+		if b.Node == node {
+			out = append(out, b)
+		}
+	}
+	return out
 }

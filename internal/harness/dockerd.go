@@ -82,6 +82,11 @@ type Dockerd struct {
 	// ReissueTLS replaces it for the next Start.
 	TLSDir string
 
+	// Netns is the network namespace the daemon runs in (a name under
+	// /var/run/netns, with its own host name), "" for the host's: a node
+	// of a Cluster.
+	Netns string
+
 	cgroupParent string
 	swarmSubnet  netip.Prefix  // the subnet of its docker_gwbridge, once SwarmInit made one
 	cmd          *exec.Cmd     // the running daemon; nil while stopped
@@ -195,7 +200,7 @@ func (d *Dockerd) prepare(ctx context.Context) error {
 		{"addr", "add", netip.PrefixFrom(d.gateway(), subnet.Bits()).String(), "dev", d.Bridge},
 		{"link", "set", d.Bridge, "up"},
 	} {
-		if err := ipCommand(ctx, args...); err != nil {
+		if err := d.ip(ctx, args...); err != nil {
 			return fmt.Errorf("create bridge %s: %w", d.Bridge, err)
 		}
 	}
@@ -258,6 +263,21 @@ func freeLoopback() (netip.Addr, error) {
 		return a, nil
 	}
 	return netip.Addr{}, fmt.Errorf("no free loopback address for port %d after %d attempts", DockerdTLSPort, subnetAttempts)
+}
+
+// ip runs ip(8) with args in the daemon's network namespace.
+func (d *Dockerd) ip(ctx context.Context, args ...string) error {
+	if d.Netns != "" {
+		args = append([]string{"-n", d.Netns}, args...)
+	}
+	return ipCommand(ctx, args...)
+}
+
+// gone reports whether an ip(8) error says that the device or namespace
+// is not there (any more).
+func gone(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Cannot find device") || strings.Contains(msg, "No such file or directory")
 }
 
 // ipCommand runs ip(8) with args.
@@ -363,6 +383,12 @@ func (d *Dockerd) Start(ctx context.Context) error {
 	// Not CommandContext: the daemon lives until Stop or Close, not until
 	// the caller's context ends.
 	cmd := exec.Command("dockerd", d.Args()...)
+	if d.Netns != "" {
+		// nsenter rather than ip netns exec, which remounts /sys and
+		// hides the cgroup hierarchies from the daemon; a UTS namespace
+		// of its own gives the node its host name.
+		cmd = exec.Command("unshare", append([]string{"--uts", "sh", "-c", `hostname "$0" && exec nsenter --net=/var/run/netns/"$0" dockerd "$@"`, d.Netns}, d.Args()...)...)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	err = cmd.Start()
 	log.Close() // the child holds its own descriptor
@@ -583,7 +609,7 @@ func (d *Dockerd) Close() error {
 	errs = append(errs, d.killLeftovers(ctx))
 	errs = append(errs, d.unmount())
 	if d.Subnet.IsValid() {
-		if err := ipCommand(ctx, "link", "del", d.Bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+		if err := d.ip(ctx, "link", "del", d.Bridge); err != nil && !gone(err) {
 			errs = append(errs, err)
 		}
 	}

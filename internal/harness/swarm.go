@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -25,6 +24,19 @@ func (d *Dockerd) gwBridge() string { return "ambg" + d.ID }
 // docker_gwbridge), and the cluster listens on a free loopback port. The
 // routing mesh needs IPVS in the kernel; tasks on overlay networks do not.
 func (d *Dockerd) SwarmInit(ctx context.Context) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return d.swarmInit(ctx, "127.0.0.1:"+strconv.Itoa(port), "")
+}
+
+// swarmInit makes the engine a manager listening and advertising addr,
+// joining the cluster of manager (HOST:PORT) with token if manager is not
+// empty.
+func (d *Dockerd) swarmInit(ctx context.Context, addr, manager string, token ...string) error {
 	cli, err := d.client()
 	if err != nil {
 		return err
@@ -50,13 +62,14 @@ func (d *Dockerd) SwarmInit(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("create docker_gwbridge of private dockerd %s: %w", d.ID, err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	if manager != "" {
+		if _, err := cli.SwarmJoin(ctx, client.SwarmJoinOptions{
+			ListenAddr: addr, AdvertiseAddr: addr, RemoteAddrs: []string{manager}, JoinToken: token[0],
+		}); err != nil {
+			return fmt.Errorf("swarm join %s from private dockerd %s: %w", manager, d.ID, err)
+		}
+		return nil
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	addr := "127.0.0.1:" + strconv.Itoa(port)
 	if _, err := cli.SwarmInit(ctx, client.SwarmInitOptions{ListenAddr: addr, AdvertiseAddr: addr}); err != nil {
 		return fmt.Errorf("swarm init on private dockerd %s: %w", d.ID, err)
 	}
@@ -69,7 +82,7 @@ func (d *Dockerd) removeSwarmBridge(ctx context.Context) error {
 	if !d.swarmSubnet.IsValid() {
 		return nil
 	}
-	if err := ipCommand(ctx, "link", "del", d.gwBridge()); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+	if err := d.ip(ctx, "link", "del", d.gwBridge()); err != nil && !gone(err) {
 		return err
 	}
 	return nil
