@@ -172,7 +172,7 @@ func TestDeployMultiHost(t *testing.T) {
 // reach it there), holding images. It is torn down when the test ends.
 func deployServerHost(t *testing.T, ctx context.Context, images ...string) (*harness.Dockerd, *harness.Engine) {
 	t.Helper()
-	id := eng.Run + strconv.FormatInt(engineRestartDaemons.Add(1), 10)
+	id := privateDockerdID()
 	d, err := harness.StartDockerdWith(ctx, id, harness.DockerdOptions{OnBridge: true})
 	if errors.Is(err, harness.ErrNoDockerd) {
 		deployMissing(t, err.Error())

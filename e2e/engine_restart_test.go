@@ -300,17 +300,29 @@ func engineRestartAlways(t *testing.T, ctx context.Context) {
 // the data server image. It is torn down when the test ends, after the
 // test's containers and ambassador. Without dockerd, or without root, the
 // test is skipped, unless an engine is required.
+// skipWithoutDockerd skips the test when err says that this machine cannot
+// run a private engine (no dockerd, not root), unless an engine is
+// required.
+func skipWithoutDockerd(t *testing.T, err error) {
+	t.Helper()
+	if !errors.Is(err, harness.ErrNoDockerd) {
+		return
+	}
+	if os.Getenv(requireEngineEnv) == "1" {
+		t.Fatalf("%s=1, but %v", requireEngineEnv, err)
+	}
+	t.Skipf("%v; set %s=1 to fail instead", err, requireEngineEnv)
+}
+
+// privateDockerdID returns a new ID for a private engine of this run.
+func privateDockerdID() string { return eng.Run + strconv.FormatInt(engineRestartDaemons.Add(1), 10) }
+
 func engineRestartEngine(t *testing.T, ctx context.Context, liveRestore bool) (*harness.Dockerd, *harness.Engine) {
 	t.Helper()
-	id := eng.Run + strconv.FormatInt(engineRestartDaemons.Add(1), 10)
+	id := privateDockerdID()
 	started := time.Now()
 	d, err := harness.StartDockerd(ctx, id, liveRestore)
-	if errors.Is(err, harness.ErrNoDockerd) {
-		if os.Getenv(requireEngineEnv) == "1" {
-			t.Fatalf("%s=1, but %v", requireEngineEnv, err)
-		}
-		t.Skipf("%v; set %s=1 to fail instead", err, requireEngineEnv)
-	}
+	skipWithoutDockerd(t, err)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -446,15 +446,10 @@ func enginesLocal(t *testing.T, ctx context.Context) *enginesHost {
 
 func enginesStart(t *testing.T, ctx context.Context, name string, opts harness.DockerdOptions) *enginesHost {
 	t.Helper()
-	id := eng.Run + strconv.FormatInt(engineRestartDaemons.Add(1), 10)
+	id := privateDockerdID()
 	started := time.Now()
 	d, err := harness.StartDockerdWith(ctx, id, opts)
-	if errors.Is(err, harness.ErrNoDockerd) {
-		if os.Getenv(requireEngineEnv) == "1" {
-			t.Fatalf("%s=1, but %v", requireEngineEnv, err)
-		}
-		t.Skipf("%v; set %s=1 to fail instead", err, requireEngineEnv)
-	}
+	skipWithoutDockerd(t, err)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {

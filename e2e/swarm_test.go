@@ -21,7 +21,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,7 +29,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,9 +49,7 @@ const swarmTakeover = time.Second
 func TestSwarmService(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
-	h := enginesStart(t, ctx, "swarm", harness.DockerdOptions{})
-	require.NoError(t, h.d.SwarmInit(ctx))
-	require.NoError(t, eng.CopyImage(ctx, h.priv, ambassadorImage))
+	h := swarmEngine(t, ctx, "swarm")
 	docker := swarmDocker(t, ctx, h.d.Host)
 
 	ovl := short(t, "ovl")
@@ -176,6 +172,17 @@ func TestSwarmService(t *testing.T) {
 	assert.LessOrEqual(t, takeovers[len(takeovers)-1], swarmTakeover)
 }
 
+// swarmEngine starts a private engine named name, makes it a single-node
+// swarm's manager and gives it the image under test (and the data
+// server's, as every private engine of enginesStart).
+func swarmEngine(t *testing.T, ctx context.Context, name string) *enginesHost {
+	t.Helper()
+	h := enginesStart(t, ctx, name, harness.DockerdOptions{})
+	require.NoError(t, h.d.SwarmInit(ctx))
+	require.NoError(t, eng.CopyImage(ctx, h.priv, ambassadorImage))
+	return h
+}
+
 // swarmRoute returns the ambassador's only route, or an empty one if the
 // admin endpoint does not answer as expected (the callers poll).
 func swarmRoute(t *testing.T, ctx context.Context, admin string) api.Route {
@@ -246,9 +253,7 @@ func swarmTakeovers(t *testing.T, res load.Result, tasks []string, after time.Ti
 func TestDeploySwarmStack(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
-	h := enginesStart(t, ctx, "stack", harness.DockerdOptions{})
-	require.NoError(t, h.d.SwarmInit(ctx))
-	require.NoError(t, eng.CopyImage(ctx, h.priv, ambassadorImage))
+	h := swarmEngine(t, ctx, "stack")
 	root, err := harness.RepoRoot(ctx)
 	require.NoError(t, err)
 	stack, target := "amb", short(t, "cache")
@@ -350,13 +355,8 @@ func TestSwarmNodes(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
 	started := time.Now()
-	c, err := harness.StartCluster(ctx, eng.Run+strconv.FormatInt(engineRestartDaemons.Add(1), 10))
-	if errors.Is(err, harness.ErrNoDockerd) {
-		if os.Getenv(requireEngineEnv) == "1" {
-			t.Fatalf("%s=1, but %v", requireEngineEnv, err)
-		}
-		t.Skipf("%v; set %s=1 to fail instead", err, requireEngineEnv)
-	}
+	c, err := harness.StartCluster(ctx, privateDockerdID())
+	skipWithoutDockerd(t, err)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {
