@@ -36,7 +36,7 @@ const swarmPoll = 50 * time.Millisecond
 // The periodic resync follows it from then on.
 const swarmPollFor = 30 * time.Second
 
-// Labels the engine puts on a task's container.
+// The label the engine puts on a task's container with the task's ID.
 const labelTaskID = "com.docker.swarm.task.id"
 
 // swarmRole is what a ping's Swarm header says of an engine.
@@ -159,9 +159,13 @@ func convertTasks(services []swarm.Service, tasks []swarm.Task, nodes []swarm.No
 	for i := range nodes {
 		byNode[nodes[i].ID] = &nodes[i]
 	}
-	local := make(map[string]int, len(cs))
+	// The watched node's task containers, by task ID: the label says it
+	// before the manager hears the container's ID from the node.
+	local := make(map[string]int)
 	for i, c := range cs {
-		local[c.ID] = i
+		if id := c.Labels[labelTaskID]; id != "" {
+			local[id] = i
+		}
 	}
 
 	replaced := make(map[string]bool)
@@ -177,8 +181,9 @@ func convertTasks(services []swarm.Service, tasks []swarm.Task, nodes []swarm.No
 			id = t.Status.ContainerStatus.ContainerID
 		}
 		ctr := (*source.Container)(nil)
-		if j, ok := local[id]; ok && id != "" {
+		if j, ok := local[t.ID]; ok {
 			ctr = &cs[j]
+			id = ctr.ID
 			replaced[id] = true
 		}
 		running := t.Status.State == swarm.TaskStateRunning

@@ -127,11 +127,14 @@ func TestConvertTasksTransitions(t *testing.T) {
 		assert.Empty(t, out)
 	})
 	t.Run("started here before the manager knows", func(t *testing.T) {
-		tasks := []swarm.Task{task("t1", "s1", 1, "n1", idTask1, swarm.TaskStateStarting, swarm.TaskStateRunning, ovApp, "10.1.0.3")}
-		local := convertContainers([]container.Summary{ctr(idTask1, "redis.1.t1")}, "e")
+		// Not even its container's ID: the node reports it with the
+		// task's state.
+		tasks := []swarm.Task{task("t1", "s1", 1, "n1", "", swarm.TaskStateStarting, swarm.TaskStateRunning, ovApp, "10.1.0.3")}
+		local := convertContainers([]container.Summary{ctr(idTask1, "redis.1.t1", withLabels(labelTaskID, "t1"))}, "e")
 		out, busy := convertTasks([]swarm.Service{svc}, tasks, nodes, local, "e")
 		assert.False(t, busy, "the node runs it: settled")
 		require.Len(t, out, 1)
+		assert.Equal(t, idTask1, out[0].ID, "the container's ID, from the node")
 		assert.Equal(t, "running", out[0].State)
 		assert.NotNil(t, out[0].Task)
 	})
@@ -234,7 +237,7 @@ func TestTaskContainerDeathIsGoneAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		svc := service("s1", "redis", map[string]string{"ambassador.target": "redis"})
 		nodes := []swarm.Node{node("n1", "manager-1", swarm.NodeStateReady)}
-		f := newFake(ctr(idTask1, "redis.1.t1", withNet("app", "ov-app", "10.1.0.3")))
+		f := newFake(ctr(idTask1, "redis.1.t1", withLabels(labelTaskID, "t1"), withNet("app", "ov-app", "10.1.0.3")))
 		f.setSwarm([]swarm.Service{svc}, []swarm.Task{
 			task("t1", "s1", 1, "n1", idTask1, swarm.TaskStateRunning, swarm.TaskStateRunning, ovApp, "10.1.0.3"),
 		}, nodes)
