@@ -269,22 +269,27 @@ func (l *loop) removeAttachment(containerID, networkID string) {
 func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	var sw <-chan swarmListing
+	if l.role == swarmManager {
+		sw = l.fetchSwarm(ctx)
+	}
 	res, err := l.cli.ContainerList(ctx, client.ContainerListOptions{})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
 	cs := convertContainers(res.Items, l.w.Name())
 	var poll time.Time
-	if l.role == swarmManager {
-		withTasks, busy, err := l.listSwarm(ctx, cs)
-		if l.swarmFailed(err) {
-			// The containers are listed: an engine that answers,
-			// which refuses the Swarm listings (a socket proxy that
-			// allows only the container reads) or fails them.
-			busy, withTasks = false, cs
+	if sw != nil {
+		// The containers are listed: an engine that answers, which
+		// may refuse the Swarm listings (a socket proxy that allows
+		// only the container reads) or fail them.
+		if lst := <-sw; !l.swarmFailed(lst.err) {
+			var busy bool
+			cs, busy = convertTasks(lst.services, lst.tasks, lst.nodes, cs, l.w.Name())
+			poll = l.pollSwarm(busy, cs)
+		} else {
+			l.busySince = time.Time{}
 		}
-		cs = withTasks
-		poll = l.pollSwarm(busy, cs)
 	}
 	cs, expiry := l.graves.apply(cs, time.Now())
 	if !poll.IsZero() && (expiry.IsZero() || poll.Before(expiry)) {
