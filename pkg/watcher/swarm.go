@@ -188,10 +188,10 @@ func convertTasks(services []swarm.Service, tasks []swarm.Task, nodes []swarm.No
 	}
 	// The watched node's task containers, by task ID: the label says it
 	// before the manager hears the container's ID from the node.
-	local := make(map[string]int)
+	local := make(map[string][]int)
 	for i, c := range cs {
 		if id := c.Labels[labelTaskID]; id != "" {
-			local[id] = i
+			local[id] = append(local[id], i)
 		}
 	}
 
@@ -208,8 +208,20 @@ func convertTasks(services []swarm.Service, tasks []swarm.Task, nodes []swarm.No
 			id = t.Status.ContainerStatus.ContainerID
 		}
 		ctr := (*source.Container)(nil)
-		if j, ok := local[t.ID]; ok {
-			ctr = &cs[j]
+		// A container of this node that bears the task's label, unless
+		// the manager knows the task's container to be another: any
+		// container can bear any label.
+		if ids := local[t.ID]; len(ids) == 1 && (id == "" || id == cs[ids[0]].ID) {
+			ctr = &cs[ids[0]]
+		} else if id != "" {
+			// Several bear it: the one the manager knows, if any.
+			for _, j := range ids {
+				if cs[j].ID == id {
+					ctr = &cs[j]
+				}
+			}
+		}
+		if ctr != nil {
 			id = ctr.ID
 			replaced[id] = true
 		}
@@ -223,6 +235,13 @@ func convertTasks(services []swarm.Service, tasks []swarm.Task, nodes []swarm.No
 			busy = true // starting, or marked for shutdown and still running
 		}
 		if !running {
+			continue
+		}
+		if id == "" {
+			// Running, says the manager, without its container's ID
+			// yet: the entry waits for it, as its ID must not change
+			// (a backend's new ID is another backend).
+			busy = true
 			continue
 		}
 		node := byNode[t.NodeID]
@@ -249,8 +268,7 @@ func convertTasks(services []swarm.Service, tasks []swarm.Task, nodes []swarm.No
 
 // taskEntry makes the entry of a running task t of svc on node (nil when
 // the manager does not know it): ctr is its container when the watched
-// engine runs it, id its container's ID ("" while the manager does not
-// know it yet, when the task's ID stands for it).
+// engine runs it, id its container's ID.
 func taskEntry(svc *swarm.Service, t *swarm.Task, node *swarm.Node, ctr *source.Container, id, engine string) source.Container {
 	var labels map[string]string
 	if ctr != nil && len(ctr.Labels) > 0 {
@@ -274,7 +292,7 @@ func taskEntry(svc *swarm.Service, t *swarm.Task, node *swarm.Node, ctr *source.
 		slot = t.NodeID // a global service's task, as Docker names its container
 	}
 	e := source.Container{
-		ID:     cmp.Or(id, t.ID),
+		ID:     id,
 		Name:   svc.Spec.Name + "." + slot + "." + t.ID,
 		Labels: labels,
 		State:  "running",

@@ -138,11 +138,36 @@ func TestConvertTasksTransitions(t *testing.T) {
 		assert.Equal(t, "running", out[0].State)
 		assert.NotNil(t, out[0].Task)
 	})
-	t.Run("a task without its container ID yet stands for itself", func(t *testing.T) {
+	t.Run("a task without its container ID yet waits for it", func(t *testing.T) {
 		tasks := []swarm.Task{task("t1", "s1", 1, "n1", "", swarm.TaskStateRunning, swarm.TaskStateRunning, ovApp, "10.1.0.3")}
-		out, _ := convertTasks([]swarm.Service{svc}, tasks, nodes, nil, "e")
-		require.Len(t, out, 1)
-		assert.Equal(t, "t1", out[0].ID)
+		out, busy := convertTasks([]swarm.Service{svc}, tasks, nodes, nil, "e")
+		assert.Empty(t, out, "no ID to pin it by: one taken now would change")
+		assert.True(t, busy, "polled until the manager knows it")
+	})
+	t.Run("while the manager does not know the container, two bearing the label are none", func(t *testing.T) {
+		tasks := []swarm.Task{task("t1", "s1", 1, "n1", "", swarm.TaskStateStarting, swarm.TaskStateRunning, ovApp, "10.1.0.3")}
+		local := convertContainers([]container.Summary{
+			ctr(idTask1, "redis.1.t1", withLabels(labelTaskID, "t1")), ctr(idWeb, "forger", withLabels(labelTaskID, "t1")),
+		}, "e")
+		out, busy := convertTasks([]swarm.Service{svc}, tasks, nodes, local, "e")
+		assert.True(t, busy)
+		assert.Equal(t, []string{"forger", "redis.1.t1"}, names(&source.Snapshot{Containers: out}), "plain containers until the manager says")
+	})
+	t.Run("a container bearing another task's label", func(t *testing.T) {
+		tasks := []swarm.Task{task("t1", "s1", 1, "n1", idTask1, swarm.TaskStateRunning, swarm.TaskStateRunning, ovApp, "10.1.0.3")}
+		local := convertContainers([]container.Summary{
+			ctr(idTask1, "redis.1.t1", withLabels(labelTaskID, "t1"), withStatus(container.StateRunning, "Up 1 minute (healthy)")),
+			ctr(idWeb, "forger", withLabels(labelTaskID, "t1", "ambassador.priority", "100"), withStatus(container.StateRunning, "Up 1 minute (unhealthy)")),
+		}, "e")
+		out, _ := convertTasks([]swarm.Service{svc}, tasks, nodes, local, "e")
+		require.Equal(t, []string{"forger", "redis.1.t1"}, names(&source.Snapshot{Containers: out}))
+		// In the other order too.
+		out2, _ := convertTasks([]swarm.Service{svc}, tasks, nodes, []source.Container{local[1], local[0]}, "e")
+		assert.ElementsMatch(t, out, out2)
+		assert.Equal(t, idTask1, out[1].ID, "the manager's container")
+		assert.Equal(t, "healthy", out[1].Health)
+		assert.Empty(t, out[1].Labels["ambassador.priority"], "nothing of the forger's")
+		assert.Nil(t, out[0].Task, "the forger stays a plain container")
 	})
 	t.Run("an update under way", func(t *testing.T) {
 		s := svc
