@@ -122,7 +122,7 @@ func main() {
 	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 100 from there)")
 	rounds := flag.Int("rounds", 0, "rounds; 0 means 3, or 1 with -quick")
 	rewires := flag.Int("rewires", -1, "rewires of each kind with real containers; 0 skips them; -1 means 20, or 3 with -quick")
-	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,rewire (for development)")
+	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,rewire,swarm (for development; rewire includes swarm)")
 	flag.Parse()
 
 	cfg := full
@@ -172,6 +172,7 @@ type bench struct {
 	failures  []int                  // churn runs that failed, per candidate
 	notes     []string
 	rewire    *rewireResult
+	swarmOnly bool // of the rewires, the Swarm tasks' alone (-only swarm)
 	tls       *tlsBench // the TLS hop's table; nil if not measured
 	udp       *udpBench // the UDP table; nil if not measured
 }
@@ -297,7 +298,8 @@ func run(ctx context.Context, opts options) error {
 	}
 	stopBackends()
 
-	if want("rewire") {
+	if want("rewire") || want("swarm") {
+		b.swarmOnly = !want("rewire")
 		if cfg.rewires == 0 {
 			b.note("rewire and image size skipped (-rewires=0)")
 		} else if err := b.runRewire(ctx); err != nil {

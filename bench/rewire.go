@@ -168,6 +168,16 @@ func (b *bench) runRewire(ctx context.Context) (err error) {
 			return fmt.Errorf("inspect image %s: %w", r.images[ci], err)
 		}
 		res.imageBytes[ci] = img.Size
+		if b.swarmOnly {
+			if ci == ambassadord {
+				if k, err := r.runSwarm(ctx, b.dir, r.images[ci], ci, b.cfg.rewires); err != nil {
+					b.note("Swarm tasks not measured: %v", err)
+				} else {
+					res.kinds = append(res.kinds, k)
+				}
+			}
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, rewireTimeout)
 		kinds, err := r.dynamic(cctx, ci, b.cfg.rewires)
 		cancel()
@@ -188,7 +198,20 @@ func (b *bench) runRewire(ctx context.Context) (err error) {
 				}
 				b.note("rewire across engines not measured: %v", err)
 			}
+			k, err := r.runSwarm(ctx, b.dir, r.images[ci], ci, b.cfg.rewires)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				b.note("Swarm tasks not measured: %v", err)
+			} else {
+				res.kinds = append(res.kinds, k)
+			}
 		}
+	}
+	if b.swarmOnly {
+		b.rewire = res
+		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, rewireTimeout)
 	defer cancel()
