@@ -48,6 +48,15 @@ type conn struct {
 	// gave the connection to serve (failDial); the first dial goes on from
 	// there. Only serve's goroutine reads it.
 	loopTried *loopFailure
+
+	// proxySrc and proxyDst are the addresses of the PROXY headers c sends
+	// (proxyproto.go): those of the client's own header, or else the
+	// client's address and the one it connected to, set on first use.
+	// pending is what the client sent after its header, to go to the
+	// backend first. Written by serve's goroutine before the connection is
+	// handed on, then read by whichever path serves it, one at a time.
+	proxySrc, proxyDst net.Addr
+	pending            []byte
 }
 
 // serve dials a backend, and once the connection is established hands it
@@ -63,6 +72,17 @@ func (c *conn) serve(ctx context.Context) {
 		obs.Rejected(RejectNoBackend)
 		c.route.untrack(c)
 		return
+	}
+	if c.route.acceptsProxy() {
+		if reason, err := c.readProxyHeader(); reason != "" {
+			log.Debug("no PROXY header taken from the client; closing", zap.Stringer("remote", c.remote),
+				zap.String("reason", reason), zap.Error(err))
+			obs.ProxyHeaderRejected(reason)
+			obs.Rejected(RejectProxyHeader)
+			c.resetClient()
+			c.route.untrack(c)
+			return
+		}
 	}
 	cfg := c.route.TLS()
 	if cfg != nil {
@@ -92,6 +112,16 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.established(b)
+	if err := c.writePrelude(bc, b); err != nil {
+		// The backend is gone already: the client is reset, as a copy
+		// that fails would.
+		log.Debug("connection ended with error", zap.Stringer("remote", c.remote), zap.Stringer("backend", b), zap.Error(err))
+		c.route.observer().Reset(DirectionDown)
+		closeReset(c.client)
+		bc.Close()
+		c.report(0, 0, nil, err)
+		return
+	}
 	if c.route.IdleTimeout == 0 && cfg == nil && !b.TLS && c.toLoop(bc) {
 		return
 	}

@@ -612,6 +612,11 @@ func (p *poller) add(c *conn, client, backend net.Conn) bool {
 	l := p.loops[p.next.Add(1)%uint32(len(p.loops))]
 	lc := &loopConn{c: c, fds: [2]int{cfd, bfd}}
 	lc.setHalves(cfd, bfd)
+	if lc.up.replayCap > 0 && len(c.pending) > 0 {
+		// What the client sent after its PROXY header went to the backend
+		// already (writePrelude): a replay sends it again.
+		lc.up.keep(c.pending)
+	}
 	if !c.handOver(lc) {
 		unix.Close(cfd)
 		unix.Close(bfd)

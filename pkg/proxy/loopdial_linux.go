@@ -206,12 +206,31 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	lc.up.outWatched = true // registered for output to connect
 	ld.set.confirmed.Store(true)
 	c.established(ld.d.backend)
-	if err := l.watchOut(&lc.up, false); err != nil {
-		lc.end(l, err)
-		return
+	// The PROXY header goes first, as bytes the half holds, written now:
+	// a backend that speaks first waits for it.
+	lc.up.held = c.proxyHeader(ld.d.backend, func() net.Addr { return sockLocalAddr(cfd) })
+	if !lc.up.holds() {
+		if err := l.watchOut(&lc.up, false); err != nil {
+			lc.end(l, err)
+			return
+		}
 	}
 	if err := l.register(cfd); err != nil {
 		lc.end(l, err)
+		return
+	}
+	if lc.up.holds() {
+		// pump writes the header, then reads what the client has sent:
+		// its input edge may have come before the register.
+		if err := l.pump(&lc.up); err != nil {
+			l.fail(lc, err)
+			return
+		}
+		if !lc.up.holds() {
+			if err := l.watchOut(&lc.up, false); err != nil {
+				lc.end(l, err)
+			}
+		}
 	}
 }
 
