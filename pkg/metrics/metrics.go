@@ -271,6 +271,10 @@ type routeMetrics struct {
 	removed  bool                       // RouteRemoved was called; events are ignored
 	backends map[string]*backendMetrics // by Addr
 	udp      bool                       // a UDP route (UDPObserver): flows, not connections
+
+	// proxySent are the route's PROXY header counters by version (v1, v2),
+	// taken once: a header is counted on every connection that sends one.
+	proxySent [2]prometheus.Counter
 }
 
 type backendMetrics struct {
@@ -355,8 +359,8 @@ func (m *Metrics) routeLocked(name string) *routeMetrics {
 		m.resets.WithLabelValues(name, proxy.DirectionUp)
 		m.resets.WithLabelValues(name, proxy.DirectionDown)
 		m.replays.WithLabelValues(name)
-		for _, v := range []string{"v1", "v2"} {
-			m.proxySent.WithLabelValues(name, v)
+		for i, v := range []string{"v1", "v2"} {
+			rm.proxySent[i] = m.proxySent.WithLabelValues(name, v)
 			m.proxyAccepted.WithLabelValues(name, v)
 		}
 		for _, reason := range []string{proxy.ProxyUntrusted, proxy.ProxyMissing, proxy.ProxyMalformed, proxy.ProxyTimeout} {
@@ -835,6 +839,12 @@ func (o *routeObserver) ProxyHeaderSent(version int) {
 	defer rm.mu.Unlock()
 	if rm.removed {
 		return
+	}
+	if version == proxy.ProxyV1 || version == proxy.ProxyV2 {
+		if c := rm.proxySent[version-1]; c != nil {
+			c.Inc()
+			return
+		}
 	}
 	o.m.proxySent.WithLabelValues(rm.name, proxyVersionLabel(version)).Inc()
 }

@@ -206,30 +206,21 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	lc.up.outWatched = true // registered for output to connect
 	ld.set.confirmed.Store(true)
 	c.established(ld.d.backend)
-	// The PROXY header goes first, as bytes the half holds, written now:
-	// a backend that speaks first waits for it.
-	lc.up.held = c.proxyHeader(ld.d.backend, func() net.Addr { return sockLocalAddr(cfd) })
-	if !lc.up.holds() {
-		if err := l.watchOut(&lc.up, false); err != nil {
-			lc.end(l, err)
-			return
-		}
+	if err := l.watchOut(&lc.up, false); err != nil {
+		lc.end(l, err)
+		return
 	}
 	if err := l.register(cfd); err != nil {
 		lc.end(l, err)
 		return
 	}
-	if lc.up.holds() {
-		// pump writes the header, then reads what the client has sent:
-		// its input edge may have come before the register.
+	// The PROXY header goes first, now: with what the client has sent
+	// already, in one write, or alone, since a backend that speaks first
+	// waits for it (half.prefix). The client's input edge may have come
+	// before the register: pump reads what there is either way.
+	if lc.up.prefix = c.proxyHeader(ld.d.backend, func() net.Addr { return sockLocalAddr(cfd) }); lc.up.prefix != nil {
 		if err := l.pump(&lc.up); err != nil {
 			l.fail(lc, err)
-			return
-		}
-		if !lc.up.holds() {
-			if err := l.watchOut(&lc.up, false); err != nil {
-				lc.end(l, err)
-			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestProxyHeaderReplay: a connection replayed on a new backend sends it
@@ -74,4 +75,68 @@ func TestAcceptProxyUntrustedNeverRead(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 	require.Eventually(t, func() bool { return len(obs.events().proxyRejected) == 1 }, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, []string{ProxyUntrusted}, obs.events().proxyRejected)
+}
+
+// TestHalfPrefix: a half's prefix (the PROXY header of a connection an
+// event loop connected) reaches dst before src's first bytes, with them
+// when src has sent some, alone when it has not (a backend that speaks
+// first waits for it), and before src's FIN when that is all there is.
+func TestHalfPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		src   string // what src has sent before the pump
+		close bool   // and its FIN
+		want  string // what dst has after the pump
+	}{
+		{name: "with the client's first bytes", src: "hello", want: "HDRhello"},
+		{name: "alone", want: "HDR"},
+		{name: "before the FIN", close: true, want: "HDR"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client, src := socketPair(t)
+			dst, backend := socketPair(t)
+			l := &eventLoop{buf: make([]byte, loopBufferSize)}
+			h := &half{src: src, dst: dst, prefix: []byte("HDR")}
+			if tt.src != "" {
+				_, err := unix.Write(client, []byte(tt.src))
+				require.NoError(t, err)
+			}
+			if tt.close {
+				require.NoError(t, unix.Shutdown(client, unix.SHUT_WR))
+				h.finPending = true
+			}
+			require.NoError(t, l.pump(h))
+			assert.Nil(t, h.prefix)
+			assert.False(t, h.holds())
+			assert.Equal(t, int64(len(tt.want)), h.written)
+			assert.Equal(t, tt.close, h.done, "the FIN passed on")
+			buf := make([]byte, 64)
+			n, err := unix.Read(backend, buf)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, string(buf[:n]))
+
+			// What the client sends next follows, without the prefix.
+			if !tt.close {
+				_, err = unix.Write(client, []byte(" again"))
+				require.NoError(t, err)
+				require.NoError(t, l.pump(h))
+				n, err = unix.Read(backend, buf)
+				require.NoError(t, err)
+				assert.Equal(t, " again", string(buf[:n]))
+			}
+		})
+	}
+}
+
+// socketPair returns a connected pair of non-blocking stream sockets,
+// closed when the test ends.
+func socketPair(t *testing.T) (int, int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	})
+	return fds[0], fds[1]
 }
