@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -314,3 +316,42 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// FuzzReadProxyHeader: whatever a trusted client sends first, the header
+// is either taken, and then every byte after it goes on to the backend
+// (the buffered rest, then the socket's), or the client is rejected with
+// a reason; never a panic, never a byte lost.
+func FuzzReadProxyHeader(f *testing.F) {
+	v2, _ := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 1}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 2}).Format()
+	for _, s := range []string{
+		"PROXY TCP4 203.0.113.7 198.51.100.1 40123 6379\r\nhello", "PROXY UNKNOWN\r\n", "PROXY TCP6 ::1 ::1 1 2\r\n",
+		"PROXY TCP4 1.2.3.4\r\n", "GET / HTTP/1.0\r\n\r\n", "", string(v2) + "payload", string(v2[:20]),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		server, client := net.Pipe()
+		defer server.Close()
+		go func() {
+			client.Write(in)
+			client.Close()
+		}()
+		c := &conn{route: &Route{ProxyHeaderTimeout: time.Second}, client: server,
+			remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}}
+		reason, err := c.readProxyHeader()
+		if reason != "" {
+			if err == nil {
+				t.Fatalf("rejected (%s) without an error", reason)
+			}
+			return
+		}
+		rest, _ := io.ReadAll(server)
+		after := append(slices.Clone(c.pending), rest...)
+		if !bytes.HasSuffix(in, after) {
+			t.Fatalf("bytes after the header lost: sent %q, passed on %q", in, after)
+		}
+		if len(after) == len(in) {
+			t.Fatalf("a header taken from %q, but nothing read", in)
+		}
+	})
+}
