@@ -73,18 +73,25 @@ func (c *conn) serve(ctx context.Context) {
 		c.route.untrack(c)
 		return
 	}
+	cfg := c.route.TLS()
 	if c.route.acceptsProxy() {
 		if reason, err := c.readProxyHeader(); reason != "" {
-			log.Debug("no PROXY header taken from the client; closing", zap.Stringer("remote", c.remote),
-				zap.String("reason", reason), zap.Error(err))
-			obs.ProxyHeaderRejected(reason)
-			obs.Rejected(RejectProxyHeader)
 			c.resetClient()
+			if ctx.Err() != nil {
+				obs.Rejected(RejectShutdown) // the route closed it
+			} else {
+				log.Debug("no PROXY header taken from the client; closing", zap.Stringer("remote", c.remote),
+					zap.String("reason", reason), zap.Error(err))
+				obs.ProxyHeaderRejected(reason)
+				obs.Rejected(RejectProxyHeader)
+			}
 			c.route.untrack(c)
 			return
 		}
+		if cfg != nil {
+			c.pendingToClient() // the start of the TLS handshake
+		}
 	}
-	cfg := c.route.TLS()
 	if cfg != nil {
 		if err := c.handshakeClient(ctx, cfg); err != nil {
 			log.Debug("client refused", zap.Stringer("remote", c.remote), zap.Error(err))

@@ -152,7 +152,15 @@ func (c *conn) clientLocalAddr() net.Addr {
 // when the header was taken.
 func (c *conn) readProxyHeader() (string, error) {
 	r := c.route
-	nc := c.client
+	c.mu.Lock()
+	nc, aborted := c.client, c.aborted
+	c.mu.Unlock()
+	if aborted {
+		// Closed before wrapClient made the client a net.Conn: abort
+		// left the raw socket to its owner, and the read would wait for
+		// the whole timeout. Once nc is set, abort closes it.
+		return ProxyMissing, net.ErrClosed
+	}
 	deadline := time.Now().Add(r.proxyHeaderTimeout())
 	if err := nc.SetReadDeadline(deadline); err != nil {
 		return ProxyMissing, err
@@ -219,6 +227,43 @@ func (c *conn) writePrelude(bc net.Conn, b Backend) error {
 	buf = append(buf, c.pending...)
 	if _, err := bc.Write(buf); err != nil {
 		return fmt.Errorf("write to %s ahead of the client's bytes: %w", b, err)
+	}
+	return nil
+}
+
+// pendingToClient gives what the client sent after its PROXY header back
+// to the client's reads, for a route that listens with TLS: those bytes
+// are the start of its TLS handshake, not bytes for the backend.
+func (c *conn) pendingToClient() {
+	if len(c.pending) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.client = &prefixConn{Conn: c.client, prefix: c.pending}
+	c.pending = nil
+}
+
+// prefixConn is a client whose first reads return prefix, what was read
+// from it ahead of them.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// SetLinger is the socket's, for a reset (reset.go).
+func (p *prefixConn) SetLinger(sec int) error {
+	if l, ok := p.Conn.(lingerer); ok {
+		return l.SetLinger(sec)
 	}
 	return nil
 }

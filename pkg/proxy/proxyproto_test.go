@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
 )
 
 // seenHeader is what a PROXY-reading backend saw at the start of a
@@ -354,4 +356,75 @@ func FuzzReadProxyHeader(f *testing.F) {
 			t.Fatalf("a header taken from %q, but nothing read", in)
 		}
 	})
+}
+
+// TestAcceptProxyTLS: on a route that listens with TLS, the PROXY header
+// comes before the TLS handshake, as HAProxy's send-proxy with ssl sends
+// it; a client hello that came in the same segment as the header is not
+// lost to the handshake.
+func TestAcceptProxyTLS(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	b, seen := proxyEcho(t, "echo", "")
+	obs := &recorder{}
+	r := &Route{ProxyProtocol: ProxyV2, AcceptProxy: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Observer: obs}
+	r.SetTLS(ca.serverConfig(t))
+	r.SetBackends([]Backend{b})
+	addr := startRoute(t, r)
+	raw := dial(t, addr)
+	// The header goes out with the client's first write, the hello.
+	hdr := []byte("PROXY TCP4 203.0.113.7 198.51.100.1 40123 6379\r\n")
+	cert := ca.issue(t, "client")
+	c := tls.Client(&headerFirst{Conn: raw, header: hdr}, forHost(ca.clientConfig(t, &cert), addr))
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := c.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(got))
+	h := nextHeader(t, seen)
+	require.NoError(t, h.err)
+	assert.Equal(t, seenHeader{version: ProxyV2, src: "203.0.113.7:40123", dst: "198.51.100.1:6379"}, h)
+	assert.Equal(t, []int{ProxyV1}, obs.events().proxyAccepted)
+}
+
+// headerFirst is a client connection whose first write carries header
+// ahead of its bytes, in one segment.
+type headerFirst struct {
+	net.Conn
+	header []byte
+}
+
+func (h *headerFirst) Write(b []byte) (int, error) {
+	if h.header != nil {
+		all := append(h.header, b...)
+		h.header = nil
+		n, err := h.Conn.Write(all)
+		return max(0, n-(len(all)-len(b))), err
+	}
+	return h.Conn.Write(b)
+}
+
+// TestAcceptProxyClosedWhileWaiting: a client still owing its header when
+// the route closes is rejected for the shutdown, not counted as a client
+// that sent no header, and Close does not wait for its timeout.
+func TestAcceptProxyClosedWhileWaiting(t *testing.T) {
+	obs := &recorder{}
+	r := &Route{AcceptProxy: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, ProxyHeaderTimeout: time.Hour, Observer: obs,
+		Logger: zaptest.NewLogger(t)}
+	r.SetBackends([]Backend{{Addr: startBackend(t, echo)}})
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ln) }()
+	c := dial(t, ln.Addr().String())
+	require.Eventually(t, func() bool { return r.Active() == 1 }, 5*time.Second, time.Millisecond)
+	begin := time.Now()
+	require.NoError(t, r.Close())
+	require.NoError(t, <-done)
+	assert.Less(t, time.Since(begin), 5*time.Second)
+	requireClosed(t, c)
+	ev := obs.events()
+	assert.Equal(t, []string{RejectShutdown}, ev.rejected)
+	assert.Empty(t, ev.proxyRejected)
 }
