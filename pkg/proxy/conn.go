@@ -57,6 +57,10 @@ type conn struct {
 	// handed on, then read by whichever path serves it, one at a time.
 	proxySrc, proxyDst net.Addr
 	pending            []byte
+	// header is the PROXY header established made for the backend it
+	// reports, for the path that carries the connection to write first
+	// and clear.
+	header []byte
 }
 
 // serve dials a backend, and once the connection is established hands it
@@ -155,6 +159,11 @@ func (c *conn) established(b Backend) {
 		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
 	}
 	r.observer().ConnOpened(b)
+	// A TLS backend had its header before its handshake (dial).
+	c.header = nil
+	if !b.TLS {
+		c.header = c.proxyHeader(b)
+	}
 	if r.onEstablished != nil {
 		r.onEstablished(c, b)
 	}

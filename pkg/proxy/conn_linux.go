@@ -128,6 +128,18 @@ func lingerZero(fd int) {
 	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 }
 
+// localAddr is the address the client connected to: its net.Conn's, or
+// its raw socket's once a loop serves it.
+func (c *conn) localAddr() net.Addr {
+	if c.client != nil {
+		return c.client.LocalAddr()
+	}
+	if c.loop != nil && c.loop.fds[0] >= 0 {
+		return sockLocalAddr(c.loop.fds[0])
+	}
+	return nil
+}
+
 // sockLocalAddr is the local address of socket fd: for a client's, the
 // address it connected to (a PROXY header's destination). Nil if the
 // socket has none.

@@ -218,7 +218,7 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	// already, in one write, or alone, since a backend that speaks first
 	// waits for it (half.prefix). The client's input edge may have come
 	// before the register: pump reads what there is either way.
-	if lc.up.prefix = c.proxyHeader(ld.d.backend, func() net.Addr { return sockLocalAddr(cfd) }); lc.up.prefix != nil {
+	if lc.up.prefix, c.header = c.header, nil; lc.up.prefix != nil {
 		if err := l.pump(&lc.up); err != nil {
 			l.fail(lc, err)
 		}

@@ -20,16 +20,17 @@ import (
 // would otherwise see the ambassador's address.
 //
 // Sending: a route (ProxyProtocol) or a backend (Backend.ProxyProtocol,
-// which wins) asks for it. The header is made in one place,
-// (*conn).proxyHeader, and written once per backend the connection
-// reaches, before any byte of the client's, on every path: by serve's
-// goroutine before it hands the connection over (to a loop or to its
-// copy goroutines); by an event loop that made the connect, as the
-// client → backend half's held bytes, pumped at once so that a backend
-// that speaks first is not kept waiting (startConn); by a replay resumed
-// on a new backend, ahead of the replayed bytes (resume); and, for a TLS
-// backend, on the plain socket before the TLS handshake, as HAProxy's
-// send-proxy does with ssl (dial).
+// which wins) asks for it. conn.established, the step every path takes
+// once per backend the connection reaches, makes the header (conn.header),
+// and the path writes it before any byte of the client's: serve's
+// goroutine before it hands the connection over, to a loop or to its
+// copy goroutines (writePrelude); an event loop that made the connect,
+// with the client's first bytes in one writev, or alone at once if there
+// are none, so that a backend that speaks first is not kept waiting
+// (startConn, half.prefix); a replay resumed on a new backend, ahead of
+// the replayed bytes (resume). A TLS backend is the one exception: its
+// header goes on the plain socket before the TLS handshake, as HAProxy's
+// send-proxy does with ssl, so dial writes it, before established.
 //
 // Accepting: a route with AcceptProxy reads a header from each client
 // before anything else (before TLS too) and sends on the address it
@@ -115,14 +116,14 @@ func (r *Route) proxyVersion(b Backend) int {
 // client's bytes, or nil if b takes none; it reports the header sent.
 // The header says the connection came from the client (or from the
 // address the client's own header carried) to the address it connected
-// to. localAddr gives that address; it is asked once per connection.
-func (c *conn) proxyHeader(b Backend, localAddr func() net.Addr) []byte {
+// to (localAddr, asked once per connection).
+func (c *conn) proxyHeader(b Backend) []byte {
 	v := c.route.proxyVersion(b)
 	if v == 0 {
 		return nil
 	}
 	if c.proxySrc == nil {
-		c.proxySrc, c.proxyDst = c.remote, localAddr()
+		c.proxySrc, c.proxyDst = c.remote, c.localAddr()
 	}
 	h := proxyproto.HeaderProxyFromAddrs(byte(v), c.proxySrc, c.proxyDst)
 	buf, err := h.Format()
@@ -134,15 +135,6 @@ func (c *conn) proxyHeader(b Backend, localAddr func() net.Addr) []byte {
 	}
 	c.route.observer().ProxyHeaderSent(v)
 	return buf
-}
-
-// clientLocalAddr is the address the client connected to, for a client
-// held as a net.Conn.
-func (c *conn) clientLocalAddr() net.Addr {
-	if c.client != nil {
-		return c.client.LocalAddr()
-	}
-	return nil
 }
 
 // readProxyHeader reads the client's PROXY header, within the route's
@@ -213,14 +205,11 @@ func (r *Route) rejectUntrusted(a accepted) bool {
 }
 
 // writePrelude writes to bc, the backend b that a goroutine connected c
-// to, what goes ahead of the client's bytes: the PROXY header (unless b
-// is a TLS backend, which had it before its handshake: dial), then what
-// the client sent after its own header.
+// to, what goes ahead of the client's bytes: the PROXY header that
+// established made, then what the client sent after its own header.
 func (c *conn) writePrelude(bc net.Conn, b Backend) error {
-	var buf []byte
-	if !b.TLS {
-		buf = c.proxyHeader(b, c.clientLocalAddr)
-	}
+	buf := c.header
+	c.header = nil
 	if len(buf) == 0 && len(c.pending) == 0 {
 		return nil
 	}

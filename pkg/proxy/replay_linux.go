@@ -216,7 +216,8 @@ func (l *eventLoop) resume(res resumption) {
 	lc.up.eof = res.fin
 	c.established(res.b)
 	// The new backend gets its own PROXY header first, if it takes one.
-	lc.up.held = append(c.proxyHeader(res.b, func() net.Addr { return sockLocalAddr(lc.fds[0]) }), res.sent...)
+	lc.up.held = append(c.header, res.sent...)
+	c.header = nil
 	r.observer().Replayed(res.b)
 	if err := l.register(res.fd); err != nil {
 		lc.end(l, err)

@@ -627,7 +627,7 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 					// The PROXY header goes before TLS, as HAProxy's
 					// send-proxy with ssl: the receiving end reads it
 					// first (readProxyHeader).
-					if hdr := c.proxyHeader(b, c.clientLocalAddr); hdr != nil {
+					if hdr := c.proxyHeader(b); hdr != nil {
 						if _, werr := bc.Write(hdr); werr != nil {
 							bc.Close()
 							bc, err = nil, werr
