@@ -119,10 +119,10 @@ func main() {
 	bin := flag.String("ambassadord", "bin/ambassadord", "the ambassadord binary to measure (make build)")
 	baseBin := flag.String("baseline", "", "a second ambassadord binary, measured as a column of its own: the baseline")
 	baseRev := flag.String("baseline-rev", "", "a git revision whose ambassadord is built and measured as the baseline (instead of -baseline)")
-	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 100 from there)")
+	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 110 from there)")
 	rounds := flag.Int("rounds", 0, "rounds; 0 means 3, or 1 with -quick")
 	rewires := flag.Int("rewires", -1, "rewires of each kind with real containers; 0 skips them; -1 means 20, or 3 with -quick")
-	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,rewire,swarm (for development; rewire includes swarm)")
+	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,proxy,rewire,swarm (for development; rewire includes swarm)")
 	flag.Parse()
 
 	cfg := full
@@ -172,9 +172,10 @@ type bench struct {
 	failures  []int                  // churn runs that failed, per candidate
 	notes     []string
 	rewire    *rewireResult
-	swarmOnly bool // of the rewires, the Swarm tasks' alone (-only swarm)
-	tls       *tlsBench // the TLS hop's table; nil if not measured
-	udp       *udpBench // the UDP table; nil if not measured
+	swarmOnly bool        // of the rewires, the Swarm tasks' alone (-only swarm)
+	tls       *tlsBench   // the TLS hop's table; nil if not measured
+	udp       *udpBench   // the UDP table; nil if not measured
+	proxy     *proxyBench // the PROXY protocol table; nil if not measured
 }
 
 // newBench returns a run's state for cands.
@@ -294,6 +295,14 @@ func run(ctx context.Context, opts options) error {
 				return ctx.Err()
 			}
 			b.note("UDP not measured: %v", err)
+		}
+	}
+	if want("proxy") {
+		if err := b.runProxy(ctx, bin); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.note("PROXY protocol not measured: %v", err)
 		}
 	}
 	stopBackends()

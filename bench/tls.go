@@ -666,12 +666,15 @@ func scrape(ctx context.Context, port int) (map[string]float64, error) {
 
 // parseMetrics returns the samples of the series the bench reads, keyed
 // by their text up to the value: go_goroutines, and
-// ambassadord_tls_handshakes_total{...} with its labels as exposed.
+// ambassadord_tls_handshakes_total{...}, ambassadord_proxy_headers_* and
+// ambassadord_connections_total (proxyproto.go) with their labels as
+// exposed.
 func parseMetrics(text string) map[string]float64 {
 	m := map[string]float64{}
 	for line := range strings.Lines(text) {
 		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "go_goroutines") && !strings.HasPrefix(line, "ambassadord_tls_handshakes_total") {
+		if !strings.HasPrefix(line, "go_goroutines") && !strings.HasPrefix(line, "ambassadord_tls_handshakes_total") &&
+			!strings.HasPrefix(line, "ambassadord_proxy_headers_") && !strings.HasPrefix(line, "ambassadord_connections_total") {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')

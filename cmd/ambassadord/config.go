@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -64,6 +65,11 @@ type config struct {
 	claimScope    resolver.ClaimScope
 	claims        resolver.Claims
 	replay        routePorts
+	sendProxy     routePorts
+	sendProxyVer  string
+	acceptProxy   routePorts
+	acceptFrom    prefixList
+	proxyTimeout  time.Duration
 	resync        time.Duration
 	engines       engineFlags
 	envEngines    []watcher.EngineSpec // from AMBASSADORD_ENGINES
@@ -173,6 +179,41 @@ func (r routePorts) covers(port int) bool {
 	return r.all || slices.Contains(r.ports, port)
 }
 
+// prefixList is a comma-separated list flag of CIDRs (a bare address is
+// that one address): --accept-proxy-from.
+type prefixList []netip.Prefix
+
+func (p *prefixList) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, x := range *p {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *prefixList) Set(s string) error {
+	*p = nil
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(item)
+		if err != nil {
+			a, aerr := netip.ParseAddr(item)
+			if aerr != nil || a.Zone() != "" {
+				return fmt.Errorf("%q: want addresses or CIDRs separated by commas (10.0.1.5,192.168.0.0/24,fd00::/8)", item)
+			}
+			pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		*p = append(*p, pfx.Masked())
+	}
+	return nil
+}
+
 // hostList is a comma-separated list flag of host names.
 type hostList []string
 
@@ -262,6 +303,11 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.DurationVar(&cfg.backendWait, "backend-wait", 3*time.Second, "when no backend accepts a new connection (none known, or all refuse, e.g. while a backend is recreated), hold it this long, retrying at once when the backends change; 0 closes it at once")
 	fs.Var(&cfg.replay, "replay", "`ROUTES` whose connections are replayed on the next backend when theirs resets them before answering and then leaves the set (as a stopped container resets its accept queue): listen ports separated by commas, or all; only for protocols whose first message is safe to run twice (see the README)")
 	fs.IntVar(&cfg.replayBytes, "replay-bytes", 4096, "with --replay, keep up to `BYTES` of what a client sends first, until the backend answers; a connection that sent more is never replayed; at most 65536")
+	fs.Var(&cfg.sendProxy, "send-proxy", "`ROUTES` that write a PROXY protocol header (of --send-proxy-version) to their backends ahead of the client's bytes, so that the backend sees the client's address: listen ports separated by commas, or all; only for backends that expect one (a backend labelled ambassador.proxy-protocol=v1|v2 gets one on every route)")
+	fs.StringVar(&cfg.sendProxyVer, "send-proxy-version", "v2", "`VERSION` of the PROXY header of --send-proxy: v1 (text) or v2 (binary)")
+	fs.Var(&cfg.acceptProxy, "accept-proxy", "`ROUTES` whose clients must send a PROXY protocol header (v1 or v2) first, whose address is then the one passed on: listen ports separated by commas, or all; needs --accept-proxy-from, and any other client is reset unread")
+	fs.Var(&cfg.acceptFrom, "accept-proxy-from", "`CIDRS` (addresses or CIDRs separated by commas) of the load balancers or ambassadors trusted to send PROXY headers to the routes of --accept-proxy; required by it")
+	fs.DurationVar(&cfg.proxyTimeout, "proxy-header-timeout", 5*time.Second, "reset a client of a route of --accept-proxy that has not sent its PROXY header within this long")
 	fs.DurationVar(&cfg.drain, "drain", 0, "after a rewire, close connections still on the previous backends after this long; 0 keeps them until they end")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM, SIGINT or SIGHUP, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
@@ -394,6 +440,18 @@ func (c *config) validate() error {
 			errs = append(errs, errors.New("--replay does not work with --idle-timeout (those connections are copied by goroutines, which do not replay)"))
 		}
 	}
+	if _, err := proxy.ParseProxyVersion(c.sendProxyVer); err != nil {
+		errs = append(errs, fmt.Errorf("--send-proxy-version: %w", err))
+	}
+	if (c.acceptProxy.all || len(c.acceptProxy.ports) > 0) && len(c.acceptFrom) == 0 {
+		errs = append(errs, errors.New("--accept-proxy needs --accept-proxy-from: the addresses (CIDRs) of the load balancers or ambassadors allowed to send a PROXY header; trusting anyone would let any client claim any address"))
+	}
+	if len(c.acceptFrom) > 0 && !c.acceptProxy.all && len(c.acceptProxy.ports) == 0 {
+		errs = append(errs, errors.New("--accept-proxy-from needs --accept-proxy: the routes that read PROXY headers"))
+	}
+	if c.proxyTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--proxy-header-timeout must be positive, not %s", c.proxyTimeout))
+	}
 	if c.adminWritable && c.adminAddress != "" && c.adminToken == "" {
 		errs = append(errs, errors.New("--admin-writable needs --admin-token-file: state changes over TCP must bear a token, or any web page the operator opens could make them"))
 	}
@@ -521,26 +579,42 @@ command line wins over its variable):
 	})
 }
 
+// sendProxyVersion is --send-proxy-version as the proxy numbers it
+// (validated already).
+func (c *config) sendProxyVersion() int {
+	v, _ := proxy.ParseProxyVersion(c.sendProxyVer)
+	return v
+}
+
 // daemonOptions turns the configuration into the controller's options,
 // with the route specs, the sources and their engines' addresses, the
 // logger and the metrics sink built by the caller.
 func (c *config) daemonOptions(specs []resolver.Spec, sources []source.Source, hosts map[string]string,
 	log *zap.Logger, m daemon.Metrics) daemon.Options {
 	return daemon.Options{
-		Specs:          specs,
-		Sources:        sources,
-		SourceHosts:    hosts,
-		Engines:        engineMap(c.engineSpecs()),
-		NoLocality:     !c.preferLocal,
-		EngineGrace:    c.engineGrace,
-		ListenAddress:  c.listenAddress,
-		DialTimeout:    c.dialTimeout,
-		IdleTimeout:    c.idleTimeout,
-		BackendWait:    c.backendWait,
-		MaxConns:       c.maxConns,
-		ReplayAll:      c.replay.all,
-		ReplayPorts:    c.replay.ports,
-		ReplayBytes:    c.replayBytes,
+		Specs:         specs,
+		Sources:       sources,
+		SourceHosts:   hosts,
+		Engines:       engineMap(c.engineSpecs()),
+		NoLocality:    !c.preferLocal,
+		EngineGrace:   c.engineGrace,
+		ListenAddress: c.listenAddress,
+		DialTimeout:   c.dialTimeout,
+		IdleTimeout:   c.idleTimeout,
+		BackendWait:   c.backendWait,
+		MaxConns:      c.maxConns,
+		ReplayAll:     c.replay.all,
+		ReplayPorts:   c.replay.ports,
+		ReplayBytes:   c.replayBytes,
+
+		SendProxyAll:       c.sendProxy.all,
+		SendProxyPorts:     c.sendProxy.ports,
+		SendProxyVersion:   c.sendProxyVersion(),
+		AcceptProxyAll:     c.acceptProxy.all,
+		AcceptProxyPorts:   c.acceptProxy.ports,
+		AcceptProxyFrom:    c.acceptFrom,
+		ProxyHeaderTimeout: c.proxyTimeout,
+
 		ListenTLS:      resolver.ListenTLS{All: c.tlsListen.all, Ports: c.tlsListen.ports},
 		UDPIdleTimeout: c.udpIdle,
 		UDPMaxFlows:    c.udpMaxFlows,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"flag"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ambassadord/ambassadord/pkg/daemon"
+	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/tlsconf"
 )
@@ -133,6 +135,30 @@ func TestParseConfigEnvironment(t *testing.T) {
 			args:  []string{"--tls-min-version", "1.2"},
 			check: func(t *testing.T, cfg *config) { assert.Equal(t, uint16(tls.VersionTLS12), must(cfg.tlsVersion())) },
 		},
+		{
+			name: "proxy protocol",
+			args: []string{"--send-proxy", "6379", "--send-proxy-version", "v1", "--accept-proxy", "all", "--accept-proxy-from", " 10.0.1.5, 192.168.0.0/24,::ffff:10.0.0.9,fd00::/8"},
+			check: func(t *testing.T, cfg *config) {
+				opts := cfg.daemonOptions(nil, nil, nil, nil, nil)
+				assert.Equal(t, []int{6379}, opts.SendProxyPorts)
+				assert.False(t, opts.SendProxyAll)
+				assert.Equal(t, proxy.ProxyV1, opts.SendProxyVersion)
+				assert.True(t, opts.AcceptProxyAll)
+				assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.1.5/32"), netip.MustParsePrefix("192.168.0.0/24"),
+					netip.MustParsePrefix("10.0.0.9/32"), netip.MustParsePrefix("fd00::/8")}, opts.AcceptProxyFrom)
+				assert.Equal(t, 5*time.Second, opts.ProxyHeaderTimeout)
+				def, err := parseConfig(nil, env())
+				require.NoError(t, err)
+				opts = def.daemonOptions(nil, nil, nil, nil, nil)
+				assert.False(t, opts.SendProxyAll || opts.AcceptProxyAll || len(opts.SendProxyPorts)+len(opts.AcceptProxyPorts) > 0, "no PROXY protocol by default")
+				assert.Equal(t, proxy.ProxyV2, opts.SendProxyVersion)
+			},
+		},
+		{name: "accept proxy trusting no one", args: []string{"--accept-proxy", "6379"}, wantErr: "--accept-proxy needs --accept-proxy-from"},
+		{name: "trusted without accept proxy", env: env("AMBASSADORD_ACCEPT_PROXY_FROM", "10.0.0.0/8"), wantErr: "--accept-proxy-from needs --accept-proxy"},
+		{name: "bad trusted address", args: []string{"--accept-proxy", "all", "--accept-proxy-from", "lb.example"}, wantErr: `"lb.example": want addresses or CIDRs`},
+		{name: "bad proxy version", args: []string{"--send-proxy", "all", "--send-proxy-version", "2"}, wantErr: `--send-proxy-version: PROXY protocol version "2": want v1 or v2`},
+		{name: "zero header timeout", args: []string{"--proxy-header-timeout", "0s"}, wantErr: "--proxy-header-timeout must be positive"},
 		{name: "tls listen without a certificate", args: []string{"--tls-listen", "all", "--tls-ca", "ca.pem"}, wantErr: "--tls-listen needs --tls-cert and --tls-key"},
 		{name: "tls listen without a client CA", args: []string{"--tls-listen", "all", "--tls-cert", "c", "--tls-key", "k"}, wantErr: "--tls-listen needs --tls-client-ca (or --tls-ca)"},
 		{name: "tls allow without a client CA", args: []string{"--tls-allow", "x"}, wantErr: "--tls-allow needs --tls-client-ca (or --tls-ca)"},

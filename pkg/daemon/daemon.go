@@ -82,6 +82,26 @@ type Options struct {
 	ReplayPorts []int
 	ReplayBytes int
 
+	// SendProxyAll, or a route's listen port in SendProxyPorts, has the
+	// route write a PROXY protocol header of SendProxyVersion (proxy.ProxyV1,
+	// ProxyV2) to its backends ahead of the client's bytes
+	// (proxy.Route.ProxyProtocol); a backend labelled
+	// ambassador.proxy-protocol gets its own version whatever the route's.
+	SendProxyAll     bool
+	SendProxyPorts   []int
+	SendProxyVersion int
+
+	// AcceptProxyAll, or a route's listen port in AcceptProxyPorts, has the
+	// route read a PROXY header from every client, and take from
+	// AcceptProxyFrom only, resetting any other client
+	// (proxy.Route.AcceptProxy). A route is never given an empty list:
+	// with none, it reads no header. ProxyHeaderTimeout bounds the wait
+	// for a header; zero means the proxy's default (5s).
+	AcceptProxyAll     bool
+	AcceptProxyPorts   []int
+	AcceptProxyFrom    []netip.Prefix
+	ProxyHeaderTimeout time.Duration
+
 	// ListenTLS says which routes listen with TLS (resolver.Options'
 	// field of that name), with ServerTLS, the configuration that
 	// decides which client certificates they require; a route that must

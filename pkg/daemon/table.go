@@ -135,15 +135,22 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 		replay = t.opts.ReplayBytes
 	}
 	p := &proxy.Route{
-		Name:        rt.Name,
-		DialTimeout: t.opts.DialTimeout,
-		IdleTimeout: t.opts.IdleTimeout,
-		MaxConns:    t.opts.MaxConns,
-		BackendWait: t.opts.BackendWait,
-		ReplayBytes: replay,
-		BackendTLS:  t.opts.BackendTLS,
-		Logger:      t.log.Named("proxy").With(zap.String("route", rt.Name)),
-		Observer:    t.metrics.Observer(rt.Name),
+		Name:               rt.Name,
+		DialTimeout:        t.opts.DialTimeout,
+		IdleTimeout:        t.opts.IdleTimeout,
+		MaxConns:           t.opts.MaxConns,
+		BackendWait:        t.opts.BackendWait,
+		ReplayBytes:        replay,
+		ProxyHeaderTimeout: t.opts.ProxyHeaderTimeout,
+		BackendTLS:         t.opts.BackendTLS,
+		Logger:             t.log.Named("proxy").With(zap.String("route", rt.Name)),
+		Observer:           t.metrics.Observer(rt.Name),
+	}
+	if t.opts.SendProxyAll || slices.Contains(t.opts.SendProxyPorts, rt.Listen) {
+		p.ProxyProtocol = cmp.Or(t.opts.SendProxyVersion, proxy.ProxyV2)
+	}
+	if t.opts.AcceptProxyAll || slices.Contains(t.opts.AcceptProxyPorts, rt.Listen) {
+		p.AcceptProxy = slices.Clone(t.opts.AcceptProxyFrom)
 	}
 	if rt.ListenTLS {
 		p.SetTLS(t.opts.ServerTLS)
@@ -357,7 +364,7 @@ func proxyBackends(bs []source.Backend) []proxy.Backend {
 	}
 	out := make([]proxy.Backend, len(bs))
 	for i, b := range bs {
-		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID, TLS: b.TLS}
+		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID, TLS: b.TLS, ProxyProtocol: b.ProxyProtocol}
 	}
 	return out
 }

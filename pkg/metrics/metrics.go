@@ -50,13 +50,22 @@ var (
 		help:   "Failed connects to the backend, by reason: refused, timeout, unreachable, dns, tls (a TLS backend whose handshake failed) or other. A connection that tries several backends, or retries for --backend-wait, counts every failure."}
 	metricRejected = metricDef{name: "ambassadord_connections_rejected_total", kind: "counter",
 		labels: []string{"route", "reason"},
-		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached), shutdown (the route was closing) or tls (a client of a route listening with TLS failed its handshake: no certificate, another CA's, an identity --tls-allow refuses, not TLS; see ambassadord_tls_handshakes_total)."}
+		help:   "Connections closed without reaching a backend, by reason: no_backend (none in the set, or none accepted within --backend-wait), limit (--max-conns reached), shutdown (the route was closing), tls (a client of a route listening with TLS failed its handshake: no certificate, another CA's, an identity --tls-allow refuses, not TLS; see ambassadord_tls_handshakes_total) or proxy_header (a client of a route with --accept-proxy untrusted, or without a valid PROXY header; see ambassadord_proxy_headers_rejected_total)."}
 	metricResets = metricDef{name: "ambassadord_resets_total", kind: "counter",
 		labels: []string{"route", "direction"},
 		help:   "Connections one side ended with a reset (or an error), passed on to the other side as a reset: direction up when the client's side failed, down when the backend's did."}
 	metricReplays = metricDef{name: "ambassadord_replays_total", kind: "counter",
 		labels: []string{"route"},
 		help:   "Connections that their backend reset before answering, sent again to another backend (--replay)."}
+	metricProxySent = metricDef{name: "ambassadord_proxy_headers_sent_total", kind: "counter",
+		labels: []string{"route", "version"},
+		help:   "PROXY protocol headers written to backends ahead of the client's bytes (--send-proxy, label ambassador.proxy-protocol), by version: v1 or v2. A replayed connection sends its new backend one too."}
+	metricProxyAccepted = metricDef{name: "ambassadord_proxy_headers_accepted_total", kind: "counter",
+		labels: []string{"route", "version"},
+		help:   "PROXY protocol headers read from trusted clients of a route with --accept-proxy, by version: v1 or v2."}
+	metricProxyRejected = metricDef{name: "ambassadord_proxy_headers_rejected_total", kind: "counter",
+		labels: []string{"route", "reason"},
+		help:   "Clients of a route with --accept-proxy reset without reaching a backend, by reason: untrusted (its address is not in --accept-proxy-from; nothing was read), missing (it sent something else than a header first, or closed), malformed (a header signature, then something invalid) or timeout (no header within --proxy-header-timeout). Each counts as ambassadord_connections_rejected_total{reason=\"proxy_header\"} too."}
 	metricConnDuration = metricDef{name: "ambassadord_connection_duration_seconds", kind: "histogram",
 		labels:  []string{"route"},
 		help:    "How long forwarded connections lasted, from the backend's accept until both directions finished.",
@@ -152,7 +161,8 @@ var (
 
 // metricDefs is every ambassadord metric, in the order of the reference.
 var metricDefs = []metricDef{
-	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
+	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays,
+	metricProxySent, metricProxyAccepted, metricProxyRejected, metricConnDuration,
 	metricRewires, metricBackends, metricTaskBackend, metricOverride,
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
@@ -211,6 +221,9 @@ type Metrics struct {
 	rejected       *prometheus.CounterVec
 	resets         *prometheus.CounterVec
 	replays        *prometheus.CounterVec
+	proxySent      *prometheus.CounterVec
+	proxyAccepted  *prometheus.CounterVec
+	proxyRejected  *prometheus.CounterVec
 	handshakes     *prometheus.CounterVec
 	udpActive      *prometheus.GaugeVec
 	udpFlows       *prometheus.CounterVec
@@ -262,6 +275,10 @@ type routeMetrics struct {
 	removed  bool                       // RouteRemoved was called; events are ignored
 	backends map[string]*backendMetrics // by Addr
 	udp      bool                       // a UDP route (UDPObserver): flows, not connections
+
+	// proxySent are the route's PROXY header counters by version (v1, v2),
+	// taken once: a header is counted on every connection that sends one.
+	proxySent [2]prometheus.Counter
 }
 
 type backendMetrics struct {
@@ -281,6 +298,9 @@ func New(version, commit string) *Metrics {
 		rejected:       metricRejected.counterVec(),
 		resets:         metricResets.counterVec(),
 		replays:        metricReplays.counterVec(),
+		proxySent:      metricProxySent.counterVec(),
+		proxyAccepted:  metricProxyAccepted.counterVec(),
+		proxyRejected:  metricProxyRejected.counterVec(),
 		handshakes:     metricTLSHandshakes.counterVec(),
 		udpActive:      metricUDPFlowsActive.gaugeVec(),
 		udpFlows:       metricUDPFlows.counterVec(),
@@ -313,6 +333,7 @@ func New(version, commit string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.handshakes, m.connDuration,
+		m.proxySent, m.proxyAccepted, m.proxyRejected,
 		m.rewires, m.backends, m.taskBackends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 		m.udpActive, m.udpFlows, m.udpEnded, m.udpDatagrams, m.udpBytes, m.udpDropped, m.udpUnreachable,
@@ -337,12 +358,19 @@ func (m *Metrics) routeLocked(name string) *routeMetrics {
 		// appearing with their first increment.
 		m.rewires.WithLabelValues(name)
 		m.connDuration.WithLabelValues(name)
-		for _, reason := range []string{proxy.RejectNoBackend, proxy.RejectLimit, proxy.RejectShutdown, proxy.RejectHandshake} {
+		for _, reason := range []string{proxy.RejectNoBackend, proxy.RejectLimit, proxy.RejectShutdown, proxy.RejectHandshake, proxy.RejectProxyHeader} {
 			m.rejected.WithLabelValues(name, reason)
 		}
 		m.resets.WithLabelValues(name, proxy.DirectionUp)
 		m.resets.WithLabelValues(name, proxy.DirectionDown)
 		m.replays.WithLabelValues(name)
+		for i, v := range []string{"v1", "v2"} {
+			rm.proxySent[i] = m.proxySent.WithLabelValues(name, v)
+			m.proxyAccepted.WithLabelValues(name, v)
+		}
+		for _, reason := range []string{proxy.ProxyUntrusted, proxy.ProxyMissing, proxy.ProxyMalformed, proxy.ProxyTimeout} {
+			m.proxyRejected.WithLabelValues(name, reason)
+		}
 	}
 	return rm
 }
@@ -550,6 +578,9 @@ func (m *Metrics) RouteRemoved(route string) {
 	m.rejected.DeletePartialMatch(labels)
 	m.resets.DeletePartialMatch(labels)
 	m.replays.DeletePartialMatch(labels)
+	m.proxySent.DeletePartialMatch(labels)
+	m.proxyAccepted.DeletePartialMatch(labels)
+	m.proxyRejected.DeletePartialMatch(labels)
 	m.handshakes.DeletePartialMatch(labels)
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
@@ -810,4 +841,51 @@ func (o *routeObserver) Replayed(proxy.Backend) {
 		return
 	}
 	o.m.replays.WithLabelValues(rm.name).Inc()
+}
+
+// proxyVersionLabel is the version label of a PROXY protocol header.
+func proxyVersionLabel(v int) string {
+	switch v {
+	case proxy.ProxyV1:
+		return "v1"
+	case proxy.ProxyV2:
+		return "v2"
+	}
+	return "other"
+}
+
+func (o *routeObserver) ProxyHeaderSent(version int) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	if version == proxy.ProxyV1 || version == proxy.ProxyV2 {
+		if c := rm.proxySent[version-1]; c != nil {
+			c.Inc()
+			return
+		}
+	}
+	o.m.proxySent.WithLabelValues(rm.name, proxyVersionLabel(version)).Inc()
+}
+
+func (o *routeObserver) ProxyHeaderAccepted(version int) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.proxyAccepted.WithLabelValues(rm.name, proxyVersionLabel(version)).Inc()
+}
+
+func (o *routeObserver) ProxyHeaderRejected(reason string) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.proxyRejected.WithLabelValues(rm.name, reason).Inc()
 }

@@ -218,7 +218,7 @@ func TestMetricsRouteRemoved(t *testing.T) {
 	old.DialFailed(a, proxy.DialOther)
 	other := m.Observer("81")
 	other.Rejected(proxy.RejectShutdown)
-	require.Len(t, metricstest.RouteSeries(scrape(t, m), "80"), 10, "every per-route family has a series")
+	require.Len(t, metricstest.RouteSeries(scrape(t, m), "80"), 13, "every per-route family has a series")
 
 	m.RouteRemoved("80")
 	f := scrape(t, m)
@@ -501,4 +501,26 @@ func TestDocsListEveryMetric(t *testing.T) {
 		}
 	}
 	assert.Equal(t, Reference(), table.String())
+}
+
+// TestMetricsProxyHeaders: the PROXY protocol counters, by version and
+// by reason, start at 0 for every route and count what the proxy reports.
+func TestMetricsProxyHeaders(t *testing.T) {
+	m := New("dev", "")
+	o := m.Observer("6379")
+	f := scrape(t, m)
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_proxy_headers_sent_total", seriesLabels{"route": "6379", "version": "v2"}))
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_proxy_headers_rejected_total", seriesLabels{"route": "6379", "reason": "untrusted"}))
+	o.ProxyHeaderSent(proxy.ProxyV2)
+	o.ProxyHeaderSent(proxy.ProxyV2)
+	o.ProxyHeaderSent(proxy.ProxyV1)
+	o.ProxyHeaderAccepted(proxy.ProxyV1)
+	o.ProxyHeaderRejected(proxy.ProxyTimeout)
+	o.Rejected(proxy.RejectProxyHeader)
+	f = scrape(t, m)
+	assert.Equal(t, 2.0, metricstest.Value(t, f, "ambassadord_proxy_headers_sent_total", seriesLabels{"route": "6379", "version": "v2"}))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_proxy_headers_sent_total", seriesLabels{"route": "6379", "version": "v1"}))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_proxy_headers_accepted_total", seriesLabels{"route": "6379", "version": "v1"}))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_proxy_headers_rejected_total", seriesLabels{"route": "6379", "reason": "timeout"}))
+	assert.Equal(t, 1.0, metricstest.Value(t, f, "ambassadord_connections_rejected_total", seriesLabels{"route": "6379", "reason": "proxy_header"}))
 }

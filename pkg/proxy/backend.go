@@ -21,6 +21,11 @@ type Backend struct {
 	// TLS dials the backend with TLS, with the config Route.BackendTLS
 	// gives for Addr's host.
 	TLS bool
+
+	// ProxyProtocol is the PROXY protocol version (ProxyV1, ProxyV2) the
+	// backend expects a header of, ahead of the client's bytes; it wins
+	// over the route's (Route.ProxyProtocol). Zero means the route's.
+	ProxyProtocol int
 }
 
 // String returns the address, with the short ID when there is one.

@@ -48,6 +48,19 @@ type conn struct {
 	// gave the connection to serve (failDial); the first dial goes on from
 	// there. Only serve's goroutine reads it.
 	loopTried *loopFailure
+
+	// proxySrc and proxyDst are the addresses of the PROXY headers c sends
+	// (proxyproto.go): those of the client's own header, or else the
+	// client's address and the one it connected to, set on first use.
+	// pending is what the client sent after its header, to go to the
+	// backend first. Written by serve's goroutine before the connection is
+	// handed on, then read by whichever path serves it, one at a time.
+	proxySrc, proxyDst net.Addr
+	pending            []byte
+	// header is the PROXY header established made for the backend it
+	// reports, for the path that carries the connection to write first
+	// and clear.
+	header []byte
 }
 
 // serve dials a backend, and once the connection is established hands it
@@ -65,6 +78,24 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	cfg := c.route.TLS()
+	if c.route.acceptsProxy() {
+		if reason, err := c.readProxyHeader(); reason != "" {
+			c.resetClient()
+			if ctx.Err() != nil {
+				obs.Rejected(RejectShutdown) // the route closed it
+			} else {
+				log.Debug("no PROXY header taken from the client; closing", zap.Stringer("remote", c.remote),
+					zap.String("reason", reason), zap.Error(err))
+				obs.ProxyHeaderRejected(reason)
+				obs.Rejected(RejectProxyHeader)
+			}
+			c.route.untrack(c)
+			return
+		}
+		if cfg != nil {
+			c.pendingToClient() // the start of the TLS handshake
+		}
+	}
 	if cfg != nil {
 		if err := c.handshakeClient(ctx, cfg); err != nil {
 			log.Debug("client refused", zap.Stringer("remote", c.remote), zap.Error(err))
@@ -92,6 +123,16 @@ func (c *conn) serve(ctx context.Context) {
 		return
 	}
 	c.established(b)
+	if err := c.writePrelude(bc, b); err != nil {
+		// The backend is gone already: the client is reset, as a copy
+		// that fails would.
+		log.Debug("connection ended with error", zap.Stringer("remote", c.remote), zap.Stringer("backend", b), zap.Error(err))
+		c.route.observer().Reset(DirectionDown)
+		closeReset(c.client)
+		bc.Close()
+		c.report(0, 0, nil, err)
+		return
+	}
 	if c.route.IdleTimeout == 0 && cfg == nil && !b.TLS && c.toLoop(bc) {
 		return
 	}
@@ -118,6 +159,11 @@ func (c *conn) established(b Backend) {
 		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
 	}
 	r.observer().ConnOpened(b)
+	// A TLS backend had its header before its handshake (dial).
+	c.header = nil
+	if !b.TLS {
+		c.header = c.proxyHeader(b)
+	}
 	if r.onEstablished != nil {
 		r.onEstablished(c, b)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -125,4 +126,28 @@ func (c *conn) closeHandedOver(fds [2]int) {
 // the close then ends as it can.
 func lingerZero(fd int) {
 	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+}
+
+// localAddr is the address the client connected to: its net.Conn's, or
+// its raw socket's once a loop serves it.
+func (c *conn) localAddr() net.Addr {
+	if c.client != nil {
+		return c.client.LocalAddr()
+	}
+	if c.loop != nil && c.loop.fds[0] >= 0 {
+		return sockLocalAddr(c.loop.fds[0])
+	}
+	return nil
+}
+
+// sockLocalAddr is the local address of socket fd: for a client's, the
+// address it connected to (a PROXY header's destination). Nil if the
+// socket has none.
+func sockLocalAddr(fd int) net.Addr {
+	// syscall's, not x/sys/unix's: see rawListener.accept4.
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return nil
+	}
+	return tcpAddr(sa)
 }

@@ -29,7 +29,9 @@
 // A [UDPRoute] is the datagram counterpart of a Route: a flow per client
 // address, each with a socket of its own to one backend of the set, owned
 // by one event loop per route; see udp.go. TLS is per connection and
-// never on the event loops; see tls.go.
+// never on the event loops; see tls.go. A route may send the PROXY
+// protocol's header to its backends, and read one from trusted clients;
+// see proxyproto.go.
 //
 // # Systems other than Linux
 //

@@ -412,6 +412,12 @@ type half struct {
 	// backend half keeps, and only until the backend answers.
 	replayCap int
 	sent      []byte
+	// prefix is what goes to dst ahead of src's first bytes, in one write
+	// with them (writev): the PROXY header of a connection an event loop
+	// connected (startConn), so that it does not cost a segment and a
+	// wake-up of the backend of its own. Written alone if src has nothing
+	// yet: a backend that speaks first waits for it.
+	prefix []byte
 	// replays is, on the backend → client half, the other half: while it
 	// keeps bytes for a replay, a FIN from the backend before any byte is
 	// not passed on but replayed, as a reset is (replay_linux.go).
@@ -528,18 +534,30 @@ func (l *eventLoop) pump(h *half) error {
 func (l *eventLoop) copyIn(h *half) (bool, error) {
 	n, err := unix.Read(h.src, l.buf)
 	switch {
+	case err == unix.EAGAIN && h.prefix != nil:
+		// Nothing to go with it: the prefix goes alone (pump).
+		h.held, h.prefix = h.prefix, nil
+		return true, nil
 	case err == unix.EAGAIN:
 		return false, nil
 	case err != nil:
 		return false, sockErr("read", h.src, err)
 	case n == 0:
 		h.eof = true
+		if h.prefix != nil {
+			h.held, h.prefix = h.prefix, nil
+		}
 		return true, nil
 	}
 	if h.replayCap > 0 {
 		h.keep(l.buf[:n])
 	}
-	w, err := unix.Write(h.dst, l.buf[:n])
+	var w int
+	if h.prefix != nil {
+		w, err = unix.Writev(h.dst, [][]byte{h.prefix, l.buf[:n]})
+	} else {
+		w, err = unix.Write(h.dst, l.buf[:n])
+	}
 	if err == unix.EAGAIN {
 		w, err = 0, nil
 	}
@@ -547,6 +565,14 @@ func (l *eventLoop) copyIn(h *half) (bool, error) {
 		return false, sockErr("write", h.dst, err)
 	}
 	h.written += int64(w)
+	if p := h.prefix; p != nil {
+		h.prefix = nil
+		if w < len(p)+n {
+			h.held = append(append([]byte(nil), p...), l.buf[:n]...)[w:]
+			return true, nil
+		}
+		w -= len(p)
+	}
 	if w < n {
 		h.held = append([]byte(nil), l.buf[w:n]...)
 		return true, nil
@@ -612,6 +638,11 @@ func (p *poller) add(c *conn, client, backend net.Conn) bool {
 	l := p.loops[p.next.Add(1)%uint32(len(p.loops))]
 	lc := &loopConn{c: c, fds: [2]int{cfd, bfd}}
 	lc.setHalves(cfd, bfd)
+	if lc.up.replayCap > 0 && len(c.pending) > 0 {
+		// What the client sent after its PROXY header went to the backend
+		// already (writePrelude): a replay sends it again.
+		lc.up.keep(c.pending)
+	}
 	if !c.handOver(lc) {
 		unix.Close(cfd)
 		unix.Close(bfd)

@@ -212,6 +212,16 @@ func (l *eventLoop) startConn(lc *loopConn) {
 	}
 	if err := l.register(cfd); err != nil {
 		lc.end(l, err)
+		return
+	}
+	// The PROXY header goes first, now: with what the client has sent
+	// already, in one write, or alone, since a backend that speaks first
+	// waits for it (half.prefix). The client's input edge may have come
+	// before the register: pump reads what there is either way.
+	if lc.up.prefix, c.header = c.header, nil; lc.up.prefix != nil {
+		if err := l.pump(&lc.up); err != nil {
+			l.fail(lc, err)
+		}
 	}
 }
 

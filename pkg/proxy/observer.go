@@ -55,6 +55,20 @@ type Observer interface {
 	// err nil when it succeeded, resumed when it resumed a session
 	// instead of a full handshake (tls.go).
 	Handshake(side string, resumed bool, err error)
+
+	// ProxyHeaderSent reports a PROXY protocol header of version (ProxyV1,
+	// ProxyV2) written to a backend ahead of a client's bytes.
+	ProxyHeaderSent(version int)
+
+	// ProxyHeaderAccepted reports a PROXY protocol header of version read
+	// from a trusted client (Route.AcceptProxy).
+	ProxyHeaderAccepted(version int)
+
+	// ProxyHeaderRejected reports a client of a route accepting PROXY
+	// headers that was reset for reason, one of the Proxy* reasons
+	// (ProxyUntrusted, ProxyMissing, ProxyMalformed, ProxyTimeout); the
+	// connection is reported Rejected (RejectProxyHeader) too.
+	ProxyHeaderRejected(reason string)
 }
 
 // The directions [Observer.Reset] reports, as in the bytes of
@@ -90,6 +104,9 @@ func (nopObserver) Rejected(string)                                 {}
 func (nopObserver) Reset(string)                                    {}
 func (nopObserver) Replayed(Backend)                                {}
 func (nopObserver) Handshake(string, bool, error)                   {}
+func (nopObserver) ProxyHeaderSent(int)                             {}
+func (nopObserver) ProxyHeaderAccepted(int)                         {}
+func (nopObserver) ProxyHeaderRejected(string)                      {}
 
 // dialFailure classifies a failed connect for [Observer.DialFailed]. The
 // DNS check comes first: a resolver timeout is a DNS problem, not a

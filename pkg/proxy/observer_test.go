@@ -27,6 +27,10 @@ type recorder struct {
 	resets   []string // directions
 	replayed []Backend
 	shakes   []handshake
+
+	proxySent     []int // versions
+	proxyAccepted []int // versions
+	proxyRejected []string
 }
 
 type handshake struct {
@@ -87,6 +91,24 @@ func (r *recorder) Handshake(side string, resumed bool, err error) {
 	r.shakes = append(r.shakes, handshake{side, resumed, err})
 }
 
+func (r *recorder) ProxyHeaderSent(v int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.proxySent = append(r.proxySent, v)
+}
+
+func (r *recorder) ProxyHeaderAccepted(v int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.proxyAccepted = append(r.proxyAccepted, v)
+}
+
+func (r *recorder) ProxyHeaderRejected(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.proxyRejected = append(r.proxyRejected, reason)
+}
+
 // events returns a copy of what was recorded.
 func (r *recorder) events() recorder {
 	r.mu.Lock()
@@ -99,6 +121,10 @@ func (r *recorder) events() recorder {
 		resets:   append([]string(nil), r.resets...),
 		replayed: append([]Backend(nil), r.replayed...),
 		shakes:   append([]handshake(nil), r.shakes...),
+
+		proxySent:     append([]int(nil), r.proxySent...),
+		proxyAccepted: append([]int(nil), r.proxyAccepted...),
+		proxyRejected: append([]string(nil), r.proxyRejected...),
 	}
 }
 

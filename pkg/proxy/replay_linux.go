@@ -213,8 +213,11 @@ func (l *eventLoop) resume(res resumption) {
 	// A connection is replayed once: a fallback tier can lead back to
 	// the backend that reset it.
 	lc.up.dropReplay()
-	lc.up.held, lc.up.eof = res.sent, res.fin
+	lc.up.eof = res.fin
 	c.established(res.b)
+	// The new backend gets its own PROXY header first, if it takes one.
+	lc.up.held = append(c.header, res.sent...)
+	c.header = nil
 	r.observer().Replayed(res.b)
 	if err := l.register(res.fd); err != nil {
 		lc.end(l, err)

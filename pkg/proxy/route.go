@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,23 @@ type Route struct {
 	// with an idle timeout, or other than TCP, are never replayed, nor
 	// any on systems other than Linux (doc.go).
 	ReplayBytes int
+
+	// ProxyProtocol is the PROXY protocol version (ProxyV1, ProxyV2) whose
+	// header every connection sends its backend before the client's first
+	// byte, unless the backend says otherwise (Backend.ProxyProtocol).
+	// Zero means none (proxyproto.go).
+	ProxyProtocol int
+
+	// AcceptProxy lists the client addresses trusted to send a PROXY
+	// header (an upstream load balancer, another ambassador). When it is
+	// not empty, every client must send one first, and a client outside it
+	// is reset before anything is read; nil means the route reads no
+	// header (proxyproto.go).
+	AcceptProxy []netip.Prefix
+
+	// ProxyHeaderTimeout bounds the wait for a client's PROXY header
+	// (AcceptProxy). Zero means 5s.
+	ProxyHeaderTimeout time.Duration
 
 	// MaxConns caps the number of connections served at once. A connection
 	// accepted beyond it is reset at once, before any backend is dialled.
@@ -392,6 +410,9 @@ func (r *Route) isShutdown() bool {
 // track starts serving an accepted connection, unless the route is shutting
 // down or at its connection limit, in which case the connection is reset.
 func (r *Route) track(a accepted) {
+	if r.rejectUntrusted(a) {
+		return
+	}
 	r.mu.Lock()
 	if r.shutdown {
 		r.mu.Unlock()
@@ -414,7 +435,8 @@ func (r *Route) track(a accepted) {
 	ctx := r.ctx
 	r.mu.Unlock()
 
-	if !r.connectInLoop(ctx, c) {
+	// A client that sends a PROXY header is read from a goroutine first.
+	if r.acceptsProxy() || !r.connectInLoop(ctx, c) {
 		go c.serve(ctx)
 	}
 }
@@ -601,6 +623,17 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 			var bc net.Conn
 			if err == nil {
 				bc, err = dial(dctx, "tcp", b.Addr)
+				if err == nil && b.TLS {
+					// The PROXY header goes before TLS, as HAProxy's
+					// send-proxy with ssl: the receiving end reads it
+					// first (readProxyHeader).
+					if hdr := c.proxyHeader(b); hdr != nil {
+						if _, werr := bc.Write(hdr); werr != nil {
+							bc.Close()
+							bc, err = nil, werr
+						}
+					}
+				}
 				if err == nil && b.TLS {
 					bc, err = r.handshakeBackend(dctx, bc, b)
 				}

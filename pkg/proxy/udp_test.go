@@ -554,6 +554,9 @@ func TestUDPHostName(t *testing.T) {
 	forUDPPaths(t, func(t *testing.T, r *UDPRoute) {
 		_, port, err := net.SplitHostPort(udpServer(t, "[::]:0", udpNamed("local"))) // whichever family localhost is
 		require.NoError(t, err)
+		// The logger first: SetBackends starts resolving the names, which
+		// logs, before startUDPRoute would set it (a race -race caught).
+		r.Logger = zaptest.NewLogger(t)
 		r.SetBackends([]Backend{{Addr: "nowhere.invalid:" + port}, {Addr: "localhost:" + port}})
 		c := udpDial(t, startUDPRoute(t, r, "127.0.0.1:0"))
 		// Sent until the name has resolved: a datagram before is dropped.

@@ -537,3 +537,25 @@ func priorityOf(label string) int {
 	p, _ := parsePriority(label)
 	return p
 }
+
+// FuzzParseProxyProtocol: the ambassador.proxy-protocol label is a
+// container's word: any value either gives version 1 or 2, of v1 or v2
+// spelled with any case and spaces around, or an error naming the valid
+// values, never another version.
+func FuzzParseProxyProtocol(f *testing.F) {
+	for _, s := range []string{"v1", "v2", " V2 ", "", "v3", "2", "v1,v2", "v\x001"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := parseProxyProtocol(s)
+		if err != nil {
+			if v != 0 || err.Error() != "want v1 or v2" {
+				t.Fatalf("%q: %d, %v", s, v, err)
+			}
+			return
+		}
+		if want := "v" + strconv.Itoa(v); v < 1 || v > 2 || !strings.EqualFold(strings.TrimSpace(s), want) {
+			t.Fatalf("%q: version %d", s, v)
+		}
+	})
+}

@@ -138,7 +138,25 @@ const (
 	// route listen with TLS (Options.ListenTLS). A label never turns TLS
 	// off where a route asks for it.
 	LabelTLS = "ambassador.tls"
+	// LabelProxyProtocol=v1|v2 on a backend has every TCP connection to it
+	// start with a PROXY protocol header of that version, carrying the
+	// client's address: only the backend knows whether it expects one. A
+	// container with another value is not a backend (a header it does not
+	// expect, or none where it expects one, would break every connection).
+	LabelProxyProtocol = "ambassador.proxy-protocol"
 )
+
+// parseProxyProtocol parses the value of the ambassador.proxy-protocol
+// label: v1 or v2, spaces around it and case ignored.
+func parseProxyProtocol(s string) (int, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "v1":
+		return 1, nil
+	case "v2":
+		return 2, nil
+	}
+	return 0, errors.New("want v1 or v2")
+}
 
 // tlsLabel reports whether c is labelled ambassador.tls=true.
 func tlsLabel(c *source.Container) bool {

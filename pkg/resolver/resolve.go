@@ -491,7 +491,8 @@ func (r *resolution) route(p *pending) Route {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
 		for _, c := range e.chosen() {
-			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID, TLS: p.tls || rt.Protocol == TCP && tlsLabel(c.ctr)})
+			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID, TLS: p.tls || rt.Protocol == TCP && tlsLabel(c.ctr),
+				ProxyProtocol: c.proxy})
 		}
 		if len(rt.Backends) > 0 {
 			return rt
@@ -753,6 +754,7 @@ type candidate struct {
 	priority int    // for claimers
 	addr     string // the backend address, HOST:PORT, when usable
 	port     int    // ambassador.port override; 0 for none
+	proxy    int    // ambassador.proxy-protocol: the PROXY header version it expects; 0 for none
 	remote   bool   // on a remote engine (Options.Engines), reached where it publishes
 	mesh     bool   // a Swarm task reached through its service's routing mesh
 
@@ -1018,6 +1020,17 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 			cd.port = p
 			details = append(details, fmt.Sprintf("port %d (%s)", p, LabelPort))
 		}
+	}
+
+	if v, ok := c.Labels[LabelProxyProtocol]; ok && proto == TCP {
+		p, err := parseProxyProtocol(v)
+		if err != nil {
+			cd.Reason = fmt.Sprintf("malformed %s %s: %v", LabelProxyProtocol, quote(v), err)
+			r.warn("container %s: skipped for %s: label %s=%s: %v", c.Name, name, LabelProxyProtocol, quote(v), err)
+			return cd
+		}
+		cd.proxy = p
+		details = append(details, fmt.Sprintf("PROXY protocol v%d (%s)", p, LabelProxyProtocol))
 	}
 
 	if cd.remote {

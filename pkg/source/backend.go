@@ -13,6 +13,11 @@ type Backend struct {
 	// TLS dials the backend with TLS: its route says tls://, or the
 	// container is labelled ambassador.tls=true.
 	TLS bool
+	// ProxyProtocol is the PROXY protocol version (1 or 2) whose header
+	// the backend expects ahead of the client's bytes: the container is
+	// labelled ambassador.proxy-protocol=v1 or v2. Zero means the
+	// route's setting (--send-proxy).
+	ProxyProtocol int
 }
 
 // String returns the address, with the short ID when there is one.
