@@ -57,6 +57,9 @@ var (
 	metricReplays = metricDef{name: "ambassadord_replays_total", kind: "counter",
 		labels: []string{"route"},
 		help:   "Connections that their backend reset before answering, sent again to another backend (--replay)."}
+	metricEjections = metricDef{name: "ambassadord_backend_ejections_total", kind: "counter",
+		labels: []string{"route"},
+		help:   "Backends ejected by passive outlier detection (--eject-after failures in a row: connects that failed, or connections reset before an answer): tried only after the others for a while; ambassadord status shows which."}
 	metricConnDuration = metricDef{name: "ambassadord_connection_duration_seconds", kind: "histogram",
 		labels:  []string{"route"},
 		help:    "How long forwarded connections lasted, from the backend's accept until both directions finished.",
@@ -149,7 +152,7 @@ var (
 
 // metricDefs is every ambassadord metric, in the order of the reference.
 var metricDefs = []metricDef{
-	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricConnDuration,
+	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricEjections, metricConnDuration,
 	metricRewires, metricBackends, metricOverride,
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
@@ -208,6 +211,7 @@ type Metrics struct {
 	rejected       *prometheus.CounterVec
 	resets         *prometheus.CounterVec
 	replays        *prometheus.CounterVec
+	ejections      *prometheus.CounterVec
 	handshakes     *prometheus.CounterVec
 	udpActive      *prometheus.GaugeVec
 	udpFlows       *prometheus.CounterVec
@@ -277,6 +281,7 @@ func New(version, commit string) *Metrics {
 		rejected:       metricRejected.counterVec(),
 		resets:         metricResets.counterVec(),
 		replays:        metricReplays.counterVec(),
+		ejections:      metricEjections.counterVec(),
 		handshakes:     metricTLSHandshakes.counterVec(),
 		udpActive:      metricUDPFlowsActive.gaugeVec(),
 		udpFlows:       metricUDPFlows.counterVec(),
@@ -307,7 +312,7 @@ func New(version, commit string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
-		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.handshakes, m.connDuration,
+		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.ejections, m.handshakes, m.connDuration,
 		m.rewires, m.backends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 		m.udpActive, m.udpFlows, m.udpEnded, m.udpDatagrams, m.udpBytes, m.udpDropped, m.udpUnreachable,
@@ -338,6 +343,7 @@ func (m *Metrics) routeLocked(name string) *routeMetrics {
 		m.resets.WithLabelValues(name, proxy.DirectionUp)
 		m.resets.WithLabelValues(name, proxy.DirectionDown)
 		m.replays.WithLabelValues(name)
+		m.ejections.WithLabelValues(name)
 	}
 	return rm
 }
@@ -530,6 +536,7 @@ func (m *Metrics) RouteRemoved(route string) {
 	m.rejected.DeletePartialMatch(labels)
 	m.resets.DeletePartialMatch(labels)
 	m.replays.DeletePartialMatch(labels)
+	m.ejections.DeletePartialMatch(labels)
 	m.handshakes.DeletePartialMatch(labels)
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
@@ -789,4 +796,14 @@ func (o *routeObserver) Replayed(proxy.Backend) {
 		return
 	}
 	o.m.replays.WithLabelValues(rm.name).Inc()
+}
+
+func (o *routeObserver) Ejected(proxy.Backend, time.Duration) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.ejections.WithLabelValues(rm.name).Inc()
 }

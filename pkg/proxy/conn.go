@@ -48,6 +48,10 @@ type conn struct {
 	// gave the connection to serve (failDial); the first dial goes on from
 	// there. Only serve's goroutine reads it.
 	loopTried *loopFailure
+
+	// backendReset: the backend's socket was reset, as whatever carried
+	// the bytes found it; set before report, which reads it.
+	backendReset bool
 }
 
 // serve dials a backend, and once the connection is established hands it
@@ -117,6 +121,7 @@ func (c *conn) established(b Backend) {
 	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
 		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
 	}
+	r.opened(b)
 	r.observer().ConnOpened(b)
 	if r.onEstablished != nil {
 		r.onEstablished(c, b)
@@ -130,6 +135,7 @@ func (c *conn) report(up, down int64, upErr, downErr error) {
 	defer c.route.untrack(c)
 	b, _ := c.backendInfo()
 	elapsed := time.Since(c.start)
+	c.route.closed(b, down, c.backendReset)
 	c.route.observer().ConnClosed(b, up, down, elapsed)
 	log := c.route.logger()
 	if !log.Core().Enabled(zap.DebugLevel) {
