@@ -138,6 +138,18 @@ const (
 	// route listen with TLS (Options.ListenTLS). A label never turns TLS
 	// off where a route asks for it.
 	LabelTLS = "ambassador.tls"
+	// LabelWeight on a backend is its share of new connections relative
+	// to the route's other backends: an integer from 1 (the default) to
+	// 100, larger values clipped.
+	LabelWeight = "ambassador.weight"
+	// LabelBalance on a backend says how its route picks the backend of
+	// a new connection: round-robin or least-conn. Any chosen backend
+	// labelled least-conn makes the route least-conn.
+	LabelBalance = "ambassador.balance"
+	// LabelCheck on a backend asks for an active health check of it, in
+	// the syntax of ParseCheck ("tcp", `send=PING\r\n,expect=+PONG`), or
+	// "off" for none where --check gives its route one.
+	LabelCheck = "ambassador.check"
 )
 
 // tlsLabel reports whether c is labelled ambassador.tls=true.
