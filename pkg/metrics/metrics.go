@@ -111,6 +111,15 @@ var (
 		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
 		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
 
+	// The active health checks (--check, ambassador.check), reported by
+	// the controller's checkers.
+	metricHealthChecks = metricDef{name: "ambassadord_health_checks_total", kind: "counter",
+		labels: []string{"result"},
+		help:   "Active health checks of backends (--check, the ambassador.check label), by result: pass or fail."}
+	metricHealthBackends = metricDef{name: "ambassadord_health_backends", kind: "gauge",
+		labels: []string{"state"},
+		help:   "Backends under an active health check (one per address and check, however many routes use it), by state: up (passed rise checks in a row, in the routes' sets) or down (not yet passed, or failed fall checks in a row; kept out of the sets)."}
+
 	// Per UDP route (53/udp) and backend.
 	metricUDPFlowsActive = metricDef{name: "ambassadord_udp_flows_active", kind: "gauge",
 		labels: []string{"route", "backend"},
@@ -157,6 +166,7 @@ var metricDefs = []metricDef{
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
 	metricEventToApplied,
+	metricHealthChecks, metricHealthBackends,
 	metricUDPFlowsActive, metricUDPFlows, metricUDPFlowsEnded, metricUDPDatagrams, metricUDPBytes, metricUDPDropped, metricUDPUnreachable,
 	metricTLSHandshakes, metricTLSExpiry, metricTLSReloads,
 	metricBuildInfo,
@@ -233,6 +243,8 @@ type Metrics struct {
 	resyncs        *prometheus.CounterVec
 	drift          *prometheus.CounterVec
 	eventToApplied prometheus.Histogram
+	healthChecks   *prometheus.CounterVec
+	healthBackends *prometheus.GaugeVec
 
 	mu sync.Mutex
 	// The fields below are guarded by mu. It is held across deleting a
@@ -240,6 +252,7 @@ type Metrics struct {
 	// cannot lose the series it creates.
 	routes  map[string]*routeMetrics  // by route name
 	sources map[string]*sourceMetrics // by source name
+	health  func() (up, down int)     // FollowHealth; nil until then
 }
 
 // sourceMetrics is what Metrics knows of one source.
@@ -303,6 +316,8 @@ func New(version, commit string) *Metrics {
 		resyncs:        metricDockerResyncs.counterVec(),
 		drift:          metricDockerDrift.counterVec(),
 		eventToApplied: metricEventToApplied.histogram(),
+		healthChecks:   metricHealthChecks.counterVec(),
+		healthBackends: metricHealthBackends.gaugeVec(),
 		routes:         map[string]*routeMetrics{},
 		sources:        map[string]*sourceMetrics{},
 	}
@@ -316,7 +331,10 @@ func New(version, commit string) *Metrics {
 		m.rewires, m.backends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 		m.udpActive, m.udpFlows, m.udpEnded, m.udpDatagrams, m.udpBytes, m.udpDropped, m.udpUnreachable,
+		m.healthChecks, healthGauge{m},
 	)
+	m.healthChecks.WithLabelValues("pass")
+	m.healthChecks.WithLabelValues("fail")
 	return m
 }
 
@@ -806,4 +824,37 @@ func (o *routeObserver) Ejected(proxy.Backend, time.Duration) {
 		return
 	}
 	o.m.ejections.WithLabelValues(rm.name).Inc()
+}
+
+// HealthChecked counts one active health check by result, "pass" or
+// "fail".
+func (m *Metrics) HealthChecked(result string) {
+	m.healthChecks.WithLabelValues(result).Inc()
+}
+
+// FollowHealth gives the numbers of checked backends up and down, read
+// at each scrape.
+func (m *Metrics) FollowHealth(counts func() (up, down int)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.health = counts
+}
+
+// healthGauge collects ambassadord_health_backends from FollowHealth's
+// counts at each scrape.
+type healthGauge struct{ m *Metrics }
+
+func (g healthGauge) Describe(ch chan<- *prometheus.Desc) { g.m.healthBackends.Describe(ch) }
+
+func (g healthGauge) Collect(ch chan<- prometheus.Metric) {
+	g.m.mu.Lock()
+	counts := g.m.health
+	g.m.mu.Unlock()
+	up, down := 0, 0
+	if counts != nil {
+		up, down = counts()
+	}
+	g.m.healthBackends.WithLabelValues("up").Set(float64(up))
+	g.m.healthBackends.WithLabelValues("down").Set(float64(down))
+	g.m.healthBackends.Collect(ch)
 }

@@ -218,7 +218,7 @@ func TestMetricsRouteRemoved(t *testing.T) {
 	old.DialFailed(a, proxy.DialOther)
 	other := m.Observer("81")
 	other.Rejected(proxy.RejectShutdown)
-	require.Len(t, metricstest.RouteSeries(scrape(t, m), "80"), 10, "every per-route family has a series")
+	require.Len(t, metricstest.RouteSeries(scrape(t, m), "80"), 11, "every per-route family has a series")
 
 	m.RouteRemoved("80")
 	f := scrape(t, m)

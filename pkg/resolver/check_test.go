@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -10,61 +9,6 @@ import (
 
 	"github.com/ambassadord/ambassadord/pkg/source"
 )
-
-func TestParseCheck(t *testing.T) {
-	tcpDefault := source.Check{Kind: source.CheckTCP, Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
-	for _, tt := range []struct {
-		in      string
-		want    source.Check
-		wantErr string
-	}{
-		{in: "tcp", want: tcpDefault},
-		{in: " tcp , interval=5s ,rise=1,fall=10,timeout=300ms",
-			want: source.Check{Kind: source.CheckTCP, Interval: 5 * time.Second, Timeout: 300 * time.Millisecond, Rise: 1, Fall: 10}},
-		{in: `send=PING\r\n,expect=+PONG`,
-			want: source.Check{Kind: source.CheckSend, Send: "PING\r\n", Expect: "+PONG", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}},
-		{in: `expect=SSH-`, want: source.Check{Kind: source.CheckSend, Expect: "SSH-", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}},
-		{in: `send=a\x2cb\\\0,expect-regexp=^\+PONG\r?$,interval=250ms`,
-			want: source.Check{Kind: source.CheckSend, Send: "a,b\\\x00", ExpectRegexp: `^\+PONG\r?$`, Interval: 250 * time.Millisecond, Timeout: 250 * time.Millisecond, Rise: 2, Fall: 3}},
-		{in: "off", want: source.Check{}},
-		{in: "", wantErr: "empty check"},
-		{in: "http", wantErr: `unknown item "http"`},
-		{in: "tcp,send=x,expect=y", wantErr: "give one kind"},
-		{in: "send=PING", wantErr: "send needs expect"},
-		{in: "interval=1s", wantErr: "no kind of check"},
-		{in: "tcp,interval=1ms", wantErr: "interval: 1ms out of range 250ms..10m0s"},
-		{in: "tcp,interval=eleven", wantErr: "want a duration"},
-		{in: "tcp,interval=1s,timeout=2s", wantErr: "longer than the interval"},
-		{in: "tcp,rise=0", wantErr: "rise"},
-		{in: "tcp,fall=11", wantErr: "from 1 to 10"},
-		{in: "tcp,tcp", wantErr: "given twice"},
-		{in: "tcp=1", wantErr: "takes no value"},
-		{in: `send=\q,expect=x`, wantErr: `unknown escape \q`},
-		{in: `send=x\,expect=x`, wantErr: `lone \`},
-		{in: `expect=x\`, wantErr: `lone \`},
-		{in: `expect=\x4`, wantErr: `\x needs two hex digits`},
-		{in: `expect=\xzz`, wantErr: "two hex digits"},
-		{in: "expect=", wantErr: "expect: empty"},
-		{in: "expect-regexp=(", wantErr: "expect-regexp"},
-		{in: "expect=" + strings.Repeat("x", 257), wantErr: "longer than 256 bytes"},
-	} {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseCheck(tt.in)
-			if tt.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tt.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got)
-			if got.Enabled() {
-				again, err := ParseCheck(FormatCheck(got))
-				require.NoError(t, err, FormatCheck(got))
-				assert.Equal(t, got, again, "FormatCheck round trip")
-			}
-		})
-	}
-}
 
 func TestResolveWeightCheckAndBalanceLabels(t *testing.T) {
 	self := amb(labels(LabelTarget, "db", LabelPorts, "6379"))

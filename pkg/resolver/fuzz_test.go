@@ -537,34 +537,3 @@ func priorityOf(label string) int {
 	p, _ := parsePriority(label)
 	return p
 }
-
-func FuzzParseCheck(f *testing.F) {
-	for _, s := range []string{"tcp", "off", `send=PING\r\n,expect=+PONG`, "tcp,interval=5s,rise=1,fall=10,timeout=300ms",
-		`expect-regexp=^\+PONG`, `send=\x2c\\,expect=\x00`, "tcp,tcp", `expect=x\`, "interval=1s", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		c, err := ParseCheck(s)
-		if err != nil {
-			if c != (source.Check{}) {
-				t.Errorf("check %+v returned with error %v", c, err)
-			}
-			return
-		}
-		if !c.Enabled() {
-			return
-		}
-		if c.Interval < minCheckInterval || c.Interval > maxCheckInterval || c.Timeout < minCheckTimeout || c.Timeout > c.Interval ||
-			c.Rise < 1 || c.Rise > maxCheckCount || c.Fall < 1 || c.Fall > maxCheckCount ||
-			len(c.Send) > maxCheckBytes || len(c.Expect) > maxCheckBytes || len(c.ExpectRegexp) > maxCheckBytes {
-			t.Errorf("ParseCheck(%q) = %+v, out of bounds", s, c)
-		}
-		if c.Kind == source.CheckSend && c.Expect == "" && c.ExpectRegexp == "" {
-			t.Errorf("ParseCheck(%q) = %+v: a send check without an expectation", s, c)
-		}
-		again, err := ParseCheck(FormatCheck(c))
-		if err != nil || again != c {
-			t.Errorf("canonical form %q of %+v parsed to %+v, %v", FormatCheck(c), c, again, err)
-		}
-	})
-}

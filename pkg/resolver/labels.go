@@ -147,7 +147,7 @@ const (
 	// labelled least-conn makes the route least-conn.
 	LabelBalance = "ambassador.balance"
 	// LabelCheck on a backend asks for an active health check of it, in
-	// the syntax of ParseCheck ("tcp", `send=PING\r\n,expect=+PONG`), or
+	// the syntax of source.ParseCheck ("tcp", `send=PING\r\n,expect=+PONG`), or
 	// "off" for none where --check gives its route one.
 	LabelCheck = "ambassador.check"
 )

@@ -484,7 +484,7 @@ func (r *resolution) containerBackend(c *source.Container, addr string, tls bool
 		b.Weight = w
 	}
 	if v, ok := c.Labels[LabelCheck]; ok {
-		chk, err := ParseCheck(v)
+		chk, err := source.ParseCheck(v)
 		if err != nil {
 			r.warn("container %s: label %s=%s ignored: %v", c.Name, LabelCheck, quote(v), err)
 		} else {
