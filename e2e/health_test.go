@@ -339,7 +339,7 @@ func TestPassiveEjection(t *testing.T) {
 	good := start(t, ctx, harness.Spec{Name: "good", Image: redisImage, Networks: []string{n.Name},
 		Labels: map[string]string{labelTarget: svc}})
 	deaf := start(t, ctx, harness.Spec{Name: "deaf", Image: redisImage, Networks: []string{n.Name},
-		Labels: map[string]string{labelTarget: svc}, Cmd: []string{"--port", "0"}})
+		Labels: map[string]string{labelTarget: svc}, Cmd: []string{"--port", "0", "--unixsocket", "/redis.sock"}})
 	amb := startFollower(t, ctx, harness.Spec{
 		Networks: []string{n.Name},
 		Labels:   map[string]string{labelTarget: svc, labelPorts: "6379"},
@@ -350,6 +350,13 @@ func TestPassiveEjection(t *testing.T) {
 	defer cancel()
 	require.NoError(t, harness.WaitTCP(wctx, addr(good, 6379)))
 	require.NoError(t, harness.Poll(wctx, func(ctx context.Context) error { return pingWithin(ctx, target, 2*time.Second) }))
+	// Both are backends: deaf runs, listening on a unix socket only.
+	require.NoError(t, harness.Poll(wctx, func(ctx context.Context) error {
+		if got := checkStates(t, ctx, amb, "6379"); len(got) != 2 {
+			return fmt.Errorf("backends %v", got)
+		}
+		return nil
+	}))
 	for i := range 10 {
 		require.NoError(t, pingWithin(ctx, target, 2*time.Second), "PING %d", i)
 	}
