@@ -205,6 +205,9 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 	if b.udp != nil {
 		b.udp.print(w)
 	}
+	if b.health != nil {
+		b.health.print(w)
+	}
 }
 
 // print writes the UDP table and its notes.

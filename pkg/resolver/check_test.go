@@ -34,7 +34,7 @@ func TestResolveWeightCheckAndBalanceLabels(t *testing.T) {
 			wantWarnings: []string{`container b: label ambassador.balance="random" ignored: want round-robin or least-conn`}},
 		{name: "checks", a: map[string]string{LabelCheck: `send=PING\r\n,expect=+PONG,rise=1`}, b: map[string]string{LabelCheck: "off"},
 			wantWeights: []int{0, 0},
-			wantCheck: []source.Check{{Kind: source.CheckSend, Send: "PING\r\n", Expect: "+PONG", Interval: 2 * time.Second, Timeout: time.Second, Rise: 1, Fall: 3},
+			wantCheck: []source.Check{{Kind: source.CheckSend, Send: "PING\r\n", Expect: "+PONG", Interval: 5 * time.Second, Timeout: time.Second, Rise: 1, Fall: 3},
 				{Kind: source.CheckOff}}},
 		{name: "bad check", a: map[string]string{LabelCheck: "tcp,interval=1ns"},
 			wantWeights: []int{0, 0}, wantCheck: []source.Check{{}, {}},

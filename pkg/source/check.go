@@ -49,7 +49,7 @@ func (c Check) Enabled() bool { return c.Kind == CheckTCP || c.Kind == CheckSend
 // clipped: no interval below minCheckInterval (a hostile label cannot
 // make the ambassador hammer anything), no unbounded send or answer.
 const (
-	defaultCheckInterval = 2 * time.Second
+	defaultCheckInterval = 5 * time.Second
 	defaultCheckTimeout  = time.Second
 	defaultCheckRise     = 2
 	defaultCheckFall     = 3
@@ -68,7 +68,7 @@ const (
 //	send=BYTES           send BYTES once connected
 //	expect=BYTES         the answer must start with BYTES
 //	expect-regexp=RE     the answer (its first 512 bytes) must match RE (RE2)
-//	interval=D           between checks (default 2s, 250ms..10m)
+//	interval=D           between checks (default 5s, 250ms..10m)
 //	timeout=D            a check's limit (default 1s, at most the interval)
 //	rise=N               passes in a row that put a backend in (default 2, 1..10)
 //	fall=N               failures in a row that take it out (default 3, 1..10)

@@ -10,7 +10,7 @@ import (
 )
 
 func TestParseCheck(t *testing.T) {
-	tcpDefault := Check{Kind: CheckTCP, Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+	tcpDefault := Check{Kind: CheckTCP, Interval: 5 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
 	for _, tt := range []struct {
 		in      string
 		want    Check
@@ -20,8 +20,8 @@ func TestParseCheck(t *testing.T) {
 		{in: " tcp , interval=5s ,rise=1,fall=10,timeout=300ms",
 			want: Check{Kind: CheckTCP, Interval: 5 * time.Second, Timeout: 300 * time.Millisecond, Rise: 1, Fall: 10}},
 		{in: `send=PING\r\n,expect=+PONG`,
-			want: Check{Kind: CheckSend, Send: "PING\r\n", Expect: "+PONG", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}},
-		{in: `expect=SSH-`, want: Check{Kind: CheckSend, Expect: "SSH-", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}},
+			want: Check{Kind: CheckSend, Send: "PING\r\n", Expect: "+PONG", Interval: 5 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}},
+		{in: `expect=SSH-`, want: Check{Kind: CheckSend, Expect: "SSH-", Interval: 5 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}},
 		{in: `send=a\x2cb\\\0,expect-regexp=^\+PONG\r?$,interval=250ms`,
 			want: Check{Kind: CheckSend, Send: "a,b\\\x00", ExpectRegexp: `^\+PONG\r?$`, Interval: 250 * time.Millisecond, Timeout: 250 * time.Millisecond, Rise: 2, Fall: 3}},
 		{in: "off", want: Check{}},
