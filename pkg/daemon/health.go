@@ -29,18 +29,19 @@ func (d *Daemon) routeCheck(rt resolver.Route) source.Check {
 
 // withChecks gives every backend of a TCP route the check it is to have:
 // its own label's, else its route's (Options.Checks). UDP backends have
-// none (a check is a TCP connect).
+// none, whatever their labels say: a check is a TCP connect, which a UDP
+// service need not answer.
 func (d *Daemon) withChecks(routes []resolver.Route) []resolver.Route {
 	out := make([]resolver.Route, len(routes))
 	for i, rt := range routes {
 		def := d.routeCheck(rt)
-		if keyOf(rt).proto != resolver.TCP {
-			out[i] = rt
-			continue
-		}
+		udp := keyOf(rt).proto != resolver.TCP
 		rt.Backends = slices.Clone(rt.Backends)
 		for j, b := range rt.Backends {
-			if b.Check.Kind == "" {
+			switch {
+			case udp:
+				rt.Backends[j].Check = source.Check{}
+			case b.Check.Kind == "":
 				rt.Backends[j].Check = def
 			}
 		}

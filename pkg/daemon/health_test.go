@@ -159,3 +159,17 @@ func TestBalanceAndWeightReachTheProxy(t *testing.T) {
 	assert.Equal(t, "round-robin", rs.Balance)
 	assert.Equal(t, 7, rs.Backends[0].Weight)
 }
+
+// TestUDPBackendsAreNeverChecked: a claimer's ambassador.check applies to
+// its TCP routes only.
+func TestUDPBackendsAreNeverChecked(t *testing.T) {
+	d := &Daemon{opts: Options{Checks: map[int]source.Check{0: {Kind: source.CheckTCP}}}}
+	chk := source.Check{Kind: source.CheckSend, Expect: "x"}
+	routes := d.withChecks([]resolver.Route{
+		{Name: "53/udp", Protocol: resolver.UDP, Listen: 53, Backends: []source.Backend{{Addr: "10.0.0.1:53", Check: chk}}},
+		{Name: "53", Protocol: resolver.TCP, Listen: 53, Backends: []source.Backend{{Addr: "10.0.0.1:53", Check: chk}, {Addr: "10.0.0.2:53"}}},
+	})
+	assert.Equal(t, source.Check{}, routes[0].Backends[0].Check)
+	assert.Equal(t, chk, routes[1].Backends[0].Check, "the label wins")
+	assert.Equal(t, source.Check{Kind: source.CheckTCP}, routes[1].Backends[1].Check, "--check all")
+}
