@@ -2,19 +2,21 @@
 // per address and check (a Target), shared by every route that uses it.
 //
 // The controller tells a Monitor the whole set of targets it wants
-// checked (Set) after every resolution; the monitor starts a checker for
-// each new target and stops those no longer named. A checker is one
-// goroutine that connects to its address every Check.Interval (with a
-// tenth of jitter either way, its first check at a random point of its
-// first interval, at most a second in, so that 500 backends appearing at
-// once do not check at once), and at most MaxConcurrent checks of the
-// monitor are in flight at a time. A target is Up once Rise checks in a
+// checked (Set) after every resolution; the monitor starts checking each
+// new target and stops checking those no longer named. A target is
+// checked every Check.Interval (with a tenth of jitter either way, its
+// first check at a random point of its first interval, at most a second
+// in, so that 500 backends appearing at once do not check at once), and
+// at most MaxConcurrent checks of the monitor are in flight at a time. A target is Up once Rise checks in a
 // row passed, and down again after Fall failures in a row; it starts
 // down. Every change of a target's Up is signalled on Changed, which the
 // controller's run loop selects on to re-apply its routes.
 //
-// The monitor owns its checkers' goroutines: Close stops them and waits.
-// Its methods are safe for concurrent use.
+// The monitor owns one goroutine, started by the first Set, which runs
+// the checks when they are due: those due within 100ms of each other
+// together, so that the process wakes a few times a second rather than
+// once per check. Close stops it and waits. Its methods are safe for
+// concurrent use.
 package health
 
 import (
@@ -89,40 +91,49 @@ type Monitor struct {
 	// use.
 	OnCheck func(result string)
 
-	// DialContext connects to a target. Nil means a net.Dialer. A hook
-	// for tests.
+	// DialContext connects to a target. Nil means the monitor's own
+	// connects (probe_linux.go), or a net.Dialer where those do not
+	// apply. A hook for tests.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	once    sync.Once
 	changed chan struct{} // capacity 1: a change not yet taken
-	sem     chan struct{} // one token per check in flight
+	kick    chan struct{} // capacity 1: Set added a target; the loop looks again
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	mu sync.Mutex
 	// The fields below are guarded by mu.
 	checkers map[Target]*checker
 	closed   bool
+	running  bool // the loop was started
 
-	wg sync.WaitGroup // one per checker goroutine
+	wg sync.WaitGroup // the loop
 }
 
-// checker is one target's goroutine and state.
+// checker is one target and its state.
 type checker struct {
 	target Target
-	cancel context.CancelFunc
 	re     *regexp.Regexp // Check.ExpectRegexp compiled; nil without one
-	state  State          // guarded by Monitor.mu
+	// The fields below are guarded by Monitor.mu.
+	state State
+	next  time.Time // when the next check is due
 }
 
 func (m *Monitor) init() {
 	m.once.Do(func() {
-		n := m.MaxConcurrent
-		if n <= 0 {
-			n = defaultMaxConcurrent
-		}
-		m.sem = make(chan struct{}, n)
 		m.changed = make(chan struct{}, 1)
+		m.kick = make(chan struct{}, 1)
 		m.checkers = make(map[Target]*checker)
+		m.ctx, m.cancel = context.WithCancel(context.Background())
 	})
+}
+
+func (m *Monitor) maxConcurrent() int {
+	if m.MaxConcurrent > 0 {
+		return m.MaxConcurrent
+	}
+	return defaultMaxConcurrent
 }
 
 // Changed receives a value after any target's Up changed, or a target was
@@ -140,9 +151,10 @@ func (m *Monitor) signal() {
 	}
 }
 
-// Set makes the checked targets exactly targets: checkers start for the
-// new ones, and stop (without waiting) for those not named. Targets
-// without an enabled check are ignored. Set after Close does nothing.
+// Set makes the checked targets exactly targets: new ones are checked
+// from now on (the first check at a random point of the next second at
+// most), those not named are no longer checked. Targets without an
+// enabled check are ignored. Set after Close does nothing.
 func (m *Monitor) Set(targets []Target) {
 	m.init()
 	want := make(map[Target]bool, len(targets))
@@ -156,17 +168,18 @@ func (m *Monitor) Set(targets []Target) {
 	if m.closed {
 		return
 	}
-	for t, c := range m.checkers {
+	for t := range m.checkers {
 		if !want[t] {
-			c.cancel()
 			delete(m.checkers, t)
 		}
 	}
+	added := false
+	now := time.Now()
 	for t := range want {
 		if _, ok := m.checkers[t]; ok {
 			continue
 		}
-		c := &checker{target: t, state: State{Since: time.Now()}}
+		c := &checker{target: t, state: State{Since: now}}
 		if t.Check.ExpectRegexp != "" {
 			re, err := regexp.Compile(t.Check.ExpectRegexp)
 			if err != nil {
@@ -176,11 +189,21 @@ func (m *Monitor) Set(targets []Target) {
 			}
 			c.re = re
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		c.cancel = cancel
+		c.next = now.Add(time.Duration(rand.Int64N(int64(min(t.Check.Interval, maxFirstDelay)) + 1)))
 		m.checkers[t] = c
+		added = true
+	}
+	if !added {
+		return
+	}
+	if !m.running {
+		m.running = true
 		m.wg.Add(1)
-		go m.run(ctx, c)
+		go m.loop()
+	}
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -217,16 +240,14 @@ func (m *Monitor) Counts() (up, down int) {
 	return up, down
 }
 
-// Close stops every checker and waits for them.
+// Close stops checking, and waits for the checks in flight.
 func (m *Monitor) Close() {
 	m.init()
 	m.mu.Lock()
 	m.closed = true
-	for t, c := range m.checkers {
-		c.cancel()
-		delete(m.checkers, t)
-	}
+	clear(m.checkers)
 	m.mu.Unlock()
+	m.cancel()
 	m.wg.Wait()
 }
 
@@ -237,33 +258,93 @@ func (m *Monitor) logger() *zap.Logger {
 	return zap.NewNop()
 }
 
-// run is a checker's goroutine: it checks its target every interval until
-// ctx is cancelled.
-func (m *Monitor) run(ctx context.Context, c *checker) {
+// coalesce is how early a check may run to share a wake-up with others
+// due: the loop runs every check due within it at once, so that the
+// process wakes a few times a second rather than once per check (a
+// wake-up costs about as much as a check).
+const coalesce = 100 * time.Millisecond
+
+// loop is the monitor's one goroutine: it sleeps until checks are due,
+// runs those due within coalesce together, at most MaxConcurrent at a
+// time, records their results and schedules each one's next check an
+// interval later, with a tenth of jitter either way.
+func (m *Monitor) loop() {
 	defer m.wg.Done()
-	interval := c.target.Check.Interval
-	wait := time.Duration(rand.Int64N(int64(min(interval, maxFirstDelay)) + 1))
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		due, wait := m.due(time.Now())
+		if len(due) == 0 {
+			timer.Reset(wait)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.kick:
+			case <-timer.C:
+			}
+			continue
 		}
-		select {
-		case m.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
+		for len(due) > 0 {
+			n := min(len(due), m.maxConcurrent())
+			batch := due[:n]
+			due = due[n:]
+			errs := m.probe(m.ctx, batch)
+			if m.ctx.Err() != nil {
+				return
+			}
+			for i, c := range batch {
+				m.record(c, errs[i])
+			}
 		}
-		err := m.check(ctx, c)
-		<-m.sem
-		if ctx.Err() != nil {
-			return
-		}
-		m.record(c, err)
-		t.Reset(jitter(interval))
 	}
+}
+
+// due returns the checkers whose check is due within coalesce of now,
+// each with its next check scheduled, or, with none, how long until the
+// first is.
+func (m *Monitor) due(now time.Time) ([]*checker, time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var due []*checker
+	wait := time.Hour
+	for _, c := range m.checkers {
+		if until := c.next.Sub(now); until > coalesce {
+			wait = min(wait, until-coalesce/2)
+			continue
+		}
+		due = append(due, c)
+		c.next = c.next.Add(jitter(c.target.Check.Interval))
+		if c.next.Before(now) {
+			// Late (a slow batch, a sleeping machine): from now on.
+			c.next = now.Add(jitter(c.target.Check.Interval))
+		}
+	}
+	return due, wait
+}
+
+// probe runs the checks of batch at once and returns their errors, in
+// order: by the monitor's own connects where they apply
+// (probe_linux.go), else each by check in a goroutine of its own.
+func (m *Monitor) probe(ctx context.Context, batch []*checker) []error {
+	errs := make([]error, len(batch))
+	var rest []int
+	if m.DialContext == nil {
+		rest = probeRaw(batch, errs)
+	} else {
+		for i := range batch {
+			rest = append(rest, i)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, i := range rest {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.check(ctx, batch[i])
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // jitter returns d plus or minus a tenth at random.
@@ -276,7 +357,7 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // record applies a check's result to c's state, and signals a change of
-// Up.
+// Up. A checker removed meanwhile is left alone.
 func (m *Monitor) record(c *checker, err error) {
 	if m.OnCheck != nil {
 		result := ResultPass
@@ -287,6 +368,10 @@ func (m *Monitor) record(c *checker, err error) {
 	}
 	chk := c.target.Check
 	m.mu.Lock()
+	if m.checkers[c.target] != c {
+		m.mu.Unlock()
+		return
+	}
 	s := &c.state
 	s.Checks++
 	was := s.Up
@@ -306,6 +391,7 @@ func (m *Monitor) record(c *checker, err error) {
 		}
 	}
 	changed := s.Up != was
+	up := s.Up
 	if changed {
 		s.Since = time.Now()
 	}
@@ -313,7 +399,7 @@ func (m *Monitor) record(c *checker, err error) {
 	if !changed {
 		return
 	}
-	if s := c.state; s.Up {
+	if up {
 		m.logger().Info("backend passes its health check", zap.String("backend", c.target.Addr), zap.Int("passes", chk.Rise))
 	} else {
 		m.logger().Warn("backend fails its health check", zap.String("backend", c.target.Addr), zap.Int("failures", chk.Fall), zap.Error(err))
@@ -321,10 +407,9 @@ func (m *Monitor) record(c *checker, err error) {
 	m.signal()
 }
 
-// checkDialer connects the checks: without keep-alive, whose socket
-// options are three system calls a connection that lasts a moment never
-// uses. The checks' cost is mostly system calls (a loopback or veth
-// handshake runs in the caller's context).
+// checkDialer connects the checks of the goroutine path: without
+// keep-alive, whose socket options are system calls a connection that
+// lasts a moment never uses.
 var checkDialer = &net.Dialer{KeepAlive: -1}
 
 // check runs one check of c's target: a connect, and for a send/expect
