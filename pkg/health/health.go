@@ -329,7 +329,7 @@ func (m *Monitor) probe(ctx context.Context, batch []*checker) []error {
 	errs := make([]error, len(batch))
 	var rest []int
 	if m.DialContext == nil {
-		rest = probeRaw(batch, errs)
+		rest = probeRaw(ctx, batch, errs)
 	} else {
 		for i := range batch {
 			rest = append(rest, i)

@@ -315,3 +315,16 @@ func mustRegexp(t *testing.T, s string) *regexp.Regexp {
 	require.NoError(t, err)
 	return re
 }
+
+// TestCloseDoesNotWaitForALongCheck: a check with a long timeout in
+// flight does not hold Close back.
+func TestCloseDoesNotWaitForALongCheck(t *testing.T) {
+	addr := serve(t, func(c net.Conn) { time.Sleep(2 * time.Second) }) // never answers in time
+	chk := source.Check{Kind: source.CheckSend, Send: "PING\r\n", Expect: "+PONG", Interval: time.Minute, Timeout: time.Minute, Rise: 1, Fall: 1}
+	m := &Monitor{}
+	m.Set([]Target{{addr, chk}})
+	time.Sleep(1200 * time.Millisecond) // the first check, within a second, is in flight
+	start := time.Now()
+	m.Close()
+	assert.Less(t, time.Since(start), time.Second)
+}

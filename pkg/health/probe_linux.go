@@ -2,6 +2,7 @@ package health
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -20,8 +21,9 @@ import (
 // through Go's net costs a dozen system calls and a wake-up of the
 // netpoller; here it is socket, connect, poll, getsockopt, (write, read,)
 // setsockopt and close, shared polls included. The connection is closed
-// with a reset: no TIME_WAIT per check.
-func probeRaw(batch []*checker, errs []error) (rest []int) {
+// with a reset: no TIME_WAIT per check. Once ctx is done the checks in
+// flight fail within pollSlice.
+func probeRaw(ctx context.Context, batch []*checker, errs []error) (rest []int) {
 	probes := make([]*rawProbe, 0, len(batch))
 	for i, c := range batch {
 		ap, err := netip.ParseAddrPort(c.target.Addr)
@@ -49,6 +51,10 @@ func probeRaw(batch []*checker, errs []error) (rest []int) {
 		fds = fds[:0]
 		var polled []*rawProbe
 		for _, p := range open {
+			if ctx.Err() != nil {
+				p.fail(ctx.Err())
+				continue
+			}
 			if !now.Before(p.deadline) {
 				p.fail(fmt.Errorf("%s: %w", p.phase(), os.ErrDeadlineExceeded))
 				continue
@@ -66,6 +72,7 @@ func probeRaw(batch []*checker, errs []error) (rest []int) {
 		if len(polled) == 0 {
 			break
 		}
+		wait = min(wait, pollSlice)
 		ms := int((wait + time.Millisecond - 1) / time.Millisecond)
 		if _, err := unix.Poll(fds, ms); err != nil && !errors.Is(err, unix.EINTR) {
 			for _, p := range polled {
@@ -84,6 +91,10 @@ func probeRaw(batch []*checker, errs []error) (rest []int) {
 	}
 	return rest
 }
+
+// pollSlice bounds one poll, so that a monitor closing does not wait for
+// a long check's timeout.
+const pollSlice = 100 * time.Millisecond
 
 // rawProbe is one check on a socket of its own.
 type rawProbe struct {
