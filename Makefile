@@ -39,7 +39,7 @@ unit:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 ./...
 
-# Every fuzz target of a parser of user input (routes, classic variables,
+# Every fuzz target of a parser of user input (routes, classic variables, health checks,
 # labels, /proc and link formats, a client's PROXY header), FUZZTIME each, on top of their seed
 # corpora that `make unit` runs. FUZZTIME is a count of inputs, not a
 # duration: Go 1.26's coordinator can fail a duration run with a bare
@@ -47,7 +47,7 @@ unit:
 # deadline (go.dev/issue/75804, fixed in Go 1.27); a count has no deadline.
 FUZZTIME ?= 20000x
 fuzz:
-	@set -e; for pkg in ./pkg/resolver ./pkg/watcher ./pkg/proxy; do \
+	@set -e; for pkg in ./pkg/resolver ./pkg/watcher ./pkg/proxy ./pkg/source; do \
 		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
 			out=$$($(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \

@@ -25,7 +25,8 @@ var engineAPIs = []string{"github.com/moby/", "github.com/docker/"}
 // neither it nor each other; the admin API's documents (pkg/admin/api)
 // are the plain values the controller, the endpoint and the CLI share;
 // pkg/tlsconf, the TLS material, is a leaf the command, the metrics and
-// the watcher (its PEM parsing) use (the proxy sees only crypto/tls's configurations). It checks transitive imports, so a helper package cannot smuggle
+// the watcher (its PEM parsing) use (the proxy sees only crypto/tls's configurations);
+// pkg/health, the active health checks, runs below the controller. It checks transitive imports, so a helper package cannot smuggle
 // anything in. Test files are not checked: a test may wire packages
 // together.
 func TestImportDirection(t *testing.T) {
@@ -44,8 +45,11 @@ func TestImportDirection(t *testing.T) {
 		// The controller: the leaf, the resolver, the proxy, and the admin
 		// API's documents it publishes; no source, no engine, and neither
 		// the admin endpoint nor the metrics (its Metrics interface).
-		{pkg: "pkg/daemon", allowed: []string{mod + "pkg/source", mod + "pkg/resolver", mod + "pkg/proxy", mod + "pkg/admin/api"},
+		{pkg: "pkg/daemon", allowed: []string{mod + "pkg/source", mod + "pkg/resolver", mod + "pkg/proxy", mod + "pkg/admin/api", mod + "pkg/health"},
 			forbidden: append([]string{mod}, engineAPIs...)},
+		// The health checkers, below the controller: the leaf's Check and
+		// the network, nothing of the proxy, nor of any engine.
+		{pkg: "pkg/health", allowed: []string{mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},
 		// The admin API's documents: plain values (the resolver's
 		// Candidate among them).
 		{pkg: "pkg/admin/api", allowed: []string{mod + "pkg/resolver", mod + "pkg/source"}, forbidden: append([]string{mod}, engineAPIs...)},

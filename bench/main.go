@@ -28,6 +28,10 @@
 // it, nginx's stream module and ambassadord, beside direct, in a third
 // table.
 //
+// Then the cost of active health checks (issue 19, health.go): the
+// daemon's CPU with 500 backends checked, beside the same without checks,
+// in a table of its own.
+//
 // Last, rewiring is measured with real containers on the local Docker
 // engine (rewire.go): how fast new connections follow a change of backend,
 // for ambassadord (and the baseline) following the engine and for the
@@ -106,7 +110,7 @@ const (
 func main() {
 	// The bench's helper processes: the idle test's TCP backend, the UDP
 	// rows' echo, and their idle flows' holder.
-	for name, helper := range map[string]func([]string) error{"hold": hold, "udpecho": udpEcho, "udpidle": udpIdle} {
+	for name, helper := range map[string]func([]string) error{"hold": hold, "udpecho": udpEcho, "udpidle": udpIdle, "listeners": listeners} {
 		if len(os.Args) > 1 && os.Args[1] == name {
 			if err := helper(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "bench %s: %v\n", name, err)
@@ -122,7 +126,7 @@ func main() {
 	base := flag.Int("base-port", 24100, "first of the loopback ports the bench uses (it needs 110 from there)")
 	rounds := flag.Int("rounds", 0, "rounds; 0 means 3, or 1 with -quick")
 	rewires := flag.Int("rewires", -1, "rewires of each kind with real containers; 0 skips them; -1 means 20, or 3 with -quick")
-	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,proxy,rewire,swarm (for development; rewire includes swarm)")
+	only := flag.String("only", "", "comma-separated subset of bulk,rr,churn,idle,startup,tls,udp,proxy,health,rewire,swarm (for development; rewire includes swarm)")
 	flag.Parse()
 
 	cfg := full
@@ -172,10 +176,11 @@ type bench struct {
 	failures  []int                  // churn runs that failed, per candidate
 	notes     []string
 	rewire    *rewireResult
-	swarmOnly bool        // of the rewires, the Swarm tasks' alone (-only swarm)
-	tls       *tlsBench   // the TLS hop's table; nil if not measured
-	udp       *udpBench   // the UDP table; nil if not measured
-	proxy     *proxyBench // the PROXY protocol table; nil if not measured
+	swarmOnly bool         // of the rewires, the Swarm tasks' alone (-only swarm)
+	tls       *tlsBench    // the TLS hop's table; nil if not measured
+	udp       *udpBench    // the UDP table; nil if not measured
+	proxy     *proxyBench  // the PROXY protocol table; nil if not measured
+	health    *healthBench // the health checks' table; nil if not measured
 }
 
 // newBench returns a run's state for cands.
@@ -303,6 +308,14 @@ func run(ctx context.Context, opts options) error {
 				return ctx.Err()
 			}
 			b.note("PROXY protocol not measured: %v", err)
+		}
+	}
+	if want("health") {
+		if err := b.runHealth(ctx, bin); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.note("health checks not measured: %v", err)
 		}
 	}
 	stopBackends()

@@ -208,6 +208,9 @@ func (b *bench) print(w io.Writer, begin time.Time) {
 	if b.proxy != nil {
 		b.proxy.print(w)
 	}
+	if b.health != nil {
+		b.health.print(w)
+	}
 }
 
 // print writes the UDP table and its notes.

@@ -160,6 +160,7 @@ func printStatus(w io.Writer, doc *api.Status) {
 				}
 				s += ")"
 			}
+			s += backendNotes(b)
 			backends = append(backends, s)
 		}
 		note := r.NoBackend
@@ -268,6 +269,9 @@ func cliExplain(args []string, w io.Writer) error {
 		fmt.Fprintf(w, "no backend: %s\n", r.NoBackend)
 		return nil
 	}
+	if r.Balance != "" {
+		fmt.Fprintf(w, "balance: %s\n", r.Balance)
+	}
 	fmt.Fprintln(w, "backends:")
 	for _, b := range r.Backends {
 		fmt.Fprintf(w, "  %s", b.Addr)
@@ -276,7 +280,17 @@ func cliExplain(args []string, w io.Writer) error {
 		} else if b.Container != "" {
 			fmt.Fprintf(w, "  container %s (%s) on network %s, %s %s", b.Container, shortContainerID(b.ContainerID), orDash(b.Network), b.State, b.Health)
 		}
+		if b.Weight > 1 {
+			fmt.Fprintf(w, ", weight %d", b.Weight)
+		}
 		fmt.Fprintln(w)
+		if b.Check != "" {
+			fmt.Fprintf(w, "    health check %s: %s (%s)\n", b.Check, strings.ToUpper(b.CheckState), b.CheckDetail)
+		}
+		if !b.EjectedUntil.IsZero() {
+			fmt.Fprintf(w, "    EJECTED until %s (%d in a row): it failed --eject-after connections in a row; tried only after the others\n",
+				b.EjectedUntil.UTC().Format(time.RFC3339), b.Ejections)
+		}
 	}
 	if r.Protocol == "udp" {
 		fmt.Fprintf(w, "active flows: %d\n", r.Active)
@@ -284,6 +298,26 @@ func cliExplain(args []string, w io.Writer) error {
 		fmt.Fprintf(w, "active connections: %d\n", r.Active)
 	}
 	return nil
+}
+
+// backendNotes is what status says of a backend besides its address and
+// container: its weight, its health check's state when it is not up, an
+// ejection.
+func backendNotes(b api.Backend) string {
+	var notes []string
+	if b.Weight > 1 {
+		notes = append(notes, fmt.Sprintf("weight %d", b.Weight))
+	}
+	if b.Check != "" && b.CheckState != "up" {
+		notes = append(notes, "check "+b.CheckState)
+	}
+	if !b.EjectedUntil.IsZero() {
+		notes = append(notes, "ejected")
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(notes, ", ") + "]"
 }
 
 func shortContainerID(id string) string {

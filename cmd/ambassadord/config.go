@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -70,6 +71,10 @@ type config struct {
 	acceptProxy   routePorts
 	acceptFrom    prefixList
 	proxyTimeout  time.Duration
+	leastConn     routePorts
+	checks        checkFlags
+	ejectAfter    int
+	ejectTime     time.Duration
 	resync        time.Duration
 	engines       engineFlags
 	envEngines    []watcher.EngineSpec // from AMBASSADORD_ENGINES
@@ -260,6 +265,56 @@ func (l *identityList) Set(s string) error {
 	return nil
 }
 
+// checkFlags collects the --check flags: LISTEN:SPEC or all:SPEC, the
+// spec in source.ParseCheck's syntax; several separated by ';' (as
+// AMBASSADORD_CHECK holds them) or repeated. Key 0 is all.
+type checkFlags map[int]source.Check
+
+func (c *checkFlags) String() string {
+	if c == nil || len(*c) == 0 {
+		return ""
+	}
+	var items []string
+	for _, port := range slices.Sorted(maps.Keys(*c)) {
+		listen := strconv.Itoa(port)
+		if port == 0 {
+			listen = "all"
+		}
+		items = append(items, listen+":"+source.FormatCheck((*c)[port]))
+	}
+	return strings.Join(items, ";")
+}
+
+func (c *checkFlags) Set(s string) error {
+	if *c == nil {
+		*c = checkFlags{}
+	}
+	for item := range strings.SplitSeq(s, ";") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		listen, spec, ok := strings.Cut(item, ":")
+		port := 0
+		if listen != "all" {
+			p, err := strconv.Atoi(listen)
+			if !ok || err != nil || p < 1 || p > 65535 {
+				return fmt.Errorf("%q: want LISTEN:CHECK or all:CHECK, e.g. 6379:tcp or '6379:send=PING\\r\\n,expect=+PONG'", item)
+			}
+			port = p
+		}
+		chk, err := source.ParseCheck(spec)
+		if err != nil {
+			return fmt.Errorf("%q: %w", item, err)
+		}
+		if _, dup := (*c)[port]; dup {
+			return fmt.Errorf("%q: a second check for route %s", item, listen)
+		}
+		(*c)[port] = chk
+	}
+	return nil
+}
+
 // routeFlags collects repeated --route flags, parsed as they come so that a
 // bad one is reported with its own text.
 type routeFlags []resolver.Spec
@@ -308,6 +363,10 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.Var(&cfg.acceptProxy, "accept-proxy", "`ROUTES` whose clients must send a PROXY protocol header (v1 or v2) first, whose address is then the one passed on: listen ports separated by commas, or all; needs --accept-proxy-from, and any other client is reset unread")
 	fs.Var(&cfg.acceptFrom, "accept-proxy-from", "`CIDRS` (addresses or CIDRs separated by commas) of the load balancers or ambassadors trusted to send PROXY headers to the routes of --accept-proxy; required by it")
 	fs.DurationVar(&cfg.proxyTimeout, "proxy-header-timeout", 5*time.Second, "reset a client of a route of --accept-proxy that has not sent its PROXY header within this long")
+	fs.Var(&cfg.leastConn, "least-conn", "`ROUTES` that send each new connection to the backend with the fewest active connections (for its ambassador.weight), rather than round-robin: listen ports separated by commas, or all; a backend's ambassador.balance label wins")
+	fs.Var(&cfg.checks, "check", "actively check the backends of a route: `LISTEN:CHECK` (or all:CHECK), CHECK being tcp (a connect) or send=BYTES,expect=PREFIX (or expect-regexp=RE), with interval=D (5s), timeout=D (1s), rise=N (2), fall=N (3); a backend enters the route's set once it passes rise checks in a row, and leaves it after fall failures; a backend's ambassador.check label wins (repeatable; the variable separates checks with ';')")
+	fs.IntVar(&cfg.ejectAfter, "eject-after", 5, "eject a backend after `N` failures in a row (a connect that failed, a connection reset before an answer): new connections try it only after the others, for --eject-time, doubled at each ejection in a row up to 2m; 0 never ejects")
+	fs.DurationVar(&cfg.ejectTime, "eject-time", 5*time.Second, "how long a first ejection (--eject-after) lasts")
 	fs.DurationVar(&cfg.drain, "drain", 0, "after a rewire, close connections still on the previous backends after this long; 0 keeps them until they end")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM, SIGINT or SIGHUP, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
@@ -425,6 +484,12 @@ func (c *config) validate() error {
 	}
 	if c.replayBytes < 0 || c.replayBytes > maxReplayBytes {
 		errs = append(errs, fmt.Errorf("--replay-bytes must be from 0 to %d, not %d", maxReplayBytes, c.replayBytes))
+	}
+	if c.ejectAfter < 0 {
+		errs = append(errs, fmt.Errorf("--eject-after must not be negative, not %d", c.ejectAfter))
+	}
+	if c.ejectTime <= 0 {
+		errs = append(errs, fmt.Errorf("--eject-time must be positive, not %s", c.ejectTime))
 	}
 	if c.drain < 0 {
 		errs = append(errs, fmt.Errorf("--drain must not be negative, not %s", c.drain))
@@ -615,6 +680,11 @@ func (c *config) daemonOptions(specs []resolver.Spec, sources []source.Source, h
 		AcceptProxyFrom:    c.acceptFrom,
 		ProxyHeaderTimeout: c.proxyTimeout,
 
+		LeastConnAll:   c.leastConn.all,
+		LeastConnPorts: c.leastConn.ports,
+		Checks:         c.checks,
+		EjectAfter:     c.ejectAfter,
+		EjectTime:      c.ejectTime,
 		ListenTLS:      resolver.ListenTLS{All: c.tlsListen.all, Ports: c.tlsListen.ports},
 		UDPIdleTimeout: c.udpIdle,
 		UDPMaxFlows:    c.udpMaxFlows,

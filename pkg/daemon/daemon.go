@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
+	"github.com/ambassadord/ambassadord/pkg/health"
 	"github.com/ambassadord/ambassadord/pkg/proxy"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -102,6 +103,31 @@ type Options struct {
 	AcceptProxyFrom    []netip.Prefix
 	ProxyHeaderTimeout time.Duration
 
+	// LeastConnAll, or a route's listen port in LeastConnPorts, balances
+	// the route's new connections by least connections (proxy.LeastConn)
+	// rather than round-robin, unless its claimers' ambassador.balance
+	// labels say otherwise.
+	LeastConnAll   bool
+	LeastConnPorts []int
+
+	// Checks are the active health checks of the TCP routes, by listen
+	// port; the check at port 0 is that of every route without one of its
+	// own. A backend's ambassador.check label wins over its route's. A
+	// checked backend enters its route's set only once it passes (see
+	// pkg/health). None by default.
+	Checks map[int]source.Check
+
+	// HealthConcurrency bounds the health checks in flight at once. Zero
+	// means 16.
+	HealthConcurrency int
+
+	// EjectAfter, EjectTime and MaxEjectTime are every TCP route's
+	// proxy.Route settings of the same names: passive outlier detection.
+	// Zero EjectAfter never ejects.
+	EjectAfter   int
+	EjectTime    time.Duration
+	MaxEjectTime time.Duration
+
 	// ListenTLS says which routes listen with TLS (resolver.Options'
 	// field of that name), with ServerTLS, the configuration that
 	// decides which client certificates they require; a route that must
@@ -182,6 +208,12 @@ type Metrics interface {
 	// Applied records the time from an engine event to the routes it led
 	// to being applied.
 	Applied(latency time.Duration)
+	// HealthChecked counts one health check by result (health.ResultPass
+	// or ResultFail); it is called from the checkers' goroutines.
+	HealthChecked(result string)
+	// FollowHealth gives the numbers of checked backends up and down now,
+	// to read when they are served.
+	FollowHealth(counts func() (up, down int))
 }
 
 // nopMetrics is the sink of a Daemon without Metrics.
@@ -198,6 +230,8 @@ func (nopMetrics) SourceState(string, bool, bool)               {}
 func (nopMetrics) FollowSource(string, func() source.Stats)     {}
 func (nopMetrics) SourceDropped(string, bool)                   {}
 func (nopMetrics) Applied(time.Duration)                        {}
+func (nopMetrics) HealthChecked(string)                         {}
+func (nopMetrics) FollowHealth(func() (int, int))               {}
 
 // ErrNoRoutes is the start-up error of a daemon with nothing to serve and
 // no engine to learn routes from.
@@ -217,7 +251,9 @@ type Daemon struct {
 	table     *routeTable
 	sources   []*sourceState          // in Options.Sources' order
 	snap      *source.Snapshot        // the sources' merged view; nil until one answered
-	routes    []resolver.Route        // as last resolved
+	routes    []resolver.Route        // as last resolved, each backend with its health check
+	last      resolver.Result         // the last resolution, applied again when a backend's health changes
+	health    *health.Monitor         // the active health checks; its own goroutines
 	overrides map[string]api.Override // by key: a route name or a target
 	warnings  []string                // of the last resolution, logged when they change
 	noRoutes  bool                    // "no routes yet" was logged
@@ -278,6 +314,12 @@ func New(opts Options) (*Daemon, error) {
 		d.metrics.FollowSource(s.name, s.src.Stats)
 	}
 	d.table = newRouteTable(&d.opts, log, d.metrics)
+	d.health = &health.Monitor{
+		MaxConcurrent: opts.HealthConcurrency,
+		Logger:        log.Named("health"),
+		OnCheck:       d.metrics.HealthChecked,
+	}
+	d.metrics.FollowHealth(d.health.Counts)
 	// Stopped until a remote engine is lost (armGrace).
 	d.grace = time.NewTimer(time.Hour)
 	d.grace.Stop()
@@ -296,6 +338,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer close(d.stopped)
 	defer d.table.shutdown()
+	defer d.health.Close()
 	defer d.grace.Stop()
 	if err := d.resolve(ctx); err != nil {
 		return err
@@ -325,6 +368,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			req.reply <- d.rewire(ctx, req.RewireRequest)
 		case <-d.grace.C:
 			d.graceOver(ctx)
+		case <-d.health.Changed():
+			d.healthChanged(ctx)
 		case u := <-updates:
 			if u.ended {
 				d.sourceEnded(ctx, u.index)
@@ -395,12 +440,14 @@ func (d *Daemon) apply(ctx context.Context, res resolver.Result) error {
 		}
 		d.warnings = res.Warnings
 	}
-	d.routes = res.Routes
-	routes := res.Routes
+	d.last = res
+	d.routes = d.withChecks(res.Routes)
+	routes := d.routes
 	if !d.settled() {
 		routes = d.servable(routes)
 	}
-	err := d.table.apply(ctx, routes)
+	err := d.table.apply(ctx, d.healthy(routes))
+	d.pruneUnhealthy(d.routes)
 	d.publish()
 	return err
 }

@@ -21,6 +21,13 @@
 // may already have handed to another container; and a source that stops
 // takes its containers with it. See sources.go.
 //
+// Active health checks (Options.Checks, the ambassador.check label) run
+// in a health.Monitor the daemon owns: after every resolution it is told
+// the checked backends, and a checked backend reaches the proxy's set
+// only while it is up; a change of a backend's state reaches the run
+// loop on a channel, and the last resolution is applied again. See
+// health.go.
+//
 // Engines are local or remote (Options.Engines). A remote engine that
 // becomes unreachable keeps its containers as candidates for
 // Options.EngineGrace, since they may still serve; then they leave the

@@ -121,6 +121,7 @@ func newTestDaemon(t *testing.T, opts Options) (*Daemon, *metrics.Metrics) {
 	d, err := New(opts)
 	require.NoError(t, err)
 	t.Cleanup(d.table.shutdown)
+	t.Cleanup(d.health.Close)
 	return d, m
 }
 

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"net"
+	"slices"
 
 	"github.com/ambassadord/ambassadord/pkg/admin/api"
+	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
@@ -53,6 +55,9 @@ func (d *Daemon) publish() {
 			Override: rt.Override, NoBackend: rt.NoBackend, Candidates: rt.Candidates,
 			Backends: []api.Backend{}, TLS: rt.ListenTLS, Protocol: keyOf(rt).proto,
 		}
+		if rs.Protocol == resolver.TCP {
+			rs.Balance = balanceOf(&d.opts, rt).String()
+		}
 		listen, pr, ok := d.table.listening(rt)
 		if ok {
 			rs.Listen = listen
@@ -61,7 +66,11 @@ func (d *Daemon) publish() {
 		}
 		var tasks map[string]*source.Task
 		for _, b := range rt.Backends {
-			bs := api.Backend{Addr: b.Addr, TLS: b.TLS, ContainerID: b.ID}
+			bs := api.Backend{Addr: b.Addr, TLS: b.TLS, ContainerID: b.ID, Weight: b.Weight}
+			if b.Check.Enabled() {
+				bs.Check = source.FormatCheck(b.Check)
+				bs.CheckState, bs.CheckDetail = d.checkState(b)
+			}
 			if c, ok := containers[b.ID]; ok {
 				bs.Container, bs.State, bs.Health = c.Name, c.State, c.Health
 				if t := c.Task; t != nil {
@@ -98,6 +107,16 @@ func (p *published) live() *api.Status {
 	for i, r := range p.doc.Routes {
 		if p.proxies[i] != nil {
 			r.Active = p.proxies[i].Active()
+			if ej := p.proxies[i].Ejections(); len(ej) > 0 {
+				r.Backends = slices.Clone(r.Backends)
+				for j, b := range r.Backends {
+					for _, e := range ej {
+						if e.Backend.Addr == b.Addr && e.Backend.ID == b.ContainerID {
+							r.Backends[j].EjectedUntil, r.Backends[j].Ejections = e.Until.UTC(), e.Ejections
+						}
+					}
+				}
+			}
 		}
 		out.Routes[i] = r
 	}

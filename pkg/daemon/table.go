@@ -67,6 +67,8 @@ type forwarder interface {
 	CloseConns(match func(proxy.Backend) bool) int
 	// Active is the number of connections (flows) now.
 	Active() int
+	// Ejections are the backends passive outlier detection ejected.
+	Ejections() []proxy.Ejection
 	// Shutdown stops taking new ones, lets those open finish until ctx
 	// is done, then closes them.
 	Shutdown(ctx context.Context) error
@@ -80,6 +82,7 @@ type udpForwarder struct{ *proxy.UDPRoute }
 func (u udpForwarder) PruneFallback(func(proxy.Backend) bool)        {}
 func (u udpForwarder) CloseConns(match func(proxy.Backend) bool) int { return u.CloseFlows(match) }
 func (u udpForwarder) Active() int                                   { return u.Flows() }
+func (u udpForwarder) Ejections() []proxy.Ejection                   { return nil }
 func (u udpForwarder) Shutdown(context.Context) error                { return u.Close() }
 
 func newRouteTable(opts *Options, log *zap.Logger, m Metrics) *routeTable {
@@ -143,6 +146,9 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 		ReplayBytes:        replay,
 		ProxyHeaderTimeout: t.opts.ProxyHeaderTimeout,
 		BackendTLS:         t.opts.BackendTLS,
+		EjectAfter:         t.opts.EjectAfter,
+		EjectTime:          t.opts.EjectTime,
+		MaxEjectTime:       t.opts.MaxEjectTime,
 		Logger:             t.log.Named("proxy").With(zap.String("route", rt.Name)),
 		Observer:           t.metrics.Observer(rt.Name),
 	}
@@ -152,6 +158,7 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 	if t.opts.AcceptProxyAll || slices.Contains(t.opts.AcceptProxyPorts, rt.Listen) {
 		p.AcceptProxy = slices.Clone(t.opts.AcceptProxyFrom)
 	}
+	p.SetBalance(balanceOf(t.opts, rt))
 	if rt.ListenTLS {
 		p.SetTLS(t.opts.ServerTLS)
 	}
@@ -231,6 +238,10 @@ func (t *routeTable) update(s *servedRoute, rt resolver.Route) error {
 	}
 	old := s.spec
 	s.spec = rt
+	if p, ok := s.proxy.(*proxy.Route); ok && balanceOf(t.opts, old) != balanceOf(t.opts, rt) {
+		p.SetBalance(balanceOf(t.opts, rt))
+		t.log.Info("route balances anew", zap.String("route", rt.Name), zap.Stringer("balance", balanceOf(t.opts, rt)))
+	}
 	if old.Override != rt.Override {
 		t.metrics.Overridden(rt.Name, rt.Override)
 	}
@@ -364,7 +375,7 @@ func proxyBackends(bs []source.Backend) []proxy.Backend {
 	}
 	out := make([]proxy.Backend, len(bs))
 	for i, b := range bs {
-		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID, TLS: b.TLS, ProxyProtocol: b.ProxyProtocol}
+		out[i] = proxy.Backend{Addr: b.Addr, ID: b.ID, TLS: b.TLS, ProxyProtocol: b.ProxyProtocol, Weight: b.Weight}
 	}
 	return out
 }

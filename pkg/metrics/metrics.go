@@ -66,6 +66,9 @@ var (
 	metricProxyRejected = metricDef{name: "ambassadord_proxy_headers_rejected_total", kind: "counter",
 		labels: []string{"route", "reason"},
 		help:   "Clients of a route with --accept-proxy reset without reaching a backend, by reason: untrusted (its address is not in --accept-proxy-from; nothing was read), missing (it sent something else than a header first, or closed), malformed (a header signature, then something invalid) or timeout (no header within --proxy-header-timeout). Each counts as ambassadord_connections_rejected_total{reason=\"proxy_header\"} too."}
+	metricEjections = metricDef{name: "ambassadord_backend_ejections_total", kind: "counter",
+		labels: []string{"route"},
+		help:   "Backends ejected by passive outlier detection (--eject-after failures in a row: connects that failed, or connections reset before an answer): tried only after the others for a while; ambassadord status shows which."}
 	metricConnDuration = metricDef{name: "ambassadord_connection_duration_seconds", kind: "histogram",
 		labels:  []string{"route"},
 		help:    "How long forwarded connections lasted, from the backend's accept until both directions finished.",
@@ -120,6 +123,15 @@ var (
 		help:    "Time from the watcher receiving a Docker event to the routes being applied from the update it led to, whether or not they changed.",
 		buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}
 
+	// The active health checks (--check, ambassador.check), reported by
+	// the controller's checkers.
+	metricHealthChecks = metricDef{name: "ambassadord_health_checks_total", kind: "counter",
+		labels: []string{"result"},
+		help:   "Active health checks of backends (--check, the ambassador.check label), by result: pass or fail."}
+	metricHealthBackends = metricDef{name: "ambassadord_health_backends", kind: "gauge",
+		labels: []string{"state"},
+		help:   "Backends under an active health check (one per address and check, however many routes use it), by state: up (passed rise checks in a row, in the routes' sets) or down (not yet passed, or failed fall checks in a row; kept out of the sets)."}
+
 	// Per UDP route (53/udp) and backend.
 	metricUDPFlowsActive = metricDef{name: "ambassadord_udp_flows_active", kind: "gauge",
 		labels: []string{"route", "backend"},
@@ -161,12 +173,13 @@ var (
 
 // metricDefs is every ambassadord metric, in the order of the reference.
 var metricDefs = []metricDef{
-	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays,
+	metricConnActive, metricConns, metricBytes, metricConnectErrors, metricRejected, metricResets, metricReplays, metricEjections,
 	metricProxySent, metricProxyAccepted, metricProxyRejected, metricConnDuration,
 	metricRewires, metricBackends, metricTaskBackend, metricOverride,
 	metricDockerConnected, metricDockerStreaming, metricDockerReconnects, metricDockerEvents, metricDockerResyncs, metricDockerDrift,
 	metricDockerDropped, metricDockerDrops,
 	metricEventToApplied,
+	metricHealthChecks, metricHealthBackends,
 	metricUDPFlowsActive, metricUDPFlows, metricUDPFlowsEnded, metricUDPDatagrams, metricUDPBytes, metricUDPDropped, metricUDPUnreachable,
 	metricTLSHandshakes, metricTLSExpiry, metricTLSReloads,
 	metricBuildInfo,
@@ -224,6 +237,7 @@ type Metrics struct {
 	proxySent      *prometheus.CounterVec
 	proxyAccepted  *prometheus.CounterVec
 	proxyRejected  *prometheus.CounterVec
+	ejections      *prometheus.CounterVec
 	handshakes     *prometheus.CounterVec
 	udpActive      *prometheus.GaugeVec
 	udpFlows       *prometheus.CounterVec
@@ -246,6 +260,8 @@ type Metrics struct {
 	resyncs        *prometheus.CounterVec
 	drift          *prometheus.CounterVec
 	eventToApplied prometheus.Histogram
+	healthChecks   *prometheus.CounterVec
+	healthBackends *prometheus.GaugeVec
 
 	mu sync.Mutex
 	// The fields below are guarded by mu. It is held across deleting a
@@ -253,6 +269,7 @@ type Metrics struct {
 	// cannot lose the series it creates.
 	routes  map[string]*routeMetrics  // by route name
 	sources map[string]*sourceMetrics // by source name
+	health  func() (up, down int)     // FollowHealth; nil until then
 }
 
 // sourceMetrics is what Metrics knows of one source.
@@ -301,6 +318,7 @@ func New(version, commit string) *Metrics {
 		proxySent:      metricProxySent.counterVec(),
 		proxyAccepted:  metricProxyAccepted.counterVec(),
 		proxyRejected:  metricProxyRejected.counterVec(),
+		ejections:      metricEjections.counterVec(),
 		handshakes:     metricTLSHandshakes.counterVec(),
 		udpActive:      metricUDPFlowsActive.gaugeVec(),
 		udpFlows:       metricUDPFlows.counterVec(),
@@ -323,6 +341,8 @@ func New(version, commit string) *Metrics {
 		resyncs:        metricDockerResyncs.counterVec(),
 		drift:          metricDockerDrift.counterVec(),
 		eventToApplied: metricEventToApplied.histogram(),
+		healthChecks:   metricHealthChecks.counterVec(),
+		healthBackends: metricHealthBackends.gaugeVec(),
 		routes:         map[string]*routeMetrics{},
 		sources:        map[string]*sourceMetrics{},
 	}
@@ -332,12 +352,15 @@ func New(version, commit string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
-		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.handshakes, m.connDuration,
+		m.connActive, m.conns, m.bytes, m.connectErrors, m.rejected, m.resets, m.replays, m.ejections, m.handshakes, m.connDuration,
 		m.proxySent, m.proxyAccepted, m.proxyRejected,
 		m.rewires, m.backends, m.taskBackends, m.overrides,
 		m.dockerUp, m.streaming, m.dropped, m.drops, engineCounters{m}, m.eventToApplied,
 		m.udpActive, m.udpFlows, m.udpEnded, m.udpDatagrams, m.udpBytes, m.udpDropped, m.udpUnreachable,
+		m.healthChecks, healthGauge{m},
 	)
+	m.healthChecks.WithLabelValues("pass")
+	m.healthChecks.WithLabelValues("fail")
 	return m
 }
 
@@ -371,6 +394,7 @@ func (m *Metrics) routeLocked(name string) *routeMetrics {
 		for _, reason := range []string{proxy.ProxyUntrusted, proxy.ProxyMissing, proxy.ProxyMalformed, proxy.ProxyTimeout} {
 			m.proxyRejected.WithLabelValues(name, reason)
 		}
+		m.ejections.WithLabelValues(name)
 	}
 	return rm
 }
@@ -581,6 +605,7 @@ func (m *Metrics) RouteRemoved(route string) {
 	m.proxySent.DeletePartialMatch(labels)
 	m.proxyAccepted.DeletePartialMatch(labels)
 	m.proxyRejected.DeletePartialMatch(labels)
+	m.ejections.DeletePartialMatch(labels)
 	m.handshakes.DeletePartialMatch(labels)
 	m.connDuration.DeletePartialMatch(labels)
 	m.rewires.DeletePartialMatch(labels)
@@ -888,4 +913,47 @@ func (o *routeObserver) ProxyHeaderRejected(reason string) {
 		return
 	}
 	o.m.proxyRejected.WithLabelValues(rm.name, reason).Inc()
+}
+
+func (o *routeObserver) Ejected(proxy.Backend, time.Duration) {
+	rm := o.rm
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.removed {
+		return
+	}
+	o.m.ejections.WithLabelValues(rm.name).Inc()
+}
+
+// HealthChecked counts one active health check by result, "pass" or
+// "fail".
+func (m *Metrics) HealthChecked(result string) {
+	m.healthChecks.WithLabelValues(result).Inc()
+}
+
+// FollowHealth gives the numbers of checked backends up and down, read
+// at each scrape.
+func (m *Metrics) FollowHealth(counts func() (up, down int)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.health = counts
+}
+
+// healthGauge collects ambassadord_health_backends from FollowHealth's
+// counts at each scrape.
+type healthGauge struct{ m *Metrics }
+
+func (g healthGauge) Describe(ch chan<- *prometheus.Desc) { g.m.healthBackends.Describe(ch) }
+
+func (g healthGauge) Collect(ch chan<- prometheus.Metric) {
+	g.m.mu.Lock()
+	counts := g.m.health
+	g.m.mu.Unlock()
+	up, down := 0, 0
+	if counts != nil {
+		up, down = counts()
+	}
+	g.m.healthBackends.WithLabelValues("up").Set(float64(up))
+	g.m.healthBackends.WithLabelValues("down").Set(float64(down))
+	g.m.healthBackends.Collect(ch)
 }

@@ -218,7 +218,7 @@ func TestMetricsRouteRemoved(t *testing.T) {
 	old.DialFailed(a, proxy.DialOther)
 	other := m.Observer("81")
 	other.Rejected(proxy.RejectShutdown)
-	require.Len(t, metricstest.RouteSeries(scrape(t, m), "80"), 13, "every per-route family has a series")
+	require.Len(t, metricstest.RouteSeries(scrape(t, m), "80"), 14, "every per-route family has a series")
 
 	m.RouteRemoved("80")
 	f := scrape(t, m)

@@ -61,6 +61,9 @@ type conn struct {
 	// reports, for the path that carries the connection to write first
 	// and clear.
 	header []byte
+	// backendReset: the backend's socket was reset, as whatever carried
+	// the bytes found it; set before report, which reads it.
+	backendReset bool
 }
 
 // serve dials a backend, and once the connection is established hands it
@@ -158,6 +161,7 @@ func (c *conn) established(b Backend) {
 	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
 		log.Debug("connection opened", zap.Stringer("remote", c.remote), zap.Stringer("backend", b))
 	}
+	r.opened(b)
 	r.observer().ConnOpened(b)
 	// A TLS backend had its header before its handshake (dial).
 	c.header = nil
@@ -176,6 +180,7 @@ func (c *conn) report(up, down int64, upErr, downErr error) {
 	defer c.route.untrack(c)
 	b, _ := c.backendInfo()
 	elapsed := time.Since(c.start)
+	c.route.closed(b, down, c.backendReset)
 	c.route.observer().ConnClosed(b, up, down, elapsed)
 	log := c.route.logger()
 	if !log.Core().Enabled(zap.DebugLevel) {

@@ -157,6 +157,9 @@ func (cc *copyConn) halfDone() {
 func (cc *copyConn) finish() {
 	cc.backend.Close()
 	cc.client.Close()
+	var up, down *copyError
+	cc.c.backendReset = errors.As(cc.upErr, &up) && up.dst && isReset(up) ||
+		errors.As(cc.downErr, &down) && !down.dst && isReset(down)
 	cc.c.report(cc.up, cc.down, cc.upErr, cc.downErr)
 }
 

@@ -766,6 +766,7 @@ func (lc *loopConn) end(l *eventLoop, err error) {
 			lingerZero(other)
 		}
 		lc.c.route.observer().Reset(direction)
+		lc.c.backendReset = se.fd == lc.fds[1] && isReset(err)
 	}
 	lc.close(l)
 	lc.c.report(lc.up.written, lc.down.written, err, nil)

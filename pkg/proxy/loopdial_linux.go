@@ -63,7 +63,7 @@ func (r *Route) connectInLoop(ctx context.Context, c *conn) bool {
 	if set == nil || len(set.fallbackOrder()) > 0 || r.usesTLS(set) {
 		return false
 	}
-	bs := set.order()
+	bs := r.order(set)
 	if len(bs) == 0 {
 		return false
 	}
@@ -251,6 +251,7 @@ func (l *eventLoop) failDial(lc *loopConn, err error) {
 	err = c.route.endDial(ld.d, c, nil, err)
 	if !aborted && ld.ctx.Err() == nil && !errors.Is(err, errDropped) && err != errNoClientFD {
 		c.route.observer().DialFailed(ld.d.backend, dialFailure(err))
+		c.route.failed(ld.d.backend)
 	}
 	c.loopTried = &loopFailure{backend: ld.d.backend, err: err, set: ld.set, rest: ld.rest}
 	go c.serve(ld.ctx)

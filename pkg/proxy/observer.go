@@ -51,6 +51,10 @@ type Observer interface {
 	// backend's ConnClosed and b's ConnOpened are reported as well.
 	Replayed(b Backend)
 
+	// Ejected reports a backend that failed Route.EjectAfter times in a
+	// row, ejected for d: new connections try it only after the others.
+	Ejected(b Backend, d time.Duration)
+
 	// Handshake reports a TLS handshake on side (SideListen, SideBackend):
 	// err nil when it succeeded, resumed when it resumed a session
 	// instead of a full handshake (tls.go).
@@ -103,6 +107,7 @@ func (nopObserver) DialFailed(Backend, string)                      {}
 func (nopObserver) Rejected(string)                                 {}
 func (nopObserver) Reset(string)                                    {}
 func (nopObserver) Replayed(Backend)                                {}
+func (nopObserver) Ejected(Backend, time.Duration)                  {}
 func (nopObserver) Handshake(string, bool, error)                   {}
 func (nopObserver) ProxyHeaderSent(int)                             {}
 func (nopObserver) ProxyHeaderAccepted(int)                         {}

@@ -26,6 +26,7 @@ type recorder struct {
 	rejected []string
 	resets   []string // directions
 	replayed []Backend
+	ejected  []Backend
 	shakes   []handshake
 
 	proxySent     []int // versions
@@ -85,6 +86,12 @@ func (r *recorder) Replayed(b Backend) {
 	r.replayed = append(r.replayed, b)
 }
 
+func (r *recorder) Ejected(b Backend, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ejected = append(r.ejected, b)
+}
+
 func (r *recorder) Handshake(side string, resumed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -120,6 +127,7 @@ func (r *recorder) events() recorder {
 		rejected: append([]string(nil), r.rejected...),
 		resets:   append([]string(nil), r.resets...),
 		replayed: append([]Backend(nil), r.replayed...),
+		ejected:  append([]Backend(nil), r.ejected...),
 		shakes:   append([]handshake(nil), r.shakes...),
 
 		proxySent:     append([]int(nil), r.proxySent...),

@@ -105,6 +105,7 @@ func (l *eventLoop) replay(lc *loopConn, err error) bool {
 	res := resumption{lc: lc, sent: lc.up.sent, fin: lc.up.eof, closed: closed}
 	r := c.route
 	elapsed := time.Since(c.start)
+	r.closed(old, 0, !closed)
 	r.observer().ConnClosed(old, lc.up.written, 0, elapsed)
 	if log := r.logger(); log.Core().Enabled(zap.DebugLevel) {
 		log.Debug("backend ended the connection before answering; replaying it", zap.Stringer("remote", c.remote),

@@ -84,6 +84,20 @@ type Route struct {
 	// Zero means no limit.
 	MaxConns int
 
+	// EjectAfter ejects a backend after this many failures in a row (a
+	// connect that failed, or a connection the backend reset before
+	// answering) for EjectTime: new connections try it only after every
+	// other backend, until the ejection ends. Each ejection before the
+	// backend answers again doubles the time, up to MaxEjectTime. Zero
+	// (the default) never ejects.
+	EjectAfter int
+
+	// EjectTime is the first ejection's length. Zero means 5s.
+	EjectTime time.Duration
+
+	// MaxEjectTime caps an ejection's length. Zero means 2m.
+	MaxEjectTime time.Duration
+
 	// Logger receives the route's logs. Nil means no logs.
 	Logger *zap.Logger
 
@@ -112,6 +126,8 @@ type Route struct {
 	backends  atomic.Pointer[backendSet] // replaced whole under mu, read without it
 	listenTLS atomic.Pointer[tls.Config] // SetTLS
 	active    atomic.Int64               // connections being served
+	balance   atomic.Int32               // a Balance: SetBalance
+	tally     tally                      // per backend: active connections, failures
 
 	mu sync.Mutex
 	// The fields below are guarded by mu, as is every store to backends.
@@ -165,6 +181,7 @@ func (r *Route) replaceLocked(old, set *backendSet) {
 	if old != nil {
 		close(old.replaced)
 	}
+	r.pruneTallyLocked(set)
 	for d := range r.dials {
 		if !set.has(d.backend) {
 			d.dropped = true
@@ -653,6 +670,9 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 			}
 			if !errors.Is(err, errDropped) {
 				obs.DialFailed(b, dialFailure(err))
+				if !tlsRefused(err) {
+					r.failed(b)
+				}
 			}
 		}
 		return nil, Backend{}, false
@@ -666,13 +686,13 @@ func (r *Route) dial(ctx context.Context, set *backendSet, c *conn) (net.Conn, B
 		if t.set == set {
 			order = t.rest
 		} else {
-			order = without(set.order(), []Backend{t.backend})
+			order = without(r.order(set), []Backend{t.backend})
 		}
 		if !errors.Is(t.err, errDropped) {
 			errs = append(errs, fmt.Errorf("%s: %w", t.backend, t.err))
 		}
 	} else {
-		order = set.order()
+		order = r.order(set)
 	}
 	if bc, b, ok := try(order, timeout); ok {
 		set.confirmed.Store(true)

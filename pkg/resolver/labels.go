@@ -144,6 +144,18 @@ const (
 	// container with another value is not a backend (a header it does not
 	// expect, or none where it expects one, would break every connection).
 	LabelProxyProtocol = "ambassador.proxy-protocol"
+	// LabelWeight on a backend is its share of new connections relative
+	// to the route's other backends: an integer from 1 (the default) to
+	// 100, larger values clipped.
+	LabelWeight = "ambassador.weight"
+	// LabelBalance on a backend says how its route picks the backend of
+	// a new connection: round-robin or least-conn. Any chosen backend
+	// labelled least-conn makes the route least-conn.
+	LabelBalance = "ambassador.balance"
+	// LabelCheck on a backend asks for an active health check of it, in
+	// the syntax of source.ParseCheck ("tcp", `send=PING\r\n,expect=+PONG`), or
+	// "off" for none where --check gives its route one.
+	LabelCheck = "ambassador.check"
 )
 
 // parseProxyProtocol parses the value of the ambassador.proxy-protocol

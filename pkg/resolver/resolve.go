@@ -467,6 +467,36 @@ func (r *resolution) addLabelTarget() {
 	}
 }
 
+// containerBackend returns the backend of the container c at addr, with
+// the weight and the health check its labels give. A malformed label is
+// warned of and left out: weight 1, and the route's check if any, since a
+// typo must not leave a backend unchecked where the route checks.
+func (r *resolution) containerBackend(c *source.Container, addr string, tls bool) source.Backend {
+	b := source.Backend{Addr: addr, ID: c.ID, TLS: tls}
+	if v, ok := c.Labels[LabelWeight]; ok {
+		w, note, err := parseWeight(v)
+		switch {
+		case err != nil:
+			r.warn("container %s: label %s=%s: %v; treated as 1", c.Name, LabelWeight, quote(v), err)
+		case note != "":
+			r.warn("container %s: label %s=%s %s", c.Name, LabelWeight, quote(v), note)
+		}
+		b.Weight = w
+	}
+	if v, ok := c.Labels[LabelCheck]; ok {
+		chk, err := source.ParseCheck(v)
+		if err != nil {
+			r.warn("container %s: label %s=%s ignored: %v", c.Name, LabelCheck, quote(v), err)
+		} else {
+			b.Check = chk
+			if !chk.Enabled() {
+				b.Check.Kind = source.CheckOff // off, even where the route checks
+			}
+		}
+	}
+	return b
+}
+
 // route resolves p into the Route the proxy serves: the chosen containers
 // of its target, else its static backends or fallback, else nothing and
 // the reason.
@@ -490,9 +520,23 @@ func (r *resolution) route(p *pending) Route {
 		for _, c := range e.candidates {
 			rt.Candidates = append(rt.Candidates, c.Candidate)
 		}
+		balance := ""
 		for _, c := range e.chosen() {
-			rt.Backends = append(rt.Backends, source.Backend{Addr: c.addr, ID: c.ctr.ID, TLS: p.tls || rt.Protocol == TCP && tlsLabel(c.ctr),
-				ProxyProtocol: c.proxy})
+			b := r.containerBackend(c.ctr, c.addr, p.tls || rt.Protocol == TCP && tlsLabel(c.ctr))
+			b.ProxyProtocol = c.proxy
+			rt.Backends = append(rt.Backends, b)
+			switch v := strings.TrimSpace(c.ctr.Labels[LabelBalance]); v {
+			case "":
+			case BalanceLeastConn:
+				balance = v
+			case BalanceRoundRobin:
+				balance = cmp.Or(balance, v)
+			default:
+				r.warn("container %s: label %s=%s ignored: want %s or %s", c.ctr.Name, LabelBalance, quote(v), BalanceRoundRobin, BalanceLeastConn)
+			}
+		}
+		if rt.Protocol == TCP {
+			rt.Balance = balance
 		}
 		if len(rt.Backends) > 0 {
 			return rt

@@ -55,6 +55,11 @@ type Route struct {
 	// Override is the rewire applied to this route (Options.Overrides):
 	// the target name or HOST:PORT it was moved to; "" when none.
 	Override string
+	// Balance is how the route's chosen claimers ask new connections to
+	// be balanced (their ambassador.balance labels): BalanceLeastConn if
+	// any says so, else BalanceRoundRobin if any says so, else "" (the
+	// controller's default for the route). Always "" for UDP.
+	Balance string
 }
 
 // Candidate is one container considered for a route's target.
@@ -82,7 +87,7 @@ type Candidate struct {
 func (r Route) Equal(o Route) bool {
 	return r.Name == o.Name && r.Protocol == o.Protocol && r.Listen == o.Listen && r.Source == o.Source &&
 		r.Target == o.Target && r.Engine == o.Engine && r.Port == o.Port && r.NoBackend == o.NoBackend &&
-		r.Override == o.Override && slices.Equal(r.Backends, o.Backends)
+		r.Override == o.Override && r.Balance == o.Balance && slices.Equal(r.Backends, o.Backends)
 }
 
 // Static turns specs into routes without consulting Docker: it is

@@ -1,5 +1,7 @@
 package source
 
+import "strconv"
+
 // Backend is one place a route forwards new connections to, as the
 // resolver chose it: Addr is "host:port" (an IP literal, or a host name
 // resolved at connect time), and ID what stands behind it, such as a
@@ -18,19 +20,33 @@ type Backend struct {
 	// labelled ambassador.proxy-protocol=v1 or v2. Zero means the
 	// route's setting (--send-proxy).
 	ProxyProtocol int
+	// Weight is the backend's share of new connections relative to its
+	// route's other backends (the ambassador.weight label), 1..100; zero
+	// means 1.
+	Weight int
+	// Check is the active health check the backend asks for (the
+	// ambassador.check label): none when its Kind is "", none even where
+	// the route has one when it is CheckOff. The controller runs it and
+	// keeps the backend out of the proxy's set until it passes; the
+	// proxy never sees it.
+	Check Check
 }
 
 // String returns the address, with the short ID when there is one.
 func (b Backend) String() string {
 	if b.TLS {
-		return "tls://" + Backend{Addr: b.Addr, ID: b.ID}.String()
+		return "tls://" + Backend{Addr: b.Addr, ID: b.ID, Weight: b.Weight}.String()
 	}
-	if b.ID == "" {
-		return b.Addr
+	s := b.Addr
+	if b.ID != "" {
+		id := b.ID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		s += " (" + id + ")"
 	}
-	id := b.ID
-	if len(id) > 12 {
-		id = id[:12]
+	if b.Weight > 1 {
+		s += " weight " + strconv.Itoa(b.Weight)
 	}
-	return b.Addr + " (" + id + ")"
+	return s
 }

@@ -88,6 +88,9 @@ type Route struct {
 	Backends   []Backend            `json:"backends"`
 	NoBackend  string               `json:"no_backend,omitempty"`
 	Candidates []resolver.Candidate `json:"candidates,omitempty"`
+	// Balance is how new connections pick their backend: round-robin or
+	// least-conn; empty for UDP.
+	Balance string `json:"balance,omitempty"`
 	// Active is the number of connections open now, read when the
 	// document is served.
 	Active int `json:"active_connections"`
@@ -109,6 +112,19 @@ type Backend struct {
 	Service string `json:"service,omitempty"`
 	Task    string `json:"task,omitempty"`
 	Node    string `json:"node,omitempty"`
+	// Weight is the backend's ambassador.weight; omitted for 1.
+	Weight int `json:"weight,omitempty"`
+	// Check is the backend's active health check (ParseCheck's syntax);
+	// CheckState "pending", "up" or "down" (a backend that is not up is
+	// not in the proxy's set), CheckDetail why.
+	Check       string `json:"check,omitempty"`
+	CheckState  string `json:"check_state,omitempty"`
+	CheckDetail string `json:"check_detail,omitempty"`
+	// EjectedUntil is when the backend's ejection by passive outlier
+	// detection (--eject-after) ends; zero when it is not ejected.
+	// Ejections counts the ejections in a row.
+	EjectedUntil time.Time `json:"ejected_until,omitzero"`
+	Ejections    int       `json:"ejections,omitempty"`
 }
 
 // Route finds a route by name, listen port or target.
