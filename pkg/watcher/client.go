@@ -26,6 +26,9 @@ type Client interface {
 	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
 	// ContainerInspect returns one container's full configuration.
 	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	// ServerVersion tells which engine answers: Docker or Podman, its
+	// version and API version.
+	ServerVersion(ctx context.Context, opts client.ServerVersionOptions) (client.ServerVersionResult, error)
 }
 
 // daemonHoster is implemented by *client.Client: it tells which address the

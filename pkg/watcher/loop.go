@@ -70,6 +70,9 @@ type loop struct {
 	// silenceLogged is set once a silent stream was logged at Warn, and
 	// cleared when a stream delivers something.
 	silenceLogged bool
+
+	engine        engineInfo      // what the engine said it is, at the session's start (podman.go)
+	noHealthcheck map[string]bool // Podman: listed containers known to have no healthcheck
 }
 
 // ping pings the engine with the watchdog's timeout.
@@ -80,25 +83,6 @@ func (l *loop) ping(ctx context.Context, opts client.PingOptions) error {
 		return fmt.Errorf("ping docker engine: %w", err)
 	}
 	return nil
-}
-
-// eventFilters asks the engine for the events that can change a snapshot,
-// sparing the stream the frequent ones that cannot (exec_* from every
-// healthcheck run, attach, resize, top, ...). The loop filters again:
-// filters are a courtesy of the engine, not a guarantee.
-func eventFilters() client.Filters {
-	return make(client.Filters).
-		Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
-		Add("event",
-			string(events.ActionStart), string(events.ActionRestart),
-			string(events.ActionPause), string(events.ActionUnPause),
-			string(events.ActionRename), string(events.ActionKill),
-			string(events.ActionDie), string(events.ActionStop), string(events.ActionDestroy),
-			// A filter without the colon matches every health_status
-			// action by prefix.
-			string(events.ActionHealthStatus),
-			string(events.ActionConnect), string(events.ActionDisconnect),
-		)
 }
 
 // event handles one event and reports whether it calls for a re-list. Only
@@ -115,7 +99,7 @@ func (l *loop) event(m events.Message) bool {
 	switch m.Type {
 	case events.ContainerEventType:
 		switch m.Action {
-		case events.ActionDie, events.ActionStop, events.ActionDestroy:
+		case events.ActionDie, events.ActionStop, events.ActionDestroy, actionRemove:
 			// Not pause: a paused container keeps its address and
 			// its established connections.
 			l.graves.bury(m.Actor.ID, time.Now())
@@ -170,7 +154,7 @@ func relevant(m events.Message) bool {
 	switch m.Type {
 	case events.ContainerEventType:
 		switch m.Action {
-		case events.ActionDie, events.ActionStop, events.ActionDestroy,
+		case events.ActionDie, events.ActionStop, events.ActionDestroy, actionRemove,
 			events.ActionStart, events.ActionRestart,
 			events.ActionPause, events.ActionUnPause, events.ActionRename, events.ActionKill:
 			return true
@@ -251,11 +235,16 @@ func (l *loop) removeAttachment(containerID, networkID string) {
 func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	res, err := l.cli.ContainerList(ctx, client.ContainerListOptions{})
+	res, err := l.cli.ContainerList(ctx, l.listOptions())
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
 	cs, expiry := l.graves.apply(convertContainers(res.Items, l.w.Name()), time.Now())
+	if l.engine.podman() {
+		if err := l.podmanHealth(ctx, cs); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
 	snap := &source.Snapshot{Containers: cs}
 	i := l.findSelf(cs)
 	if i < 0 {
@@ -308,9 +297,9 @@ func (l *loop) findSelf(cs []source.Container) int {
 func (l *loop) update(snap *source.Snapshot) {
 	switch l.state {
 	case stateNew:
-		l.log.Info("connected to docker engine", zap.Int("containers", len(snap.Containers)))
+		l.log.Info("connected to docker engine", zap.Int("containers", len(snap.Containers)), zap.String("engine", l.engine.String()))
 	case stateDisconnected:
-		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)))
+		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)), zap.String("engine", l.engine.String()))
 	case stateConnected:
 		if equalSnapshots(l.snap, snap) && !l.stale {
 			// The events since the last update changed nothing: a
@@ -384,6 +373,7 @@ func (l *loop) publish(gone []string) {
 		Gone:      gone,
 		Stats:     l.stats.load(),
 		EventTime: l.eventAt,
+		Engine:    l.engine.String(),
 	}
 	if u.Connected {
 		u.StreamErr = l.streamErr

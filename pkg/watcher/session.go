@@ -95,6 +95,7 @@ func (l *loop) session(ctx context.Context) error {
 	if err := l.ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return err
 	}
+	l.identify(ctx)
 
 	// A fresh listing, and the events replayed since before it, are the
 	// whole truth: what earlier events said no longer matters.
