@@ -1,10 +1,14 @@
 package harness
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -309,5 +313,37 @@ func (p *Podman) removeAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Addr returns a container's address on a network of the service.
-func (p *Podman) Addr(c *Container, n *Network) netip.Addr { return c.IPs[n.Name] }
+// Healthcheck runs a container's healthcheck once, as `podman
+// healthcheck run` does, through Podman's own API (the Docker API has no
+// such call), and returns the health status it left. Podman schedules
+// healthchecks with systemd timers: where no systemd runs (this machine,
+// CI), none run unless called, and a test plays the timer.
+func (p *Podman) Healthcheck(ctx context.Context, id string) (string, error) {
+	path := strings.TrimPrefix(p.Host, "unix://")
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://podman/v4.0.0/libpod/containers/"+id+"/healthcheck", nil)
+	if err != nil {
+		return "", err
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("run healthcheck of %s: %w", id, err)
+	}
+	defer res.Body.Close()
+	var out struct{ Status string }
+	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("run healthcheck of %s: %w", id, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("run healthcheck of %s: %s: %s", id, res.Status, bytes.TrimSpace(body))
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return "", fmt.Errorf("run healthcheck of %s: %w", id, err)
+	}
+	return out.Status, nil
+}
