@@ -18,7 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -353,4 +355,71 @@ func TestPodmanHealthGate(t *testing.T) {
 	require.NoError(t, harness.Poll(ctx2, func(ctx context.Context) error {
 		return amb.checkMetrics(ctx, func(m dockerFaultCounters) bool { return m.events >= before.events+5 })
 	}), "five probes, five health_status events")
+}
+
+// TestPodmanNoNetwork: a container on slirp4netns, the network rootless
+// Podman gives containers by default (run here by the rootful service:
+// the same user-mode network, with no address the host can reach), is
+// reached at the port it publishes when the ambassador runs on the host;
+// one that publishes nothing is skipped, and the status says why and how
+// to fix it.
+func TestPodmanNoNetwork(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	if _, err := exec.LookPath("slirp4netns"); err != nil {
+		if os.Getenv(requireEngineEnv) == "1" {
+			t.Fatalf("%s=1, but %v (apt-get install slirp4netns)", requireEngineEnv, err)
+		}
+		t.Skipf("%v (apt-get install slirp4netns)", err)
+	}
+	h := podmanStart(t, ctx, 3)
+	run := func(name string, publish bool) *harness.Container {
+		t.Helper()
+		s := harness.Spec{Name: short(t, name), Image: dataImage, Env: []string{"NAME=" + name}, Networks: []string{"slirp4netns"}}
+		if publish {
+			s.Publish = map[uint16]netip.Addr{dataPort: netip.IPv4Unspecified()}
+		}
+		t.Logf("$ podman %s", strings.TrimPrefix(h.eng.Command(s), "docker "))
+		c, err := h.eng.Start(ctx, s)
+		if c != nil {
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				assert.NoError(t, h.eng.Remove(ctx, c.ID))
+			})
+		}
+		require.NoError(t, err)
+		return c
+	}
+	pub := run("pub", true)
+	hp, err := h.eng.HostPort(ctx, pub.ID, dataPort)
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	require.NoError(t, harness.WaitTCP(wctx, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), hp.Port()).String()))
+	t.Logf("%s publishes %d on %s", pub.Name, dataPort, hp)
+	amb := h.ambassador(t, ctx, pub.Name)
+	waitServedBy(t, ctx, amb.route, "pub")
+
+	bare := run("bare", false)
+	amb2 := h.ambassador(t, ctx, bare.Name)
+	var doc struct {
+		Routes []struct {
+			Candidates []struct{ Name, Reason string }
+		}
+	}
+	require.NoError(t, harness.Poll(wctx, func(ctx context.Context) error {
+		if err := fetchJSON(ctx, amb2.admin+"/routes", &doc); err != nil {
+			return err
+		}
+		for _, r := range doc.Routes {
+			for _, c := range r.Candidates {
+				if c.Name == bare.Name && strings.Contains(c.Reason, "slirp4netns") {
+					t.Logf("%s: %s", c.Name, c.Reason)
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no candidate %s saying slirp4netns: %+v", bare.Name, doc)
+	}))
 }
