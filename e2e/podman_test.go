@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -422,4 +423,106 @@ func TestPodmanNoNetwork(t *testing.T) {
 		}
 		return fmt.Errorf("no candidate %s saying slirp4netns: %+v", bare.Name, doc)
 	}))
+}
+
+// TestPodmanRecipe: deploy/podman/run.sh, run with podman's remote client
+// against the private service, starts an ambassador container that
+// follows Podman through the socket it mounts, serves the target's
+// claimer on the network it shares with it, follows a claim of a higher
+// priority and the claimer's stop; deploy/podman/ambassadord.container,
+// the quadlet unit (Podman 4.4 and later, with systemd: not run here),
+// holds the same settings.
+func TestPodmanRecipe(t *testing.T) {
+	t.Parallel()
+	ctx := setup(t)
+	root, err := harness.RepoRoot(ctx)
+	require.NoError(t, err)
+	podmanCheckQuadlet(t, root)
+
+	h := podmanStart(t, ctx, 4)
+	require.NoError(t, eng.CopyImage(ctx, h.eng, ambassadorImage))
+	target := fullName(t, "svc")
+	h.server(t, ctx, "a", target, 0, nil)
+
+	name := h.eng.Name(short(t, "amb"))
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"PODMAN=podman --remote --url " + h.p.Host,
+		"PODMAN_SOCKET=" + strings.TrimPrefix(h.p.Host, "unix://"),
+		"PODMAN_NETWORK=" + h.net.Name,
+		"AMBASSADOR_NAME=" + name,
+		"AMBASSADOR_TARGET=" + target,
+		"AMBASSADOR_PORTS=" + strconv.Itoa(dataPort),
+		"AMBASSADORD_IMAGE=" + ambassadorImage,
+	}
+	t.Logf("$ %s deploy/podman/run.sh", strings.Join(env[1:], " "))
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "deploy/podman/run.sh"))
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "run.sh:\n%s", out)
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if t.Failed() {
+			stdout, stderr, err := h.eng.Logs(ctx, id)
+			t.Logf("logs of %s (err %v):\n%s%s", name, err, stdout, stderr)
+		}
+		assert.NoError(t, h.eng.Remove(ctx, id))
+	})
+	insp, err := h.eng.Inspect(ctx, id)
+	require.NoError(t, err)
+	ep := insp.NetworkSettings.Networks[h.net.Name]
+	require.NotNil(t, ep, "the ambassador is on %s", h.net.Name)
+	route := netip.AddrPortFrom(ep.IPAddress, dataPort).String()
+	t.Logf("the ambassador %s serves %s on %s", name, target, route)
+	assert.True(t, insp.HostConfig.ReadonlyRootfs, "read-only root")
+	assert.Contains(t, insp.HostConfig.SecurityOpt, "no-new-privileges")
+
+	waitServedBy(t, ctx, route, "a")
+	b := h.server(t, ctx, "b", target, 10, nil)
+	waitServedBy(t, ctx, route, "b")
+	require.NoError(t, h.eng.Stop(ctx, b.ID, 5*time.Second))
+	waitServedBy(t, ctx, route, "a")
+	stdout, stderr, err := h.eng.Logs(ctx, id)
+	require.NoError(t, err)
+	assert.Contains(t, stdout+stderr, `"engine":"Podman`, "the ambassador's log names the engine")
+}
+
+// podmanCheckQuadlet requires the quadlet unit to hold run.sh's settings,
+// key by key.
+func podmanCheckQuadlet(t *testing.T, root string) {
+	t.Helper()
+	script, err := os.ReadFile(filepath.Join(root, "deploy/podman/run.sh"))
+	require.NoError(t, err)
+	unit, err := os.ReadFile(filepath.Join(root, "deploy/podman/ambassadord.container"))
+	require.NoError(t, err)
+	keys := map[string][]string{} // [Container] keys
+	section := ""
+	for _, line := range strings.Split(string(unit), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || line[0] == '#':
+		case strings.HasPrefix(line, "["):
+			section = strings.Trim(line, "[]")
+		case section == "Container":
+			k, v, ok := strings.Cut(line, "=")
+			require.True(t, ok, "ambassadord.container: %q", line)
+			keys[k] = append(keys[k], v)
+		}
+	}
+	for _, tt := range []struct{ flag, key, value string }{
+		{`--network "${PODMAN_NETWORK:-ambassadord}"`, "Network", "ambassadord"},
+		{`--label "ambassador.target=${AMBASSADOR_TARGET:-redis}"`, "Label", "ambassador.target=redis"},
+		{`--label "ambassador.ports=${AMBASSADOR_PORTS:-6379}"`, "Label", "ambassador.ports=6379"},
+		{`--volume "$PODMAN_SOCKET:/var/run/docker.sock"`, "Volume", "/run/podman/podman.sock:/var/run/docker.sock"},
+		{`--security-opt label=disable`, "SecurityLabelDisable", "true"},
+		{`--read-only`, "ReadOnly", "true"},
+		{`--cap-drop all`, "DropCapability", "all"},
+		{`--security-opt no-new-privileges`, "NoNewPrivileges", "true"},
+		{`--name "${AMBASSADOR_NAME:-ambassador}"`, "ContainerName", "ambassador"},
+	} {
+		assert.Contains(t, string(script), tt.flag, "run.sh")
+		assert.Contains(t, keys[tt.key], tt.value, "ambassadord.container's %s", tt.key)
+	}
 }
