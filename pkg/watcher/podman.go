@@ -100,7 +100,9 @@ func identifyEngine(v client.ServerVersionResult) engineInfo {
 // An engine that does not answer /version is taken for Docker: the
 // session's listing says soon enough whether it answers at all.
 func (l *loop) identify(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	// The ping's timeout: an engine that just answered a ping answers
+	// this as fast, and the session's listing waits for it.
+	ctx, cancel := context.WithTimeout(ctx, l.w.pingTimeout())
 	defer cancel()
 	v, err := l.cli.ServerVersion(ctx, client.ServerVersionOptions{})
 	e := identifyEngine(v)
