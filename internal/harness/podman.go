@@ -271,12 +271,29 @@ func (p *Podman) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	// vfs leaves no mounts, but a container's shm and the run root may
-	// be mounted: unmount whatever is left under Dir.
-	errs = append(errs, unmountUnder(p.Dir))
-	if err := os.RemoveAll(p.Dir); err != nil {
-		errs = append(errs, fmt.Errorf("remove private podman dir: %w", err))
-	}
+	// What may outlive the service: conmon and slirp4netns of a
+	// container it could not remove, and the `podman container cleanup`
+	// that conmon runs when a container exits, which writes under Dir
+	// after the removal returned. Their command lines name Dir, which
+	// is this service's alone (it carries a random suffix).
+	ctx, cancel = context.WithTimeout(ctx, dockerdKillTimeout)
+	defer cancel()
+	err := Poll(ctx, func(context.Context) error {
+		pids := pidsNaming(p.Dir)
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// vfs leaves no mounts, but a container's shm and network
+		// namespace may be mounted: unmount whatever is left.
+		if err := unmountUnder(p.Dir); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(p.Dir); err != nil {
+			return fmt.Errorf("remove private podman dir (processes left: %v): %w", pids, err)
+		}
+		return nil
+	})
+	errs = append(errs, err)
 	return errors.Join(errs...)
 }
 
