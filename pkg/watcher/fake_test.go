@@ -34,6 +34,7 @@ type fakeClient struct {
 	calls      []call
 	streams    []*fakeStream
 	version    *client.ServerVersionResult // what ServerVersion answers; nil: Docker 20.10.24
+	versionErr error                       // when set, ServerVersion fails with it (a proxy that refuses /version)
 }
 
 // call records one API call and the fake clock's time when it was made.
@@ -263,6 +264,9 @@ func (f *fakeClient) ServerVersion(context.Context, client.ServerVersionOptions)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(call{op: "version"})
+	if f.versionErr != nil {
+		return client.ServerVersionResult{}, f.versionErr
+	}
 	if f.version != nil {
 		return *f.version, nil
 	}

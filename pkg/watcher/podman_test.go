@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -224,5 +225,20 @@ func TestPodmanDisconnectRelistsAtOnce(t *testing.T) {
 		assert.Equal(t, t0, time.Now(), "the re-list does not wait")
 		assert.Nil(t, u.Snapshot.Containers[0].Networks)
 		assert.Equal(t, []string{idRedis}, u.Gone)
+	})
+}
+
+// An engine (or a proxy in front of it) that refuses /version is taken
+// for Docker: the session goes on, and the update says "Docker".
+func TestEngineVersionRefusedIsDocker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		f.versionErr = errors.New("Error response from daemon: 403 Forbidden")
+		w := &Watcher{Client: f}
+		start(t, w)
+		u := take(t, w)
+		assert.True(t, u.Connected)
+		assert.Equal(t, "Docker", u.Engine)
+		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
 	})
 }
