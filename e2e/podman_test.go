@@ -533,3 +533,54 @@ func podmanCheckQuadlet(t *testing.T, root string) {
 		assert.Contains(t, keys[tt.key], tt.value, "ambassadord.container's %s", tt.key)
 	}
 }
+
+// TestPodmanDetectSocket: an ambassador given no engine address
+// (no --docker-host, no DOCKER_HOST, --docker auto), in a container where
+// Docker's socket does not exist, finds Podman's: rootful at
+// /run/podman/podman.sock, rootless at $XDG_RUNTIME_DIR/podman/podman.sock;
+// it follows it and serves the target's claimer.
+func TestPodmanDetectSocket(t *testing.T) {
+	ctx := setup(t)
+	h := podmanStart(t, ctx, 5)
+	require.NoError(t, eng.CopyImage(ctx, h.eng, ambassadorImage))
+	target := fullName(t, "svc")
+	h.server(t, ctx, "a", target, 0, nil)
+	sock := strings.TrimPrefix(h.p.Host, "unix://")
+	for _, tt := range []struct {
+		name, mount string
+		env         []string
+	}{
+		{"rootful", "/run/podman/podman.sock", nil},
+		{"rootless", "/run/user/1000/podman/podman.sock", []string{"XDG_RUNTIME_DIR=/run/user/1000"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := harness.Spec{
+				Name:     short(t, "amb"),
+				Image:    ambassadorImage,
+				Env:      tt.env,
+				Networks: []string{h.net.Name},
+				Binds:    []string{sock + ":" + tt.mount},
+				Labels:   map[string]string{labelTarget: target, labelPorts: strconv.Itoa(dataPort)},
+			}
+			t.Logf("$ podman %s", strings.TrimPrefix(h.eng.Command(s), "docker "))
+			c, err := h.eng.Start(ctx, s)
+			if c != nil {
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					if t.Failed() {
+						stdout, stderr, err := h.eng.Logs(ctx, c.ID)
+						t.Logf("logs of %s (err %v):\n%s%s", c.Name, err, stdout, stderr)
+					}
+					assert.NoError(t, h.eng.Remove(ctx, c.ID))
+				})
+			}
+			require.NoError(t, err)
+			waitServedBy(t, ctx, netip.AddrPortFrom(c.IPs[h.net.Name], dataPort).String(), "a")
+			stdout, stderr, err := h.eng.Logs(ctx, c.ID)
+			require.NoError(t, err)
+			assert.Contains(t, stdout+stderr, `"host":"unix://`+tt.mount+`"`, "the log names the socket found")
+			assert.Contains(t, stdout+stderr, `"engine":"Podman`, "the log names the engine")
+		})
+	}
+}
