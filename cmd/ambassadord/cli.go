@@ -191,7 +191,7 @@ func printEngine(w io.Writer, e api.Source) {
 	case e.Connected:
 		host := e.Host
 		if e.Engine != "" {
-			host += " (" + e.Engine + ")"
+			host += ", " + e.Engine
 		}
 		fmt.Fprintf(w, "%sconnected to %s, own container %s; events %d, reconnects %d, resyncs %d, drift %d\n",
 			label, host, orDash(e.Self), e.Events, e.Reconnects, e.Resyncs, e.Drift)

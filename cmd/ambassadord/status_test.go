@@ -50,7 +50,7 @@ func TestPrintStatusEngines(t *testing.T) {
 		{"podman", api.Status{
 			Sources: []api.Source{{Name: "local", Following: true, Host: "unix:///run/podman/podman.sock", Engine: "Podman 4.3.1 (API 1.41)", Connected: true}},
 			Ready:   true,
-		}, "local:   connected to unix:///run/podman/podman.sock (Podman 4.3.1 (API 1.41)), own container -; events 0, reconnects 0, resyncs 0, drift 0\nready:   yes\n"},
+		}, "local:   connected to unix:///run/podman/podman.sock, Podman 4.3.1 (API 1.41), own container -; events 0, reconnects 0, resyncs 0, drift 0\nready:   yes\n"},
 		{"two engines, one unreachable", api.Status{
 			Docker: api.Source{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true},
 			Sources: []api.Source{
