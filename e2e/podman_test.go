@@ -584,3 +584,65 @@ func TestPodmanDetectSocket(t *testing.T) {
 		})
 	}
 }
+
+// TestPodmanStopDrains: while podman stop lets b drain (its app finishes
+// the connections in progress for its grace, 20 s here), Podman lists b as
+// "stopping", announced by no event. A re-list in that window (another
+// container's start, here) takes b out of new connections (a serves them)
+// and keeps the connection established with it, which echoes until b
+// exits; Podman's default listing leaves stopping containers out, which
+// would have named b gone and cut it.
+func TestPodmanStopDrains(t *testing.T) {
+	ctx := setup(t)
+	h := podmanStart(t, ctx, 6)
+	target := fullName(t, "svc")
+	a := h.server(t, ctx, "a", target, 0, nil)
+	b := h.server(t, ctx, "b", target, 10, func(s *harness.Spec) { s.Cmd = []string{"-grace", "20s"} })
+	amb := h.ambassador(t, ctx, target)
+	waitServedBy(t, ctx, amb.route, "b")
+	s := openSession(t, ctx, amb.route)
+	require.Equal(t, "b", s.ID.Name)
+	require.NoError(t, s.Conn.SetDeadline(time.Now().Add(time.Minute)))
+	echo(t, s, "before the stop")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.eng.Stop(ctx, b.ID, 30*time.Second) }()
+	wctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	require.NoError(t, harness.Poll(wctx, func(ctx context.Context) error {
+		insp, err := h.eng.Inspect(ctx, b.ID)
+		if err != nil {
+			return harness.Permanent(err)
+		}
+		if insp.State == nil || insp.State.Status != "stopping" {
+			return fmt.Errorf("b is %v", insp.State)
+		}
+		return nil
+	}), "podman lists b as stopping")
+	// Another container's start: a re-list.
+	h.server(t, ctx, "c", fullName(t, "other"), 0, nil)
+	require.NoError(t, harness.Poll(wctx, func(ctx context.Context) error {
+		doc, err := amb.status(ctx)
+		if err != nil {
+			return err
+		}
+		if ids, _ := doc.backends(amb.port); !slices.Equal(ids, []string{a.ID}) {
+			return fmt.Errorf("backends %v", ids)
+		}
+		return nil
+	}), "b out of new connections once listed stopping")
+	id, err := load.Whoami(wctx, amb.route)
+	require.NoError(t, err)
+	assert.Equal(t, "a", id.Name, "a new connection while b drains")
+	insp, err := h.eng.Inspect(ctx, b.ID)
+	require.NoError(t, err)
+	require.Equal(t, "stopping", string(insp.State.Status), "b still drains")
+	echo(t, s, "while b drains, after the re-list")
+	select {
+	case err := <-stopped:
+		t.Fatalf("podman stop returned (%v) before the test was done", err)
+	default:
+	}
+	s.Close()
+	require.NoError(t, <-stopped)
+}

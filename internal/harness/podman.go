@@ -202,25 +202,34 @@ func (p *Podman) Engine(ctx context.Context, label, run string) (*Engine, error)
 // service's ID and n), so that it clashes with no other engine's. The
 // host holds the gateway, .1, and reaches the containers directly.
 func (p *Podman) CreateNetwork(ctx context.Context, e *Engine, name string, n int) (*Network, error) {
-	subnet, err := freeSubnet(ctx)
-	if err != nil {
-		return nil, err
-	}
 	bridge := fmt.Sprintf("ambp%s%d", p.ID, n)
 	if len(bridge) > 15 {
 		return nil, fmt.Errorf("bridge name %s is longer than an interface name may be", bridge)
 	}
-	res, err := e.Client.NetworkCreate(ctx, name, client.NetworkCreateOptions{
-		Driver:  "bridge",
-		Labels:  e.labels(),
-		Options: map[string]string{"com.docker.network.bridge.name": bridge},
-		IPAM:    &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet}}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create podman network %s: %w", name, err)
+	var errs []error
+	for range subnetAttempts {
+		subnet, err := freeSubnet(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := e.Client.NetworkCreate(ctx, name, client.NetworkCreateOptions{
+			Driver:  "bridge",
+			Labels:  e.labels(),
+			Options: map[string]string{"com.docker.network.bridge.name": bridge},
+			IPAM:    &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet}}},
+		})
+		if err == nil {
+			p.bridges = append(p.bridges, bridge)
+			return &Network{ID: res.ID, Name: name, Subnet: subnet}, nil
+		}
+		// Podman also refuses the subnets of its configured networks,
+		// which no route shows: its default one is 10.88.0.0/16.
+		if !strings.Contains(err.Error(), "already used") {
+			return nil, fmt.Errorf("create podman network %s: %w", name, err)
+		}
+		errs = append(errs, err)
 	}
-	p.bridges = append(p.bridges, bridge)
-	return &Network{ID: res.ID, Name: name, Subnet: subnet}, nil
+	return nil, fmt.Errorf("create podman network %s: no free subnet after %d attempts: %w", name, subnetAttempts, errors.Join(errs...))
 }
 
 // Running reports whether the service runs.

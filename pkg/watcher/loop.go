@@ -239,7 +239,11 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
-	cs, expiry := l.graves.apply(convertContainers(res.Items, l.w.Name()), time.Now())
+	items := res.Items
+	if l.engine.podman() {
+		items = podmanAlive(items)
+	}
+	cs, expiry := l.graves.apply(convertContainers(items, l.w.Name()), time.Now())
 	if l.engine.podman() {
 		if err := l.podmanHealth(ctx, cs); err != nil {
 			return nil, time.Time{}, err

@@ -24,9 +24,10 @@ import (
 //   - Removal is "remove", not "destroy"; podman stop sends no kill
 //     event, and no stop either (restart does): die is all there is.
 //   - A listing without all=true leaves paused containers out, which
-//     would make a pause look like a death; the watcher lists with
-//     status=running and status=paused instead (Podman knows no
-//     "restarting").
+//     would make a pause look like a death, and stopping ones (podman
+//     stop's drain, which no event announces), which would cut their
+//     established connections; its status filter refuses "stopping". The
+//     watcher lists every container and keeps those whose process exists.
 //   - The listing's Status carries no health, and health_status events
 //     carry none either, and come on every probe rather than on a change:
 //     the health of a container with a healthcheck is read by inspecting
@@ -147,16 +148,31 @@ func eventFilters() client.Filters {
 }
 
 // listOptions lists what the engine runs: without all=true, Docker lists
-// every container whose process exists, paused and restarting ones
-// included, but Podman leaves paused ones out.
+// every container whose process exists, paused, restarting and stopping
+// ones included. Podman then lists running ones alone, and its status
+// filter refuses "stopping" (and "restarting"): on Podman the watcher
+// lists them all, and podmanAlive keeps those whose process exists.
 func (l *loop) listOptions() client.ContainerListOptions {
 	if !l.engine.podman() {
 		return client.ContainerListOptions{}
 	}
-	return client.ContainerListOptions{
-		All:     true,
-		Filters: make(client.Filters).Add("status", string(container.StateRunning), string(container.StatePaused)),
+	return client.ContainerListOptions{All: true}
+}
+
+// podmanAlive keeps, of a Podman listing of every container, those whose
+// process exists: running, paused, and stopping. Podman's "stopping" is a
+// container podman stop has sent its stop signal, draining until it dies
+// (Podman sends no event for it): its state is source.StateStopping, so it
+// gets no new connections and keeps its established ones.
+func podmanAlive(items []container.Summary) []container.Summary {
+	out := items[:0:0]
+	for _, s := range items {
+		switch s.State {
+		case container.StateRunning, container.StatePaused, source.StateStopping:
+			out = append(out, s)
+		}
 	}
+	return out
 }
 
 // podmanHealth fills in the health of the listed containers that have a

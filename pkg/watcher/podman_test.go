@@ -11,7 +11,8 @@ import (
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
+
+	"github.com/ambassadord/ambassadord/pkg/source"
 )
 
 // podmanVersion is what Podman 4.3.1's compat /version answers (trimmed).
@@ -107,27 +108,42 @@ func TestPodmanDieAndRemoveAreGoneAtOnce(t *testing.T) {
 	}
 }
 
-// Podman's listing without all=true leaves paused containers out: the
-// watcher asks for running and paused ones, so a pause is no death.
-func TestPodmanListsPausedContainers(t *testing.T) {
+// Podman's listing without all=true leaves paused and stopping containers
+// out, and its status filter refuses "stopping": the watcher lists every
+// container and keeps those whose process exists. A stopping one (podman
+// stop's drain, which no event announces) is StateStopping: no new
+// connections, and not gone, so its established ones are kept.
+func TestPodmanListsPausedAndStoppingContainers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newPodman(ctr(idRedis, "redis"))
+		f := newPodman(
+			ctr(idRedis, "redis"),
+			ctr(idWeb, "web"),
+			ctr(id64("paused"), "paused", withStatus(container.StatePaused, "Up 1 minute (Paused)")),
+			ctr(id64("exited"), "exited", withStatus(container.StateExited, "Exited (0) 1 minute ago")),
+			ctr(id64("new"), "new", withStatus(container.StateCreated, "Created")),
+		)
 		w := &Watcher{Client: f}
 		start(t, w)
-		take(t, w)
+		u := take(t, w)
+		assert.Equal(t, []string{"paused", "redis", "web"}, names(u.Snapshot))
 		f.mu.Lock()
-		var opts []client.ContainerListOptions
 		for _, c := range f.calls {
 			if c.op == "list" {
-				opts = append(opts, c.list)
+				assert.Equal(t, client.ContainerListOptions{All: true}, c.list)
 			}
 		}
 		f.mu.Unlock()
-		require.NotEmpty(t, opts)
-		for _, o := range opts {
-			assert.True(t, o.All)
-			assert.Equal(t, map[string]bool{"running": true, "paused": true}, o.Filters["status"])
-		}
+
+		// podman stop: web drains; a re-list (another container's
+		// event) finds it stopping.
+		time.Sleep(w.quiet())
+		f.set(ctr(idRedis, "redis"), ctr(idWeb, "web", withStatus("stopping", "Stopping")),
+			ctr(id64("paused"), "paused", withStatus(container.StatePaused, "Up 1 minute (Paused)")))
+		f.send(t, containerEvent(events.ActionStart, idRedis, nil))
+		u = take(t, w)
+		assert.Equal(t, []string{"paused", "redis", "web"}, names(u.Snapshot))
+		assert.Equal(t, source.StateStopping, u.Snapshot.Containers[2].State)
+		assert.Empty(t, u.Gone, "a stopping container keeps its connections")
 
 		// Docker's listing is left as it was: no options.
 		d := newFake(ctr(idRedis, "redis"))
