@@ -30,9 +30,10 @@
 // Podman's API service (podman system service) answers the same API with
 // gaps; the watcher asks the engine's /version at the start of every
 // session which one it follows, says so in [source.Update].Engine, and on
-// Podman lists paused containers explicitly, reads health by inspecting
-// the containers that have a healthcheck, and takes Podman's names of
-// die and destroy ("died" in filters, "remove"): see podman.go.
+// Podman lists every container and keeps the running, paused and stopping
+// ones (Podman's default listing has only the running), reads health by
+// inspecting the containers that have a healthcheck, and takes Podman's
+// names of die and destroy ("died" in filters, "remove"): see podman.go.
 //
 // Two events take a fast path: when a container dies, stops or is destroyed,
 // or is disconnected from a network, an update without it (or without that
