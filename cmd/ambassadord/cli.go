@@ -193,8 +193,12 @@ func printEngine(w io.Writer, e api.Source) {
 	case !e.Following:
 		fmt.Fprintln(w, label+"not followed (static routes)")
 	case e.Connected:
+		host := e.Host
+		if e.Engine != "" {
+			host += ", " + e.Engine
+		}
 		fmt.Fprintf(w, "%sconnected to %s, own container %s; events %d, reconnects %d, resyncs %d, drift %d\n",
-			label, e.Host, orDash(e.Self), e.Events, e.Reconnects, e.Resyncs, e.Drift)
+			label, host, orDash(e.Self), e.Events, e.Reconnects, e.Resyncs, e.Drift)
 		if e.StreamError != "" {
 			fmt.Fprintf(w, "%sEVENTS UNAVAILABLE (%s): following the engine by listing at every --resync\n", indent, e.StreamError)
 		}

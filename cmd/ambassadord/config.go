@@ -371,7 +371,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, "refuse connections to a route beyond this many at once; 0 means no limit")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 5*time.Second, "on SIGTERM, SIGINT or SIGHUP, let established connections finish for this long, then close them (docker stop waits 10s before SIGKILL)")
 	fs.StringVar(&cfg.docker, "docker", "auto", "`MODE`: on (follow the Docker engine: resolve target names, links and labels live), off (static routes only), or auto (on when the engine's socket exists)")
-	fs.StringVar(&cfg.dockerHost, "docker-host", "", "`URL` of the Docker engine; empty means $DOCKER_HOST, else unix:///var/run/docker.sock")
+	fs.StringVar(&cfg.dockerHost, "docker-host", "", "`URL` of the Docker engine (or Podman's API service); empty means $DOCKER_HOST, else unix:///var/run/docker.sock, else the Podman socket that exists, /run/podman/podman.sock then $XDG_RUNTIME_DIR/podman/podman.sock")
 	fs.StringVar(&cfg.network, "network", "", "`NAME` of the network to reach backends on when they share several with the ambassador (a backend's ambassador.network label wins)")
 	fs.Var(claimScopeFlag{&cfg.claimScope}, "claim-scope", "`SCOPE` of the containers that may claim a target with the label ambassador.target: network (any container on a network shared with the ambassador), project (only the ambassador's own compose project), or label:KEY[=VALUE] (only containers carrying that label)")
 	fs.Var(claimsFlag{&cfg.claims}, "claims", "`LIST` of the routes on which containers may claim the target with the label ambassador.target: label (the route of the ambassador's own ambassador.target label), links (routes from links), routes (--route); none refuses every claim. A name with a dot is never claimable")
@@ -716,9 +716,14 @@ func (c *config) adminServer(controller admin.Controller, metrics http.Handler, 
 
 // dockerEngine returns the engine's address and whether to follow it:
 // always with --docker=on, never with off, and with auto when DOCKER_HOST
-// or --docker-host names one or the default socket exists.
+// or --docker-host names one or the default socket exists. Without either,
+// the default socket is Docker's, unless only Podman's exists (rootful,
+// then rootless: watcher.DetectHost).
 func (c *config) dockerEngine(getenv func(string) string) (host string, follow bool) {
 	host = c.dockerHost
+	if host == "" && c.docker != "off" {
+		host = watcher.DetectHost(getenv, fileExists)
+	}
 	switch c.docker {
 	case "on":
 		return host, true
@@ -728,8 +733,13 @@ func (c *config) dockerEngine(getenv func(string) string) (host string, follow b
 	if host != "" || getenv("DOCKER_HOST") != "" {
 		return host, true
 	}
-	_, err := os.Stat(watcher.SocketPath(""))
-	return host, err == nil
+	return host, fileExists(watcher.SocketPath(""))
+}
+
+// fileExists reports whether path exists; tests replace it.
+var fileExists = func(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // tlsVersion is --tls-min-version as crypto/tls's constant.

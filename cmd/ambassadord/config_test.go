@@ -7,6 +7,7 @@ import (
 	"flag"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -326,6 +327,45 @@ func TestDockerEngineMode(t *testing.T) {
 		host, follow := cfg.dockerEngine(tt.env)
 		assert.Equal(t, tt.wantFollow, follow, "%v", tt.args)
 		assert.Equal(t, tt.wantHost, host, "%v", tt.args)
+	}
+}
+
+// TestDockerEngineFindsPodman: without --docker-host and DOCKER_HOST, the
+// engine is Docker's socket when it exists, else Podman's, rootful then
+// rootless ($XDG_RUNTIME_DIR/podman/podman.sock), in auto mode as with
+// --docker=on.
+func TestDockerEngineFindsPodman(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		args       []string
+		env        func(string) string
+		files      []string
+		wantFollow bool
+		wantHost   string
+	}{
+		{"nothing", nil, env(), nil, false, ""},
+		{"docker", nil, env(), []string{"/var/run/docker.sock"}, true, ""},
+		{"docker and podman: docker", nil, env(), []string{"/var/run/docker.sock", "/run/podman/podman.sock"}, true, ""},
+		{"rootful podman", nil, env(), []string{"/run/podman/podman.sock"}, true, "unix:///run/podman/podman.sock"},
+		{"rootless podman", nil, env("XDG_RUNTIME_DIR", "/run/user/1000"), []string{"/run/user/1000/podman/podman.sock"},
+			true, "unix:///run/user/1000/podman/podman.sock"},
+		{"rootful before rootless", nil, env("XDG_RUNTIME_DIR", "/run/user/1000"),
+			[]string{"/run/user/1000/podman/podman.sock", "/run/podman/podman.sock"}, true, "unix:///run/podman/podman.sock"},
+		{"on, podman", []string{"--docker=on"}, env(), []string{"/run/podman/podman.sock"}, true, "unix:///run/podman/podman.sock"},
+		{"off", []string{"--docker=off"}, env(), []string{"/run/podman/podman.sock"}, false, ""},
+		{"DOCKER_HOST wins", nil, env("DOCKER_HOST", "unix:///x.sock"), []string{"/run/podman/podman.sock"}, true, ""},
+		{"--docker-host wins", []string{"--docker-host=unix:///y.sock"}, env(), []string{"/run/podman/podman.sock"}, true, "unix:///y.sock"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old := fileExists
+			t.Cleanup(func() { fileExists = old })
+			fileExists = func(p string) bool { return slices.Contains(tt.files, p) }
+			cfg, err := parseConfig(tt.args, tt.env)
+			require.NoError(t, err)
+			host, follow := cfg.dockerEngine(tt.env)
+			assert.Equal(t, tt.wantFollow, follow)
+			assert.Equal(t, tt.wantHost, host)
+		})
 	}
 }
 

@@ -47,6 +47,10 @@ func TestPrintStatusEngines(t *testing.T) {
 			Sources: []api.Source{{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true, Self: "amb", Events: 3}},
 			Ready:   true,
 		}, "docker:  connected to unix:///d.sock, own container amb; events 3, reconnects 0, resyncs 0, drift 0\nready:   yes\n"},
+		{"podman", api.Status{
+			Sources: []api.Source{{Name: "local", Following: true, Host: "unix:///run/podman/podman.sock", Engine: "Podman 4.3.1 (API 1.41)", Connected: true}},
+			Ready:   true,
+		}, "local:   connected to unix:///run/podman/podman.sock, Podman 4.3.1 (API 1.41), own container -; events 0, reconnects 0, resyncs 0, drift 0\nready:   yes\n"},
 		{"two engines, one unreachable", api.Status{
 			Docker: api.Source{Name: "docker", Following: true, Host: "unix:///d.sock", Connected: true},
 			Sources: []api.Source{

@@ -696,7 +696,11 @@ func (d *Dockerd) cgroupPIDs() []int {
 
 // dirPIDs returns the processes, other than this one, with an argument
 // under Dir.
-func (d *Dockerd) dirPIDs() []int {
+func (d *Dockerd) dirPIDs() []int { return pidsNaming(d.Dir) }
+
+// pidsNaming returns the processes, other than this one, with an argument
+// that is dir, a path under it, or a URL of one.
+func pidsNaming(dir string) []int {
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range ents {
@@ -709,7 +713,7 @@ func (d *Dockerd) dirPIDs() []int {
 			continue
 		}
 		for _, arg := range bytes.Split(b, []byte{0}) {
-			if s := string(arg); s == d.Dir || strings.HasPrefix(s, d.Dir+"/") || strings.Contains(s, "://"+d.Dir+"/") {
+			if s := string(arg); s == dir || strings.HasPrefix(s, dir+"/") || strings.Contains(s, "://"+dir+"/") {
 				pids = append(pids, pid)
 				break
 			}

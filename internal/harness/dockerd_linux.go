@@ -13,7 +13,10 @@ import (
 // unmount detaches every mount under Dir, deepest first: the daemon leaves
 // its data root bind-mounted on itself, and a killed one its network
 // namespaces.
-func (d *Dockerd) unmount() error {
+func (d *Dockerd) unmount() error { return unmountUnder(d.Dir) }
+
+// unmountUnder detaches every mount under dir, deepest first.
+func unmountUnder(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("read mounts: %w", err)
@@ -27,7 +30,7 @@ func (d *Dockerd) unmount() error {
 			continue
 		}
 		p := unescapeMount(fields[4])
-		if p == d.Dir || strings.HasPrefix(p, d.Dir+"/") {
+		if p == dir || strings.HasPrefix(p, dir+"/") {
 			points = append(points, p)
 		}
 	}

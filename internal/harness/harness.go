@@ -252,9 +252,13 @@ func (e *Engine) Create(ctx context.Context, s Spec) (*Container, error) {
 	if len(s.Networks) > 0 {
 		first = s.Networks[0]
 		host.NetworkMode = container.NetworkMode(first)
-		netConfig = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
-			first: endpoint(s.IPs[first]),
-		}}
+		// Modes that are no network take no endpoint: Podman refuses
+		// one for its user-mode networks (slirp4netns, pasta).
+		if !slices.Contains([]string{"host", "none", "slirp4netns", "pasta"}, first) {
+			netConfig = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+				first: endpoint(s.IPs[first]),
+			}}
+		}
 	}
 	name := e.Name(s.Name)
 	created, err := e.Client.ContainerCreate(ctx, client.ContainerCreateOptions{

@@ -294,3 +294,19 @@ func TestRewireNotTaken(t *testing.T) {
 	require.ErrorIs(t, err, errDaemonStopped, "after Run")
 	assert.Error(t, d.Run(context.Background()), "Run twice")
 }
+
+// TestStatusSaysWhichEngine: the status names the engine a source
+// follows as its updates describe it (Docker or Podman, its version and
+// API), and keeps the last one known through an outage, whose updates
+// carry none.
+func TestStatusSaysWhichEngine(t *testing.T) {
+	d, _ := newTestDaemon(t, testOptions(t))
+	ctx := context.Background()
+	snap := &source.Snapshot{}
+	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap, Engine: "Podman 4.3.1 (API 1.41)"})
+	assert.Equal(t, "Podman 4.3.1 (API 1.41)", d.Status().Docker.Engine)
+	d.update(ctx, 0, source.Update{Connected: false, Snapshot: snap, Err: errors.New("EOF")})
+	assert.Equal(t, "Podman 4.3.1 (API 1.41)", d.Status().Docker.Engine)
+	d.update(ctx, 0, source.Update{Connected: true, Snapshot: snap, Engine: "Docker 20.10.24 (API 1.41)"})
+	assert.Equal(t, "Docker 20.10.24 (API 1.41)", d.Status().Docker.Engine)
+}

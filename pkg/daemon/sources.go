@@ -25,6 +25,7 @@ type sourceState struct {
 	connected bool
 	err       string    // Update.Err
 	streamErr string    // Update.StreamErr
+	engine    string    // Update.Engine, the last one not empty
 	synced    bool      // a snapshot of it has been applied
 	failed    bool      // it has been unreachable at least once (its first attempt, for readiness)
 	lost      time.Time // when it became unreachable; zero while it answers
@@ -101,6 +102,9 @@ func (d *Daemon) update(ctx context.Context, index int, u source.Update) {
 	}
 	if u.StreamErr != nil {
 		s.streamErr = u.StreamErr.Error()
+	}
+	if u.Engine != "" {
+		s.engine = u.Engine
 	}
 	// Not u.Stats: the counters are read live when they are served.
 	d.metrics.SourceState(s.name, u.Connected, u.StreamErr == nil)

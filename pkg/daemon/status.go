@@ -37,7 +37,7 @@ func (d *Daemon) publish() {
 	}
 	for _, s := range d.sources {
 		st := api.Source{
-			Name: s.name, Following: true, Host: s.host, Remote: s.remote, Connected: s.connected, Synced: s.synced,
+			Name: s.name, Following: true, Host: s.host, Engine: s.engine, Remote: s.remote, Connected: s.connected, Synced: s.synced,
 			Error: s.err, StreamError: s.streamErr, UnreachableSince: s.lost.UTC(), Dropped: s.dropped,
 		}
 		if s.remote {

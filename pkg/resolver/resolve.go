@@ -1087,6 +1087,18 @@ func (r *resolution) consider(c *source.Container, name string, byLabel, byName 
 		if mesh {
 			cd.where = fmt.Sprintf("engine %s, through the routing mesh at %s: no network shared with the task", c.Engine, addr)
 		}
+	} else if len(c.Networks) == 0 && onlyNet == "" && r.self == nil {
+		// No network of its own (rootless Podman's slirp4netns or
+		// pasta, --network none): the ambassador, on the host (no
+		// Self), reaches what it publishes there. A claimer never gets
+		// here: on the host, claims count from --network alone.
+		addr, skip := r.publishedOnHost(c, cmp.Or(cd.port, port), proto)
+		if skip != "" {
+			cd.Reason = skip
+			return cd
+		}
+		cd.addr = addr
+		details = append(details, "published on the host at "+addr+" (no network of its own)")
 	} else {
 		ip, note, skip := r.address(c, onlyNet)
 		if skip != "" {
@@ -1145,6 +1157,35 @@ func (r *resolution) publishedTask(c *source.Container, port int, proto string) 
 // the engine runs beside the ambassador), or with a zone, is not
 // reachable from another host. skip says why c cannot be reached.
 func (r *resolution) published(c *source.Container, port int, proto string) (addr, skip string) {
+	address := r.opts.Engines[c.Engine].Address
+	if checkAddress(address) != nil {
+		address = ""
+	}
+	return r.publishedAt(c, port, proto, address, "on engine "+c.Engine)
+}
+
+// noNetworkFix says what to do about a container without a network of its
+// own that the ambassador cannot reach at a published port.
+const noNetworkFix = "it has no network address the ambassador can reach (rootless Podman's slirp4netns or pasta, " +
+	"or --network none): publish the port (podman run -p PORT), or put it on a network shared with the ambassador (podman network create)"
+
+// publishedOnHost returns where the ambassador, on the host of its local
+// engine, reaches c, a container of that engine with no network of its
+// own (rootless Podman's slirp4netns and pasta give it none the host can
+// reach), for its port port of protocol proto: at the host port it
+// publishes, on the host's loopback when it publishes on every address.
+func (r *resolution) publishedOnHost(c *source.Container, port int, proto string) (addr, skip string) {
+	addr, skip = r.publishedAt(c, port, proto, "127.0.0.1", "on no network")
+	if skip != "" {
+		skip += "; " + noNetworkFix
+	}
+	return addr, skip
+}
+
+// publishedAt is published for a container whose host is reached at
+// address ("" when unknown); where tells the container's engine or
+// network in skip's reasons and the warning.
+func (r *resolution) publishedAt(c *source.Container, port int, proto, address, where string) (addr, skip string) {
 	var bindings []source.Binding
 	for _, p := range c.Ports {
 		if p.Port == port && p.Proto == proto {
@@ -1161,16 +1202,12 @@ func (r *resolution) published(c *source.Container, port int, proto string) (add
 			r.warn("task %s of service %s on engine %s: skipped: no network shared with the ambassador, and the service publishes nothing for port %s; %s", c.Name, c.Task.Service, c.Engine, flag, fix)
 			return "", fmt.Sprintf("on engine %s, shares no network with the ambassador and publishes nothing for port %s (%s)", c.Engine, flag, fix)
 		}
-		r.warn("container %s on engine %s: skipped: it publishes nothing for port %s; publish it (docker run -p %s)", c.Name, c.Engine, flag, flag)
-		return "", fmt.Sprintf("on engine %s, publishes nothing for port %s (docker run -p %s)", c.Engine, flag, flag)
+		r.warn("container %s %s: skipped: it publishes nothing for port %s; publish it (docker run -p %s)", c.Name, where, flag, flag)
+		return "", fmt.Sprintf("%s, publishes nothing for port %s (docker run -p %s)", where, flag, flag)
 	}
 	slices.SortFunc(bindings, func(a, b source.Binding) int {
 		return cmp.Or(a.HostPort-b.HostPort, strings.Compare(a.HostIP, b.HostIP))
 	})
-	address := r.opts.Engines[c.Engine].Address
-	if checkAddress(address) != nil {
-		address = ""
-	}
 	var (
 		onAddress, elsewhere string
 		why                  []string
@@ -1190,7 +1227,7 @@ func (r *resolution) published(c *source.Container, port int, proto string) (add
 	}
 	addr = cmp.Or(onAddress, elsewhere)
 	if addr == "" {
-		return "", fmt.Sprintf("on engine %s, publishes port %d only where the ambassador cannot reach it (%s)", c.Engine, port, strings.Join(why, "; "))
+		return "", fmt.Sprintf("%s, publishes port %d only where the ambassador cannot reach it (%s)", where, port, strings.Join(why, "; "))
 	}
 	host, p, _ := net.SplitHostPort(addr)
 	hostPort, _ := strconv.Atoi(p)

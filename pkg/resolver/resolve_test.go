@@ -440,7 +440,39 @@ func TestResolveTarget(t *testing.T) {
 			noSelf:     true,
 			containers: []source.Container{ctr("redis", "", nets())},
 			backends:   fallback,
-			candidates: []Candidate{skipped("redis", "on no network")},
+			candidates: []Candidate{skipped("redis", "on no network, publishes nothing for port 6379 (docker run -p 6379); "+noNetworkFix)},
+			warnings:   []string{"container redis on no network: skipped: it publishes nothing for port 6379; publish it (docker run -p 6379)"},
+		},
+		{
+			// Rootless Podman's slirp4netns and pasta: no network the
+			// host can reach, but published ports, on the host.
+			name:   "on no network, publishing on every address, ambassador on the host",
+			noSelf: true,
+			containers: []source.Container{ctr("redis", "", nets(), func(c *source.Container) {
+				c.Ports = []source.Port{{Port: 6379, Proto: "tcp", Published: []source.Binding{{HostPort: 16379}}}}
+			})},
+			backends:   []source.Backend{backend("127.0.0.1:16379", "id-redis")},
+			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, published on the host at 127.0.0.1:16379 (no network of its own)")},
+		},
+		{
+			name:   "on no network, publishing on the loopback and another address: the loopback first",
+			noSelf: true,
+			containers: []source.Container{ctr("redis", "", nets(), func(c *source.Container) {
+				c.Ports = []source.Port{{Port: 6379, Proto: "tcp", Published: []source.Binding{
+					{HostIP: "192.168.1.5", HostPort: 16379}, {HostIP: "127.0.0.1", HostPort: 26379},
+				}}}
+			})},
+			backends:   []source.Backend{backend("127.0.0.1:26379", "id-redis")},
+			candidates: []Candidate{chosen("redis", "named redis, running, no healthcheck, published on the host at 127.0.0.1:26379 (no network of its own)")},
+		},
+		{
+			name: "on no network, ambassador in a container: not reachable",
+			containers: []source.Container{ctr("redis", "", nets(), func(c *source.Container) {
+				c.Ports = []source.Port{{Port: 6379, Proto: "tcp", Published: []source.Binding{{HostPort: 16379}}}}
+			})},
+			backends:   fallback,
+			candidates: []Candidate{skipped("redis", "no network shared with the ambassador: container on [], ambassador on [app]")},
+			warnings:   []string{"container redis: skipped: no network shared with the ambassador: container on [], ambassador on [app]; connect them with docker network connect"},
 		},
 		{
 			name:       "one shared network among several: no choice to explain",

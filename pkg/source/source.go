@@ -72,6 +72,11 @@ type Update struct {
 	// periodic resync, an outage. An update that replaces one the consumer
 	// had not taken keeps the older time.
 	EventTime time.Time
+
+	// Engine says which engine the source follows, as the engine
+	// describes itself: "Docker 20.10.24 (API 1.41)", "Podman 4.3.1 (API
+	// 1.41)"; "" until it answered. For logs and the status.
+	Engine string
 }
 
 // Stats count what a source has done since Run started.

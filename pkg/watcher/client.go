@@ -35,6 +35,9 @@ type Client interface {
 	// Info tells an engine's Swarm role where its ping does not (API
 	// versions before 1.42 send no Swarm header).
 	Info(ctx context.Context, opts client.InfoOptions) (client.SystemInfoResult, error)
+	// ServerVersion tells which engine answers: Docker or Podman, its
+	// version and API version.
+	ServerVersion(ctx context.Context, opts client.ServerVersionOptions) (client.ServerVersionResult, error)
 }
 
 // daemonHoster is implemented by *client.Client: it tells which address the
@@ -137,6 +140,35 @@ func DefaultHost() string {
 	return client.DefaultDockerHost
 }
 
+// PodmanSockets returns where Podman's API service listens when it is
+// set up as its packages do: rootful (podman.socket), then rootless, in
+// $XDG_RUNTIME_DIR of the user, when getenv gives one.
+func PodmanSockets(getenv func(string) string) []string {
+	socks := []string{"/run/podman/podman.sock"}
+	if dir := getenv("XDG_RUNTIME_DIR"); strings.HasPrefix(dir, "/") {
+		socks = append(socks, strings.TrimRight(dir, "/")+"/podman/podman.sock")
+	}
+	return socks
+}
+
+// DetectHost returns the engine address to use when none is given
+// (neither --docker-host nor DOCKER_HOST): "" (the Docker default, which
+// [DefaultHost] gives) when Docker's socket exists or no Podman socket
+// does, else the first Podman socket of [PodmanSockets] that exists, as a
+// unix:// URL. exists tells whether a file exists (os.Stat, in tests a
+// fake). Docker wins where both run: it is what the default always was.
+func DetectHost(getenv func(string) string, exists func(path string) bool) string {
+	if getenv("DOCKER_HOST") != "" || exists(strings.TrimPrefix(client.DefaultDockerHost, "unix://")) {
+		return ""
+	}
+	for _, sock := range PodmanSockets(getenv) {
+		if exists(sock) {
+			return "unix://" + sock
+		}
+	}
+	return ""
+}
+
 // SocketPath returns the file of a unix:// engine address ("" means
 // [DefaultHost]), or "" for other kinds of address.
 func SocketPath(host string) string {
@@ -202,6 +234,13 @@ func explain(err error, host string, inContainer func() bool) error {
 		// send the user looking for a problem they do not have.
 		advice := fmt.Sprintf("no Docker socket at %s: the Docker engine is not running (or is restarting), "+
 			"or it listens elsewhere: start it, or set --docker-host", sock)
+		if strings.Contains(sock, "podman") {
+			// Podman's API is a service of its own, started by
+			// systemd's podman.socket, or by hand.
+			advice = fmt.Sprintf("no Podman socket at %s: Podman's API service is not running: "+
+				"systemctl enable --now podman.socket (rootless: systemctl --user enable --now podman.socket), "+
+				"or run podman system service --time=0 unix://%s", sock, sock)
+		}
 		if inContainer() {
 			advice = fmt.Sprintf("no Docker socket at %s: the Docker engine is not running (or is restarting), "+
 				"or this container lacks the mount: mount it with -v /var/run/docker.sock:%s", sock, sock)

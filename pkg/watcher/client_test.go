@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +55,10 @@ func TestExplain(t *testing.T) {
 		{"other socket path, in a container", dialErr(syscall.ENOENT), "unix:///run/docker.sock", true,
 			"no Docker socket at /run/docker.sock: the Docker engine is not running (or is restarting), " +
 				"or this container lacks the mount: mount it with -v /var/run/docker.sock:/run/docker.sock"},
+		{"podman socket missing", dialErr(syscall.ENOENT), "unix:///run/user/1000/podman/podman.sock", false,
+			"no Podman socket at /run/user/1000/podman/podman.sock: Podman's API service is not running: " +
+				"systemctl enable --now podman.socket (rootless: systemctl --user enable --now podman.socket), " +
+				"or run podman system service --time=0 unix:///run/user/1000/podman/podman.sock"},
 		{"refused: stale socket", dialErr(syscall.ECONNREFUSED), "unix:///var/run/docker.sock", true, stale},
 		{"tcp host is left alone", dialErr(syscall.EACCES), "tcp://10.0.0.1:2375", true, ""},
 		{"engine error mentioning a file is left alone",
@@ -159,4 +164,36 @@ func TestNewClientHost(t *testing.T) {
 
 	_, err = NewClient("nonsense")
 	assert.ErrorContains(t, err, "create docker client")
+}
+
+func TestDetectHost(t *testing.T) {
+	getenv := func(kv ...string) func(string) string {
+		return func(k string) string {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	for _, tt := range []struct {
+		name  string
+		env   func(string) string
+		files []string
+		want  string
+	}{
+		{"nothing: Docker's default", getenv(), nil, ""},
+		{"docker", getenv(), []string{"/var/run/docker.sock", "/run/podman/podman.sock"}, ""},
+		{"rootful podman", getenv(), []string{"/run/podman/podman.sock"}, "unix:///run/podman/podman.sock"},
+		{"rootless podman", getenv("XDG_RUNTIME_DIR", "/run/user/1000/"), []string{"/run/user/1000/podman/podman.sock"},
+			"unix:///run/user/1000/podman/podman.sock"},
+		{"a relative XDG_RUNTIME_DIR is ignored", getenv("XDG_RUNTIME_DIR", "run"), []string{"run/podman/podman.sock"}, ""},
+		{"DOCKER_HOST", getenv("DOCKER_HOST", "tcp://h:2376"), []string{"/run/podman/podman.sock"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			exists := func(p string) bool { return slices.Contains(tt.files, p) }
+			assert.Equal(t, tt.want, DetectHost(tt.env, exists))
+		})
+	}
 }

@@ -27,6 +27,14 @@
 // container a Watcher lists carries its name (source.Container.Engine),
 // with the host ports it publishes.
 //
+// Podman's API service (podman system service) answers the same API with
+// gaps; the watcher asks the engine's /version at the start of every
+// session which one it follows, says so in [source.Update].Engine, and on
+// Podman lists every container and keeps the running, paused and stopping
+// ones (Podman's default listing has only the running), reads health by
+// inspecting the containers that have a healthcheck, and takes Podman's
+// names of die and destroy ("died" in filters, "remove"): see podman.go.
+//
 // Two events take a fast path: when a container dies, stops or is destroyed,
 // or is disconnected from a network, an update without it (or without that
 // attachment) is published at once, naming it in [Update.Gone], before the

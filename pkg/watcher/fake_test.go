@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/network"
@@ -42,6 +43,9 @@ type fakeClient struct {
 	services      []swarm.Service
 	tasks         []swarm.Task
 	nodes         []swarm.Node
+
+	version    *client.ServerVersionResult // what ServerVersion answers; nil: Docker 20.10.24
+	versionErr error                       // when set, ServerVersion fails with it (a proxy that refuses /version)
 }
 
 // call records one API call and the fake clock's time when it was made.
@@ -51,6 +55,7 @@ type call struct {
 	since   string         // Events' Since
 	filters client.Filters // Events' Filters
 	arg     string         // inspect's ID
+	list    client.ContainerListOptions
 }
 
 // fakeStream is one event stream. Sends on msgs block until the watcher's
@@ -154,9 +159,9 @@ func (f *fakeClient) Events(ctx context.Context, opts client.EventsListOptions) 
 	return client.EventsResult{Messages: s.msgs, Err: s.errs}
 }
 
-func (f *fakeClient) ContainerList(ctx context.Context, _ client.ContainerListOptions) (client.ContainerListResult, error) {
+func (f *fakeClient) ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error) {
 	f.mu.Lock()
-	f.record(call{op: "list"})
+	f.record(call{op: "list", list: opts})
 	gate := f.listGate
 	f.mu.Unlock()
 	if gate != nil {
@@ -180,7 +185,7 @@ func (f *fakeClient) ContainerInspect(_ context.Context, id string, _ client.Con
 	f.record(call{op: "inspect", arg: id})
 	c, ok := f.inspect[id]
 	if !ok {
-		return client.ContainerInspectResult{}, fmt.Errorf("no such container: %s", id)
+		return client.ContainerInspectResult{}, fmt.Errorf("no such container: %s: %w", id, cerrdefs.ErrNotFound)
 	}
 	return client.ContainerInspectResult{Container: c}, nil
 }
@@ -320,4 +325,17 @@ func networkEvent(action events.Action, networkID, containerID string) events.Me
 // characters give IDs that differ in their first 12 digits.
 func id64(tag string) string {
 	return (hex.EncodeToString([]byte(tag)) + strings.Repeat("0", 64))[:64]
+}
+
+func (f *fakeClient) ServerVersion(context.Context, client.ServerVersionOptions) (client.ServerVersionResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(call{op: "version"})
+	if f.versionErr != nil {
+		return client.ServerVersionResult{}, f.versionErr
+	}
+	if f.version != nil {
+		return *f.version, nil
+	}
+	return client.ServerVersionResult{Version: "20.10.24", APIVersion: "1.41"}, nil
 }

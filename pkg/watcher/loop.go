@@ -77,7 +77,9 @@ type loop struct {
 	// busySince is when the current spell of listings finding Swarm
 	// tasks in transition began, or their view last changed; zero while
 	// none is.
-	busySince time.Time
+	busySince     time.Time
+	engine        engineInfo      // what the engine said it is, at the session's start (podman.go)
+	noHealthcheck map[string]bool // Podman: listed containers known to have no healthcheck
 }
 
 // ping pings the engine with the watchdog's timeout.
@@ -90,29 +92,6 @@ func (l *loop) ping(ctx context.Context, opts client.PingOptions) error {
 	}
 	l.noteRole(res)
 	return nil
-}
-
-// eventFilters asks the engine for the events that can change a snapshot,
-// sparing the stream the frequent ones that cannot (exec_* from every
-// healthcheck run, attach, resize, top, ...). The loop filters again:
-// filters are a courtesy of the engine, not a guarantee.
-func eventFilters() client.Filters {
-	return make(client.Filters).
-		Add("type", string(events.ContainerEventType), string(events.NetworkEventType),
-			string(events.ServiceEventType), string(events.NodeEventType)).
-		Add("event",
-			string(events.ActionStart), string(events.ActionRestart),
-			string(events.ActionPause), string(events.ActionUnPause),
-			string(events.ActionRename), string(events.ActionKill),
-			string(events.ActionDie), string(events.ActionStop), string(events.ActionDestroy),
-			// A filter without the colon matches every health_status
-			// action by prefix.
-			string(events.ActionHealthStatus),
-			string(events.ActionConnect), string(events.ActionDisconnect),
-			// A Swarm manager's services and nodes (a node drained,
-			// down, or back): their tasks are listed again.
-			string(events.ActionCreate), string(events.ActionUpdate), string(events.ActionRemove),
-		)
 }
 
 // event handles one event and reports whether it calls for a re-list. Only
@@ -129,7 +108,7 @@ func (l *loop) event(m events.Message) bool {
 	switch m.Type {
 	case events.ContainerEventType:
 		switch m.Action {
-		case events.ActionDie, events.ActionStop, events.ActionDestroy:
+		case events.ActionDie, events.ActionStop, events.ActionDestroy, actionRemove:
 			// Not pause: a paused container keeps its address and
 			// its established connections.
 			l.graves.bury(m.Actor.ID, time.Now())
@@ -184,7 +163,7 @@ func relevant(m events.Message) bool {
 	switch m.Type {
 	case events.ContainerEventType:
 		switch m.Action {
-		case events.ActionDie, events.ActionStop, events.ActionDestroy,
+		case events.ActionDie, events.ActionStop, events.ActionDestroy, actionRemove,
 			events.ActionStart, events.ActionRestart,
 			events.ActionPause, events.ActionUnPause, events.ActionRename, events.ActionKill:
 			return true
@@ -273,11 +252,15 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 	if l.role == swarmManager {
 		sw = l.fetchSwarm(ctx)
 	}
-	res, err := l.cli.ContainerList(ctx, client.ContainerListOptions{})
+	res, err := l.cli.ContainerList(ctx, l.listOptions())
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("list containers: %w", err)
 	}
-	cs := convertContainers(res.Items, l.w.Name())
+	items := res.Items
+	if l.engine.podman() {
+		items = podmanAlive(items)
+	}
+	cs := convertContainers(items, l.w.Name())
 	var poll time.Time
 	if sw != nil {
 		// The containers are listed: an engine that answers, which
@@ -292,6 +275,11 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 		}
 	}
 	cs, expiry := l.graves.apply(cs, time.Now())
+	if l.engine.podman() {
+		if err := l.podmanHealth(ctx, cs); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
 	if !poll.IsZero() && (expiry.IsZero() || poll.Before(expiry)) {
 		expiry = poll
 	}
@@ -347,9 +335,9 @@ func (l *loop) findSelf(cs []source.Container) int {
 func (l *loop) update(snap *source.Snapshot) {
 	switch l.state {
 	case stateNew:
-		l.log.Info("connected to docker engine", zap.Int("containers", len(snap.Containers)))
+		l.log.Info("connected to docker engine", zap.Int("containers", len(snap.Containers)), zap.String("engine", l.engine.String()))
 	case stateDisconnected:
-		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)))
+		l.log.Info("docker engine reachable again", zap.Int("containers", len(snap.Containers)), zap.String("engine", l.engine.String()))
 	case stateConnected:
 		if equalSnapshots(l.snap, snap) && !l.stale {
 			// The events since the last update changed nothing: a
@@ -423,6 +411,7 @@ func (l *loop) publish(gone []string) {
 		Gone:      gone,
 		Stats:     l.stats.load(),
 		EventTime: l.eventAt,
+		Engine:    l.engine.String(),
 	}
 	if u.Connected {
 		u.StreamErr = l.streamErr

@@ -57,10 +57,11 @@ type session struct {
 // until the engine answers it or subscribeTimeout passes, and then the
 // stream it answered with. One goroutine does both.
 type subscription struct {
-	since  time.Time // taken before the request, and before any listing that counts on it
-	cancel context.CancelFunc
-	answer chan error // capacity 1: nil once the engine answered, else why it did not
-	r      *reader
+	since   time.Time // taken before the request, and before any listing that counts on it
+	filters client.Filters
+	cancel  context.CancelFunc
+	answer  chan error // capacity 1: nil once the engine answered, else why it did not
+	r       *reader
 
 	// Owned by the loop:
 	answered bool // the loop received a nil answer: r is read
@@ -95,6 +96,7 @@ func (l *loop) session(ctx context.Context) error {
 	if err := l.ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return err
 	}
+	l.identify(ctx)
 
 	// A fresh listing, and the events replayed since before it, are the
 	// whole truth: what earlier events said no longer matters.
@@ -218,9 +220,10 @@ func (s *session) subscribe() {
 	s.retry.Stop()
 	ctx, cancel := context.WithCancel(s.ctx)
 	sub := &subscription{
-		since:  time.Now(),
-		cancel: cancel,
-		answer: make(chan error, 1),
+		since:   time.Now(),
+		filters: eventFilters(s.l.engine.podman()),
+		cancel:  cancel,
+		answer:  make(chan error, 1),
 		r: &reader{
 			events:   make(chan events.Message, eventBuffer),
 			overflow: make(chan struct{}, 1),
@@ -404,7 +407,7 @@ func (sub *subscription) run(ctx context.Context, cli Client, wg *sync.WaitGroup
 	expired := time.AfterFunc(subscribeTimeout, sub.cancel)
 	stream := cli.Events(ctx, client.EventsListOptions{
 		Since:   fmt.Sprintf("%d.%09d", sub.since.Unix(), sub.since.Nanosecond()),
-		Filters: eventFilters(),
+		Filters: sub.filters,
 	})
 	if !expired.Stop() {
 		sub.answer <- fmt.Errorf("subscribe to events: no answer within %s: %w", subscribeTimeout, context.DeadlineExceeded)

@@ -212,7 +212,7 @@ func TestHungSubscriptionIsFollowedByListing(t *testing.T) {
 		// The listing does not wait for the subscription.
 		u := take(t, w)
 		assert.Equal(t, t0, time.Now())
-		assert.Equal(t, source.Update{Source: "docker", Snapshot: u.Snapshot, Connected: true}, u)
+		assert.Equal(t, source.Update{Source: "docker", Snapshot: u.Snapshot, Connected: true, Engine: "Docker 20.10.24 (API 1.41)"}, u)
 		assert.Equal(t, []string{"redis"}, names(u.Snapshot))
 
 		time.Sleep(subscribeTimeout)

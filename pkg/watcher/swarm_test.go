@@ -205,7 +205,7 @@ func TestWatcherFollowsSwarmServices(t *testing.T) {
 		assert.Equal(t, []string{"redis.1.t1", "web"}, names(u.Snapshot))
 		filters := firstCall(t, f, "tasks").filters
 		assert.Equal(t, map[string]bool{"running": true, "shutdown": true}, filters["desired-state"])
-		assert.True(t, eventFilters()["type"]["service"] && eventFilters()["type"]["node"])
+		assert.True(t, firstCall(t, f, "events").filters["type"]["service"] && firstCall(t, f, "events").filters["type"]["node"])
 
 		// A scale-up: the new task starts on another node, which no
 		// event of this engine announces; the service event leads to a

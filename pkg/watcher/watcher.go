@@ -192,6 +192,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 		out:   out,
 		host:  daemonHost(cli),
 		stats: &w.stats,
+
+		noHealthcheck: map[string]bool{},
 	}
 	attempt := 0
 	for {

@@ -43,6 +43,10 @@ type Source struct {
 	Name      string `json:"name,omitempty"`
 	Following bool   `json:"following"`
 	Host      string `json:"host,omitempty"`
+	// Engine says which engine answers there, as it describes itself
+	// (source.Update.Engine): "Docker 20.10.24 (API 1.41)", "Podman 4.3.1
+	// (API 1.41)"; empty until it answered.
+	Engine string `json:"engine,omitempty"`
 	// Remote says the engine is on another host: its containers are
 	// reached at its address and the ports they publish, and dropped once
 	// it has been unreachable for Grace.
