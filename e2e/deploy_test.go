@@ -244,6 +244,7 @@ var deployRecipes = []struct {
 	{"deploy/multi-host/server.yml", nil},
 	{"deploy/multi-host/client.yml", map[string]string{"ENGINES": "big=tcp://10.0.0.5:2376,tls=/certs/big", "CERTS_DIR": "/etc/ambassadord/certs"}},
 	{"deploy/multi-host/socket-proxy.yml", map[string]string{"DOCKER_GID": "999", "PROXY_CERTS": "/etc/ambassadord/server-big"}},
+	{"deploy/swarm/stack.yml", nil},
 }
 
 // TestDeployConfig checks what the other deploy tests do not run: every

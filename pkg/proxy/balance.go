@@ -238,15 +238,20 @@ func (r *Route) ActiveTo(b Backend) int {
 }
 
 // pruneTallyLocked drops the failure records of backends that set has
-// no more, not even as a fallback: a backend that comes back starts
-// afresh. Active counts go on until their connections end. r.mu must be
-// held.
-func (r *Route) pruneTallyLocked(set *backendSet) {
+// no more, not even as a fallback, and of those set brings (back) into
+// its primary tier from old's fallback or from nowhere: the engine says
+// they serve again (unpaused, restarted, healthy), so they start afresh,
+// whatever the connections they could not answer meanwhile. Active
+// counts go on until their connections end. r.mu must be held.
+func (r *Route) pruneTallyLocked(old, set *backendSet) {
 	r.tally.mu.Lock()
 	defer r.tally.mu.Unlock()
+	has := func(bs []Backend, k backendKey) bool {
+		return slices.ContainsFunc(bs, func(b Backend) bool { return b.key() == k })
+	}
 	for k, o := range r.tally.outliers {
-		if !slices.ContainsFunc(set.backends, func(b Backend) bool { return b.key() == k }) &&
-			!slices.ContainsFunc(set.fallback, func(b Backend) bool { return b.key() == k }) {
+		back := has(set.backends, k) && (old == nil || !has(old.backends, k))
+		if back || !has(set.backends, k) && !has(set.fallback, k) {
 			if o.ejections > 0 {
 				r.tally.ejected--
 			}

@@ -228,3 +228,27 @@ func TestResetBeforeAnswerCountsAsFailure(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(obs.events().ejected) == 1 })
 }
+
+// A backend the route's set takes out of its primary tier (the engine
+// says it is paused, stopping, unhealthy) and brings back starts afresh:
+// the connections it could not answer meanwhile do not keep it ejected
+// once it serves again.
+func TestEjectionEndsWhenTheSetBringsItBack(t *testing.T) {
+	dead := deadAddr(t)
+	live := startBackend(t, holdOpen("l"))
+	r := &Route{EjectAfter: 1, EjectTime: time.Hour}
+	b := Backend{Addr: dead, ID: "b"}
+	r.SetBackends([]Backend{b})
+	addr := startRoute(t, r)
+	assertRejected(t, addr)
+	require.Len(t, r.Ejections(), 1)
+
+	r.SetBackends([]Backend{{Addr: live}}) // b is the fallback now
+	require.Len(t, r.Ejections(), 1, "kept while it is a fallback")
+	r.SetBackends([]Backend{b, {Addr: live}})
+	assert.Empty(t, r.Ejections(), "back in service: afresh")
+
+	// Its set unchanged, a failure counts again.
+	r.SetBackends([]Backend{b, {Addr: live}})
+	assert.Empty(t, r.Ejections())
+}

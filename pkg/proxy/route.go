@@ -181,7 +181,7 @@ func (r *Route) replaceLocked(old, set *backendSet) {
 	if old != nil {
 		close(old.replaced)
 	}
-	r.pruneTallyLocked(set)
+	r.pruneTallyLocked(old, set)
 	for d := range r.dials {
 		if !set.has(d.backend) {
 			d.dropped = true

@@ -40,6 +40,7 @@ type fakeClient struct {
 	swarm         bool
 	noSwarmHeader bool  // pings say nothing of Swarm, as before API 1.42
 	servicesErr   error // ServiceList's, as a socket proxy's refusal
+	infoErr       error // Info's, as a socket proxy's refusal
 	services      []swarm.Service
 	tasks         []swarm.Task
 	nodes         []swarm.Node
@@ -123,6 +124,9 @@ func (f *fakeClient) Info(context.Context, client.InfoOptions) (client.SystemInf
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(call{op: "info"})
+	if f.infoErr != nil {
+		return client.SystemInfoResult{}, f.infoErr
+	}
 	var res client.SystemInfoResult
 	if f.swarm {
 		res.Info.Swarm = swarm.Info{LocalNodeState: swarm.LocalNodeStateActive, ControlAvailable: true}

@@ -74,6 +74,8 @@ type loop struct {
 	swarmErr   string    // the last Swarm listing's error, as logged; "" once one succeeds
 	role       swarmRole // the engine's Swarm role, as its last ping (or info) said
 	roleByInfo bool      // its pings do not say: infoRole asks
+	infoAsked  bool      // infoRole asked in this session, or may not (refused)
+	infoDenied bool      // the engine (a socket proxy) refused /info: not asked again
 	// busySince is when the current spell of listings finding Swarm
 	// tasks in transition began, or their view last changed; zero while
 	// none is.
@@ -261,6 +263,14 @@ func (l *loop) list(ctx context.Context) (*source.Snapshot, time.Time, error) {
 		items = podmanAlive(items)
 	}
 	cs := convertContainers(items, l.w.Name())
+	if sw == nil && l.roleByInfo && !l.infoAsked && swarmHint(cs) {
+		// An engine that does not say its Swarm role in its pings
+		// runs Swarm tasks: asked once a session, and at resyncs.
+		l.infoAsked = true
+		if l.infoRole(ctx); l.role == swarmManager {
+			sw = l.fetchSwarm(ctx)
+		}
+	}
 	var poll time.Time
 	if sw != nil {
 		// The containers are listed: an engine that answers, which

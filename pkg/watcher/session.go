@@ -108,7 +108,7 @@ func (l *loop) session(ctx context.Context) error {
 	// engine (or a proxy) that never answers /events therefore delays
 	// nothing.
 	s.subscribe()
-	l.infoRole(ctx)
+	l.infoAsked = false
 	snap, err := s.list()
 	if err != nil {
 		return err
@@ -334,7 +334,10 @@ func (s *session) resync() error {
 	// A recheck due now and not yet run would make its expiry look like
 	// drift.
 	expired := !s.recheckAt.IsZero() && !time.Now().Before(s.recheckAt)
-	l.infoRole(s.ctx)
+	// Joining or leaving a swarm makes no event.
+	if l.role == swarmManager || l.snap != nil && swarmHint(l.snap.Containers) {
+		l.infoRole(s.ctx)
+	}
 	snap, err := s.list()
 	if err != nil {
 		return err

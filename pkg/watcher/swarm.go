@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
@@ -39,6 +40,12 @@ const swarmPollFor = 30 * time.Second
 
 // The label the engine puts on a task's container with the task's ID.
 const labelTaskID = "com.docker.swarm.task.id"
+
+// swarmHint reports whether cs shows its engine in a swarm: a container
+// runs a task.
+func swarmHint(cs []source.Container) bool {
+	return slices.ContainsFunc(cs, func(c source.Container) bool { return c.Labels[labelTaskID] != "" })
+}
 
 // swarmRole is what a ping's Swarm header says of an engine.
 type swarmRole int
@@ -74,18 +81,27 @@ func (l *loop) noteRole(res client.PingResult) {
 	l.setRole(roleOf(res))
 }
 
-// infoRole asks the engine for its Swarm role when its pings do not say:
-// at the start of a session and at every resync, since joining or leaving
-// a swarm makes no event. An error leaves the role as it was: the
-// listing that follows tells an engine that does not answer.
+// infoRole asks the engine for its Swarm role when its pings do not say
+// (before API 1.42) and it gives a hint of Swarm (swarmHint): once a
+// session, at its first listing that has the hint, and at every resync
+// while it has it or is a manager, since joining or leaving a swarm makes
+// no event. /info is asked for nothing else, and not at all of an engine
+// without Swarm tasks: the socket proxy of deploy/ refuses it. An engine
+// that refuses it is not asked again, and says so once; another error
+// leaves the role as it was.
 func (l *loop) infoRole(ctx context.Context) {
-	if !l.roleByInfo {
+	if !l.roleByInfo || l.infoDenied {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	res, err := l.cli.Info(ctx, client.InfoOptions{})
 	if err != nil {
+		if cerrdefs.IsPermissionDenied(err) || cerrdefs.IsUnauthorized(err) {
+			l.infoDenied = true
+			l.log.Warn("the engine runs Swarm tasks, but refuses /info (a socket proxy?): its Swarm services are not followed; allow GET /info, /services, /tasks and /nodes to follow them", errField(err))
+			return
+		}
 		l.log.Debug("engine info failed; Swarm role unchanged", errField(err))
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/network"
@@ -308,8 +309,9 @@ func firstCall(t *testing.T, f *fakeClient, op string) call {
 }
 
 // Engines before API 1.42 (Docker 20.10) send no Swarm header with their
-// pings: the role comes from /info, at the start of a session and at every
-// resync, since joining a swarm makes no event.
+// pings: the role comes from /info, asked only of an engine that runs
+// Swarm tasks (the socket proxy of deploy/ refuses /info): at the first
+// listing that shows one, and at resyncs while it does.
 func TestSwarmRoleFromInfo(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFake(ctr(idWeb, "web"))
@@ -317,18 +319,39 @@ func TestSwarmRoleFromInfo(t *testing.T) {
 		w := &Watcher{Client: f}
 		start(t, w)
 		take(t, w)
-		assert.Equal(t, 1, f.count("info"))
-		assert.Zero(t, f.count("services"), "not a manager")
+		time.Sleep(w.resync())
+		none(t, w)
+		assert.Zero(t, f.count("info"), "no task runs here: /info is not asked for")
 
-		// swarm init: the next resync finds the role and the tasks.
+		// swarm init, and a task starts here.
 		svc := service("s1", "redis", map[string]string{"ambassador.target": "redis"})
 		f.setSwarm([]swarm.Service{svc}, []swarm.Task{
 			task("t1", "s1", 1, "n1", idTask1, swarm.TaskStateRunning, swarm.TaskStateRunning, ovApp, "10.1.0.3"),
 		}, []swarm.Node{node("n1", "manager-1", swarm.NodeStateReady)})
-		time.Sleep(w.resync())
+		f.set(ctr(idWeb, "web"), ctr(idTask1, "redis.1.t1", withLabels(labelTaskID, "t1"), withNet("app", "ov-app", "10.1.0.3")))
+		f.send(t, containerEvent(events.ActionStart, idTask1, nil))
+		time.Sleep(w.quiet())
 		u := take(t, w)
 		assert.Equal(t, []string{"redis.1.t1", "web"}, names(u.Snapshot))
-		assert.Equal(t, 2, f.count("info"))
+		assert.NotNil(t, u.Snapshot.Containers[0].Task, "followed as a task at once")
+		assert.Equal(t, 1, f.count("info"))
+	})
+}
+
+// An engine that refuses /info (a socket proxy) is asked once, and its
+// containers are served as containers.
+func TestSwarmInfoRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idTask1, "redis.1.t1", withLabels(labelTaskID, "t1")))
+		f.noSwarmHeader = true
+		f.infoErr = cerrdefs.ErrPermissionDenied
+		w := &Watcher{Client: f}
+		start(t, w)
+		assert.Equal(t, []string{"redis.1.t1"}, names(take(t, w).Snapshot))
+		time.Sleep(3 * w.resync())
+		none(t, w)
+		assert.Equal(t, 1, f.count("info"), "refused: not asked again")
+		assert.Zero(t, f.count("services"))
 	})
 }
 
