@@ -30,9 +30,12 @@ const staleAfter = 30 * time.Minute
 
 // testTimeout bounds each test's engine calls and waits; readyTimeout
 // bounds waiting for one container to become ready, so a broken ambassador
-// fails fast with its logs.
+// fails fast with its logs. A test's parallel subtests share its context
+// and wait for a free slot (-parallel is GOMAXPROCS, 2 here) behind the
+// other tests, the swarms' and Podman's a minute each: 3 minutes ran out
+// while they waited in a full run.
 const (
-	testTimeout  = 3 * time.Minute
+	testTimeout  = 8 * time.Minute
 	readyTimeout = 30 * time.Second
 )
 
