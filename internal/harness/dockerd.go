@@ -580,8 +580,11 @@ func (d *Dockerd) Engine(ctx context.Context, label, run string) (*Engine, error
 }
 
 // LogTail returns the end of the daemon's log, for failure messages.
-func (d *Dockerd) LogTail() string {
-	f, err := os.Open(d.logPath())
+func (d *Dockerd) LogTail() string { return logTail(d.logPath()) }
+
+// logTail returns the last dockerdLogTail bytes of the log at path.
+func logTail(path string) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}

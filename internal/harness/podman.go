@@ -246,16 +246,7 @@ func (p *Podman) Running() bool {
 }
 
 // LogTail returns the end of the service's log, for failure messages.
-func (p *Podman) LogTail() string {
-	b, err := os.ReadFile(p.logPath())
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	if len(b) > dockerdLogTail {
-		b = b[len(b)-dockerdLogTail:]
-	}
-	return string(b)
-}
+func (p *Podman) LogTail() string { return logTail(p.logPath()) }
 
 // Close removes everything of the service: its containers (through its API
 // while it answers), the service, the bridges of its networks, and Dir. It
