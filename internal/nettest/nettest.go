@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -125,4 +126,41 @@ func RequireRoot(t *testing.T, why string) {
 // own: the process and the test's name make it unique on the machine.
 func AbstractName(t *testing.T, name string) string {
 	return fmt.Sprintf("@ambassadord-test-%d-%s-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"), name)
+}
+
+// Serve serves every connection on a loopback port with handle, each in a
+// goroutine of its own that closes it after, until the test ends, when it
+// waits for them; it returns the address.
+func Serve(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ServeListener(t, ln, handle)
+	return ln.Addr().String()
+}
+
+// ServeListener is Serve on ln.
+func ServeListener(t *testing.T, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
 }

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,8 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
+
+	"github.com/ambassadord/ambassadord/internal/nettest"
 )
 
 func TestMain(m *testing.M) {
@@ -39,27 +40,7 @@ func startBackend(t *testing.T, handle func(net.Conn)) string {
 // ends.
 func serveListener(t *testing.T, ln net.Listener, handle func(net.Conn)) {
 	t.Helper()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	nettest.ServeListener(t, ln, handle)
 }
 
 // echo copies everything back, then half-closes.
