@@ -31,15 +31,15 @@ type Cluster struct {
 	subnet netip.Prefix // of Bridge: the host .1, the nodes .2 and .3
 }
 
-// StartCluster starts a cluster named after id (at most 9 characters of
+// StartCluster starts a cluster named after id (at most 10 characters of
 // [a-z0-9], unique on the machine: callers put their run ID in it). On
 // error everything created is removed again.
 func StartCluster(ctx context.Context, id string) (c *Cluster, err error) {
 	if err := dockerdAvailable(); err != nil {
 		return nil, err
 	}
-	if len(id) == 0 || len(id) > 9 {
-		return nil, fmt.Errorf("cluster id %q: want 1 to 9 characters", id)
+	if len(id) == 0 || len(id) > 10 {
+		return nil, fmt.Errorf("cluster id %q: want 1 to 10 characters", id)
 	}
 	c = &Cluster{ID: id, Bridge: "ambk" + id}
 	defer func() {

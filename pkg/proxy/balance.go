@@ -75,6 +75,14 @@ func (r *Route) order(set *backendSet) []Backend {
 	return r.ejectedLast(bs)
 }
 
+// ejectedNow reports whether b is ejected now.
+func (r *Route) ejectedNow(b Backend) bool {
+	r.tally.mu.Lock()
+	defer r.tally.mu.Unlock()
+	o := r.tally.outliers[b.key()]
+	return o != nil && time.Now().Before(o.until)
+}
+
 // ejectedLast returns bs with the backends ejected now moved to the end,
 // in their order.
 func (r *Route) ejectedLast(bs []Backend) []Backend {

@@ -36,9 +36,12 @@ import (
 //   - the client had sent at most ReplayBytes, which the loop keeps until
 //     the backend answers;
 //   - a backend that reset it leaves the set within replayWait, as a
-//     stopped, dead or removed container does. A backend that resets
-//     connections and stays in the set is not tried again: the client
-//     sees the reset, as without replay, replayWait later. A backend that
+//     stopped, dead or removed container does, or is ejected meanwhile
+//     (EjectAfter: its other connections failed too, as when its host
+//     died and its engine's grace keeps it in the set). A backend that
+//     resets connections and stays in the set, not ejected, is not tried
+//     again: the client sees the reset, as without replay, replayWait
+//     later. A backend that
 //     closed it is waited for closedWait only: a published port also
 //     closes the connections that come between the start of a container
 //     and its app's listening, and the container then stays in the set.
@@ -157,19 +160,25 @@ func (l *eventLoop) findReplay(res resumption, old Backend, reset error) {
 // duplicated (out of descriptors).
 var errNoBackendFD = errors.New("no descriptor for the backend's socket")
 
-// waitGone waits up to d for b to leave the route's backends, and reports
+// waitGone waits up to d for b to leave the route's backends, or to be
+// ejected (--eject-after: its other connections failed too, as when its
+// host died and the engine's grace keeps it in the set), and reports
 // whether it did. The fallback tier does not count: a backend is left
 // there by a rewire, and pruned from it once it stops.
 func (r *Route) waitGone(ctx context.Context, b Backend, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	// An ejection changes no set: it is looked for at this pace.
+	tick := time.NewTicker(ejectPoll)
+	defer tick.Stop()
 	for {
 		set := r.backends.Load()
-		if set == nil || !slices.Contains(set.backends, b) {
+		if set == nil || !slices.Contains(set.backends, b) || r.ejectedNow(b) {
 			return true
 		}
 		select {
 		case <-set.replaced:
+		case <-tick.C:
 		case <-t.C:
 			return false
 		case <-ctx.Done():
@@ -177,6 +186,10 @@ func (r *Route) waitGone(ctx context.Context, b Backend, d time.Duration) bool {
 		}
 	}
 }
+
+// ejectPoll is how often a replay waiting for its backend to leave the
+// set looks whether it was ejected.
+const ejectPoll = 10 * time.Millisecond
 
 // resumeReplays goes on with the replays whose goroutine is done.
 func (l *eventLoop) resumeReplays() {

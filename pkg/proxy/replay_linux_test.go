@@ -268,3 +268,29 @@ func TestReplayNot(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayOnceEjected: a backend that resets a connection and stays in
+// the set (its engine's grace keeps a dead host's containers) but is
+// ejected meanwhile, its other connections failing too, no longer holds
+// the replay: it goes to the others at once, not replayWait later.
+func TestReplayOnceEjected(t *testing.T) {
+	obs := &recorder{}
+	old, _ := resetter(t, "")
+	next := Backend{ID: "next", Addr: startBackend(t, echo)}
+	// The reset itself ejects it (EjectAfter 1), and the set keeps it,
+	// first in the round.
+	r := &Route{Observer: obs, ReplayBytes: 64, EjectAfter: 1, EjectTime: time.Hour}
+	r.SetBackends([]Backend{old, next})
+	c := dial(t, startRoute(t, r))
+	start := time.Now()
+	_, err := c.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+
+	got, err := readAll(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", got)
+	assert.Less(t, time.Since(start), replayWait, "not held for replayWait")
+	assert.Equal(t, []Backend{next}, obs.events().replayed)
+	assert.Len(t, r.Ejections(), 1)
+}
