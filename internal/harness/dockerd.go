@@ -632,9 +632,15 @@ func (d *Dockerd) removeContainers(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
+	return forceRemoveContainers(ctx, cli, "private dockerd "+d.ID)
+}
+
+// forceRemoveContainers force-removes every container cli lists, of the
+// engine named engine.
+func forceRemoveContainers(ctx context.Context, cli *client.Client, engine string) error {
 	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
-		return fmt.Errorf("list containers of private dockerd %s: %w", d.ID, err)
+		return fmt.Errorf("list containers of %s: %w", engine, err)
 	}
 	var errs []error
 	for _, c := range cs.Items {

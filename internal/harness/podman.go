@@ -305,16 +305,7 @@ func (p *Podman) removeAll(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
-	var errs []error
-	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true})
-	if err != nil {
-		return fmt.Errorf("list containers of private podman %s: %w", p.ID, err)
-	}
-	for _, c := range cs.Items {
-		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID, err))
-		}
-	}
+	errs := []error{forceRemoveContainers(ctx, cli, "private podman "+p.ID)}
 	ns, err := cli.NetworkList(ctx, client.NetworkListOptions{})
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list networks of private podman %s: %w", p.ID, err))...)
