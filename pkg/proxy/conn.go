@@ -39,6 +39,9 @@ type conn struct {
 
 	// abortRequested is aborted, for the event loop to read without mu.
 	abortRequested atomic.Bool
+	// backendGone is set by Forget for an event loop (leaveGone): the
+	// backend is gone, the connection is replayed if it did not answer.
+	backendGone atomic.Bool
 
 	// start is when the connection was established with its backend
 	// (established), written before its bytes start moving.

@@ -63,6 +63,22 @@ func (c *conn) abortLoopLocked(reject bool) bool {
 	return true
 }
 
+// leaveGone asks the event loop serving c to leave its backend, which is
+// gone (Forget): the loop replays the connection if the backend has not
+// answered it, and closes it as abort does otherwise. Only the backend's
+// socket is shut down, which wakes the loop. It reports false when no
+// loop serves c with a backend's socket, for the caller to abort.
+func (c *conn) leaveGone() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loop == nil || c.loopClosed || c.aborted || !c.connected || c.loop.fds[1] < 0 {
+		return false
+	}
+	c.backendGone.Store(true)
+	unix.Shutdown(c.loop.fds[1], unix.SHUT_RDWR)
+	return true
+}
+
 // wrapClient makes the raw client socket a net.Conn, for the goroutine
 // path. The socket is closed if that fails (out of descriptors).
 func (c *conn) wrapClient() error {

@@ -306,6 +306,13 @@ func (l *eventLoop) handle(fd int32, events uint32) {
 	if lc.replaying {
 		return // resume pumps what the client sent meanwhile
 	}
+	if lc.c.backendGone.Load() && !lc.c.abortRequested.Load() {
+		// Forgotten (leaveGone): replayed if the backend did not answer.
+		if lc.down.answered() || !l.replay(lc, errBackendGone) {
+			lc.end(l, net.ErrClosed)
+		}
+		return
+	}
 	if lc.c.abortRequested.Load() {
 		lc.end(l, net.ErrClosed)
 		return

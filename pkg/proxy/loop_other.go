@@ -57,6 +57,9 @@ func (c *conn) toLoop(net.Conn) bool { return false }
 // net.Conn.
 func (c *conn) abortLoopLocked(reject bool) bool { return false }
 
+// leaveGone reports false: Forget closes every connection.
+func (c *conn) leaveGone() bool { return false }
+
 // localAddr is the address the client connected to.
 func (c *conn) localAddr() net.Addr { return c.client.LocalAddr() }
 

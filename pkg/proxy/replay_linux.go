@@ -32,6 +32,10 @@ import (
 //     fails to connect to the stopped app, and closes), and what an app
 //     that read the client's bytes, acted on them and closed without a
 //     word does too: replay is only for first messages safe to run twice;
+//     or the backend was forgotten (Route.Forget: it died, was removed or
+//     disconnected) before either reached the loop: an app that accepted
+//     the connection as it got its stop signal and exited with it
+//     unanswered, its FIN or reset read after the engine's word;
 //   - the backend had sent nothing;
 //   - the client had sent at most ReplayBytes, which the loop keeps until
 //     the backend answers;
@@ -58,6 +62,10 @@ import (
 // errClosedUnanswered is a backend's FIN before any byte, on a connection
 // that may be replayed.
 var errClosedUnanswered = errors.New("backend closed the connection before answering")
+
+// errBackendGone is a backend forgotten (Route.Forget) before it answered:
+// replayed as after a FIN, without waiting, since it has left the set.
+var errBackendGone = errors.New("backend gone before answering")
 
 // closedWait bounds how long a connection its backend closed before a
 // byte waits for the backend to leave the set before it is replayed on
@@ -90,7 +98,8 @@ type resumption struct {
 // registered, its events ignored until resume.
 func (l *eventLoop) replay(lc *loopConn, err error) bool {
 	c := lc.c
-	closed := errors.Is(err, errClosedUnanswered) // pump checked the rest
+	// pump checked the rest for a FIN, the loop for a backend gone
+	closed := errors.Is(err, errClosedUnanswered) || errors.Is(err, errBackendGone)
 	if lc.up.replayCap == 0 || !closed && (lc.down.answered() || !lc.backendReset(err)) || c.abortRequested.Load() {
 		return false
 	}
@@ -103,6 +112,7 @@ func (l *eventLoop) replay(lc *loopConn, err error) bool {
 	unix.Close(bfd)
 	lc.fds[1] = -1
 	c.connected = false // Forget and CloseConns leave it alone meanwhile
+	c.backendGone.Store(false)
 	c.mu.Unlock()
 	lc.releasePipes()
 	res := resumption{lc: lc, sent: lc.up.sent, fin: lc.up.eof, closed: closed}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -293,4 +294,89 @@ func TestReplayOnceEjected(t *testing.T) {
 	assert.Less(t, time.Since(start), replayWait, "not held for replayWait")
 	assert.Equal(t, []Backend{next}, obs.events().replayed)
 	assert.Len(t, r.Ejections(), 1)
+}
+
+// holder returns a backend that takes each connection, reads the client's
+// first bytes, writes answer (if any) and then holds the connection
+// without a word until the proxy closes it: an app that accepted a
+// connection as it got its stop signal, and a host that vanished. got
+// has what each connection brought, once it was read; ended is closed
+// after each connection the proxy closed.
+func holder(t *testing.T, answer string) (b Backend, got <-chan string, ended <-chan struct{}) {
+	t.Helper()
+	read, done := make(chan string, 16), make(chan struct{}, 16)
+	addr := startBackend(t, func(c net.Conn) {
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		read <- string(buf[:n])
+		if answer != "" {
+			c.Write([]byte(answer))
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err == nil {
+			done <- struct{}{} // the proxy's FIN, not the deadline
+		}
+	})
+	return Backend{ID: "holder", Addr: addr}, read, done
+}
+
+// TestReplayForgotten: a backend forgotten (it died, or was removed)
+// before it answered a connection, whose FIN or reset never came or came
+// after the engine's word, does not fail it when the route replays: the
+// connection goes to the set as it is then, with what the client had
+// sent, and the forgotten backend's socket is closed. One the backend
+// answered is closed, as it is without replay, and so is one whose
+// client sent more than the route keeps.
+func TestReplayForgotten(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, msg string
+		replayBytes       int
+		replayed          bool
+	}{
+		{name: "unanswered", msg: "hello", replayBytes: 64, replayed: true},
+		{name: "answered", answer: "hi", msg: "hello", replayBytes: 64},
+		{name: "more than kept", msg: "hello", replayBytes: 4},
+		{name: "replay off", msg: "hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &recorder{}
+			old, got, ended := holder(t, tc.answer)
+			next := Backend{ID: "next", Addr: startBackend(t, echo)}
+			r := &Route{Observer: obs, ReplayBytes: tc.replayBytes}
+			r.SetBackends([]Backend{old})
+			c := dial(t, startRoute(t, r))
+			_, err := c.Write([]byte(tc.msg))
+			require.NoError(t, err)
+			assert.Equal(t, tc.msg, <-got)
+			if tc.answer != "" {
+				buf := make([]byte, len(tc.answer))
+				_, err := io.ReadFull(c, buf)
+				require.NoError(t, err)
+			}
+
+			r.SetBackends([]Backend{next}) // old stays as a fallback
+			assert.Equal(t, 1, r.Forget(old.ID))
+			select {
+			case <-ended:
+			case <-time.After(5 * time.Second):
+				require.FailNow(t, "the forgotten backend's connection was not closed")
+			}
+			if !tc.replayed {
+				requireClosed(t, c)
+				assert.Empty(t, obs.events().replayed)
+				return
+			}
+			require.NoError(t, c.CloseWrite())
+			echoed, err := readAll(t, c)
+			require.NoError(t, err)
+			assert.Equal(t, tc.msg, echoed, "replayed on next")
+			waitFor(t, func() bool { return len(obs.events().closed) == 2 })
+			ev := obs.events()
+			assert.Equal(t, []Backend{old, next}, ev.opened)
+			assert.Equal(t, []closedConn{{old, 5, 0}, {next, 5, 5}}, ev.closed)
+			assert.Equal(t, []Backend{next}, ev.replayed)
+			assert.Empty(t, ev.rejected)
+			assert.Empty(t, ev.resets)
+		})
+	}
 }

@@ -191,12 +191,18 @@ func (r *Route) replaceLocked(old, set *backendSet) {
 }
 
 // Forget removes the backends with any of the given IDs from the set and
-// from its fallback, and closes every established connection to them. It is
+// from its fallback, and ends every established connection to them. It is
 // for backends that are gone (a container stopped, died, was removed or was
 // disconnected): a new connection must never reach their address, which
 // Docker may already have given to another container, and established
 // connections to a host that vanished without a FIN would otherwise hang.
-// It returns the number of connections closed.
+// A connection the backend has not answered is replayed on the set as it
+// is then, when the route replays (ReplayBytes) and an event loop serves
+// it: a fresh connection passed to a container in the moments before its
+// stop, which the app accepted and left unanswered as it exited, is one a
+// reset or a FIN would have had replayed had it come before the death
+// (replay_linux.go). The others are closed. It returns the number of
+// connections ended or replayed.
 func (r *Route) Forget(ids ...string) int {
 	gone := func(b Backend) bool { return b.ID != "" && slices.Contains(ids, b.ID) }
 	r.mu.Lock()
@@ -209,7 +215,7 @@ func (r *Route) Forget(ids ...string) int {
 		r.replaceLocked(old, set)
 	}
 	r.mu.Unlock()
-	return r.CloseConns(gone)
+	return r.endConns(gone, r.ReplayBytes > 0)
 }
 
 // PruneFallback drops from the fallback tier the backends that keep
@@ -232,12 +238,21 @@ func (r *Route) PruneFallback(keep func(Backend) bool) {
 // returns how many it closed. A drain after a rewire uses it for the
 // connections to backends no longer in the set.
 func (r *Route) CloseConns(match func(Backend) bool) int {
+	return r.endConns(match, false)
+}
+
+// endConns is CloseConns; with replay, the connections an event loop
+// serves are left to it to replay or close (leaveGone), as for a backend
+// that is gone.
+func (r *Route) endConns(match func(Backend) bool, replay bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
 	for c := range r.conns {
 		if b, ok := c.backendInfo(); ok && match(b) {
-			c.abort()
+			if !replay || !c.leaveGone() {
+				c.abort()
+			}
 			n++
 		}
 	}
