@@ -133,17 +133,13 @@ func (t *routeTable) add(ctx context.Context, rt resolver.Route) error {
 	if err != nil {
 		return listenError(rt, err)
 	}
-	replay := 0
-	if t.opts.ReplayAll || slices.Contains(t.opts.ReplayPorts, rt.Listen) {
-		replay = t.opts.ReplayBytes
-	}
 	p := &proxy.Route{
 		Name:               rt.Name,
 		DialTimeout:        t.opts.DialTimeout,
 		IdleTimeout:        t.opts.IdleTimeout,
 		MaxConns:           t.opts.MaxConns,
 		BackendWait:        t.opts.BackendWait,
-		ReplayBytes:        replay,
+		ReplayBytes:        t.replayBytes(rt.Listen),
 		ProxyHeaderTimeout: t.opts.ProxyHeaderTimeout,
 		BackendTLS:         t.opts.BackendTLS,
 		EjectAfter:         t.opts.EjectAfter,
@@ -283,6 +279,16 @@ func (t *routeTable) drainRemoved(s *servedRoute) {
 	s.proxy.Shutdown(ctx)
 }
 
+// replayBytes is what a TCP route on port listen keeps of a client's
+// first bytes to replay its connection (proxy.Route.ReplayBytes): none
+// unless --replay names it.
+func (t *routeTable) replayBytes(listen int) int {
+	if t.opts.ReplayAll || slices.Contains(t.opts.ReplayPorts, listen) {
+		return t.opts.ReplayBytes
+	}
+	return 0
+}
+
 // forget closes connections to, and stops new connections reaching,
 // containers that are gone. The backend sets it shrinks are counted as
 // rewires by the update that follows, when the resolved routes drop them
@@ -299,6 +305,9 @@ func (t *routeTable) forget(ids []string) {
 		case keyOf(s.spec).proto == resolver.UDP:
 			t.log.Info("backend gone; its flows move at their next datagram", zap.String("route", s.spec.Name),
 				zap.Strings("container", ids), zap.Int("flows", n))
+		case t.replayBytes(s.spec.Listen) > 0:
+			t.log.Info("backend gone; closed its connections, replayed those it had not answered", zap.String("route", s.spec.Name),
+				zap.Strings("container", ids), zap.Int("connections", n))
 		default:
 			t.log.Info("backend gone; closed its connections", zap.String("route", s.spec.Name),
 				zap.Strings("container", ids), zap.Int("closed", n))
