@@ -85,13 +85,22 @@ func TestReplayReset(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // the watcher hears of the stop later
 	r.SetBackends([]Backend{next})
 
+	requireReplayed(t, c, obs, old, next, "hello")
+}
+
+// requireReplayed reads c to its end and requires msg there, echoed by
+// next after a replay from old: reported closed on old, opened on next,
+// replayed there, and neither rejected nor reset.
+func requireReplayed(t *testing.T, c net.Conn, obs *recorder, old, next Backend, msg string) {
+	t.Helper()
 	got, err := readAll(t, c)
 	require.NoError(t, err)
-	assert.Equal(t, "hello", got)
-	require.Eventually(t, func() bool { return len(obs.events().closed) == 2 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, msg, got, "replayed on next")
+	waitFor(t, func() bool { return len(obs.events().closed) == 2 })
+	n := int64(len(msg))
 	ev := obs.events()
 	assert.Equal(t, []Backend{old, next}, ev.opened)
-	assert.Equal(t, []closedConn{{old, 5, 0}, {next, 5, 5}}, ev.closed)
+	assert.Equal(t, []closedConn{{old, n, 0}, {next, n, n}}, ev.closed)
 	assert.Equal(t, []Backend{next}, ev.replayed)
 	assert.Empty(t, ev.rejected)
 	assert.Empty(t, ev.resets)
@@ -367,16 +376,7 @@ func TestReplayForgotten(t *testing.T) {
 				return
 			}
 			require.NoError(t, c.CloseWrite())
-			echoed, err := readAll(t, c)
-			require.NoError(t, err)
-			assert.Equal(t, tc.msg, echoed, "replayed on next")
-			waitFor(t, func() bool { return len(obs.events().closed) == 2 })
-			ev := obs.events()
-			assert.Equal(t, []Backend{old, next}, ev.opened)
-			assert.Equal(t, []closedConn{{old, 5, 0}, {next, 5, 5}}, ev.closed)
-			assert.Equal(t, []Backend{next}, ev.replayed)
-			assert.Empty(t, ev.rejected)
-			assert.Empty(t, ev.resets)
+			requireReplayed(t, c, obs, old, next, tc.msg)
 		})
 	}
 }
