@@ -143,6 +143,14 @@ func getJSON(t *testing.T, ctx context.Context, url string, v any) {
 	require.NoError(t, fetchJSON(ctx, url, v))
 }
 
+// httpClient is the tests' HTTP client: a fresh connection for every
+// request, which gets 10 s. Containers' addresses are given again from
+// test to test, and a kept-alive connection to one that went without a
+// FIN reaching this host (its network removed under it) would take the
+// next request to that address, a new container's, into a hang that
+// outlasts any poll; a hung request is given up and the poll asks again.
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+
 // fetchJSON GETs url, which must answer 200, and decodes its JSON body
 // into v.
 func fetchJSON(ctx context.Context, url string, v any) error {
@@ -150,7 +158,7 @@ func fetchJSON(ctx context.Context, url string, v any) error {
 	if err != nil {
 		return err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -177,7 +185,7 @@ func scrape(ctx context.Context, url string) (families, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +441,7 @@ func TestRewireCommand(t *testing.T) {
 	// The TCP endpoint is read-only.
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, admin+"/rewire", strings.NewReader(`{"key":"`+route+`","reset":true}`))
 	require.NoError(t, err)
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	require.NoError(t, err)
 	res.Body.Close()
 	assert.Equal(t, http.StatusForbidden, res.StatusCode, "POST /rewire over TCP")
@@ -492,7 +500,7 @@ func TestAdminEndpoint(t *testing.T) {
 	for path, body := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 		require.NoError(t, err)
-		res, err := http.DefaultClient.Do(req)
+		res, err := httpClient.Do(req)
 		require.NoError(t, err)
 		b, err := io.ReadAll(res.Body)
 		res.Body.Close()
@@ -576,9 +584,8 @@ func TestAdminUnderIdleConnections(t *testing.T) {
 	}
 
 	// /healthz, from a fresh connection behind the idle crowd.
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	asked := time.Now()
-	res, err := hc.Get("http://" + admin + "/healthz")
+	res, err := httpClient.Get("http://" + admin + "/healthz")
 	require.NoError(t, err, "/healthz behind %d idle connections", adminIdleConns)
 	res.Body.Close()
 	answered := time.Since(asked)
@@ -649,7 +656,7 @@ func TestAdminWritable(t *testing.T) {
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := httpClient.Do(req)
 		require.NoError(t, err)
 		defer res.Body.Close()
 		b, err := io.ReadAll(res.Body)

@@ -1098,7 +1098,7 @@ func deployHTTP(t *testing.T, ctx context.Context, method, url string) int {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	require.NoError(t, err)
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	require.NoError(t, err, "%s %s", method, url)
 	defer res.Body.Close()
 	_, _ = io.Copy(io.Discard, res.Body)

@@ -180,7 +180,7 @@ func setSwitch(t *testing.T, ctx context.Context, c *harness.Container, path str
 	url := "http://" + addr(c, dataproto.AdminPort) + path + "?ok=" + strconv.FormatBool(ok)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
 	require.NoError(t, err)
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode, "POST %s", url)

@@ -349,7 +349,7 @@ func dockerFaultReadyz(ctx context.Context, amb *harness.Container) (int, string
 	if err != nil {
 		return 0, "", err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
