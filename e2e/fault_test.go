@@ -377,10 +377,11 @@ func TestFaultBackendKilledMidStream(t *testing.T) {
 //
 // Nothing lost means: every connection of the load is answered (none
 // fails); those started once the pause is known (1 s after its event was
-// delivered, a generous bound on a busy machine) all land on the other backend, none
-// waits on the paused one; connections already on the paused backend are
-// kept, and after the unpause the established one echoes every byte sent
-// while it was frozen, SHA-256 equal, and then goes on working.
+// delivered, a generous bound on a busy machine) all land on the other
+// backend, none waits on the paused one; connections already on the
+// paused backend are kept, and after the unpause the established one
+// echoes every byte sent while it was frozen, SHA-256 equal, and then
+// goes on working.
 func TestFaultBackendPaused(t *testing.T) {
 	t.Parallel()
 	ctx := setup(t)
