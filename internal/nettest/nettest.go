@@ -37,6 +37,24 @@ func Greeter(t *testing.T, msg string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	t.Cleanup(greet(ln, msg))
+	return ln.Addr().String()
+}
+
+// GreeterOn is Greeter on addr, a port that must be free, until stop is
+// called or the test ends: a backend that comes and goes at one address.
+func GreeterOn(t *testing.T, addr, msg string) (stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	stop = sync.OnceFunc(greet(ln, msg))
+	t.Cleanup(stop)
+	return stop
+}
+
+// greet serves msg on ln, to every connection, until the function it
+// returns closes ln and waits for the last connection to be served.
+func greet(ln net.Listener, msg string) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -49,11 +67,10 @@ func Greeter(t *testing.T, msg string) string {
 			c.Close()
 		}
 	}()
-	t.Cleanup(func() {
+	return func() {
 		ln.Close()
 		<-done
-	})
-	return ln.Addr().String()
+	}
 }
 
 // Read connects to addr until a connection reads to EOF, within 5 s, and

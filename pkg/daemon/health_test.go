@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -16,36 +15,6 @@ import (
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
 )
-
-// greetOn serves msg on addr, as nettest.Greeter does on a port of its
-// own, until stop is called or the test ends.
-func greetOn(t *testing.T, addr, msg string) (stop func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(msg))
-			c.Close()
-		}
-	}()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			ln.Close()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 // awaitHealth waits for the monitor's next change and applies it, as the
 // run loop does.
@@ -93,7 +62,7 @@ func TestHealthCheckGatesANewBackend(t *testing.T) {
 		assert.Equal(t, "old", nettest.Read(t, addr), "the old backend serves meanwhile")
 	}
 
-	stop := greetOn(t, "127.0.0.1:"+strconv.Itoa(newPort), "new")
+	stop := nettest.GreeterOn(t, "127.0.0.1:"+strconv.Itoa(newPort), "new")
 	awaitHealth(t, d)
 	assert.Equal(t, "new", nettest.Read(t, addr))
 	rs, _ = d.Status().Route(strconv.Itoa(listen))
