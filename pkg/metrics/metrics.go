@@ -436,11 +436,10 @@ type udpObserver struct {
 
 func (o *udpObserver) FlowOpened(b proxy.Backend) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	rm.backendLocked(b.Addr).active++
 	o.m.udpActive.WithLabelValues(rm.name, b.Addr).Inc()
 	o.m.udpFlows.WithLabelValues(rm.name, b.Addr).Inc()
@@ -448,11 +447,10 @@ func (o *udpObserver) FlowOpened(b proxy.Backend) {
 
 func (o *udpObserver) FlowClosed(b proxy.Backend, reason string) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	if st := rm.backendLocked(b.Addr); st.active > 0 {
 		st.active--
 	}
@@ -462,11 +460,10 @@ func (o *udpObserver) FlowClosed(b proxy.Backend, reason string) {
 
 func (o *udpObserver) Datagrams(b proxy.Backend, direction string, n, bytes int) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	rm.backendLocked(b.Addr)
 	o.m.udpDatagrams.WithLabelValues(rm.name, b.Addr, direction).Add(float64(n))
 	o.m.udpBytes.WithLabelValues(rm.name, b.Addr, direction).Add(float64(bytes))
@@ -474,21 +471,19 @@ func (o *udpObserver) Datagrams(b proxy.Backend, direction string, n, bytes int)
 
 func (o *udpObserver) Dropped(reason string, n int) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.udpDropped.WithLabelValues(rm.name, reason).Add(float64(n))
 }
 
 func (o *udpObserver) Unreachable(b proxy.Backend) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	rm.backendLocked(b.Addr)
 	o.m.udpUnreachable.WithLabelValues(rm.name, b.Addr).Inc()
 }
@@ -742,6 +737,18 @@ type routeObserver struct {
 	rm *routeMetrics
 }
 
+// lockLive locks rm for an observer's event and reports whether the route
+// is still served; if it was removed, it unlocks again and the event is
+// ignored. The caller unlocks rm.mu after a true.
+func (rm *routeMetrics) lockLive() bool {
+	rm.mu.Lock()
+	if rm.removed {
+		rm.mu.Unlock()
+		return false
+	}
+	return true
+}
+
 // backendLocked returns the state of the backend at addr, creating it (as
 // not in the set) for a backend only the proxy has named, such as a
 // fallback. rm.mu must be held.
@@ -756,11 +763,10 @@ func (rm *routeMetrics) backendLocked(addr string) *backendMetrics {
 
 func (o *routeObserver) ConnOpened(b proxy.Backend) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	rm.backendLocked(b.Addr).active++
 	o.m.connActive.WithLabelValues(rm.name, b.Addr).Inc()
 	o.m.conns.WithLabelValues(rm.name, b.Addr).Inc()
@@ -768,11 +774,10 @@ func (o *routeObserver) ConnOpened(b proxy.Backend) {
 
 func (o *routeObserver) ConnClosed(b proxy.Backend, up, down int64, d time.Duration) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	if st := rm.backendLocked(b.Addr); st.active > 0 {
 		st.active--
 	}
@@ -784,32 +789,29 @@ func (o *routeObserver) ConnClosed(b proxy.Backend, up, down int64, d time.Durat
 
 func (o *routeObserver) DialFailed(b proxy.Backend, reason string) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	rm.backendLocked(b.Addr)
 	o.m.connectErrors.WithLabelValues(rm.name, b.Addr, reason).Inc()
 }
 
 func (o *routeObserver) Rejected(reason string) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.rejected.WithLabelValues(rm.name, reason).Inc()
 }
 
 func (o *routeObserver) Reset(direction string) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.resets.WithLabelValues(rm.name, direction).Inc()
 }
 
@@ -822,11 +824,10 @@ func (o *routeObserver) Handshake(side string, resumed bool, err error) {
 		result = "resumed"
 	}
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.handshakes.WithLabelValues(rm.name, side, result).Inc()
 }
 
@@ -860,11 +861,10 @@ func (c tlsCollector) Collect(ch chan<- prometheus.Metric) {
 
 func (o *routeObserver) Replayed(proxy.Backend) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.replays.WithLabelValues(rm.name).Inc()
 }
 
@@ -881,11 +881,10 @@ func proxyVersionLabel(v int) string {
 
 func (o *routeObserver) ProxyHeaderSent(version int) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	if version == proxy.ProxyV1 || version == proxy.ProxyV2 {
 		if c := rm.proxySent[version-1]; c != nil {
 			c.Inc()
@@ -897,31 +896,28 @@ func (o *routeObserver) ProxyHeaderSent(version int) {
 
 func (o *routeObserver) ProxyHeaderAccepted(version int) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.proxyAccepted.WithLabelValues(rm.name, proxyVersionLabel(version)).Inc()
 }
 
 func (o *routeObserver) ProxyHeaderRejected(reason string) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.proxyRejected.WithLabelValues(rm.name, reason).Inc()
 }
 
 func (o *routeObserver) Ejected(proxy.Backend, time.Duration) {
 	rm := o.rm
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if rm.removed {
+	if !rm.lockLive() {
 		return
 	}
+	defer rm.mu.Unlock()
 	o.m.ejections.WithLabelValues(rm.name).Inc()
 }
 
