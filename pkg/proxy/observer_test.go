@@ -50,70 +50,55 @@ type failedDial struct {
 	reason  string
 }
 
-func (r *recorder) ConnOpened(b Backend) {
+// record appends v to the list at to, one of r's, under r.mu.
+func record[T any](r *recorder, to *[]T, v T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.opened = append(r.opened, b)
+	*to = append(*to, v)
+}
+
+func (r *recorder) ConnOpened(b Backend) {
+	record(r, &r.opened, b)
 }
 
 func (r *recorder) ConnClosed(b Backend, up, down int64, d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.closed = append(r.closed, closedConn{b, up, down})
+	record(r, &r.closed, closedConn{b, up, down})
 }
 
 func (r *recorder) DialFailed(b Backend, reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.failed = append(r.failed, failedDial{b, reason})
+	record(r, &r.failed, failedDial{b, reason})
 }
 
 func (r *recorder) Rejected(reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rejected = append(r.rejected, reason)
+	record(r, &r.rejected, reason)
 }
 
 func (r *recorder) Reset(direction string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.resets = append(r.resets, direction)
+	record(r, &r.resets, direction)
 }
 
 func (r *recorder) Replayed(b Backend) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.replayed = append(r.replayed, b)
+	record(r, &r.replayed, b)
 }
 
 func (r *recorder) Ejected(b Backend, d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ejected = append(r.ejected, b)
+	record(r, &r.ejected, b)
 }
 
 func (r *recorder) Handshake(side string, resumed bool, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.shakes = append(r.shakes, handshake{side, resumed, err})
+	record(r, &r.shakes, handshake{side, resumed, err})
 }
 
 func (r *recorder) ProxyHeaderSent(v int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.proxySent = append(r.proxySent, v)
+	record(r, &r.proxySent, v)
 }
 
 func (r *recorder) ProxyHeaderAccepted(v int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.proxyAccepted = append(r.proxyAccepted, v)
+	record(r, &r.proxyAccepted, v)
 }
 
 func (r *recorder) ProxyHeaderRejected(reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.proxyRejected = append(r.proxyRejected, reason)
+	record(r, &r.proxyRejected, reason)
 }
 
 // events returns a copy of what was recorded.
