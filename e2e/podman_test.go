@@ -110,6 +110,15 @@ func (h *podmanHost) server(t *testing.T, ctx context.Context, name, target stri
 	if spec != nil {
 		spec(&s)
 	}
+	c := h.start(t, ctx, s)
+	engineRestartWaitServer(t, ctx, c)
+	return c
+}
+
+// start starts s on the service, logged as the podman command that would
+// do the same, and removes it when the test ends.
+func (h *podmanHost) start(t *testing.T, ctx context.Context, s harness.Spec) *harness.Container {
+	t.Helper()
 	t.Logf("$ podman %s", strings.TrimPrefix(h.eng.Command(s), "docker "))
 	c, err := h.eng.Start(ctx, s)
 	if c != nil {
@@ -120,7 +129,6 @@ func (h *podmanHost) server(t *testing.T, ctx context.Context, name, target stri
 		})
 	}
 	require.NoError(t, err)
-	engineRestartWaitServer(t, ctx, c)
 	return c
 }
 
@@ -388,17 +396,7 @@ func TestPodmanNoNetwork(t *testing.T) {
 		if publish {
 			s.Publish = map[uint16]netip.Addr{dataPort: netip.IPv4Unspecified()}
 		}
-		t.Logf("$ podman %s", strings.TrimPrefix(h.eng.Command(s), "docker "))
-		c, err := h.eng.Start(ctx, s)
-		if c != nil {
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				assert.NoError(t, h.eng.Remove(ctx, c.ID))
-			})
-		}
-		require.NoError(t, err)
-		return c
+		return h.start(t, ctx, s)
 	}
 	pub := run("pub", true)
 	hp, err := h.eng.HostPort(ctx, pub.ID, dataPort)
