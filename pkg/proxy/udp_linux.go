@@ -34,6 +34,13 @@ import (
 // everything ready at once. A new flow costs three more (socket, connect,
 // epoll_ctl), its end one (close).
 //
+// Datagrams of one size going to one destination together, a client's
+// run to its flow or a flow's replies read at once, leave as one message
+// the stack carries as one packet and cuts into the datagrams at the end
+// (UDP segmentation offload: udp_gso_linux.go). That saves the stack's
+// work per datagram, which is most of what the loop's system calls cost;
+// the calls themselves are as above.
+//
 // The buffers of both batches (udpBatchSize slots of udpSlotSize each
 // way: 8 MiB) are mapped anonymously, outside Go's heap: only the pages
 // that datagrams fill become resident, the first of each slot for small
@@ -100,6 +107,15 @@ func sendmmsg(fd int, msgs []mmsghdr) (int, error) {
 	return int(n), nil
 }
 
+// sendmsg sends the message m on fd, without waiting.
+func sendmsg(fd int, m *unix.Msghdr) error {
+	_, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(m)), unix.MSG_DONTWAIT)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 // udpBatch is a set of datagram slots, each a buffer of one size, with
 // headers to receive into them (recv) and to send from them (send). The
 // headers point into Go memory the batch holds for as long as the loop
@@ -109,8 +125,13 @@ type udpBatch struct {
 	recv  []mmsghdr
 	iovs  []unix.Iovec // recv's: each slot whole
 	send  []mmsghdr
-	out   []unix.Iovec            // send's: set for each send
+	out   []unix.Iovec            // send's: each slot's datagram, set by pack
 	names []unix.RawSockaddrInet6 // recv's or send's, as made; IPv4 addresses fit
+	ctl   []byte                  // send's control messages: udpCmsgSpace bytes each
+
+	// first, count and size are each send header's message, as pack
+	// made it: its first slot, its datagrams and their bytes.
+	first, count, size []int
 }
 
 // newUDPBatch makes a batch of the slots of size that fit in mem, whose
@@ -119,7 +140,8 @@ type udpBatch struct {
 func newUDPBatch(mem []byte, size int, recvNames, sendNames bool) *udpBatch {
 	n := len(mem) / size
 	b := &udpBatch{bufs: make([][]byte, n), recv: make([]mmsghdr, n), iovs: make([]unix.Iovec, n),
-		send: make([]mmsghdr, n), out: make([]unix.Iovec, n)}
+		send: make([]mmsghdr, n), out: make([]unix.Iovec, n), ctl: make([]byte, n*udpCmsgSpace),
+		first: make([]int, n), count: make([]int, n), size: make([]int, n)}
 	if recvNames || sendNames {
 		b.names = make([]unix.RawSockaddrInet6, n)
 	}
@@ -129,8 +151,6 @@ func newUDPBatch(mem []byte, size int, recvNames, sendNames bool) *udpBatch {
 		b.iovs[i].SetLen(size)
 		b.recv[i].hdr.Iov = &b.iovs[i]
 		b.recv[i].hdr.SetIovlen(1)
-		b.send[i].hdr.Iov = &b.out[i]
-		b.send[i].hdr.SetIovlen(1)
 		switch {
 		case recvNames:
 			b.recv[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
@@ -171,10 +191,15 @@ type udpLoop struct {
 	// up holds what clients sent: read from lfd, sent to the flows'
 	// sockets. down holds what backends sent: read from the flows'
 	// sockets into slots [0, downIn), and queued to be sent to clients
-	// from lfd in send headers [0, downOut), whose backends are downBe.
+	// from lfd as the messages of send headers [0, downOut), whose
+	// backends are downBe.
 	up, down        *udpBatch
 	downIn, downOut int
 	downBe          []*udpBackend
+
+	// gsoUp and gsoDown are the largest datagrams sent segmented
+	// (udp_gso_linux.go) to backends and to clients; 0 if none is.
+	gsoUp, gsoDown int
 
 	// redo is the datagram of up sent again after its flow's backend was
 	// unreachable, so that it is not sent a third time.
@@ -227,6 +252,9 @@ func (l *udpLoop) init() error {
 	l.up = newUDPBatch(l.mem[:half], udpSlotSize, true, false)
 	l.down = newUDPBatch(l.mem[half:], udpSlotSize, false, true)
 	l.downBe = make([]*udpBackend, udpBatchSize)
+	if gsoSupported(l.lfd) {
+		l.gsoUp, l.gsoDown = udpGSOMaxSize, udpGSOMaxSize
+	}
 	return nil
 }
 
@@ -366,34 +394,40 @@ func putPort(p *uint16, port uint16) {
 // sendRun sends datagrams [i, j) of up, all from one client, to its flow
 // s, and returns where readClients goes on: j, or the datagram a backend's
 // ICMP error refused, to be sent again after the flow moved (or stayed
-// with its error cleared, if it has nowhere to go).
+// with its error cleared, if it has nowhere to go). A lone datagram goes
+// with one write, more with one sendmmsg of their messages (pack).
 func (l *udpLoop) sendRun(s int32, i, j int) int {
 	t := l.t
 	fd := int(t.flows[s].sock.fd)
 	be := t.flows[s].be
 	b := l.up
 	for i < j {
-		sent, bytes := 0, 0
+		// Headers from i on are free: their slots' datagrams are
+		// these, or sent.
+		h, msgs := i, b.pack(i, i, j, l.gsoUp)
 		var err error
-		if j-i == 1 {
+		if msgs == 1 && b.count[h] == 1 {
 			d, _ := b.datagram(i)
 			if _, err = unix.Write(fd, d); err == nil {
-				sent, bytes = 1, len(d)
+				t.count(be, true, 1, len(d))
+				i++
 			}
 		} else {
-			for k := i; k < j; k++ {
-				d, _ := b.datagram(k)
-				b.out[k].Base = unsafe.SliceData(b.bufs[k])
-				b.out[k].SetLen(len(d))
+			var sent int
+			sent, err = sendmmsg(fd, b.send[h:h+msgs])
+			for k := h; k < h+sent; k++ {
+				t.count(be, true, b.count[k], b.size[k])
 			}
-			sent, err = sendmmsg(fd, b.send[i:j])
-			for k := i; k < i+sent; k++ {
-				bytes += int(b.recv[k].n)
+			if sent > 0 {
+				i = b.first[h+sent-1] + b.count[h+sent-1]
 			}
-		}
-		if sent > 0 {
-			t.count(be, true, sent, bytes)
-			i += sent
+			h += sent // the message that failed, if err
+			if err != nil && b.count[h] > 1 && gsoRefused(err) {
+				// The path refused the segments: this message's
+				// datagrams go again, one by one from here on.
+				l.gsoUp = min(l.gsoUp, b.segment(h)) - 1
+				continue
+			}
 		}
 		if err != nil {
 			if isUnreachable(err) && i != l.redo {
@@ -403,8 +437,10 @@ func (l *udpLoop) sendRun(s int32, i, j int) int {
 				l.redo = i
 				return i
 			}
-			t.dropFor(err)
-			i++
+			for range b.count[h] {
+				t.dropFor(err)
+			}
+			i += b.count[h]
 		}
 	}
 	return j
@@ -431,20 +467,31 @@ func (l *udpLoop) readFlow(s int32, now int64) {
 		return
 	}
 	t.touch(s, now)
-	for i := l.downIn; i < l.downIn+n; i++ {
-		d, whole := b.datagram(i)
-		if !whole {
-			t.drop(dropTooLarge)
-			continue
+	end := l.downIn + n
+	for i := l.downIn; i < end; {
+		// The run of whole datagrams from i becomes messages to the
+		// client; the headers before slot i are the messages queued.
+		j := i
+		for j < end {
+			if _, whole := b.datagram(j); !whole {
+				break
+			}
+			j++
 		}
-		k := l.downOut
-		b.out[k].Base = unsafe.SliceData(b.bufs[i])
-		b.out[k].SetLen(len(d))
-		b.send[k].hdr.Namelen = l.putClient(&b.names[k], f.key)
-		l.downBe[k] = f.be
-		l.downOut++
+		h := l.downOut
+		msgs := b.pack(h, i, j, l.gsoDown)
+		for k := h; k < h+msgs; k++ {
+			b.send[k].hdr.Namelen = l.putClient(&b.names[k], f.key)
+			l.downBe[k] = f.be
+		}
+		l.downOut += msgs
+		if j < end {
+			t.drop(dropTooLarge)
+			j++
+		}
+		i = j
 	}
-	l.downIn += n
+	l.downIn = end
 }
 
 // putClient writes client k's address to sa, as the route's socket's
@@ -468,16 +515,37 @@ func (l *udpLoop) sendReplies() {
 	for i := 0; i < l.downOut; {
 		n, err := sendmmsg(l.lfd, b.send[i:l.downOut])
 		for k := i; k < i+n; k++ {
-			t.count(l.downBe[k], false, 1, int(b.out[k].Len))
+			t.count(l.downBe[k], false, b.count[k], b.size[k])
 		}
 		i += n
 		if err != nil {
-			t.dropFor(err)
+			if b.count[i] > 1 && gsoRefused(err) {
+				l.gsoDown = min(l.gsoDown, b.segment(i)) - 1
+				l.sendApart(i)
+			} else {
+				for range b.count[i] {
+					t.dropFor(err)
+				}
+			}
 			i++
 		}
 	}
 	clear(l.downBe[:l.downOut])
 	l.downIn, l.downOut = 0, 0
+}
+
+// sendApart sends the datagrams of reply message h one by one, after the
+// path to its client refused them segmented.
+func (l *udpLoop) sendApart(h int) {
+	b, t := l.down, l.t
+	for k := b.first[h]; k < b.first[h]+b.count[h]; k++ {
+		m := b.unsegmented(h, k)
+		if err := sendmsg(l.lfd, &m); err != nil {
+			t.dropFor(err)
+			continue
+		}
+		t.count(l.downBe[h], false, 1, int(b.out[k].Len))
+	}
 }
 
 // open makes a flow's socket, connected to addr, and registers it with
