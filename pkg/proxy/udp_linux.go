@@ -201,6 +201,9 @@ type udpLoop struct {
 	// (udp_gso_linux.go) to backends and to clients; 0 if none is.
 	gsoUp, gsoDown int
 
+	// keys are the clients of up's datagrams, as readClients reads them.
+	keys [udpBatchSize]udpKey
+
 	// redo is the datagram of up sent again after its flow's backend was
 	// unreachable, so that it is not sent a third time.
 	redo int
@@ -343,13 +346,18 @@ func (l *udpLoop) readClients(now int64) {
 	}
 	t := l.t
 	l.redo = -1
+	keys := l.keys[:n]
+	for i := range keys {
+		keys[i] = l.clientOf(i)
+	}
+	b.group(keys)
 	for i := 0; i < n; {
 		if _, whole := b.datagram(i); !whole {
 			t.drop(dropTooLarge)
 			i++
 			continue
 		}
-		k := l.clientOf(i)
+		k := keys[i]
 		s := t.flowFor(k, now)
 		if s < 0 {
 			i++
@@ -357,7 +365,7 @@ func (l *udpLoop) readClients(now int64) {
 		}
 		// The run of k's datagrams goes to its flow in one call.
 		j := i + 1
-		for j < n && l.clientOf(j) == k {
+		for j < n && keys[j] == k {
 			if _, whole := b.datagram(j); !whole {
 				break
 			}
@@ -367,9 +375,77 @@ func (l *udpLoop) readClients(now int64) {
 	}
 }
 
+// group orders slots [0, len(keys)), whose clients are keys, so that the
+// datagrams of each client follow one another, in the order it sent them,
+// and the clients in the order of their first: a client's datagrams go to
+// its flow together (sendRun), segmented if they can be, even when other
+// clients' came between them. A slot moves whole: its buffer and its
+// header, which points at its buffer and its address; keys move with
+// them. It takes one pass over a small hash table of the batch's
+// clients, and moves nothing when each client's datagrams follow one
+// another already, as when each client sent one.
+func (b *udpBatch) group(keys []udpKey) {
+	const size = 2 * udpBatchSize // a power of two, half full at most
+	var (
+		head       [size]int8         // 1 + the first slot of the client hashed there; 0: none
+		last, next [udpBatchSize]int8 // of a client's first slot: its last; of any slot: the client's next, or -1
+		moved      bool
+	)
+	for j := range keys {
+		h := keys[j].hash() & (size - 1)
+		for head[h] != 0 && keys[head[h]-1] != keys[j] {
+			h = (h + 1) & (size - 1)
+		}
+		next[j] = -1
+		if head[h] == 0 {
+			head[h], last[j] = int8(j+1), int8(j)
+			continue
+		}
+		first := head[h] - 1
+		moved = moved || int(last[first]) != j-1
+		next[last[first]], last[first] = int8(j), int8(j)
+	}
+	if !moved {
+		return
+	}
+	// The order: each client's chain, from its first slot on, the
+	// clients by their first slot.
+	var order [udpBatchSize]int8
+	var taken [udpBatchSize]bool
+	n := 0
+	for i := range keys {
+		if taken[i] {
+			continue
+		}
+		for k := int8(i); k >= 0; k = next[k] {
+			order[n], taken[k] = k, true
+			n++
+		}
+	}
+	var (
+		ks   [udpBatchSize]udpKey
+		ms   [udpBatchSize]mmsghdr
+		bufs [udpBatchSize][]byte
+	)
+	for i, k := range order[:n] {
+		ks[i], ms[i], bufs[i] = keys[k], b.recv[k], b.bufs[k]
+	}
+	copy(keys, ks[:n])
+	copy(b.recv, ms[:n])
+	copy(b.bufs, bufs[:n])
+}
+
+// hash is k's hash for group: its port and the end of its address, where
+// a batch's clients differ.
+func (k udpKey) hash() uint32 {
+	x := uint32(k.port) ^ uint32(k.addr[12])<<8 ^ uint32(k.addr[13])<<16 ^ uint32(k.addr[14])<<24 ^ uint32(k.addr[15])
+	x *= 0x9e3779b1
+	return x >> 16
+}
+
 // clientOf returns the client that sent datagram i of up.
 func (l *udpLoop) clientOf(i int) udpKey {
-	sa := &l.up.names[i]
+	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(l.up.recv[i].hdr.Name))
 	if sa.Family == unix.AF_INET {
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		k := udpKey{port: portOf(&sa4.Port)}

@@ -81,10 +81,78 @@ func TestUDPClientAddresses(t *testing.T) {
 		{unix.AF_INET6, "[fe80::1%7]:5353"},
 	} {
 		k := keyOf(netipMustParseAddrPort(t, tt.addr))
-		l := &udpLoop{family: tt.family, up: &udpBatch{names: make([]unix.RawSockaddrInet6, 1)}}
+		l := &udpLoop{family: tt.family, up: newUDPBatch(make([]byte, 16), 16, true, false)}
 		n := l.putClient(&l.up.names[0], k)
 		assert.Equal(t, map[int]uint32{unix.AF_INET: unix.SizeofSockaddrInet4, unix.AF_INET6: unix.SizeofSockaddrInet6}[tt.family], n)
 		assert.Equal(t, k, l.clientOf(0), tt.addr)
+	}
+}
+
+// TestUDPGroup: a batch's datagrams are ordered by client, each client's
+// in the order it sent them, the clients in the order of their first;
+// each slot moves whole, its buffer with its header.
+func TestUDPGroup(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"", ""},
+		{"a", "a"},
+		{"abc", "abc"},
+		{"aaab", "aaab"},
+		{"abab", "aabb"},
+		{"axaxyaxy", "aaaxxxyy"},
+		{"abcdeedcba", "aabbccddee"},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			b := newUDPBatch(make([]byte, 64*8), 8, true, false)
+			keys := make([]udpKey, len(tt.in))
+			seen := map[byte]int{}
+			for i := range tt.in {
+				keys[i].port = uint16(tt.in[i])
+				// The datagram: its client and its rank among the
+				// client's, in its slot's buffer and length.
+				b.bufs[i][0], b.bufs[i][1] = tt.in[i], byte('0'+seen[tt.in[i]])
+				b.recv[i].n = 2
+				seen[tt.in[i]]++
+			}
+			b.group(keys)
+			var got, order []byte
+			for i := range keys {
+				d, _ := b.datagram(i)
+				require.Equal(t, d[0], byte(keys[i].port), "slot %d's key moved with it", i)
+				require.Equal(t, unsafe.Pointer(&b.bufs[i][0]), unsafe.Pointer(b.recv[i].hdr.Iov.Base), "slot %d's header points at its buffer", i)
+				got = append(got, d[0])
+				order = append(order, d...)
+			}
+			assert.Equal(t, tt.want, string(got))
+			// Each client's datagrams in the order it sent them.
+			for c, n := range seen {
+				var ranks []byte
+				for i := 0; i < len(order); i += 2 {
+					if order[i] == c {
+						ranks = append(ranks, order[i+1])
+					}
+				}
+				assert.Equal(t, "0123456789"[:n], string(ranks), "client %c", c)
+			}
+		})
+	}
+}
+
+// BenchmarkUDPGroup: a batch of 64 datagrams from 64 clients (nothing to
+// move), and from 16 clients sending 4 each, interleaved (all moved).
+func BenchmarkUDPGroup(b *testing.B) {
+	for _, clients := range []int{udpBatchSize, 16} {
+		b.Run(strconv.Itoa(clients)+" clients", func(b *testing.B) {
+			batch := newUDPBatch(make([]byte, udpBatchSize*8), 8, true, false)
+			sent := make([]udpKey, udpBatchSize)
+			for i := range sent {
+				sent[i] = keyOf(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i%clients+1)))
+			}
+			keys := make([]udpKey, udpBatchSize)
+			for b.Loop() {
+				copy(keys, sent)
+				batch.group(keys)
+			}
+		})
 	}
 }
 
