@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -159,6 +160,51 @@ func (h *podmanHost) ambassador(t *testing.T, ctx context.Context, target string
 	return a
 }
 
+// attachment returns c's endpoint on the test's network, as the engine
+// reports it now.
+func (h *podmanHost) attachment(t *testing.T, ctx context.Context, c *harness.Container) network.EndpointSettings {
+	t.Helper()
+	insp, err := h.eng.Inspect(ctx, c.ID)
+	require.NoError(t, err)
+	ep := insp.NetworkSettings.Networks[h.net.Name]
+	require.NotNil(t, ep, "%s is on %s", c.Name, h.net.Name)
+	return *ep
+}
+
+// reattach connects c to the test's network again as it was attached at
+// ep: the same address and the same MAC address. Podman (netavark 1.4)
+// gives every attachment a new random MAC address and announces none (no
+// gratuitous ARP: the container's arp_notify is off), and the host, which
+// spoke to the address before, keeps its neighbour entry for it with the
+// old MAC address while the entry counts as reachable (15-45 s after its
+// last confirmation), and then probes that address for 8 s more: frames
+// sent to the address meanwhile reach nobody (20-40 s measured). Unless
+// the kernel flushed the bridge's neighbour entries meanwhile, which it
+// does whenever the bridge's own MAC address changes: the bridge takes the
+// lowest of its ports', and each attachment brings a random one, so that
+// a reconnect with the address alone worked or not by chance.
+func (h *podmanHost) reattach(ctx context.Context, c *harness.Container, ep network.EndpointSettings) error {
+	_, err := h.eng.Client.NetworkConnect(ctx, h.net.ID, client.NetworkConnectOptions{
+		Container: c.ID,
+		EndpointConfig: &network.EndpointSettings{
+			IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ep.IPAddress},
+			MacAddress: ep.MacAddress,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("connect container %s to network %s: %w", c.Name, h.net.Name, err)
+	}
+	insp, err := h.eng.Inspect(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	got := insp.NetworkSettings.Networks[h.net.Name]
+	if got == nil || got.IPAddress != ep.IPAddress || got.MacAddress.String() != ep.MacAddress.String() {
+		return fmt.Errorf("container %s reconnected to network %s as %+v, not at %s with MAC address %s", c.Name, h.net.Name, got, ep.IPAddress, ep.MacAddress)
+	}
+	return nil
+}
+
 // podmanChange is one change of the engine that moves new connections
 // from one server to another.
 type podmanChange struct {
@@ -177,8 +223,11 @@ type podmanChange struct {
 //     podmanCycles times: after each die, new connections reach a within
 //     podmanStopBound (issue 20: ~7s), after each start, b;
 //   - b is paused (a), unpaused (b), disconnected from the network (a),
-//     reconnected (b), made unhealthy (a) and healthy (b), killed (a),
-//     and recreated under its name (podman rm -f, then run: b again);
+//     reconnected (b) with the address and MAC address it was started
+//     with (reattach: with a new MAC address, the host could reach
+//     nobody there for tens of seconds), made unhealthy (a) and healthy
+//     (b), killed (a), and recreated under its name (podman rm -f, then
+//     run: b again);
 //
 // and no connection fails except those b's own death or disconnect cuts.
 // The status says the engine is Podman. The rewire latencies (event to
@@ -194,6 +243,9 @@ func TestPodmanDynamic(t *testing.T) {
 	health := func(s *harness.Spec) { s.Healthcheck = fastHealth }
 	h.server(t, ctx, "a", target, 0, nil)
 	b := h.server(t, ctx, "b", target, 10, health)
+	// The later steps reach b's admin port at b.IPs, the address it was
+	// started with; the stops and starts give b others.
+	attached := h.attachment(t, ctx, b)
 	// Podman runs healthchecks from systemd timers, and no systemd runs
 	// here: the test is the timer.
 	stopProbes := podmanProbe(t, ctx, h, b)
@@ -249,7 +301,7 @@ func TestPodmanDynamic(t *testing.T) {
 		return h.eng.Disconnect(ctx, h.net.ID, b.ID)
 	}))
 	change("podman network connect b", "connect", "a", "b", func() error {
-		return h.eng.Connect(ctx, h.net.ID, b.ID, b.IPs[h.net.Name])
+		return h.reattach(ctx, b, attached)
 	})
 	change("b's healthcheck fails", "health_status", "b", "a", func() error {
 		setHealthy(t, ctx, b, false)
@@ -283,7 +335,21 @@ func TestPodmanDynamic(t *testing.T) {
 		if i+1 < len(changes) {
 			until = changes[i+1].issued
 		}
-		rw := checkRewire(t, res, c.from, c.to, c.at, until)
+		// The first connection c.to accepted after the event shows the
+		// rewire only if the ambassador sent it there after the change,
+		// which one that started before the test asked for the change
+		// cannot show. Such are the connections the ambassador sent b
+		// before it knew of the pause: b's kernel queued them while b
+		// was frozen, and b accepts them at the unpause, a few
+		// milliseconds before Podman stamps its event or, on a busy
+		// machine, after it.
+		queued := func(a load.Attempt) bool {
+			return a.ID.Name == c.to && a.Start.Before(c.issued) && !a.ID.Accepted.Before(c.at)
+		}
+		if n := len(res.Filter(queued)); n > 0 {
+			t.Logf("rewire %2d: %d connections %s accepted after the event had started before the change was asked for: not the rewire's", i+1, n, c.to)
+		}
+		rw := checkRewire(t, load.Result{Attempts: res.Filter(func(a load.Attempt) bool { return !queued(a) })}, c.from, c.to, c.at, until)
 		d := rw.latency()
 		all = append(all, d)
 		switch c.what {
