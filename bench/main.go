@@ -112,6 +112,10 @@ func main() {
 	// rows' echo, and their idle flows' holder.
 	for name, helper := range map[string]func([]string) error{"hold": hold, "udpecho": udpEcho, "udpidle": udpIdle, "listeners": listeners} {
 		if len(os.Args) > 1 && os.Args[1] == name {
+			if inVM() {
+				vmInit(helper, os.Args[2:])
+				return
+			}
 			if err := helper(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "bench %s: %v\n", name, err)
 				os.Exit(1)

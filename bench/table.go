@@ -280,7 +280,7 @@ func (u *udpBench) table(w io.Writer) {
 		for _, ci := range udpNginxes {
 			cells = append(cells, ratio(m[udpAmbassadord], m[ci]))
 		}
-		cells = append(cells, udpGoal(r.key, shown))
+		cells = append(cells, udpGoal(r.key, shown, u.b.cfg.udpIdleFlows))
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")
 	}
 	if r := u.rewired; r != nil {
