@@ -22,10 +22,11 @@ import (
 // spends; sendmmsg saves only the system calls.
 //
 // A path whose MTU a segment does not fit refuses segmentation (EINVAL or
-// EMSGSIZE), as does one through IPsec (EIO): the datagrams of a refused
-// message are sent again one by one, and the size allowed segmented
-// (udpLoop.gsoUp, gsoDown) drops below the refused one, for the loop's
-// life. It starts at udpGSOMaxSize, which a 1500-byte MTU fits.
+// EMSGSIZE), as does one through IPsec or a device that cannot checksum
+// (EIO): the datagrams of a refused message are sent again one by one, and
+// the size allowed segmented (udpLoop.gsoUp, gsoDown) drops below the
+// refused one, or to none after EIO, for the loop's life. It starts at
+// udpGSOMaxSize, which a 1500-byte MTU fits.
 
 const (
 	// udpGSOMaxSize is the largest datagram sent segmented at first: one
@@ -56,6 +57,17 @@ func gsoSupported(fd int) bool {
 // message, which its datagrams sent one by one would not meet.
 func gsoRefused(err error) bool {
 	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EIO)
+}
+
+// gsoAfter returns the largest datagram to send segmented after a path
+// refused segments of seg bytes with err, from max: none after EIO (IPsec,
+// or a device that cannot checksum, refuses any), else a smaller one (the
+// segment did not fit the path's MTU).
+func gsoAfter(err error, seg, max int) int {
+	if errors.Is(err, syscall.EIO) {
+		return 0
+	}
+	return min(max, seg-1)
 }
 
 // pack makes messages of the datagrams in slots [i, j), which go to one

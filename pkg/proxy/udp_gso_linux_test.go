@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -76,6 +77,15 @@ func TestUDPPack(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// TestGSOAfter: a refusal for the MTU lowers the size segmented below the
+// refused one; EIO ends segmenting.
+func TestGSOAfter(t *testing.T) {
+	assert.Equal(t, 1299, gsoAfter(syscall.EINVAL, 1300, udpGSOMaxSize))
+	assert.Equal(t, 1299, gsoAfter(syscall.EMSGSIZE, 1300, udpGSOMaxSize))
+	assert.Equal(t, 999, gsoAfter(syscall.EINVAL, 1300, 999), "never higher")
+	assert.Equal(t, 0, gsoAfter(syscall.EIO, 64, udpGSOMaxSize))
 }
 
 // TestUDPSegmentsKeepDatagrams: bursts of datagrams of one size, with

@@ -501,7 +501,7 @@ func (l *udpLoop) sendRun(s int32, i, j int) int {
 			if err != nil && b.count[h] > 1 && gsoRefused(err) {
 				// The path refused the segments: this message's
 				// datagrams go again, one by one from here on.
-				l.gsoUp = min(l.gsoUp, b.segment(h)) - 1
+				l.gsoUp = gsoAfter(err, b.segment(h), l.gsoUp)
 				continue
 			}
 		}
@@ -596,7 +596,7 @@ func (l *udpLoop) sendReplies() {
 		i += n
 		if err != nil {
 			if b.count[i] > 1 && gsoRefused(err) {
-				l.gsoDown = min(l.gsoDown, b.segment(i)) - 1
+				l.gsoDown = gsoAfter(err, b.segment(i), l.gsoDown)
 				l.sendApart(i)
 			} else {
 				for range b.count[i] {
