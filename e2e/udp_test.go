@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -161,6 +162,39 @@ func udpWaitDig(t *testing.T, ctx context.Context, server netip.Addr, port uint1
 	t.Logf("$ dig @%s -p %d %s +short%s\n%s", server, port, udpWhoName, map[bool]string{true: " +tcp"}[tcp], got)
 }
 
+// udpQueryBurst sends 32 queries of one size at once from one socket to
+// server, which the ambassador there forwards to dnsmasq together, as one
+// segmented message across the engine's bridge, as it does dnsmasq's
+// answers read at once, and requires each answered once, with want.
+func udpQueryBurst(t *testing.T, server netip.AddrPort, want netip.Addr) {
+	t.Helper()
+	const n = 32
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(server))
+	require.NoError(t, err)
+	defer c.Close()
+	for id := range uint16(n) {
+		_, err := c.Write(dnsload.Query(id+1, udpWhoName))
+		require.NoError(t, err)
+	}
+	answered := map[uint16]int{}
+	buf := make([]byte, 512)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	for len(answered) < n {
+		k, err := c.Read(buf)
+		if !assert.NoError(t, err, "%d of %d queries answered", len(answered), n) {
+			break
+		}
+		id, a, err := dnsload.Answer(buf[:k])
+		require.NoError(t, err)
+		assert.Equal(t, want, a, "the answer to query %d", id)
+		answered[id]++
+	}
+	for id := range uint16(n) {
+		assert.Equal(t, 1, answered[id+1], "answers to query %d", id+1)
+	}
+	t.Logf("%d queries sent at once to %s, each answered once", n, server)
+}
+
 // TestUDPDNS: dnsmasq behind an ambassador's UDP route, in each way of
 // making one, and dig through it:
 //
@@ -206,6 +240,7 @@ func TestUDPDNS(t *testing.T) {
 			if tt.tcp {
 				udpWaitDig(t, ctx, amb.IP, tt.port, true, udpWho1)
 			}
+			udpQueryBurst(t, netip.AddrPortFrom(amb.IP, tt.port), udpWho1)
 
 			st := statusOf(t, ctx, amb)
 			name := strconv.Itoa(int(tt.port)) + "/udp"
