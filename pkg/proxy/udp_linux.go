@@ -301,10 +301,6 @@ func (l *udpLoop) run() {
 		}
 		n, err := unix.EpollWait(l.epfd, events, timeout)
 		now := t.now()
-		if now-yielded >= int64(yieldInterval) {
-			runtime.Gosched() // see loop_linux.go
-			yielded = now
-		}
 		if err != nil {
 			n = 0 // EINTR
 		}
@@ -325,6 +321,14 @@ func (l *udpLoop) run() {
 		l.sendReplies()
 		t.flush()
 		next = t.expire(now)
+		if now-yielded >= int64(yieldInterval) {
+			// See loop_linux.go. After the datagrams read were
+			// sent, not before: a yield on a locked thread takes
+			// three context switches, which the datagram that woke
+			// the loop would wait for.
+			runtime.Gosched()
+			yielded = now
+		}
 	}
 	t.closeAll()
 	// No longer the route's owner: nothing wakes the loop from here on,
