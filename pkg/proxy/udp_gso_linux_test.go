@@ -267,31 +267,6 @@ func udpTestSocket(t *testing.T) int {
 	return fd
 }
 
-// startUDPLoopByHand makes r's event loop on a socket on 127.0.0.1 without
-// running it, for a test to drive, and releases it at the end of the test.
-func startUDPLoopByHand(t *testing.T, r *UDPRoute) (*udpLoop, *flowTable) {
-	t.Helper()
-	pc, err := ListenUDP(t.Context(), "127.0.0.1:0")
-	require.NoError(t, err)
-	tbl := newFlowTable(r)
-	o, err := r.startLoop(pc, tbl)
-	require.NoError(t, err)
-	l := o.(*udpLoop)
-	t.Cleanup(func() {
-		tbl.closeAll()
-		l.release()
-	})
-	return l, tbl
-}
-
-// port returns the loop's socket's port.
-func (l *udpLoop) port(t *testing.T) int {
-	t.Helper()
-	sa, err := unix.Getsockname(l.lfd)
-	require.NoError(t, err)
-	return sa.(*unix.SockaddrInet4).Port
-}
-
 // udpNetnsEnv marks TestUDPSegmentsRefused's run in a network namespace
 // of its own.
 const udpNetnsEnv = "AMBASSADORD_TEST_UDP_NETNS"

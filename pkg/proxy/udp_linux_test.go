@@ -381,17 +381,8 @@ func TestUDPUnreachableAtSend(t *testing.T) {
 				set = append(set, live)
 			}
 			r.SetBackends(set)
-			pc, err := ListenUDP(t.Context(), "127.0.0.1:0")
-			require.NoError(t, err)
-			tbl := newFlowTable(r)
-			o, err := r.startLoop(pc, tbl)
-			require.NoError(t, err)
-			l := o.(*udpLoop)
-			defer func() {
-				tbl.closeAll()
-				l.release()
-			}()
-			c := udpDial(t, pc.LocalAddr().String())
+			l, tbl := startUDPLoopByHand(t, r)
+			c := udpDial(t, "127.0.0.1:"+strconv.Itoa(l.port(t)))
 			send := func(msg string) {
 				t.Helper()
 				udpSend(t, c, msg)
@@ -417,6 +408,31 @@ func TestUDPUnreachableAtSend(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startUDPLoopByHand makes r's event loop on a socket on 127.0.0.1 without
+// running it, for a test to drive, and releases it at the end of the test.
+func startUDPLoopByHand(t *testing.T, r *UDPRoute) (*udpLoop, *flowTable) {
+	t.Helper()
+	pc, err := ListenUDP(t.Context(), "127.0.0.1:0")
+	require.NoError(t, err)
+	tbl := newFlowTable(r)
+	o, err := r.startLoop(pc, tbl)
+	require.NoError(t, err)
+	l := o.(*udpLoop)
+	t.Cleanup(func() {
+		tbl.closeAll()
+		l.release()
+	})
+	return l, tbl
+}
+
+// port returns the loop's socket's port.
+func (l *udpLoop) port(t *testing.T) int {
+	t.Helper()
+	sa, err := unix.Getsockname(l.lfd)
+	require.NoError(t, err)
+	return sa.(*unix.SockaddrInet4).Port
 }
 
 // waitPoll waits until fd has one of events.
