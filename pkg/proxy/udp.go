@@ -49,7 +49,10 @@ import (
 // default): holding more flows than that, 50,000 say, takes a wider range
 // (docker run --sysctl net.ipv4.ip_local_port_range="1024 65535") and as
 // many descriptors. A flow that cannot get its socket is a drop
-// (DropFlowCap).
+// (DropFlowCap). A flow's socket that received a datagram keeps a page of
+// the kernel's UDP memory accounted (net.ipv4.udp_mem, 3/16 of the memory
+// by default) while it lives: past that limit, datagrams are dropped on
+// arrival.
 //
 // Drops are counted where the route sees them. Datagrams the kernel drops
 // before the route reads them, its socket's receive buffer full, are not:
