@@ -855,8 +855,8 @@ func udpIdle(args []string) (err error) {
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
-// fdsFor reports whether this process may hold descriptors for flows
-// idle flows, and the spare: its hard limit allows them.
+// fdsFor reports whether this process's hard descriptor limit allows a
+// descriptor for each of flows idle flows, and the spare.
 func fdsFor(flows int) bool {
 	var rl syscall.Rlimit
 	return syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Max >= uint64(flows+udpIdleSpareFDs)
@@ -931,11 +931,6 @@ func udpHoldMany(raddr *net.UDPAddr, n int, host bool) ([]*net.UDPConn, error) {
 	return conns, first
 }
 
-// udpHoldTries is how many times udpHold sends its datagram, waiting
-// twice as long each time from 500 ms (15.5 s in all): the VM's software
-// emulation (vm.go) stalls at times for seconds.
-const udpHoldTries = 5
-
 // udpHold opens a socket from laddr (nil: the kernel's choice) to raddr
 // and has one datagram answered through it.
 func udpHold(raddr, laddr *net.UDPAddr) (*net.UDPConn, error) {
@@ -944,11 +939,11 @@ func udpHold(raddr, laddr *net.UDPAddr) (*net.UDPConn, error) {
 		return nil, err
 	}
 	msg := make([]byte, udpSize)
-	for try := range udpHoldTries {
+	for try := range 3 {
 		if _, err = c.Write(msg); err != nil {
 			break
 		}
-		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond << try))
+		c.SetReadDeadline(time.Now().Add(time.Duration(try+1) * 500 * time.Millisecond))
 		if _, err = c.Read(msg); err == nil {
 			return c, nil
 		}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,8 +59,8 @@ const (
 	vmTimeout = 10 * time.Minute
 )
 
-// vmKernel returns the kernel to boot and a word on it, or why there is
-// none.
+// vmKernel returns the kernel the VM boots, the newest in vmKernelDir, or
+// why there is none.
 func vmKernel() (string, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil || runtime.GOARCH != "amd64" {
 		return "", errors.New("no qemu-system-x86_64 (bench/setup.sh installs it, on amd64)")
@@ -135,13 +136,7 @@ func writeInitramfs(path, initBin string, files map[string]string) error {
 	for name, src := range files {
 		all[strings.TrimPrefix(name, "/")] = src
 	}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range all {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(all)) {
 		data, err := os.ReadFile(all[name])
 		if err != nil {
 			f.Close()

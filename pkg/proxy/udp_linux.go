@@ -389,7 +389,8 @@ func (l *udpLoop) readClients(now int64) {
 // clients, and moves nothing when each client's datagrams follow one
 // another already, as when each client sent one.
 func (b *udpBatch) group(keys []udpKey) {
-	const size = 2 * udpBatchSize // a power of two, half full at most
+	const size = 2 * udpBatchSize      // a power of two, half full at most
+	var _ [127 - udpBatchSize]struct{} // slots, plus one, fit an int8
 	var (
 		head       [size]int8         // 1 + the first slot of the client hashed there; 0: none
 		last, next [udpBatchSize]int8 // of a client's first slot: its last; of any slot: the client's next, or -1
