@@ -68,6 +68,25 @@ func TestUDPBatchTruncated(t *testing.T) {
 	}
 }
 
+// TestListenUDPReadBuffer: a route's socket asks for udpReadBuffer, which
+// the kernel grants up to net.core.rmem_max (and reports doubled, its
+// bookkeeping included).
+func TestListenUDPReadBuffer(t *testing.T) {
+	data, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	require.NoError(t, err)
+	rmemMax, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	uc, err := ListenUDP(t.Context(), "127.0.0.1:0")
+	require.NoError(t, err)
+	defer uc.Close()
+	fd, ok := dupFD(uc)
+	require.True(t, ok)
+	defer unix.Close(fd)
+	got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	require.NoError(t, err)
+	assert.Equal(t, 2*min(udpReadBuffer, rmemMax), got)
+}
+
 // TestUDPClientAddresses: a client's address read from a sockaddr is
 // written back as the route's socket's family has it.
 func TestUDPClientAddresses(t *testing.T) {
