@@ -1064,12 +1064,22 @@ func deployConsumerRunID(t *testing.T, ctx context.Context, p *deployProject) st
 	consumer := p.container(t, ctx, "consumer")
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	ex, err := eng.Client.ExecCreate(ctx, consumer.ID, client.ExecCreateOptions{
-		Cmd:          []string{harness.RedisCLI, "-h", "redis", "info", "server"},
-		AttachStdout: true,
-		AttachStderr: true,
-	})
-	require.NoError(t, err)
+	// The consumer's redis-cli exits when the ambassador closes its
+	// connection, as it does when the backend is removed, and its restart
+	// policy starts it again: an exec meanwhile is refused, and waits.
+	var ex client.ExecCreateResult
+	require.NoError(t, harness.Poll(ctx, func(ctx context.Context) error {
+		var err error
+		ex, err = eng.Client.ExecCreate(ctx, consumer.ID, client.ExecCreateOptions{
+			Cmd:          []string{harness.RedisCLI, "-h", "redis", "info", "server"},
+			AttachStdout: true,
+			AttachStderr: true,
+		})
+		if err != nil && !strings.Contains(err.Error(), "is restarting") && !strings.Contains(err.Error(), "is not running") {
+			return harness.Permanent(err)
+		}
+		return err
+	}), "exec in the consumer")
 	att, err := eng.Client.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
 	require.NoError(t, err)
 	defer att.Close()
