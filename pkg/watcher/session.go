@@ -100,7 +100,7 @@ func (l *loop) session(ctx context.Context) error {
 
 	// A fresh listing, and the events replayed since before it, are the
 	// whole truth: what earlier events said no longer matters.
-	l.graves.reset()
+	l.graves.reset(l.state == stateDisconnected)
 	// The listing does not wait for the engine to answer the
 	// subscription: the subscription's since is taken first, and the
 	// engine replays every event from then on once it answers, so nothing

@@ -45,7 +45,8 @@ const stoppingTTL = 30 * time.Second
 // new connections but, unlike a tombstone, keeps its established ones. The
 // mark ends when the listing no longer shows the container, when it dies or
 // starts again, or after stoppingTTL; a new session keeps it, since the
-// fresh listing cannot contradict it.
+// fresh listing cannot contradict it, unless the engine was unreachable
+// in between (reset).
 //
 // The zero value is ready; it belongs to the loop.
 type tombstones struct {
@@ -113,11 +114,21 @@ func (t *tombstones) reattach(container, network string) {
 }
 
 // reset forgets what events said is gone, for a new session that starts
-// from a fresh listing. Stop signals are kept: the listing shows a
-// stopping container as running, so it cannot say they are stale.
-func (t *tombstones) reset() {
+// from a fresh listing. Stop signals are kept, the listing showing a
+// stopping container as running, unless the engine was unreachable
+// (outage): it most likely restarted, and without live-restore its
+// shutdown signalled every container and its start started again those
+// with a restart policy, which the listing shows running, while their
+// start events came before the new session subscribed. A mark kept then
+// took them out of new connections for stoppingTTL. (With live-restore, a
+// container signalled just before an outage and still draining after it
+// gets new connections until its death's event; a refused one moves on.)
+func (t *tombstones) reset(outage bool) {
 	clear(t.dead)
 	clear(t.detached)
+	if outage {
+		clear(t.stopping)
+	}
 }
 
 // apply removes from a fresh listing, in place, what the tombstones say is

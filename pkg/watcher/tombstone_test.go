@@ -98,7 +98,7 @@ func TestTombstones(t *testing.T) {
 		},
 		{
 			name:    "reset",
-			setup:   func(g *tombstones) { g.bury(a, t0); g.detach(b, "i1", t0); g.reset() },
+			setup:   func(g *tombstones) { g.bury(a, t0); g.detach(b, "i1", t0); g.reset(false) },
 			listing: listing(),
 			now:     t0,
 			want:    listing(),
@@ -187,12 +187,22 @@ func TestStoppingMarks(t *testing.T) {
 		},
 		{
 			name:       "a new session keeps the mark",
-			setup:      func(g *tombstones) { g.condemn(a, t0); g.reset() },
+			setup:      func(g *tombstones) { g.condemn(a, t0); g.reset(false) },
 			listing:    listing("running"),
 			now:        t0,
 			want:       listing(source.StateStopping),
 			wantExpiry: t0.Add(stoppingTTL),
 			wantLeft:   1,
+		},
+		{
+			// The engine restarted: its shutdown signalled a, its
+			// start started it again (a restart policy) before the
+			// new session subscribed.
+			name:    "a new session after an outage forgets the mark",
+			setup:   func(g *tombstones) { g.condemn(a, t0); g.reset(true) },
+			listing: listing("running"),
+			now:     t0,
+			want:    listing("running"),
 		},
 		{
 			name:       "the earliest expiry wins",

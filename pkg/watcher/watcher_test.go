@@ -519,6 +519,35 @@ func TestStartClearsStopping(t *testing.T) {
 	}
 }
 
+// An engine that restarts signals its containers as it shuts down, and
+// starts again those with a restart policy before the watcher's next
+// session subscribes: their start events are never seen, and the stop
+// marks of the shutdown's signals must not outlive the outage (they took
+// the containers out of new connections for stoppingTTL: TestEngineRestart
+// in CI).
+func TestEngineRestartForgetsStopSignals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(ctr(idRedis, "redis"))
+		w := &Watcher{Client: f}
+		start(t, w)
+		take(t, w)
+
+		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+		assert.Equal(t, source.StateStopping, take(t, w).Snapshot.Containers[0].State)
+		f.setPing(dialErr(syscall.ECONNREFUSED), false)
+		f.stream(t).errs <- io.EOF
+		synctest.Wait()
+		require.False(t, take(t, w).Connected)
+
+		// Back, the container running again (the same ID).
+		f.setPing(nil, false)
+		time.Sleep(maxBackoff)
+		u := take(t, w)
+		require.True(t, u.Connected)
+		assert.Equal(t, "running", u.Snapshot.Containers[0].State)
+	})
+}
+
 // docker stop resumes a paused container to deliver the signal, and the
 // engine reports the unpause after the kill: the unpause must not undo it.
 func TestStopSignalToAPausedContainer(t *testing.T) {
