@@ -171,11 +171,21 @@ func faultLogFDs(t *testing.T, ctx context.Context, amb *harness.Container) {
 	t.Helper()
 	insp, err := eng.Inspect(ctx, amb.ID)
 	require.NoError(t, err)
-	dir := fmt.Sprintf("/proc/%d/fd", insp.State.Pid)
+	n, kinds, err := fdKinds(insp.State.Pid)
+	if err != nil {
+		t.Logf("descriptors of %s: %v", amb.Name, err)
+		return
+	}
+	t.Logf("descriptors of %s now: %d, by kind %v", amb.Name, n, kinds)
+}
+
+// fdKinds counts the descriptors of process pid, in all and by kind
+// (socket, pipe, anon_inode, or the file's path).
+func fdKinds(pid int) (int, map[string]int, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		t.Logf("descriptors of %s: cannot read %s: %v", amb.Name, dir, err)
-		return
+		return 0, nil, err
 	}
 	kinds := map[string]int{}
 	for _, e := range entries {
@@ -186,7 +196,7 @@ func faultLogFDs(t *testing.T, ctx context.Context, amb *harness.Container) {
 		kind, _, _ := strings.Cut(link, ":")
 		kinds[kind]++
 	}
-	t.Logf("descriptors of %s now: %d, by kind %v", amb.Name, len(entries), kinds)
+	return len(entries), kinds, nil
 }
 
 // faultLogCount counts the ambassador's log lines containing substr.
