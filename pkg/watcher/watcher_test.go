@@ -493,17 +493,24 @@ func TestStoppingExpires(t *testing.T) {
 	})
 }
 
+// startSignalled starts a watcher of an engine running redis, and has
+// redis sent a stop signal: it is stopping.
+func startSignalled(t *testing.T) (*fakeClient, *Watcher) {
+	t.Helper()
+	f := newFake(ctr(idRedis, "redis"))
+	w := &Watcher{Client: f}
+	start(t, w)
+	take(t, w)
+	f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
+	require.Equal(t, source.StateStopping, take(t, w).Snapshot.Containers[0].State)
+	return f, w
+}
+
 func TestStartClearsStopping(t *testing.T) {
 	for _, action := range []events.Action{events.ActionStart, events.ActionRestart} {
 		t.Run(string(action), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := newFake(ctr(idRedis, "redis"))
-				w := &Watcher{Client: f}
-				start(t, w)
-				take(t, w)
-
-				f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
-				assert.Equal(t, source.StateStopping, take(t, w).Snapshot.Containers[0].State)
+				f, w := startSignalled(t)
 				time.Sleep(w.quiet())
 				none(t, w)
 
@@ -527,13 +534,7 @@ func TestStartClearsStopping(t *testing.T) {
 // in CI).
 func TestEngineRestartForgetsStopSignals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newFake(ctr(idRedis, "redis"))
-		w := &Watcher{Client: f}
-		start(t, w)
-		take(t, w)
-
-		f.send(t, containerEvent(events.ActionKill, idRedis, map[string]string{"signal": "15"}))
-		assert.Equal(t, source.StateStopping, take(t, w).Snapshot.Containers[0].State)
+		f, w := startSignalled(t)
 		f.setPing(dialErr(syscall.ECONNREFUSED), false)
 		f.stream(t).errs <- io.EOF
 		synctest.Wait()
