@@ -20,7 +20,10 @@ import (
 // commit in the same repository. The module cache is shared, so a
 // revision with the same dependencies builds in seconds.
 func buildBaseline(ctx context.Context, repo, rev, dir string) (bin, what string, err error) {
-	goTool := goCommand()
+	goTool := os.Getenv("GO")
+	if goTool == "" {
+		goTool = "go"
+	}
 	revParse := exec.CommandContext(ctx, "git", "rev-parse", "--short", rev+"^{commit}")
 	revParse.Dir = repo
 	out, err := revParse.Output()
@@ -84,13 +87,4 @@ func exitDetail(err error) error {
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(exit.Stderr)))
 	}
 	return err
-}
-
-// goCommand is the go tool the bench builds with: $GO (the Makefile's), or
-// go from PATH.
-func goCommand() string {
-	if g := os.Getenv("GO"); g != "" {
-		return g
-	}
-	return "go"
 }

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 const (
@@ -84,10 +86,12 @@ func runInVM(ctx context.Context, kernel string, files map[string]string, args [
 	}
 	defer os.RemoveAll(dir)
 	initBin := filepath.Join(dir, "init")
-	build := exec.CommandContext(ctx, goCommand(), "build", "-trimpath", "-o", initBin, "github.com/ambassadord/ambassadord/bench")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("build the VM's init (run the bench from the repository): %w: %s", err, lastLines(string(out), 3))
+	root, err := harness.RepoRoot(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("build the VM's init (run the bench from the repository): %w", err)
+	}
+	if err := harness.GoBuild(ctx, root, "./bench", initBin, ""); err != nil {
+		return "", "", fmt.Errorf("build the VM's init: %w", err)
 	}
 	initrd := filepath.Join(dir, "initrd.cpio")
 	if err := writeInitramfs(initrd, initBin, files); err != nil {

@@ -2,14 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ambassadord/ambassadord/internal/harness"
 )
 
 // TestVMHoldsUDPFlows boots the VM the idle UDP row runs in where the
@@ -21,11 +21,10 @@ func TestVMHoldsUDPFlows(t *testing.T) {
 	if err != nil {
 		t.Skipf("no VM: %v", err)
 	}
+	root, err := harness.RepoRoot(t.Context())
+	require.NoError(t, err)
 	bin := filepath.Join(t.TempDir(), "ambassadord")
-	build := exec.Command(goCommand(), "build", "-o", bin, "github.com/ambassadord/ambassadord/cmd/ambassadord")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	require.NoError(t, harness.GoBuild(t.Context(), root, "./cmd/ambassadord", bin, ""))
 
 	const flows = 300
 	res, logs, err := runInVM(t.Context(), kernel, map[string]string{"/ambassadord": bin},
