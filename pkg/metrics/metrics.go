@@ -301,6 +301,21 @@ type routeMetrics struct {
 type backendMetrics struct {
 	active int  // connections (UDP: flows) open now
 	member bool // in the set of the last BackendSet
+
+	// udp are a UDP backend's datagram and byte counters by direction
+	// (udpDirection), taken at its first datagrams: a route's event loop
+	// reports after every wake-up, and looking the series up by their
+	// labels each time was about 4% of its CPU at 2,000 requests/s. They
+	// go with the backend's entry, which is deleted with its series.
+	udp [2]struct{ datagrams, bytes prometheus.Counter }
+}
+
+// udpDirection is the index of a UDP direction in backendMetrics.udp.
+func udpDirection(direction string) int {
+	if direction == proxy.DirectionUp {
+		return 0
+	}
+	return 1
 }
 
 // New registers every metric, the Go runtime and process
@@ -464,9 +479,13 @@ func (o *udpObserver) Datagrams(b proxy.Backend, direction string, n, bytes int)
 		return
 	}
 	defer rm.mu.Unlock()
-	rm.backendLocked(b.Addr)
-	o.m.udpDatagrams.WithLabelValues(rm.name, b.Addr, direction).Add(float64(n))
-	o.m.udpBytes.WithLabelValues(rm.name, b.Addr, direction).Add(float64(bytes))
+	c := &rm.backendLocked(b.Addr).udp[udpDirection(direction)]
+	if c.datagrams == nil {
+		c.datagrams = o.m.udpDatagrams.WithLabelValues(rm.name, b.Addr, direction)
+		c.bytes = o.m.udpBytes.WithLabelValues(rm.name, b.Addr, direction)
+	}
+	c.datagrams.Add(float64(n))
+	c.bytes.Add(float64(bytes))
 }
 
 func (o *udpObserver) Dropped(reason string, n int) {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/ambassadord/ambassadord/pkg/metrics/metricstest"
 	"github.com/ambassadord/ambassadord/pkg/proxy"
@@ -57,6 +58,21 @@ func TestUDPMetrics(t *testing.T) {
 	assert.True(t, ok)
 	_, ok = metricstest.Find(f, "ambassadord_udp_flows_total", seriesLabels{"route": "53/udp", "backend": b.Addr})
 	assert.False(t, ok)
+
+	// a's last flow closes and the next set deletes its series; when a
+	// comes back, its datagrams are counted anew, in series that are
+	// scraped (not in counters held from before the deletion).
+	o.FlowClosed(a, proxy.FlowExpired)
+	m.BackendSet("53/udp", nil)
+	_, ok = metricstest.Find(scrape(t, m), "ambassadord_udp_datagrams_total", seriesLabels{"route": "53/udp", "backend": a.Addr})
+	require.False(t, ok)
+	m.BackendSet("53/udp", []proxy.Backend{a})
+	o.Datagrams(a, proxy.DirectionUp, 4, 256)
+	o.Datagrams(a, proxy.DirectionUp, 1, 64)
+	f = scrape(t, m)
+	assert.Equal(t, 5.0, metricstest.Value(t, f, "ambassadord_udp_datagrams_total", seriesLabels{"route": "53/udp", "backend": a.Addr, "direction": "up"}))
+	assert.Equal(t, 320.0, metricstest.Value(t, f, "ambassadord_udp_bytes_total", seriesLabels{"route": "53/udp", "backend": a.Addr, "direction": "up"}))
+	assert.Equal(t, 0.0, metricstest.Value(t, f, "ambassadord_udp_datagrams_total", seriesLabels{"route": "53/udp", "backend": a.Addr, "direction": "down"}))
 
 	m.RouteRemoved("53/udp")
 	assert.Empty(t, metricstest.RouteSeries(scrape(t, m), "53/udp"))
