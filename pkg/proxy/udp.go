@@ -60,7 +60,7 @@ import (
 //
 // One owner serves a route's socket and all its flows, and owns the flow
 // table: no mutex on the data path. On Linux it is an event loop of the
-// route's own (udp_linux.go): a thread waiting in epoll_wait for the
+// route's own (udp_linux.go): a goroutine waiting in epoll_wait for the
 // route's socket and every flow's socket, reading with recvmmsg and
 // sending to clients with sendmmsg, with no goroutine per flow or per
 // datagram. Elsewhere, or if the loop cannot start, it is a goroutine fed
