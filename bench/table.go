@@ -224,6 +224,9 @@ func (u *udpBench) print(w io.Writer) {
 	fmt.Fprintln(w, "The backend: a Go echo (`bench udpecho`), two sockets on one port with SO_REUSEPORT, a goroutine each.")
 	fmt.Fprintln(w, "classic = `socat UDP4-RECVFROM:P,fork UDP4-SENDTO:127.0.0.1:B` (a process per datagram), at most 8 flows in the echo load; nginx = nginx-light with libnginx-mod-stream, `worker_processes 1`, `listen 127.0.0.1:P udp; proxy_pass 127.0.0.1:B; proxy_timeout 30s;` with `proxy_responses 1;` (a session ends once answered, the usual DNS configuration) or without (a session lives for proxy_timeout, as a flow of ambassadord's), a foreground process with its own prefix, pid file and error log; ambassadord = `--route P/udp:127.0.0.1:B`, one event loop for the route.")
 	fmt.Fprintln(w, "The machine's CPUs are shared by the client, the echo and the proxy, so requests/s is the three's together; CPU per million datagrams is the proxy's own cost.")
+	if len(u.cands) > udpBaseline {
+		fmt.Fprintf(w, "ambassadord (baseline) = %s, run as ambassadord is, without the idle rows; ambassadord ÷ baseline is the ratio of their medians.\n", u.b.baseline)
+	}
 	where := "in a network namespace of its own (the ephemeral port range widened there to " + udpIdlePortRange + ", clients bound outside it, the descriptor limit raised where allowed), the machine's settings untouched"
 	if !u.netns {
 		where = "on the machine's loopback"
@@ -242,6 +245,9 @@ func (u *udpBench) table(w io.Writer) {
 	}
 	for _, ci := range udpNginxes {
 		cols = append(cols, "ambassadord ÷ "+u.cands[ci].name)
+	}
+	if len(u.cands) > udpBaseline {
+		cols = append(cols, "ambassadord ÷ baseline")
 	}
 	cols = append(cols, "issue 17 goal")
 	fmt.Fprintln(w, "| "+strings.Join(cols, " | ")+" |")
@@ -279,6 +285,9 @@ func (u *udpBench) table(w io.Writer) {
 		}
 		for _, ci := range udpNginxes {
 			cells = append(cells, ratio(m[udpAmbassadord], m[ci]))
+		}
+		if len(u.cands) > udpBaseline {
+			cells = append(cells, ratio(m[udpAmbassadord], m[udpBaseline]))
 		}
 		cells = append(cells, udpGoal(r.key, shown, u.b.cfg.udpIdleFlows))
 		fmt.Fprintln(w, "| "+strings.Join(cells, " | ")+" |")

@@ -160,3 +160,20 @@ func TestTableEngines(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPTableBaseline: with a baseline binary the UDP table has its
+// column and the ratio of ambassadord's medians to it, and the goals are
+// still judged against nginx.
+func TestUDPTableBaseline(t *testing.T) {
+	b := newBench(quick, candidates("/x/ambassadord", "/x/old"))
+	u := &udpBench{b: b, cands: udpCandidates("/x/old"), samples: map[string][][]float64{}}
+	require.Len(t, u.cands, udpBaseline+1)
+	for ci, v := range []float64{0.1, 8, 0.25, 0.2, 0.19, 0.21} {
+		u.add("lat-p50", ci, v)
+	}
+	var w strings.Builder
+	u.table(&w)
+	lines := strings.Split(w.String(), "\n")
+	assert.Equal(t, "| metric | direct | classic (socat) | nginx (proxy_responses 1) | nginx (sessions kept) | ambassadord | ambassadord (baseline) | ambassadord ÷ nginx (proxy_responses 1) | ambassadord ÷ nginx (sessions kept) | ambassadord ÷ baseline | issue 17 goal |", lines[0])
+	assert.Equal(t, "| 2,000 requests/s (20 flows): round trip p50 ms | 0.100 | 8.000 (80.00×) | 0.250 (2.50×) | 0.200 (2.00×) | 0.190 (1.90×) | 0.210 (2.10×) | 0.76× | 0.95× | 0.90× | met: ≤ nginx (proxy_responses 1); met: ≤ nginx (sessions kept) |", lines[2])
+}

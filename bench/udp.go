@@ -72,6 +72,7 @@ const (
 	udpNginx     // proxy_responses 1
 	udpNginxKept // sessions kept for proxy_timeout
 	udpAmbassadord
+	udpBaseline // only when the run has a baseline binary
 )
 
 // UDP ports, from the base port (UDP's port space is not TCP's, so they
@@ -115,8 +116,10 @@ type udpCandidate struct {
 	flowsCap int
 }
 
-func udpCandidates() []udpCandidate {
-	return []udpCandidate{
+// udpCandidates returns the UDP columns, with baselineBin's, a second
+// ambassadord, unless it is empty.
+func udpCandidates(baselineBin string) []udpCandidate {
+	cs := []udpCandidate{
 		udpDirect: {name: "direct"},
 		udpClassic: {name: "classic (socat)", launch: launchUDPSocat, flowsCap: 8,
 			noIdle: "a process per datagram, ending half a second after it"},
@@ -125,6 +128,13 @@ func udpCandidates() []udpCandidate {
 		udpNginxKept:   {name: "nginx (sessions kept)", launch: udpNginxLauncher(false), workers: true},
 		udpAmbassadord: {name: "ambassadord", launch: launchUDPAmbassadord},
 	}
+	if baselineBin != "" {
+		cs = append(cs, udpCandidate{name: "ambassadord (baseline)", noIdle: "measured for ambassadord only",
+			launch: func(_, dir string, listen, backend, flows int, idle bool) ([]*exec.Cmd, error) {
+				return launchUDPAmbassadord(baselineBin, dir, listen, backend, flows, idle)
+			}})
+	}
+	return cs
 }
 
 // udpBench is the UDP part's state. Only the main goroutine touches it.
@@ -166,7 +176,11 @@ func (b *bench) runUDP(ctx context.Context, bin string) error {
 	if _, err := os.Stat(udpStreamModule); err != nil {
 		return fmt.Errorf("nginx's stream module is missing (bench/setup.sh installs libnginx-mod-stream): %w", err)
 	}
-	u := &udpBench{b: b, bin: bin, cands: udpCandidates(), samples: map[string][][]float64{}}
+	baseBin := ""
+	if b.hasBaseline() {
+		baseBin = b.cands[baseline].bin
+	}
+	u := &udpBench{b: b, bin: bin, cands: udpCandidates(baseBin), samples: map[string][][]float64{}}
 	b.udp = u
 	ports := []int{u.echoPort()}
 	for ci := udpClassic; ci < len(u.cands); ci++ {
@@ -785,7 +799,7 @@ func udpIdle(args []string) (err error) {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c := udpCandidates()[*ci]
+	c := udpCandidates("")[*ci]
 	echoPort, listen := udpIdleEcho, udpIdleListen
 	if *host {
 		echoPort, listen = *base+portsPer*9, *base+portsPer*9+1 // clear of the other rows' ports
@@ -980,7 +994,7 @@ func udpGoal(key string, m map[string][]float64, flows int) string {
 	}
 	var out []string
 	for _, ci := range udpNginxes {
-		what := udpCandidates()[ci].name
+		what := udpCandidates("")[ci].name
 		ref := m[key][ci]
 		switch {
 		case math.IsNaN(ref):
