@@ -42,7 +42,8 @@ import (
 //   - a backend that reset it leaves the set within replayWait, as a
 //     stopped, dead or removed container does, or is ejected meanwhile
 //     (EjectAfter: its other connections failed too, as when its host
-//     died and its engine's grace keeps it in the set). A backend that
+//     died and its engine's grace keeps it in the set) while the set
+//     has another backend to go to. A backend that
 //     resets connections and stays in the set, not ejected, is not tried
 //     again: the client sees the reset, as without replay, replayWait
 //     later. A backend that
@@ -172,9 +173,14 @@ var errNoBackendFD = errors.New("no descriptor for the backend's socket")
 
 // waitGone waits up to d for b to leave the route's backends, or to be
 // ejected (--eject-after: its other connections failed too, as when its
-// host died and the engine's grace keeps it in the set), and reports
-// whether it did. The fallback tier does not count: a backend is left
-// there by a rewire, and pruned from it once it stops.
+// host died and the engine's grace keeps it in the set) while the set has
+// another backend not ejected, and reports whether it did. An ejected
+// backend alone in its set is waited for to leave it: the connection
+// would go back to it. (A stopped container's other connections, made
+// between its stop signal and the engine's word, can eject it a
+// millisecond before its kill event replaces the set: CI saw one so
+// reset.) The fallback tier does not count: a backend is left there by a
+// rewire, and pruned from it once it stops.
 func (r *Route) waitGone(ctx context.Context, b Backend, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -183,7 +189,7 @@ func (r *Route) waitGone(ctx context.Context, b Backend, d time.Duration) bool {
 	defer tick.Stop()
 	for {
 		set := r.backends.Load()
-		if set == nil || !slices.Contains(set.backends, b) || r.ejectedNow(b) {
+		if set == nil || !slices.Contains(set.backends, b) || r.ejectedNow(b) && r.anotherBackend(set, b) {
 			return true
 		}
 		select {
@@ -195,6 +201,12 @@ func (r *Route) waitGone(ctx context.Context, b Backend, d time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// anotherBackend reports whether set has a backend other than b that is
+// not ejected now.
+func (r *Route) anotherBackend(set *backendSet, b Backend) bool {
+	return slices.ContainsFunc(set.backends, func(o Backend) bool { return o != b && !r.ejectedNow(o) })
 }
 
 // ejectPoll is how often a replay waiting for its backend to leave the

@@ -305,6 +305,32 @@ func TestReplayOnceEjected(t *testing.T) {
 	assert.Len(t, r.Ejections(), 1)
 }
 
+// TestReplayEjectedAlone: a backend that resets a connection unanswered
+// and is ejected by it, alone in its set, is not tried again at once:
+// the replay waits for the set to change (a stopped container's kill
+// event), as it does for one not ejected, and goes to the new set.
+func TestReplayEjectedAlone(t *testing.T) {
+	obs := &recorder{}
+	old, closed := resetter(t, "")
+	next := Backend{ID: "next", Addr: startBackend(t, echo)}
+	r := &Route{Observer: obs, ReplayBytes: 64, EjectAfter: 1, EjectTime: time.Hour}
+	r.SetBackends([]Backend{old})
+	c := dial(t, startRoute(t, r))
+	_, err := c.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	<-closed
+	require.Eventually(t, func() bool { return len(r.Ejections()) == 1 }, 5*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // the kill event, after the ejection
+	r.SetBackends([]Backend{next})
+
+	got, err := readAll(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", got)
+	assert.Equal(t, []Backend{next}, obs.events().replayed)
+	assert.Empty(t, obs.events().resets)
+}
+
 // holder returns a backend that takes each connection, reads the client's
 // first bytes, writes answer (if any) and then holds the connection
 // without a word until the proxy closes it: an app that accepted a
