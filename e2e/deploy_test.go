@@ -1066,35 +1066,49 @@ func deployConsumerRunID(t *testing.T, ctx context.Context, p *deployProject) st
 	defer cancel()
 	// The consumer's redis-cli exits when the ambassador closes its
 	// connection, as it does when the backend is removed, and its restart
-	// policy starts it again: an exec meanwhile is refused, and waits.
-	var ex client.ExecCreateResult
+	// policy starts it again: an exec meanwhile is refused, or fails to
+	// start in the container as it stops (exit code 126, "OCI runtime exec
+	// failed"), and is tried again.
+	var stdout, stderr bytes.Buffer
+	var res client.ExecInspectResult
 	require.NoError(t, harness.Poll(ctx, func(ctx context.Context) error {
-		var err error
-		ex, err = eng.Client.ExecCreate(ctx, consumer.ID, client.ExecCreateOptions{
+		stdout.Reset()
+		stderr.Reset()
+		ex, err := eng.Client.ExecCreate(ctx, consumer.ID, client.ExecCreateOptions{
 			Cmd:          []string{harness.RedisCLI, "-h", "redis", "info", "server"},
 			AttachStdout: true,
 			AttachStderr: true,
 		})
-		if err != nil && !strings.Contains(err.Error(), "is restarting") && !strings.Contains(err.Error(), "is not running") {
+		if err != nil {
+			if strings.Contains(err.Error(), "is restarting") || strings.Contains(err.Error(), "is not running") {
+				return err
+			}
 			return harness.Permanent(err)
 		}
-		return err
-	}), "exec in the consumer")
-	att, err := eng.Client.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
-	require.NoError(t, err)
-	defer att.Close()
-	var stdout, stderr bytes.Buffer
-	_, err = stdcopy.StdCopy(&stdout, &stderr, att.Reader)
-	require.NoError(t, err)
-	// The output ends before the engine records the exit code.
-	var res client.ExecInspectResult
-	require.NoError(t, harness.Poll(ctx, func(ctx context.Context) error {
-		res, err = eng.Client.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
-		if err == nil && res.Running {
-			return errors.New("still running")
+		att, err := eng.Client.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+		if err != nil {
+			return harness.Permanent(err)
 		}
-		return err
-	}))
+		_, err = stdcopy.StdCopy(&stdout, &stderr, att.Reader)
+		att.Close()
+		if err != nil {
+			return harness.Permanent(err)
+		}
+		// The output ends before the engine records the exit code.
+		if err := harness.Poll(ctx, func(ctx context.Context) error {
+			res, err = eng.Client.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
+			if err == nil && res.Running {
+				return errors.New("still running")
+			}
+			return err
+		}); err != nil {
+			return harness.Permanent(err)
+		}
+		if res.ExitCode == 126 && strings.Contains(stdout.String()+stderr.String(), "OCI runtime exec failed") {
+			return fmt.Errorf("exec cut by the consumer's restart: %s", strings.TrimSpace(stdout.String()+stderr.String()))
+		}
+		return nil
+	}), "exec in the consumer")
 	require.Zero(t, res.ExitCode, "redis-cli in the consumer:\n%s%s", stdout.String(), stderr.String())
 	m := deployRunIDLine.FindStringSubmatch(stdout.String())
 	require.NotNil(t, m, "no run_id in the consumer's output:\n%s%s", stdout.String(), stderr.String())
