@@ -877,8 +877,14 @@ func fdsFor(flows int) bool {
 }
 
 // udpIdleNamespace prepares the fresh network namespace the process runs
-// in: its loopback up, and the ephemeral port range udpIdlePortRange.
+// in: its loopback up, and the ephemeral port range udpIdlePortRange. It
+// refuses the machine's own namespace, whose port range is not the
+// bench's to change: `bench udpidle` run by hand, without -host, would
+// have widened it.
 func udpIdleNamespace() error {
+	if err := freshNetNamespace(); err != nil {
+		return err
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -897,6 +903,24 @@ func udpIdleNamespace() error {
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(udpIdlePortRange), 0o644); err != nil {
 		return fmt.Errorf("widen the port range: %w", err)
+	}
+	return nil
+}
+
+// freshNetNamespace fails if the process's network namespace has an
+// interface besides its loopback, as the machine's has and a namespace
+// made by CLONE_NEWNET has not; the bench's VM (vm.go) has no network
+// card either. (Comparing /proc/1/ns/net would not do: reading it is
+// refused to root without CAP_SYS_PTRACE, as on this machine.)
+func freshNetNamespace() error {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return err
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			return fmt.Errorf("not in a network namespace of its own (it has %s), whose settings the idle rows change: the bench starts udpidle with CLONE_NEWNET; by hand, pass -host", i.Name)
+		}
 	}
 	return nil
 }
