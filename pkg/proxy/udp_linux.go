@@ -54,9 +54,10 @@ import (
 // As the TCP event loops do (loop_linux.go), the loop passes through Go's
 // scheduler every yieldInterval while busy, so that sysmon does not count
 // it as running too long. Unlike them it is not locked to its thread: a
-// yield then lets the thread pick the loop up again at once, where a
-// locked thread hands its P to another and waits to get it back (three
-// context switches; at 2,000 requests/s, 8% of the proxy's). It does not
+// yield puts the loop on the run queue, where its own thread (or the one
+// the yield woke) takes it at once; a locked thread hands its P to
+// another and waits to get it back (three context switches; at 2,000
+// requests/s, 8% of the proxy's). It does not
 // add a P for itself: a route's loop waiting in epoll_wait for long lets
 // its P go, and takes one back when a datagram comes, as any goroutine in
 // a system call does.
