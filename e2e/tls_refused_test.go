@@ -332,7 +332,7 @@ func TestTLSServerRefused(t *testing.T) {
 					}
 					return nil
 				})
-				logged := tlsLogLine(tt.amb.out.String(), `"route":"`+strconv.Itoa(tt.port)+`"`, "tls handshake")
+				logged := tlsWaitLogLine(t, ctx, tt.amb.out.String, `"route":"`+strconv.Itoa(tt.port)+`"`, "tls handshake")
 				assert.Regexp(t, tt.fix, logged, "the ambassador's log of route %d's failed handshake; its log:\n%s", tt.port, tt.amb.out)
 				t.Logf("the connection failed (%s) after %s; backend handshakes on route %d: %v %s; logged: %s",
 					load.How(err), took.Round(time.Millisecond), tt.port,
