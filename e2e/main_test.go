@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -260,3 +261,37 @@ func addr(c *harness.Container, port uint16) string {
 
 // link is the --link value that makes c reachable as alias.
 func link(c *harness.Container, alias string) string { return c.Name + ":" + alias }
+
+// logLine returns the first line of out holding every one of substrs,
+// or "".
+func logLine(out string, substrs ...string) string {
+	for line := range strings.Lines(out) {
+		ok := true
+		for _, s := range substrs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
+// waitLogLine polls out, a process's log as copied so far, for up to
+// 5 s until a line holds every one of substrs, and returns it ("" if none
+// came): the copy of a process's output runs on its own, so a line can
+// come after what it reports has been seen by other means (a counter, a
+// connection's end).
+func waitLogLine(t *testing.T, ctx context.Context, out func() string, substrs ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var line string
+	harness.Poll(ctx, func(context.Context) error {
+		if line = logLine(out(), substrs...); line == "" {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
+	return line
+}

@@ -259,7 +259,7 @@ func TestPodmanDynamic(t *testing.T) {
 	require.NoError(t, fetchJSON(ctx, amb.admin+"/routes", &doc))
 	t.Logf("status: engine %q", doc.Docker.Engine)
 	assert.True(t, strings.HasPrefix(doc.Docker.Engine, "Podman 4."), "the status's engine: %q", doc.Docker.Engine)
-	assert.Contains(t, amb.out.String(), `"engine":"Podman`)
+	assert.NotEmpty(t, waitLogLine(t, ctx, amb.out.String, `"engine":"Podman`), "the engine, logged")
 
 	evs := h.eng.Events(ctx)
 	l := startLoad(t, amb.route)

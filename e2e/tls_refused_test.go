@@ -56,7 +56,7 @@ func tlsSClient(t *testing.T, ctx context.Context, addr string, args ...string) 
 // the alert it received, or its error.
 func tlsAlert(out string) string {
 	for _, want := range []string{"alert", "error"} {
-		if line := tlsLogLine(out, want); line != "" {
+		if line := logLine(out, want); line != "" {
 			return line
 		}
 	}
@@ -332,7 +332,7 @@ func TestTLSServerRefused(t *testing.T) {
 					}
 					return nil
 				})
-				logged := tlsWaitLogLine(t, ctx, tt.amb.out.String, `"route":"`+strconv.Itoa(tt.port)+`"`, "tls handshake")
+				logged := waitLogLine(t, ctx, tt.amb.out.String, `"route":"`+strconv.Itoa(tt.port)+`"`, "tls handshake")
 				assert.Regexp(t, tt.fix, logged, "the ambassador's log of route %d's failed handshake; its log:\n%s", tt.port, tt.amb.out)
 				t.Logf("the connection failed (%s) after %s; backend handshakes on route %d: %v %s; logged: %s",
 					load.How(err), took.Round(time.Millisecond), tt.port,

@@ -361,7 +361,7 @@ func TestTLSRotationCA(t *testing.T) {
 		}
 	}
 	assert.Positive(t, failed, "the client side's backend handshakes the server refused, counted by reason: %s", tlsHandshakeResults(fc, "backend"))
-	assert.NotEmpty(t, tlsWaitLogLine(t, ctx, func() string { return client.out.String()[mark:] }, `"level":"warn"`, `"route":"`+strconv.Itoa(p1)+`"`),
+	assert.NotEmpty(t, waitLogLine(t, ctx, func() string { return client.out.String()[mark:] }, `"level":"warn"`, `"route":"`+strconv.Itoa(p1)+`"`),
 		"the client side's warning about the connection the server refused; its log since:\n%s", client.out.String()[mark:])
 
 	// 2. The client side's certificate and key of the next CA: the key

@@ -198,40 +198,6 @@ func tlsAmbassadorEnv(t *testing.T, ctx context.Context, env []string, ports []i
 	return a
 }
 
-// tlsLogLine returns the first line of out holding every one of substrs,
-// or "".
-func tlsLogLine(out string, substrs ...string) string {
-	for line := range strings.Lines(out) {
-		ok := true
-		for _, s := range substrs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			return strings.TrimSpace(line)
-		}
-	}
-	return ""
-}
-
-// tlsWaitLogLine polls out, a process's log as copied so far, for up to
-// 5 s until a line holds every one of substrs, and returns it ("" if none
-// came): the copy of a process's output runs on its own, so a line can
-// come after what it reports has been seen by other means (a counter, a
-// connection's end).
-func tlsWaitLogLine(t *testing.T, ctx context.Context, out func() string, substrs ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var line string
-	harness.Poll(ctx, func(context.Context) error {
-		if line = tlsLogLine(out(), substrs...); line == "" {
-			return errors.New("not logged yet")
-		}
-		return nil
-	})
-	return line
-}
-
 // tlsMetrics scrapes an ambassador's metrics once.
 func tlsMetrics(t *testing.T, ctx context.Context, a *engineRestartAmb) families {
 	t.Helper()
@@ -702,7 +668,7 @@ checkIP = %s
 				pki.file(pki.client, harness.CAFile), tlsLoopback, tt.stunnel))
 			sent := tlsStunnelExchanges(t, ctx, enginesListen(ps), exchanges)
 			engineRestartCheckStats(t, ctx, data, exchanges, sent)
-			negotiated := tlsWaitLogLine(t, ctx, st.out.String, " ciphersuite: ")
+			negotiated := waitLogLine(t, ctx, st.out.String, " ciphersuite: ")
 			assert.Contains(t, negotiated, tt.version, "what stunnel negotiated; its log:\n%s", st.out)
 			f := tlsWaitHandshakes(t, ctx, server, "listen", "ok", 1)
 			t.Logf("stunnel → ambassador: %d exchanges, %d bytes up checked by digest and the replies byte for byte; stunnel: %q; the ambassador's listen handshakes: %s",
@@ -728,9 +694,9 @@ requireCert = yes
 			"--route", fmt.Sprintf("%d:tls://%s", p1, enginesListen(pt)))...)
 		sent := tlsStunnelExchanges(t, ctx, enginesListen(p1), exchanges)
 		engineRestartCheckStats(t, ctx, data, exchanges, sent)
-		accepted := tlsWaitLogLine(t, ctx, st.out.String, "Certificate accepted at depth=0")
+		accepted := waitLogLine(t, ctx, st.out.String, "Certificate accepted at depth=0")
 		assert.Contains(t, accepted, "CN=client", "stunnel verified the ambassador's client certificate; its log:\n%s", st.out)
-		negotiated := tlsWaitLogLine(t, ctx, st.out.String, " ciphersuite: ")
+		negotiated := waitLogLine(t, ctx, st.out.String, " ciphersuite: ")
 		assert.Contains(t, negotiated, "TLSv1.3", "what stunnel negotiated; its log:\n%s", st.out)
 		f := tlsWaitHandshakes(t, ctx, client, "backend", "ok", 1)
 		t.Logf("ambassador → stunnel: %d exchanges, %d bytes up checked by digest and the replies byte for byte; stunnel: %q, %q; the ambassador's backend handshakes: %s",

@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -261,7 +262,16 @@ func TestUDPFlowCap(t *testing.T) {
 		amb.ended(map[string]float64{"evicted": 4}),
 		amb.dropped(),
 	))
-	evicted := strings.Count(amb.out.String(), `"reason":"evicted"`)
+	// The log is copied on its own: it may lag the metrics.
+	evicted := 0
+	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	harness.Poll(waitCtx, func(context.Context) error {
+		if evicted = strings.Count(amb.out.String(), `"reason":"evicted"`); evicted < 4 {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
 	assert.Equal(t, 4, evicted, "flows logged as evicted")
 }
 
