@@ -109,8 +109,8 @@ const (
 
 func main() {
 	// The bench's helper processes: the idle test's TCP backend, the UDP
-	// rows' echo, and their idle flows' holder.
-	for name, helper := range map[string]func([]string) error{"hold": hold, "udpecho": udpEcho, "udpidle": udpIdle, "listeners": listeners} {
+	// rows' echo, their idle flows' holder and their spinners.
+	for name, helper := range map[string]func([]string) error{"hold": hold, "udpecho": udpEcho, "udpidle": udpIdle, "listeners": listeners, "spin": spin} {
 		if len(os.Args) > 1 && os.Args[1] == name {
 			if inVM() {
 				vmInit(helper, os.Args[2:])

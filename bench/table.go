@@ -83,6 +83,9 @@ var udpRows = []row{
 	{key: "lat-p50", label: fmt.Sprintf("%s requests/s (%d flows): round trip p50 ms", format(float64(udpRateFlows)*float64(time.Second/udpRateEvery), 0), udpRateFlows), digits: 3},
 	{key: "lat-p99", label: "paced: round trip p99 ms", digits: 3},
 	{key: "lat-loss", label: "paced: datagrams lost, %", digits: 2},
+	{key: "lat-busy-p50", label: "paced, CPUs kept out of idle (a SCHED_IDLE spinner per CPU): round trip p50 ms", digits: 3},
+	{key: "lat-busy-p99", label: "paced, CPUs kept out of idle: round trip p99 ms", digits: 3},
+	{key: "lat-busy-loss", label: "paced, CPUs kept out of idle: datagrams lost, %", digits: 2},
 	{key: "idle-flows", label: "idle: flows held through the proxy"},
 	{key: "idle-pss", label: "idle: proxy KiB per flow (PSS)", digits: 2},
 	{key: "idle-rss", label: "idle: proxy KiB per flow (VmRSS)", digits: 2},
@@ -219,7 +222,7 @@ func (u *udpBench) print(w io.Writer) {
 	u.table(w)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Cells: median over rounds (ratio to direct). CPU: utime+stime of the proxy and its (reaped) children from /proc/PID/stat, 10 ms ticks, per million datagrams forwarded either way.")
-	fmt.Fprintf(w, "Echo: %d flows (connected sockets) of a Go client, each sending a datagram for every answer so as to keep %d in flight (%d in all), a window unanswered for %s taken as lost and sent anew; requests/s counts the answers; lost = not answered %s after the load. Paced: each flow sends one datagram every %s and waits for its answer, so a round trip is one datagram each way, without a queue.\n",
+	fmt.Fprintf(w, "Echo: %d flows (connected sockets) of a Go client, each sending a datagram for every answer so as to keep %d in flight (%d in all), a window unanswered for %s taken as lost and sent anew; requests/s counts the answers; lost = not answered %s after the load. Paced: each flow sends one datagram every %s and waits for its answer, so a round trip is one datagram each way, without a queue. CPUs kept out of idle: the same, with a thread per CPU spinning at SCHED_IDLE (which any other task preempts at once), as idle=poll would: a round trip through a proxy wakes four tasks, and a CPU woken from idle adds its own delay to each (on a VM, the hypervisor's), alike for every proxy.\n",
 		udpFlows, udpWindow, udpFlows*udpWindow, udpLossWait, udpDrain, udpRateEvery)
 	fmt.Fprintln(w, "The backend: a Go echo (`bench udpecho`), two sockets on one port with SO_REUSEPORT, a goroutine each.")
 	fmt.Fprintln(w, "classic = `socat UDP4-RECVFROM:P,fork UDP4-SENDTO:127.0.0.1:B` (a process per datagram), at most 8 flows in the echo load; nginx = nginx-light with libnginx-mod-stream, `worker_processes 1`, `listen 127.0.0.1:P udp; proxy_pass 127.0.0.1:B; proxy_timeout 30s;` with `proxy_responses 1;` (a session ends once answered, the usual DNS configuration) or without (a session lives for proxy_timeout, as a flow of ambassadord's), a foreground process with its own prefix, pid file and error log; ambassadord = `--route P/udp:127.0.0.1:B`, one event loop for the route.")

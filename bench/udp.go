@@ -212,6 +212,7 @@ func (b *bench) runUDP(ctx context.Context, bin string) error {
 	}{
 		{"throughput", u.throughput},
 		{"latency", u.latency},
+		{"latency, CPUs kept busy", u.latencyBusy},
 		{"idle", u.idle},
 	}
 	for round := 1; round <= b.cfg.rounds; round++ {
@@ -295,6 +296,23 @@ func (u *udpBench) throughput(ctx context.Context, ci int) error {
 // latency runs the paced load through column ci for cfg.udpRateTime and
 // records the round trips' p50 and p99, and the loss.
 func (u *udpBench) latency(ctx context.Context, ci int) error {
+	return u.paced(ctx, ci, "lat")
+}
+
+// latencyBusy is latency with the CPUs kept out of idle by spinners at
+// SCHED_IDLE (spin.go), into the rows of prefix lat-busy.
+func (u *udpBench) latencyBusy(ctx context.Context, ci int) error {
+	spinners, err := startSpinners(u.b.dir)
+	if err != nil {
+		return err
+	}
+	defer stop([]*exec.Cmd{spinners})
+	return u.paced(ctx, ci, "lat-busy")
+}
+
+// paced runs the paced load through column ci and records its round
+// trips' p50 and p99 and its loss in the rows of prefix.
+func (u *udpBench) paced(ctx context.Context, ci int, prefix string) error {
 	p, addr, err := u.start(ctx, ci)
 	if err != nil {
 		return err
@@ -310,9 +328,9 @@ func (u *udpBench) latency(ctx context.Context, ci int) error {
 	if len(res.rtts) == 0 {
 		return errors.New("no answer")
 	}
-	u.add("lat-p50", ci, ms(percentile(res.rtts, 0.50)))
-	u.add("lat-p99", ci, ms(percentile(res.rtts, 0.99)))
-	u.add("lat-loss", ci, 100*float64(res.sent-res.received)/float64(res.sent))
+	u.add(prefix+"-p50", ci, ms(percentile(res.rtts, 0.50)))
+	u.add(prefix+"-p99", ci, ms(percentile(res.rtts, 0.99)))
+	u.add(prefix+"-loss", ci, 100*float64(res.sent-res.received)/float64(res.sent))
 	return nil
 }
 
@@ -999,7 +1017,7 @@ var udpNginxes = []int{udpNginx, udpNginxKept}
 func udpGoal(key string, m map[string][]float64, flows int) string {
 	amb := m[key][udpAmbassadord]
 	switch key {
-	case "tput-rps", "lat-p50", "lat-p99":
+	case "tput-rps", "lat-p50", "lat-p99", "lat-busy-p50", "lat-busy-p99":
 	case "idle-flows":
 		if math.IsNaN(amb) {
 			return "not judged: no ambassadord figure"
