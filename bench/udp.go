@@ -20,7 +20,10 @@ package main
 // Rows: small-datagram throughput (a 64-byte datagram each way, many
 // flows each keeping a few in flight, from a Go client: requests/s, loss,
 // the proxy's CPU per million datagrams); latency at a fixed moderate
-// rate (p50, p99, loss); memory and descriptors per idle flow, with
+// rate (p50, p99, loss), twice: as the machine is, and with its CPUs kept
+// out of idle by spinners at SCHED_IDLE (spin.go), which leaves out the
+// delay of waking an idle CPU, alike for every column; memory and
+// descriptors per idle flow, with
 // 50,000 flows held (2,000 with -quick). Interleaved rounds and medians
 // as for the other tables; each measurement starts a fresh proxy.
 //
