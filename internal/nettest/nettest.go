@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -22,13 +23,69 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago, for a
+// listener the test makes later. It is picked below the ephemeral range,
+// where there is room: the kernel gives the ports of that range to the
+// local ends of connections, and a connection of a test running in
+// parallel (of this package or another) could otherwise take the port in
+// between. Only a listener that picks the same port by chance can.
 func FreePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePort(t, func(addr string) (net.Addr, io.Closer, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return ln.Addr(), ln, nil
+	})
+}
+
+// FreeUDPPort is FreePort for a UDP socket.
+func FreeUDPPort(t *testing.T) int {
+	t.Helper()
+	return freePort(t, func(addr string) (net.Addr, io.Closer, error) {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pc.LocalAddr(), pc, nil
+	})
+}
+
+// freePort is FreePort for what listen opens on a loopback address.
+func freePort(t *testing.T, listen func(addr string) (net.Addr, io.Closer, error)) int {
+	t.Helper()
+	if top := min(ephemeralLow(), freePortTop); top > freePortBottom {
+		for range 100 {
+			port := freePortBottom + rand.IntN(top-freePortBottom)
+			if _, l, err := listen("127.0.0.1:" + strconv.Itoa(port)); err == nil {
+				l.Close()
+				return port
+			}
+		}
+	}
+	addr, l, err := listen("127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	defer l.Close()
+	return Port(t, addr.String())
+}
+
+// FreePort's ports: [freePortBottom, freePortTop), and below the
+// ephemeral range. The bench takes ports from 20000 on.
+const freePortBottom, freePortTop = 10000, 20000
+
+// ephemeralLow returns the first port of the ephemeral range
+// (net.ipv4.ip_local_port_range), or Linux's default if it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	low, err := strconv.Atoi(strings.Fields(string(b) + " x")[0])
+	if err != nil {
+		return 32768
+	}
+	return low
 }
 
 // Greeter serves msg to every connection on a loopback port, then closes

@@ -57,3 +57,31 @@ func TestRequireClosed(t *testing.T) {
 	assert.True(t, inner.Failed(), "a connection still open fails")
 	assert.GreaterOrEqual(t, time.Since(start), CloseWithin)
 }
+
+// TestFreePortBelowEphemeral: the port is free, and outside the range the
+// kernel takes connections' local ports from, so that no connection of a
+// parallel test can take it before the test listens on it.
+func TestFreePortBelowEphemeral(t *testing.T) {
+	low := ephemeralLow()
+	if low <= freePortBottom {
+		t.Skipf("no room below the ephemeral range (%d)", low)
+	}
+	for range 20 {
+		port := FreePort(t)
+		assert.GreaterOrEqual(t, port, freePortBottom)
+		assert.Less(t, port, min(low, freePortTop))
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		require.NoError(t, err)
+		ln.Close()
+	}
+}
+
+func TestFreeUDPPort(t *testing.T) {
+	port := FreeUDPPort(t)
+	if low := ephemeralLow(); low > freePortBottom {
+		assert.Less(t, port, min(low, freePortTop))
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+	require.NoError(t, err)
+	pc.Close()
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ambassadord/ambassadord/internal/nettest"
 	"github.com/ambassadord/ambassadord/pkg/metrics/metricstest"
 	"github.com/ambassadord/ambassadord/pkg/resolver"
 	"github.com/ambassadord/ambassadord/pkg/source"
@@ -46,24 +47,15 @@ func askUDP(t *testing.T, c net.Conn) string {
 	return string(buf[:n])
 }
 
-// freeUDPPort returns a UDP port free on loopback now.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer pc.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port
-}
-
 // TestUDPRoute: a UDP route and a TCP route on one port, the UDP one
 // named PORT/udp, its target's containers served per flow: a claimer of
 // higher priority takes new flows, an established flow stays on its
 // backend until that backend is gone, then moves at its next datagram;
 // the metrics count the flows of the route, and the status names it.
 func TestUDPRoute(t *testing.T) {
-	port := freeUDPPort(t)
+	port := nettest.FreeUDPPort(t)
 	for port == 0 || !tcpFree(port) {
-		port = freeUDPPort(t)
+		port = nettest.FreeUDPPort(t)
 	}
 	p := strconv.Itoa(port)
 	opts := testOptions(t, p+"/udp:svc:1", p+":svc:1")
