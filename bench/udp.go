@@ -23,9 +23,9 @@ package main
 // rate (p50, p99, loss), twice: as the machine is, and with its CPUs kept
 // out of idle by spinners at SCHED_IDLE (spin.go), which leaves out the
 // delay of waking an idle CPU, alike for every column; memory and
-// descriptors per idle flow, with
-// 50,000 flows held (2,000 with -quick). Interleaved rounds and medians
-// as for the other tables; each measurement starts a fresh proxy.
+// descriptors per idle flow, with 50,000 flows held (2,000 with -quick).
+// Interleaved rounds and medians as for the other tables; each
+// measurement starts a fresh proxy.
 //
 // Idle flows take a local port each, at the client and at the proxy (its
 // socket to the backend): 50,000 of them do not fit in the default

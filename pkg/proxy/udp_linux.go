@@ -57,10 +57,9 @@ import (
 // yield puts the loop on the run queue, where its own thread (or the one
 // the yield woke) takes it at once; a locked thread hands its P to
 // another and waits to get it back (three context switches; at 2,000
-// requests/s, 8% of the proxy's). It does not
-// add a P for itself: a route's loop waiting in epoll_wait for long lets
-// its P go, and takes one back when a datagram comes, as any goroutine in
-// a system call does.
+// requests/s, 8% of the proxy's). It does not add a P for itself: a
+// route's loop waiting in epoll_wait for long lets its P go, and takes
+// one back when a datagram comes, as any goroutine in a system call does.
 
 const (
 	// udpBatchSize is how many datagrams one recvmmsg on the route's
